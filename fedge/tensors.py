@@ -1,0 +1,240 @@
+"""Named numpy arrays on the wire: tensor chunks, model blobs and fingerprints.
+
+Two shapes of transfer, both pickle-free:
+
+* **Updates** travel as :class:`TensorChunk` messages, each holding a slice (at most
+  ``CHUNK_BYTES``) of one tensor's raw little-endian bytes with the tensor's name, dtype
+  and shape. :class:`TensorAssembler` turns a stream of them back into arrays, copying
+  each slice once into a preallocated array and checking it against what was expected.
+* **Models** travel as one blob in the safetensors layout, which is also the checkpoint
+  file format, so the server streams checkpoint bytes as they lie on disk.
+
+This module needs only numpy (and the generated protos): edge devices import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedge.errors import FedgeError
+from protos import fedge_pb2
+
+CHUNK_BYTES = 1 << 20
+
+# dtypes that cross the wire, with their safetensors names.
+_SAFETENSORS_DTYPES: dict[str, str] = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+_NUMPY_DTYPES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
+SUPPORTED_DTYPES = tuple(_SAFETENSORS_DTYPES)
+
+Arrays = Mapping[str, np.ndarray]
+
+
+class TensorError(FedgeError):
+    """A tensor stream or blob that does not decode to what was expected."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A tensor's name, dtype name and shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.dtype}{list(self.shape)}"
+
+
+def check_dtype(name: str) -> np.dtype:
+    """Returns the numpy dtype for a wire dtype name, refusing anything else."""
+    if name not in _SAFETENSORS_DTYPES:
+        raise TensorError(f"dtype {name!r} is not supported; use one of {SUPPORTED_DTYPES}")
+    return np.dtype(name).newbyteorder("<")
+
+
+def spec_of(name: str, array: np.ndarray) -> Spec:
+    check_dtype(array.dtype.name)
+    return Spec(name, array.dtype.name, tuple(int(d) for d in array.shape))
+
+
+def fingerprint(arrays: Arrays) -> list[Spec]:
+    """The names, dtypes and shapes of arrays, sorted by name."""
+    return [spec_of(name, arrays[name]) for name in sorted(arrays)]
+
+
+def specs_to_proto(specs: Iterable[Spec]) -> list[fedge_pb2.TensorSpec]:
+    return [fedge_pb2.TensorSpec(name=s.name, dtype=s.dtype, shape=s.shape) for s in specs]
+
+
+def specs_from_proto(specs: Iterable[fedge_pb2.TensorSpec]) -> list[Spec]:
+    return [Spec(s.name, s.dtype, tuple(s.shape)) for s in specs]
+
+
+def _raw_bytes(array: np.ndarray) -> memoryview:
+    """A little-endian, C-contiguous byte view of array (copying only when it must)."""
+    little = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+    return memoryview(little.reshape(-1).view(np.uint8))
+
+
+def iter_chunks(
+    arrays: Arrays, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[fedge_pb2.TensorChunk]:
+    """Splits named arrays into tensor chunks of at most chunk_bytes of data each.
+
+    Every tensor yields at least one chunk, so empty tensors arrive too.
+    """
+    if chunk_bytes <= 0:
+        raise ValueError("chunk_bytes must be positive")
+    for name in sorted(arrays):
+        spec = spec_of(name, arrays[name])
+        raw = _raw_bytes(arrays[name])
+        offset = 0
+        while True:
+            piece = raw[offset : offset + chunk_bytes]
+            yield fedge_pb2.TensorChunk(
+                name=name, dtype=spec.dtype, shape=spec.shape, offset=offset, data=bytes(piece)
+            )
+            offset += len(piece)
+            if offset >= len(raw):
+                break
+
+
+class TensorAssembler:
+    """Reassembles tensor chunks into arrays, checking them against expected specs.
+
+    Each tensor must arrive as contiguous slices in order (offset 0 first) with the
+    name, dtype and shape the receiver expects; anything else raises TensorError.
+    Memory held is the arrays being assembled and nothing more.
+    """
+
+    def __init__(self, expected: Iterable[Spec], max_bytes: int | None = None) -> None:
+        self._expected = {s.name: s for s in expected}
+        self._arrays: dict[str, np.ndarray] = {}
+        self._filled: dict[str, int] = {}
+        self._max_bytes = max_bytes
+        self.bytes_received = 0
+
+    def add(self, chunk: fedge_pb2.TensorChunk) -> None:
+        spec = self._expected.get(chunk.name)
+        if spec is None:
+            raise TensorError(f"unexpected tensor {chunk.name!r}; expected one of "
+                              f"{sorted(self._expected)[:8]}")
+        got = Spec(chunk.name, chunk.dtype, tuple(chunk.shape))
+        if got != spec:
+            raise TensorError(f"tensor {got} does not match the task's {spec}")
+        self.bytes_received += len(chunk.data)
+        if self._max_bytes is not None and self.bytes_received > self._max_bytes:
+            raise TensorError(f"update exceeds the maximum of {self._max_bytes} bytes")
+        if chunk.name not in self._arrays:
+            self._arrays[chunk.name] = np.empty(spec.shape, dtype=check_dtype(spec.dtype))
+            self._filled[chunk.name] = 0
+        filled = self._filled[chunk.name]
+        if chunk.offset != filled:
+            raise TensorError(f"tensor {chunk.name!r}: chunk at byte {chunk.offset}, "
+                              f"expected byte {filled}")
+        end = filled + len(chunk.data)
+        if end > spec.nbytes:
+            raise TensorError(f"tensor {chunk.name!r}: {end} bytes sent for a "
+                              f"{spec.nbytes}-byte tensor")
+        if chunk.data:
+            target = self._arrays[chunk.name].reshape(-1).view(np.uint8)
+            target[filled:end] = np.frombuffer(chunk.data, dtype=np.uint8)
+        self._filled[chunk.name] = end
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """Returns the arrays once every expected tensor has arrived whole."""
+        missing = [n for n, s in self._expected.items() if self._filled.get(n, -1) != s.nbytes]
+        if missing:
+            raise TensorError(f"update is incomplete: {len(missing)} tensor(s) missing or "
+                              f"cut short, first {missing[0]!r}")
+        arrays = self._arrays
+        self._arrays, self._filled = {}, {}
+        # Native byte order for arithmetic; a no-op on little-endian hosts.
+        return {n: a.astype(a.dtype.newbyteorder("="), copy=False) for n, a in arrays.items()}
+
+
+def decode_chunks(
+    chunks: Iterable[fedge_pb2.TensorChunk], expected: Iterable[Spec]
+) -> dict[str, np.ndarray]:
+    """Reassembles a whole stream of chunks (see TensorAssembler)."""
+    assembler = TensorAssembler(expected)
+    for chunk in chunks:
+        assembler.add(chunk)
+    return assembler.finish()
+
+
+def to_blob(arrays: Arrays, metadata: Mapping[str, str] | None = None) -> bytes:
+    """Serialises named arrays in the safetensors layout (header JSON, then raw bytes)."""
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    offset = 0
+    raws = []
+    for name in sorted(arrays):
+        spec = spec_of(name, arrays[name])
+        raw = _raw_bytes(arrays[name])
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[spec.dtype],
+            "shape": list(spec.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        offset += len(raw)
+        raws.append(raw)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # safetensors aligns the data section to 8 bytes
+    return b"".join([struct.pack("<Q", len(head)), head, *raws])
+
+
+def from_blob(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parses a safetensors-layout blob into (arrays, metadata), checking every range."""
+    if len(blob) < 8:
+        raise TensorError("model blob is truncated: no header")
+    (head_len,) = struct.unpack("<Q", blob[:8])
+    if head_len > len(blob) - 8:
+        raise TensorError("model blob is truncated: header runs past the end")
+    try:
+        header = json.loads(blob[8 : 8 + head_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TensorError(f"model blob header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise TensorError("model blob header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    data = memoryview(blob)[8 + head_len :]
+    arrays: dict[str, np.ndarray] = {}
+    for name, entry in header.items():
+        try:
+            dtype = check_dtype(_NUMPY_DTYPES[entry["dtype"]])
+            shape = tuple(int(d) for d in entry["shape"])
+            start, end = (int(x) for x in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TensorError(f"model blob entry {name!r} is malformed") from exc
+        if not 0 <= start <= end <= len(data) or end - start != Spec(name, dtype.name,
+                                                                      shape).nbytes:
+            raise TensorError(f"model blob entry {name!r} has bad byte range")
+        array = np.frombuffer(data[start:end], dtype=dtype).reshape(shape)
+        arrays[name] = array.astype(dtype.newbyteorder("="), copy=True)
+    return arrays, {str(k): str(v) for k, v in metadata.items()}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
