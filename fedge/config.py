@@ -1,0 +1,230 @@
+"""Typed, validated configuration for the server, the client daemon and the simulator.
+
+Each component's settings are a frozen dataclass. Values come, lowest precedence first,
+from the dataclass defaults, a TOML file (top-level keys named as the fields), and
+command-line options. Errors name the key and the value expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fedge.errors import ConfigError
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of ``fedge server``.
+
+    min_clients: devices that must report for a round to commit (and be connected for
+        it to start).
+    fraction: share of the connected devices sampled each round (at least min_clients).
+    round_timeout_s: a round's deadline; at the deadline it commits if min_clients
+        reported, else it is retried with a new sample.
+    epochs, lr, batch_size: local training settings sent to devices; 0 means the task's
+        default.
+    linger_s: after the last round, how long to keep answering polls with STOP so
+        devices exit cleanly.
+    """
+
+    task: str = "digits-mlp"
+    host: str = "0.0.0.0"
+    port: int = 50051
+    rounds: int = 10
+    min_clients: int = 2
+    fraction: float = 1.0
+    round_timeout_s: float = 300.0
+    retry_backoff_s: float = 2.0
+    epochs: int = 0
+    lr: float = 0.0
+    batch_size: int = 0
+    seed: int = 0
+    state_dir: str = "fedge-state"
+    insecure: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
+    poll_seconds: float = 10.0
+    device_timeout_s: float = 60.0
+    max_update_bytes: int = 1 << 30
+    linger_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check_range("rounds", self.rounds, 1)
+        _check_range("min_clients", self.min_clients, 1)
+        _check_range("port", self.port, 0, 65535)
+        _check_range("round_timeout_s", self.round_timeout_s, 0.1)
+        _check_range("poll_seconds", self.poll_seconds, 0.01)
+        _check_range("epochs", self.epochs, 0)
+        _check_range("batch_size", self.batch_size, 0)
+        _check_range("lr", self.lr, 0.0)
+        _check_range("max_update_bytes", self.max_update_bytes, 1)
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"fraction must be in (0, 1], got {self.fraction}")
+        _check_tls(self.insecure, bool(self.tls_cert), "server", "--tls-cert/--tls-key")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together: give both or neither")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Settings of ``fedge client``.
+
+    data: directories or files of local training data (``.npz`` with arrays x and y).
+    device: "auto" (CUDA when available, else CPU), "cpu" or "cuda[:N]".
+    backoff_initial_s, backoff_max_s: reconnect delays while the server is away.
+    """
+
+    server: str = "127.0.0.1:50051"
+    task: str = "digits-mlp"
+    data: tuple[str, ...] = ()
+    device_id: str = field(default_factory=socket.gethostname)
+    insecure: bool = False
+    tls_ca: str = ""
+    device: str = "auto"
+    poll_seconds: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.device_id:
+            raise ConfigError("device_id must not be empty")
+        if ":" not in self.server:
+            raise ConfigError(f"server must be HOST:PORT, got {self.server!r}")
+        _check_range("backoff_initial_s", self.backoff_initial_s, 0.001)
+        _check_range("backoff_max_s", self.backoff_max_s, self.backoff_initial_s)
+        _check_range("poll_seconds", self.poll_seconds, 0.01)
+        _check_tls(self.insecure, bool(self.tls_ca), "client", "--tls-ca")
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """Settings of ``fedge simulate``: one real server and N real client daemons on
+    loopback gRPC, each client training on its own partition written to disk.
+
+    alpha: concentration of the Dirichlet partition (smaller is more skewed).
+    epochs, lr, batch_size: as for the server; 0 means the task's default.
+    """
+
+    task: str = "digits-mlp"
+    clients: int = 5
+    rounds: int = 10
+    partition: str = "iid"
+    alpha: float = 0.5
+    seed: int = 0
+    out: str = "runs/simulate"
+    epochs: int = 0
+    lr: float = 0.0
+    batch_size: int = 0
+    fraction: float = 1.0
+    round_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        _check_range("clients", self.clients, 1)
+        _check_range("rounds", self.rounds, 1)
+        _check_range("alpha", self.alpha, 1e-6)
+        if self.partition not in PARTITIONS:
+            raise ConfigError(f"partition must be one of {PARTITIONS}, got {self.partition!r}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"fraction must be in (0, 1], got {self.fraction}")
+
+
+PARTITIONS = ("iid", "dirichlet")
+
+
+def _check_range(key: str, value: float, low: float, high: float | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{key} must be {bound}, got {value}")
+
+
+def _check_tls(insecure: bool, has_tls: bool, who: str, flag: str) -> None:
+    if insecure and has_tls:
+        raise ConfigError(f"the {who} was given both --insecure and {flag}; choose one")
+    if not insecure and not has_tls:
+        raise ConfigError(f"the {who} needs TLS ({flag}) or, for loopback development "
+                          "only, --insecure")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Checks value against a field's type hint, converting lists to tuples."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key} must be {hint}, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"{key} must be empty, got {value!r}")
+        return None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported setting type {hint}")
+
+
+def build(cls: type[C], values: Mapping[str, Any], source: str = "options") -> C:
+    """Makes a config dataclass from values, naming any unknown or mistyped key."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r}; known keys: "
+                          f"{', '.join(names)}")
+    try:
+        coerced = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
+        return cls(**coerced)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load(cls: type[C], path: str | Path | None, overrides: Mapping[str, Any]) -> C:
+    """Reads a TOML file (if given) and applies overrides (None values are ignored)."""
+    values: dict[str, Any] = {}
+    source = "options"
+    if path is not None:
+        source = str(path)
+        try:
+            values = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        nested = [k for k, v in values.items() if isinstance(v, dict)]
+        if nested:
+            raise ConfigError(f"{path}: unexpected table [{nested[0]}]; settings are "
+                              "top-level keys")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return build(cls, values, source)

@@ -1,0 +1,144 @@
+"""Tasks: what a federation trains. A task is a model factory, a data schema, data
+splits, and a train step and eval step.
+
+Built-in tasks are named (``digits-mlp``, ``digits-cnn``); a user's task is loaded from
+``package.module:attr``, where attr is a :class:`Task` or a function returning one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedge.errors import TaskError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    TrainStep = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.optim.Optimizer], float]
+    EvalStep = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[float, int]]
+
+
+@dataclass(frozen=True)
+class DataSchema:
+    """What one example looks like.
+
+    input_shape: the shape of one example's input, without the batch axis.
+    labels: class names; a label's value is its index here.
+    """
+
+    input_shape: tuple[int, ...]
+    labels: tuple[str, ...]
+    input_dtype: str = "float32"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def check(self, x: np.ndarray, y: np.ndarray, where: str) -> None:
+        """Raises TaskError unless x and y are a batch of examples of this schema."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise TaskError(f"{where}: inputs have shape {list(x.shape[1:])} per example, "
+                            f"the task expects {list(self.input_shape)}")
+        if len(x) != len(y):
+            raise TaskError(f"{where}: {len(x)} inputs but {len(y)} labels")
+        if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
+            raise TaskError(f"{where}: labels must lie in 0..{self.num_classes - 1}")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A task's data: the pool clients share out, a fixed test split, and an optional
+    proxy slice that no client holds (server-side, for distillation)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    proxy_x: np.ndarray | None = None
+    proxy_y: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """Local training settings used unless the server's config overrides them."""
+
+    epochs: int = 1
+    lr: float = 0.05
+    batch_size: int = 32
+    momentum: float = 0.9
+
+
+def _default_train_step() -> TrainStep:
+    from fedge.tasks.training import classification_train_step
+
+    return classification_train_step
+
+
+def _default_eval_step() -> EvalStep:
+    from fedge.tasks.training import classification_eval_step
+
+    return classification_eval_step
+
+
+@dataclass(frozen=True)
+class Task:
+    """A federated learning task.
+
+    build_model: returns a fresh torch model (same parameter names and shapes each call).
+    load_data: returns the task's Splits; the server evaluates on the test split.
+    train_step: one optimisation step on a batch, returning the loss.
+    eval_step: (summed loss, number correct) on a batch.
+    build_student: a smaller model for edge distillation, when the task has one.
+    """
+
+    name: str
+    schema: DataSchema
+    build_model: Callable[[], nn.Module]
+    load_data: Callable[[], Splits]
+    defaults: TrainDefaults = TrainDefaults()
+    train_step: TrainStep = field(default_factory=_default_train_step)
+    eval_step: EvalStep = field(default_factory=_default_eval_step)
+    build_student: Callable[[], nn.Module] | None = None
+    description: str = ""
+
+
+def builtin_tasks() -> dict[str, Callable[[], Task]]:
+    from fedge.tasks import digits
+
+    return {"digits-mlp": digits.mlp_task, "digits-cnn": digits.cnn_task}
+
+
+def load_task(spec: str) -> Task:
+    """Returns the built-in task named spec, or loads ``package.module:attr``."""
+    builtins = builtin_tasks()
+    if spec in builtins:
+        return builtins[spec]()
+    if ":" not in spec:
+        raise TaskError(f"unknown task {spec!r}: use a built-in task "
+                        f"({', '.join(sorted(builtins))}) or 'package.module:attr'")
+    module_name, _, attr = spec.partition(":")
+    # Like `python -m`, let a task module in the working directory be found.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TaskError(f"cannot import task module {module_name!r}: {exc}") from exc
+    try:
+        obj = getattr(module, attr)
+    except AttributeError as exc:
+        raise TaskError(f"module {module_name!r} has no attribute {attr!r}") from exc
+    if not isinstance(obj, Task) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, Task):
+        raise TaskError(f"{spec} is a {type(obj).__name__}, not a fedge.tasks.Task "
+                        "or a function returning one")
+    return obj
