@@ -1,0 +1,145 @@
+"""The state directory: a safetensors checkpoint per committed round and a SQLite
+record of rounds and metrics.
+
+A commit writes the checkpoint to a temporary file, fsyncs it, renames it into place,
+and only then records the round in one SQLite transaction: a crash at any point leaves
+the last committed round whole, and a checkpoint without a database row is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fedge.errors import FedgeError
+from fedge.tensors import sha256_hex
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    checkpoint TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    accuracy REAL,
+    loss REAL,
+    clients INTEGER NOT NULL,
+    examples INTEGER NOT NULL,
+    bytes_up INTEGER NOT NULL,
+    bytes_down INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    committed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    round INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What the server records about a committed round (round 0 is the initial model)."""
+
+    round: int
+    accuracy: float
+    loss: float
+    clients: int
+    examples: int
+    bytes_up: int
+    bytes_down: int
+    seconds: float
+    sha256: str = ""
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+class StateStore:
+    """Checkpoints and the round database under one state directory."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.root = Path(state_dir)
+        self.checkpoints = self.root / "checkpoints"
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.root / "fedge.db", check_same_thread=False)
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def check_task(self, task: str, fingerprint: list[str]) -> None:
+        """Records the run's task on first use; refuses a state dir made for another."""
+        value = json.dumps({"task": task, "fingerprint": fingerprint})
+        with self._lock, self._db:
+            row = self._db.execute("SELECT value FROM meta WHERE key='task'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('task', ?)", (value,))
+            elif row[0] != value:
+                old = json.loads(row[0])["task"]
+                raise FedgeError(f"state dir {self.root} holds a run of task {old!r} with "
+                                 "other parameters; use a fresh --state-dir")
+
+    def checkpoint_path(self, round_: int) -> Path:
+        return self.checkpoints / f"round-{round_:06d}.safetensors"
+
+    def commit(self, record: RoundRecord, blob: bytes) -> RoundRecord:
+        """Durably writes the round's checkpoint, then records the round."""
+        path = self.checkpoint_path(record.round)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(self.checkpoints, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        record = RoundRecord(**{**asdict(record), "sha256": sha256_hex(blob)})
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO rounds VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (record.round, path.name, record.sha256, record.accuracy, record.loss,
+                 record.clients, record.examples, record.bytes_up, record.bytes_down,
+                 record.seconds, time.time()))
+        return record
+
+    def add_metrics(self, round_: int, device_id: str, source: str,
+                    metrics: dict[str, float]) -> None:
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT INTO metrics VALUES (?,?,?,?,?)",
+                [(round_, device_id, source, k, float(v)) for k, v in metrics.items()])
+
+    def rounds(self) -> list[RoundRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT round, accuracy, loss, clients, examples, bytes_up, bytes_down, "
+                "seconds, sha256 FROM rounds ORDER BY round").fetchall()
+        return [RoundRecord(*row) for row in rows]
+
+    def latest(self) -> tuple[RoundRecord, bytes] | None:
+        """The last committed round and its checkpoint bytes, checked against the record."""
+        records = self.rounds()
+        if not records:
+            return None
+        record = records[-1]
+        blob = self.checkpoint_path(record.round).read_bytes()
+        if sha256_hex(blob) != record.sha256:
+            raise FedgeError(f"checkpoint of round {record.round} in {self.checkpoints} "
+                             "does not match its recorded SHA-256; the state dir is damaged")
+        return record, blob
+
+    def blob(self, round_: int) -> bytes:
+        return self.checkpoint_path(round_).read_bytes()
