@@ -1,0 +1,50 @@
+"""The run report: ``OUT/report.json`` and the same record as a table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from server.store import RoundRecord
+
+
+def build_report(task: str, clients: int, records: list[RoundRecord],
+                 seconds_total: float, **extra: Any) -> dict[str, Any]:
+    """The report of a run from its committed rounds (round 0, the initial model, is
+    left out of the per-round list)."""
+    rounds = [{"round": r.round, "accuracy": r.accuracy, "loss": r.loss,
+               "clients": r.clients, "bytes_up": r.bytes_up, "bytes_down": r.bytes_down,
+               "seconds": r.seconds} for r in records if r.round > 0]
+    final = records[-1] if records else None
+    return {
+        "task": task,
+        "clients": clients,
+        "rounds": rounds,
+        "final": {"accuracy": final.accuracy if final else None,
+                  "loss": final.loss if final else None},
+        "seconds_total": seconds_total,
+        **extra,
+    }
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> Path:
+    path = Path(out) / "report.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The per-round record as an aligned text table with a summary line."""
+    lines = [f"{'round':>5}  {'accuracy':>8}  {'loss':>7}  {'clients':>7}  "
+             f"{'bytes up':>10}  {'bytes down':>10}  {'seconds':>7}"]
+    for r in report["rounds"]:
+        lines.append(f"{r['round']:>5}  {r['accuracy']:>8.4f}  {r['loss']:>7.4f}  "
+                     f"{r['clients']:>7}  {r['bytes_up']:>10,}  {r['bytes_down']:>10,}  "
+                     f"{r['seconds']:>7.2f}")
+    final = report["final"]
+    lines.append(f"task {report['task']}, {report['clients']} clients: final accuracy "
+                 f"{final['accuracy']:.4f}, loss {final['loss']:.4f}, "
+                 f"{report['seconds_total']:.1f} s in all")
+    return "\n".join(lines)
