@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import grpc
 import numpy as np
@@ -44,7 +44,6 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED}
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 4 * CHUNK_BYTES),
                    ("grpc.max_send_message_length", 4 * CHUNK_BYTES)]
-T = TypeVar("T")
 
 
 class Stopped(Exception):
@@ -134,13 +133,13 @@ class Daemon:
                  self.stats.rounds_trained)
         return self.stats
 
-    def _call(self, future: grpc.Future) -> T:  # type: ignore[type-var]
+    def _call(self, future: grpc.Future) -> Any:
         """Waits for an RPC future, cancelling it if the daemon is stopped meanwhile."""
         while not future.done():
             if self._stop.wait(0.05):
                 future.cancel()
                 raise Stopped()
-        return future.result()  # type: ignore[no-any-return]
+        return future.result()
 
     def _join(self, stub: fedge_pb2_grpc.FederationStub) -> str:
         request = fedge_pb2.JoinRequest(

@@ -93,7 +93,7 @@ def specs_from_proto(specs: Iterable[fedge_pb2.TensorSpec]) -> list[Spec]:
 def _raw_bytes(array: np.ndarray) -> memoryview:
     """A little-endian, C-contiguous byte view of array (copying only when it must)."""
     little = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
-    return memoryview(little.reshape(-1).view(np.uint8))
+    return memoryview(little.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
 def iter_chunks(

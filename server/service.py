@@ -107,7 +107,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         return reply
 
     def _task_message(self, view: TaskView) -> fedge_pb2.Task:
-        kind = fedge_pb2.TaskKind.Value(view.kind)
+        kind = view.kind  # protobuf takes an enum's name
         a = view.assignment
         if a is None:
             return fedge_pb2.Task(kind=kind, model_version=view.model_version,

@@ -24,11 +24,13 @@ def weighted_mean(updates: Sequence[Arrays], weights: Sequence[float]) -> dict[s
     total = float(sum(weights))
     if total <= 0:
         raise ValueError("weights must sum to a positive number")
-    return {
-        name: (sum(w * u[name].astype(np.float64) for u, w in zip(updates, weights, strict=True))
-               / total).astype(updates[0][name].dtype)
-        for name in updates[0]
-    }
+    out = {}
+    for name in updates[0]:
+        acc = np.zeros(updates[0][name].shape, np.float64)
+        for update, weight in zip(updates, weights, strict=True):
+            acc += weight * update[name].astype(np.float64)
+        out[name] = (acc / total).astype(updates[0][name].dtype)
+    return out
 
 
 def _accumulator_dtype(dtype: np.dtype) -> np.dtype:

@@ -34,7 +34,7 @@ def test_fold_matches_hand_computed_mean_in_any_order() -> None:
 
 def test_fold_agrees_with_reference_on_random_updates() -> None:
     rng = np.random.default_rng(1)
-    updates = [{"w": rng.standard_normal((5, 7)).astype(np.float32),
+    updates: list[dict[str, np.ndarray]] = [{"w": rng.standard_normal((5, 7)).astype(np.float32),
                 "n": rng.integers(0, 100, size=3)} for _ in range(9)]
     weights = rng.integers(1, 500, size=9).tolist()
     fold = FedAvgFold()

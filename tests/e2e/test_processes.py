@@ -1,0 +1,127 @@
+"""Whole programs as separate OS processes, started the way a person would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import free_port
+
+pytestmark = pytest.mark.slow
+FEDGE = [sys.executable, "-m", "fedge.cli"]
+
+
+class Processes:
+    """Starts fedge commands with their output in files; kills leftovers at teardown."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen([*FEDGE, *args], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=self.tmp, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def wait_for(self, name: str, text: str, timeout: float = 60) -> None:
+        end = time.monotonic() + timeout
+        while text not in self.log(name):
+            assert time.monotonic() < end, f"{name} never said {text!r}:\n{self.log(name)}"
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    p = Processes(tmp_path)
+    yield p
+    p.close()
+
+
+def test_a_deployment_by_hand_on_loopback(procs: Processes) -> None:
+    """One `fedge server` and three `fedge client` processes on partitions written by
+    `fedge data partition`: the rounds complete and every process exits 0."""
+    part = subprocess.run([*FEDGE, "data", "partition", "--clients", "3", "--out", "parts"],
+                          cwd=procs.tmp, capture_output=True, text=True, timeout=120)
+    assert part.returncode == 0, part.stderr
+    assert part.stdout.count("examples") == 3
+    port = str(free_port())
+    server = procs.start("server", "server", "--insecure", "--host", "127.0.0.1", "--port",
+                         port, "--rounds", "3", "--min-clients", "3", "--state-dir", "state",
+                         "--poll-seconds", "2")
+    clients = [procs.start(f"client-{k}", "client", "--server", f"127.0.0.1:{port}",
+                           "--data", f"parts/client-{k}", "--device-id", f"dev-{k}",
+                           "--insecure") for k in range(3)]
+    assert server.wait(timeout=240) == 0, procs.log("server")
+    for k, client in enumerate(clients):
+        assert client.wait(timeout=60) == 0, procs.log(f"client-{k}")
+        assert "trained 3 round(s)" in procs.log(f"client-{k}")
+    assert "done: 3 rounds" in procs.log("server")
+    checkpoints = sorted(p.name for p in (procs.tmp / "state" / "checkpoints").iterdir())
+    assert checkpoints == [f"round-{r:06d}.safetensors" for r in range(4)]
+
+
+def test_sigterm_stops_client_and_server_cleanly(procs: Processes) -> None:
+    port = str(free_port())
+    (procs.tmp / "parts").mkdir()
+    subprocess.run([*FEDGE, "data", "partition", "--clients", "1", "--out", "parts"],
+                   cwd=procs.tmp, check=True, capture_output=True, timeout=120)
+    # The server needs two devices, so the one client waits in its long-poll.
+    server = procs.start("server", "server", "--insecure", "--host", "127.0.0.1", "--port",
+                         port, "--rounds", "5", "--min-clients", "2", "--state-dir", "state")
+    client = procs.start("client", "client", "--server", f"127.0.0.1:{port}", "--data",
+                         "parts/client-0", "--device-id", "lonely", "--insecure")
+    procs.wait_for("client", "joined")
+    client.send_signal(signal.SIGTERM)
+    assert client.wait(timeout=15) == 0, procs.log("client")
+    assert "stopping cleanly" in procs.log("client")
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=15) == 0, procs.log("server")
+    assert "stopped at round 0 of 5" in procs.log("server")
+
+
+def _simulate(tmp: Path, *args: str) -> tuple[dict, float]:
+    started = time.monotonic()
+    run = subprocess.run([*FEDGE, "simulate", "--out", str(tmp / "out"), *args],
+                         capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - started
+    assert run.returncode == 0, run.stderr
+    assert "final accuracy" in run.stdout
+    return json.loads((tmp / "out" / "report.json").read_text()), elapsed
+
+
+def test_default_simulation_meets_its_bar(tmp_path: Path) -> None:
+    report, elapsed = _simulate(tmp_path)
+    assert elapsed < 60
+    assert report["final"]["accuracy"] >= 0.93
+    assert set(report) >= {"task", "clients", "rounds", "final", "seconds_total"}
+    assert len(report["rounds"]) == 10 and report["clients"] == 5
+    for r in report["rounds"]:
+        assert set(r) == {"round", "accuracy", "loss", "clients", "bytes_up", "bytes_down",
+                          "seconds"}
+        assert r["clients"] == 5 and r["bytes_up"] > 5 * 26122 * 4
+
+
+def test_non_iid_cnn_simulation_meets_its_bar(tmp_path: Path) -> None:
+    report, _ = _simulate(tmp_path, "--task", "digits-cnn", "--partition", "dirichlet",
+                          "--alpha", "0.5", "--clients", "10", "--rounds", "20")
+    assert report["final"]["accuracy"] >= 0.95
+    assert report["partition"] == "dirichlet" and len(report["rounds"]) == 20
