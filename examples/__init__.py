@@ -1,0 +1,1 @@
+"""Runnable examples of using fedge: load one with ``--task examples.MODULE:task``."""
