@@ -21,7 +21,7 @@ from enum import Enum
 
 import numpy as np
 
-from fedge.tensors import Spec, from_blob, sha256_hex, to_blob
+from fedge.tensors import Spec, sha256_hex, to_blob
 from server.errors import InvalidRequest, StaleRequest
 from server.registry import Device, Registry
 from server.store import RoundRecord, StateStore
@@ -321,9 +321,3 @@ class Rounds:
                 if not waiting or remaining <= 0:
                     break
                 self._cond.wait(min(remaining, 0.5))
-
-    def weights(self) -> dict[str, np.ndarray]:
-        """The current global model's arrays."""
-        with self._cond:
-            blob = self._blob_bytes
-        return from_blob(blob)[0]
