@@ -25,6 +25,7 @@ from fedge import __version__
 from fedge.config import ClientConfig
 from fedge.errors import FedgeError
 from fedge.tasks import Task
+from fedge.tasks.training import weights_of
 from fedge.tensors import (
     CHUNK_BYTES,
     TensorError,
@@ -95,8 +96,7 @@ class Daemon:
         self.task = task
         self.trainer = trainer
         self.stats = DaemonStats()
-        self._specs = fingerprint({k: v.detach().cpu().numpy()
-                                   for k, v in trainer.model.state_dict().items()})
+        self._specs = fingerprint(weights_of(trainer.model))
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s,
                                 random.Random(hash(config.device_id)))
         self._stop = threading.Event()

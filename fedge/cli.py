@@ -142,6 +142,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 
+def _add_local_training(p: argparse.ArgumentParser) -> None:
+    """Options for the local training settings the server hands out with each task."""
+    p.add_argument("--epochs", type=int, help="local epochs (default: the task's)")
+    p.add_argument("--lr", type=float, help="local learning rate (default: the task's)")
+    p.add_argument("--batch-size", dest="batch_size", type=int,
+                   help="local batch size (default: the task's)")
+
+
 def _add_server(sub: Any) -> None:
     p = sub.add_parser("server", help="run the aggregation server",
                        description="Run the gRPC aggregation server for a number of rounds. "
@@ -158,10 +166,7 @@ def _add_server(sub: Any) -> None:
     p.add_argument("--fraction", type=float, help="share of devices sampled per round")
     p.add_argument("--round-timeout", dest="round_timeout_s", type=float,
                    help="seconds before a round commits on quorum or is retried (300)")
-    p.add_argument("--epochs", type=int, help="local epochs (default: the task's)")
-    p.add_argument("--lr", type=float, help="local learning rate (default: the task's)")
-    p.add_argument("--batch-size", dest="batch_size", type=int,
-                   help="local batch size (default: the task's)")
+    _add_local_training(p)
     p.add_argument("--seed", type=int, help="seed of the initial model and sampling")
     p.add_argument("--state-dir", dest="state_dir",
                    help="checkpoints and round database (default fedge-state)")
@@ -227,10 +232,7 @@ def _add_simulate(sub: Any) -> None:
     p.add_argument("--alpha", type=float, help="Dirichlet concentration (default 0.5)")
     p.add_argument("--seed", type=int, help="seed (default 0)")
     p.add_argument("--out", help="output directory (default runs/simulate)")
-    p.add_argument("--epochs", type=int, help="local epochs (default: the task's)")
-    p.add_argument("--lr", type=float, help="local learning rate (default: the task's)")
-    p.add_argument("--batch-size", dest="batch_size", type=int,
-                   help="local batch size (default: the task's)")
+    _add_local_training(p)
     p.add_argument("--fraction", type=float, help="share of clients sampled per round")
     p.set_defaults(func=cmd_simulate)
 

@@ -61,7 +61,3 @@ class Registry:
         with self._lock:
             return sorted((d for d in self._by_device.values() if d.last_seen >= cutoff),
                           key=lambda d: d.joined_at)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._by_device)

@@ -135,15 +135,19 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     def _model_chunks(self, version: int, blob: bytes, sha: str,
                       offset: int) -> Iterator[fedge_pb2.ModelChunk]:
         view = memoryview(blob)
-        while True:
-            data = bytes(view[offset : offset + CHUNK_BYTES])
-            chunk = fedge_pb2.ModelChunk(model_version=version, offset=offset, data=data,
-                                         total_size=len(blob), sha256=sha)
-            self._rounds.count_bytes(down=_size(chunk))
-            yield chunk
-            offset += len(data)
-            if offset >= len(blob):
-                return
+        sent = 0
+        try:
+            while True:
+                data = bytes(view[offset : offset + CHUNK_BYTES])
+                chunk = fedge_pb2.ModelChunk(model_version=version, offset=offset, data=data,
+                                             total_size=len(blob), sha256=sha)
+                sent += _size(chunk)
+                yield chunk
+                offset += len(data)
+                if offset >= len(blob):
+                    return
+        finally:  # counted once per stream, broken streams included
+            self._rounds.count_bytes(down=sent)
 
     @_status_boundary
     def SubmitUpdate(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
@@ -161,11 +165,15 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         assignment = self._rounds.check_submission(device, header.task_id, header.round,
                                                    header.num_examples)
         assembler = TensorAssembler(self._specs, self._max_update_bytes)
-        for message in request_iterator:
-            if message.WhichOneof("payload") != "tensor":
-                raise InvalidRequest("only tensor chunks may follow the header")
-            self._rounds.count_bytes(up=_size(message))
-            assembler.add(message.tensor)
+        received = 0
+        try:
+            for message in request_iterator:
+                received += _size(message)
+                if message.WhichOneof("payload") != "tensor":
+                    raise InvalidRequest("only tensor chunks may follow the header")
+                assembler.add(message.tensor)
+        finally:  # counted once per stream, refused streams included
+            self._rounds.count_bytes(up=received)
         arrays = assembler.finish()
         self._rounds.accept(assignment, arrays, header.num_examples)
         if header.metrics:

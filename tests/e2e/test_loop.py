@@ -176,9 +176,9 @@ def test_a_non_finite_update_is_refused_and_the_round_goes_on(fleet: Fleet) -> N
               *(fedge_pb2.UpdateChunk(tensor=c) for c in iter_chunks(weights))]
     code, message = _code(lambda: stub.SubmitUpdate(iter(stream)))
     assert code is grpc.StatusCode.INVALID_ARGUMENT and "NaN" in message
-    # A second honest device arrives; the round commits with the two honest updates
-    # only when the hostile one's deadline passes, so give it its own honest partner.
-    fleet.client(port, dirs[1], "hostile")  # rejoins under the same id, keeps the task
+    # The refused device's task stays open: an honest daemon rejoining under the same id
+    # takes it over, and the round commits with two finite updates.
+    fleet.client(port, dirs[1], "hostile")
     records = server.wait(timeout=60)
     fleet.join_clients()
     assert records[-1].clients == 2 and np.isfinite(records[-1].loss)
