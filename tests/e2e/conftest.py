@@ -16,6 +16,7 @@ from client.trainer import Trainer
 from fedge.config import ClientConfig, ServerConfig
 from fedge.tasks import load_task
 from server.app import FedgeServer
+from server.tokens import TokenStore
 from simulations.partition import iid, write_partitions
 
 
@@ -56,11 +57,23 @@ class Fleet:
         self.servers.append(server)
         return server
 
-    def client(self, port: int, data: Path, device_id: str,
-               task: str = "digits-mlp") -> ClientThread:
+    def token(self, device_id: str, state_dir: Path | None = None) -> str:
+        """Enrolls device_id in a state directory (the fleet's default one if None)."""
+        store = TokenStore(state_dir or self.tmp / "state")
+        try:
+            return store.create(device_id)
+        finally:
+            store.close()
+
+    def client(self, port: int, data: Path, device_id: str, task: str = "digits-mlp",
+               token: str | None = None) -> ClientThread:
+        """A daemon thread; enrolled in the default state directory unless given a token
+        ("" for an anonymous device)."""
+        if token is None:
+            token = self.token(device_id)
         config = ClientConfig(server=f"127.0.0.1:{port}", task=task, data=(str(data),),
                               device_id=device_id, insecure=True, backoff_initial_s=0.05,
-                              backoff_max_s=0.5, poll_seconds=2.0)
+                              backoff_max_s=0.5, poll_seconds=2.0, token=token)
         loaded = load_task(task)
         x, y = load_local_data(config.data, loaded.schema)
         daemon = Daemon(config, loaded, Trainer(loaded, x, y, "cpu"))

@@ -26,10 +26,12 @@ class Processes:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None,
+              ) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
         proc = subprocess.Popen([*FEDGE, *args], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=self.tmp, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                cwd=self.tmp, env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                                   **(env or {})})
         self.procs.append(proc)
         return proc
 
@@ -63,13 +65,17 @@ def test_a_deployment_by_hand_on_loopback(procs: Processes) -> None:
                           cwd=procs.tmp, capture_output=True, text=True, timeout=120)
     assert part.returncode == 0, part.stderr
     assert part.stdout.count("examples") == 3
+    tokens = [enroll(procs.tmp, f"dev-{k}") for k in range(3)]
     port = str(free_port())
     server = procs.start("server", "server", "--insecure", "--host", "127.0.0.1", "--port",
                          port, "--rounds", "3", "--min-clients", "3", "--state-dir", "state",
                          "--poll-seconds", "2")
+    # Two devices take their token from the environment, one from the command line.
     clients = [procs.start(f"client-{k}", "client", "--server", f"127.0.0.1:{port}",
                            "--data", f"parts/client-{k}", "--device-id", f"dev-{k}",
-                           "--insecure") for k in range(3)]
+                           "--insecure", *(["--token", tokens[k]] if k == 2 else []),
+                           env={"FEDGE_TOKEN": tokens[k]} if k < 2 else None)
+               for k in range(3)]
     assert server.wait(timeout=240) == 0, procs.log("server")
     for k, client in enumerate(clients):
         assert client.wait(timeout=60) == 0, procs.log(f"client-{k}")
@@ -79,6 +85,16 @@ def test_a_deployment_by_hand_on_loopback(procs: Processes) -> None:
     assert checkpoints == [f"round-{r:06d}.safetensors" for r in range(4)]
 
 
+def enroll(tmp: Path, device: str, state_dir: str = "state") -> str:
+    """`fedge tokens create`, as an operator runs it: the token is the last line."""
+    run = subprocess.run([*FEDGE, "tokens", "create", "--state-dir", state_dir, "--device",
+                          device], cwd=tmp, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    token = run.stdout.strip().splitlines()[-1]
+    assert token.startswith("fdg_") and len(token) > 40
+    return token
+
+
 def test_sigterm_stops_client_and_server_cleanly(procs: Processes) -> None:
     port = str(free_port())
     (procs.tmp / "parts").mkdir()
@@ -86,7 +102,8 @@ def test_sigterm_stops_client_and_server_cleanly(procs: Processes) -> None:
                    cwd=procs.tmp, check=True, capture_output=True, timeout=120)
     # The server needs two devices, so the one client waits in its long-poll.
     server = procs.start("server", "server", "--insecure", "--host", "127.0.0.1", "--port",
-                         port, "--rounds", "5", "--min-clients", "2", "--state-dir", "state")
+                         port, "--rounds", "5", "--min-clients", "2", "--state-dir", "state",
+                         "--allow-anonymous")
     client = procs.start("client", "client", "--server", f"127.0.0.1:{port}", "--data",
                          "parts/client-0", "--device-id", "lonely", "--insecure")
     procs.wait_for("client", "joined")
