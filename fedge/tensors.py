@@ -162,6 +162,10 @@ class TensorAssembler:
         if chunk.offset != filled:
             raise TensorError(f"tensor {chunk.name!r}: chunk at byte {chunk.offset}, "
                               f"expected byte {filled}")
+        itemsize = np.dtype(spec.dtype).itemsize
+        if len(chunk.data) % itemsize:
+            raise TensorError(f"tensor {chunk.name!r}: a chunk of {len(chunk.data)} bytes "
+                              f"does not hold whole {spec.dtype} values")
         end = filled + len(chunk.data)
         if end > spec.nbytes:
             raise TensorError(f"tensor {chunk.name!r}: {end} bytes sent for a "

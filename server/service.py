@@ -293,6 +293,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                 received += _size(message)
                 if message.WhichOneof("payload") != "tensor":
                     raise InvalidRequest("only tensor chunks may follow the header")
+                if len(message.tensor.data) > CHUNK_BYTES:
+                    raise Exhausted(f"a chunk of {len(message.tensor.data)} bytes is over the "
+                                    f"{CHUNK_BYTES}-byte chunk limit")
                 check_crc32(message.tensor)
                 assembler.add(message.tensor)
                 digest.update(message.tensor.data)

@@ -21,7 +21,8 @@ def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
     """Refuses an update holding NaN or infinite values, naming the first such tensor."""
     for name, array in arrays.items():
         if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise InvalidRequest(f"tensor {name!r} holds NaN or infinite values")
+            what = "NaN" if np.isnan(array).any() else "infinite values"
+            raise InvalidRequest(f"tensor {name!r} holds {what}")
 
 
 def distance(update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:

@@ -66,14 +66,17 @@ class Fleet:
             store.close()
 
     def client(self, port: int, data: Path, device_id: str, task: str = "digits-mlp",
-               token: str | None = None) -> ClientThread:
+               token: str | None = None, **overrides: object) -> ClientThread:
         """A daemon thread; enrolled in the default state directory unless given a token
-        ("" for an anonymous device)."""
+        ("" for an anonymous device). overrides are ClientConfig settings."""
         if token is None:
             token = self.token(device_id)
-        config = ClientConfig(server=f"127.0.0.1:{port}", task=task, data=(str(data),),
-                              device_id=device_id, insecure=True, backoff_initial_s=0.05,
-                              backoff_max_s=0.5, poll_seconds=2.0, token=token)
+        settings: dict[str, object] = dict(
+            server=f"127.0.0.1:{port}", task=task, data=(str(data),), device_id=device_id,
+            insecure=True, backoff_initial_s=0.05, backoff_max_s=0.5, poll_seconds=2.0,
+            token=token)
+        settings.update(overrides)
+        config = ClientConfig(**settings)  # type: ignore[arg-type]
         loaded = load_task(task)
         x, y = load_local_data(config.data, loaded.schema)
         daemon = Daemon(config, loaded, Trainer(loaded, x, y, "cpu"))
