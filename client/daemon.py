@@ -12,6 +12,7 @@ import logging
 import platform
 import random
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,7 +223,7 @@ class Daemon:
             num_examples=self.trainer.num_examples, metrics=metrics,
             num_tensors=len(new_weights), sha256=stream_sha256(new_weights))
         try:
-            reply = stub.SubmitUpdate(self._update_stream(header, new_weights), timeout=600)
+            reply = self._submit(stub, header, new_weights, task.deadline_unix)
         except grpc.RpcError as exc:
             if exc.code() is not grpc.StatusCode.FAILED_PRECONDITION:
                 raise
@@ -232,6 +233,25 @@ class Daemon:
         self.stats.rounds_trained += 1
         log.info("%s: round %d update sent (%s, loss %.4f)", self.config.device_id,
                  task.round, reply.message, metrics["train_loss"])
+
+    def _submit(self, stub: fedge_pb2_grpc.FederationStub, header: fedge_pb2.UpdateHeader,
+                weights: dict[str, np.ndarray], deadline: float) -> fedge_pb2.SubmitReply:
+        """Sends the update, waiting and resending while the server is at its upload cap
+        (a resent copy of an accepted update is answered, not folded twice)."""
+        while True:
+            try:
+                reply: fedge_pb2.SubmitReply = stub.SubmitUpdate(
+                    self._update_stream(header, weights), timeout=600)
+                return reply
+            except grpc.RpcError as exc:
+                delay = self._backoff.next_delay()
+                if (exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED
+                        or time.time() + delay > deadline):
+                    raise
+                log.info("%s: server busy (%s); resending in %.1f s", self.config.device_id,
+                         exc.details(), delay)
+                if self._stop.wait(delay):
+                    raise Stopped() from exc
 
     @staticmethod
     def _update_stream(header: fedge_pb2.UpdateHeader,

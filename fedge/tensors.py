@@ -108,7 +108,8 @@ def _raw_bytes(array: np.ndarray) -> memoryview:
 def iter_chunks(
     arrays: Arrays, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[fedge_pb2.TensorChunk]:
-    """Splits named arrays into tensor chunks of at most chunk_bytes of data each.
+    """Splits named arrays into tensor chunks of at most chunk_bytes of data each, each
+    holding whole values (so a chunk decodes on its own), with a CRC-32 of its data.
 
     Every tensor yields at least one chunk, so empty tensors arrive too.
     """
@@ -117,9 +118,11 @@ def iter_chunks(
     for name in sorted(arrays):
         spec = spec_of(name, arrays[name])
         raw = _raw_bytes(arrays[name])
+        itemsize = arrays[name].dtype.itemsize
+        step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)  # whole values only
         offset = 0
         while True:
-            piece = bytes(raw[offset : offset + chunk_bytes])
+            piece = bytes(raw[offset : offset + step])
             yield fedge_pb2.TensorChunk(
                 name=name, dtype=spec.dtype, shape=spec.shape, offset=offset, data=piece,
                 crc32=zlib.crc32(piece),

@@ -12,7 +12,7 @@ from fedge.tasks import load_task
 from fedge.tasks.training import weights_of
 from fedge.tensors import fingerprint, from_blob, specs_to_proto
 from protos import fedge_pb2, fedge_pb2_grpc
-from tests.e2e.conftest import Fleet, free_port
+from tests.fleet import Fleet, free_port
 
 
 def test_three_clients_train_rounds_over_grpc(fleet: Fleet) -> None:

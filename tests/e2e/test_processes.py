@@ -3,59 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import free_port
+from tests.fleet import free_port
+from tests.processes import FEDGE, Processes, enroll
 
 pytestmark = pytest.mark.slow
-FEDGE = [sys.executable, "-m", "fedge.cli"]
-
-
-class Processes:
-    """Starts fedge commands with their output in files; kills leftovers at teardown."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None,
-              ) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen([*FEDGE, *args], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=self.tmp, env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                                   **(env or {})})
-        self.procs.append(proc)
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.tmp / f"{name}.log").read_text(errors="replace")
-
-    def wait_for(self, name: str, text: str, timeout: float = 60) -> None:
-        end = time.monotonic() + timeout
-        while text not in self.log(name):
-            assert time.monotonic() < end, f"{name} never said {text!r}:\n{self.log(name)}"
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    yield p
-    p.close()
 
 
 def test_a_deployment_by_hand_on_loopback(procs: Processes) -> None:
@@ -83,16 +41,6 @@ def test_a_deployment_by_hand_on_loopback(procs: Processes) -> None:
     assert "done: 3 rounds" in procs.log("server")
     checkpoints = sorted(p.name for p in (procs.tmp / "state" / "checkpoints").iterdir())
     assert checkpoints == [f"round-{r:06d}.safetensors" for r in range(4)]
-
-
-def enroll(tmp: Path, device: str, state_dir: str = "state") -> str:
-    """`fedge tokens create`, as an operator runs it: the token is the last line."""
-    run = subprocess.run([*FEDGE, "tokens", "create", "--state-dir", state_dir, "--device",
-                          device], cwd=tmp, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    token = run.stdout.strip().splitlines()[-1]
-    assert token.startswith("fdg_") and len(token) > 40
-    return token
 
 
 def test_sigterm_stops_client_and_server_cleanly(procs: Processes) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from protos import fedge_pb2, fedge_pb2_grpc
 from tests.certs import Authority
-from tests.e2e.conftest import Fleet
+from tests.fleet import Fleet
 
 
 @pytest.fixture

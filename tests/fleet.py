@@ -1,14 +1,11 @@
-"""Real servers on 127.0.0.1 and real client daemons, started and cleaned up per test."""
+"""Real servers on 127.0.0.1 and real client daemon threads, cleaned up per test."""
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 from client.daemon import Daemon, DaemonStats
 from client.data import load_local_data
@@ -106,10 +103,3 @@ class Fleet:
             server.shutdown(grace=0.1)
         for client in self.clients:
             client.thread.join(10)
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path)
-    yield fleet
-    fleet.close()
