@@ -155,3 +155,20 @@ def test_model_download_resumes_from_any_offset(raw: tuple) -> None:
         health_pb2.HealthCheckRequest(service="fedge.v1.Federation"))
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     channel.close()
+
+
+def test_a_device_revoked_mid_run_is_turned_away_and_says_why(fleet: Fleet) -> None:
+    dirs = fleet.partitions("digits-mlp", 2)
+    server = fleet.server(rounds=3, min_clients=1)
+    port = server.start()
+    doomed = fleet.client(port, dirs[0], "doomed")
+    deadline = time.monotonic() + 30
+    while not server.store.rounds()[1:] and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait for the first committed round
+    server.tokens.revoke("doomed")
+    doomed.thread.join(30)
+    assert not doomed.thread.is_alive()
+    (error,) = doomed.errors
+    assert "UNAUTHENTICATED" in str(error) and "revoked" in str(error)
+    fleet.clients.clear()
+    server.stop()
