@@ -17,6 +17,7 @@ from tests.fleet import Fleet, free_port
 from tests.processes import Processes, enroll
 
 
+@pytest.mark.slow
 def test_a_device_killed_mid_upload_does_not_stall_the_round(fleet: Fleet) -> None:
     dirs = fleet.partitions("digits-mlp", 2)
     timeout = 8.0
