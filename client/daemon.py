@@ -12,6 +12,7 @@ import logging
 import platform
 import random
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +35,19 @@ from fedge.tensors import (
     iter_chunks,
     sha256_hex,
     specs_to_proto,
+    stream_sha256,
 )
 from protos import fedge_pb2, fedge_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 # Statuses after which the daemon reconnects and joins again instead of giving up.
+# ALREADY_EXISTS: the device id's previous session (a crashed run of this daemon) is
+# still live on the server; it expires, and the join then succeeds.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED,
-             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED}
+             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED,
+             grpc.StatusCode.ALREADY_EXISTS}
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 4 * CHUNK_BYTES),
                    ("grpc.max_send_message_length", 4 * CHUNK_BYTES)]
 
@@ -76,16 +81,48 @@ class Backoff:
         self._attempt = 0
 
 
+class _TokenMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                     grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds the device token to every call, so no call site can forget it."""
+
+    def __init__(self, token: str) -> None:
+        self._entry = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._entry]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+
 def open_channel(config: ClientConfig) -> grpc.Channel:
-    """A channel to config.server, over TLS unless config.insecure."""
+    """A channel to config.server, over TLS unless config.insecure, carrying the device
+    token (if any) on every call."""
     if config.insecure:
-        return grpc.insecure_channel(config.server, options=CHANNEL_OPTIONS)
-    try:
-        root = Path(config.tls_ca).read_bytes()
-    except OSError as exc:
-        raise FedgeError(f"cannot read the TLS CA certificate: {exc}") from exc
-    return grpc.secure_channel(config.server, grpc.ssl_channel_credentials(root),
-                               options=CHANNEL_OPTIONS)
+        channel = grpc.insecure_channel(config.server, options=CHANNEL_OPTIONS)
+    else:
+        try:
+            root = Path(config.tls_ca).read_bytes()
+            key = Path(config.tls_key).read_bytes() if config.tls_key else None
+            cert = Path(config.tls_cert).read_bytes() if config.tls_cert else None
+        except OSError as exc:
+            raise FedgeError(f"cannot read the TLS CA or client certificate: {exc}") from exc
+        credentials = grpc.ssl_channel_credentials(root, private_key=key, certificate_chain=cert)
+        channel = grpc.secure_channel(config.server, credentials, options=CHANNEL_OPTIONS)
+    if config.token:
+        # grpc's interceptor classes use tuple-based call details; ours only add metadata.
+        channel = grpc.intercept_channel(channel, _TokenMetadata(config.token))
+    return channel
 
 
 class Daemon:
@@ -100,6 +137,7 @@ class Daemon:
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s,
                                 random.Random(hash(config.device_id)))
         self._stop = threading.Event()
+        self._session = ""  # the last session joined, offered back when rejoining
 
     def stop(self) -> None:
         """Ends run() at its next step (safe to call from a signal handler)."""
@@ -148,8 +186,9 @@ class Daemon:
             capabilities=fedge_pb2.Capabilities(
                 accelerator=describe(self.trainer.device), platform=platform.platform(),
                 runtime=f"fedge {__version__}"),
-            num_examples=self.trainer.num_examples)
+            num_examples=self.trainer.num_examples, previous_session=self._session)
         reply: fedge_pb2.JoinReply = self._call(stub.Join.future(request, timeout=30))
+        self._session = reply.session_id
         self.stats.joins += 1
         self._backoff.reset()
         log.info("%s: joined %s (round %d)", self.config.device_id, self.config.server,
@@ -182,9 +221,9 @@ class Daemon:
             session_id=session, task_id=task.task_id, round=task.round,
             kind=fedge_pb2.WEIGHTS, encoding=fedge_pb2.F32,
             num_examples=self.trainer.num_examples, metrics=metrics,
-            num_tensors=len(new_weights))
+            num_tensors=len(new_weights), sha256=stream_sha256(new_weights))
         try:
-            reply = stub.SubmitUpdate(self._update_stream(header, new_weights), timeout=600)
+            reply = self._submit(stub, header, new_weights, task.deadline_unix)
         except grpc.RpcError as exc:
             if exc.code() is not grpc.StatusCode.FAILED_PRECONDITION:
                 raise
@@ -194,6 +233,25 @@ class Daemon:
         self.stats.rounds_trained += 1
         log.info("%s: round %d update sent (%s, loss %.4f)", self.config.device_id,
                  task.round, reply.message, metrics["train_loss"])
+
+    def _submit(self, stub: fedge_pb2_grpc.FederationStub, header: fedge_pb2.UpdateHeader,
+                weights: dict[str, np.ndarray], deadline: float) -> fedge_pb2.SubmitReply:
+        """Sends the update, waiting and resending while the server is at its upload cap
+        (a resent copy of an accepted update is answered, not folded twice)."""
+        while True:
+            try:
+                reply: fedge_pb2.SubmitReply = stub.SubmitUpdate(
+                    self._update_stream(header, weights), timeout=600)
+                return reply
+            except grpc.RpcError as exc:
+                delay = self._backoff.next_delay()
+                if (exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED
+                        or time.time() + delay > deadline):
+                    raise
+                log.info("%s: server busy (%s); resending in %.1f s", self.config.device_id,
+                         exc.details(), delay)
+                if self._stop.wait(delay):
+                    raise Stopped() from exc
 
     @staticmethod
     def _update_stream(header: fedge_pb2.UpdateHeader,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -43,7 +44,9 @@ def _options(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, Any]:
 
 SERVER_KEYS = ("task", "host", "port", "rounds", "min_clients", "fraction", "round_timeout_s",
                "epochs", "lr", "batch_size", "seed", "state_dir", "insecure", "tls_cert",
-               "tls_key", "poll_seconds", "max_update_bytes")
+               "tls_key", "poll_seconds", "max_update_bytes", "allow_anonymous",
+               "tls_client_ca", "quorum_fraction", "max_update_norm", "norm_action",
+               "max_examples", "max_uploads", "rate_limit")
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -80,7 +83,7 @@ def _print_round(total: int) -> Callable[[Any], None]:
 # ---------------------------------------------------------------- client
 
 CLIENT_KEYS = ("server", "task", "data", "device_id", "insecure", "tls_ca", "device",
-               "poll_seconds")
+               "poll_seconds", "token", "tls_cert", "tls_key")
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -90,7 +93,10 @@ def cmd_client(args: argparse.Namespace) -> int:
     from fedge.config import ClientConfig, load
     from fedge.tasks import load_task
 
-    config = load(ClientConfig, args.config, _options(args, CLIENT_KEYS))
+    options = _options(args, CLIENT_KEYS)
+    if "token" not in options and os.environ.get("FEDGE_TOKEN"):
+        options["token"] = os.environ["FEDGE_TOKEN"]
+    config = load(ClientConfig, args.config, options)
     if not config.data:
         raise FedgeError("the client needs local data: --data DIR (repeatable)")
     task = load_task(config.task)
@@ -99,6 +105,34 @@ def cmd_client(args: argparse.Namespace) -> int:
     _on_signals(daemon.stop)
     stats = daemon.run()
     print(f"{config.device_id}: trained {stats.rounds_trained} round(s)", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- tokens
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    from server.tokens import TokenStore
+
+    store = TokenStore(args.state_dir)
+    try:
+        if args.tokens_command == "create":
+            token = store.create(args.device)
+            print(f"token for device {args.device!r} (shown once; the server keeps only "
+                  f"its hash; give it to the device as FEDGE_TOKEN):", file=sys.stderr)
+            print(token)
+        elif args.tokens_command == "revoke":
+            store.revoke(args.device)
+            print(f"revoked the token of device {args.device!r}", file=sys.stderr)
+        else:
+            rows = store.list()
+            if not rows:
+                print("no tokens; create one with `fedge tokens create`", file=sys.stderr)
+            for info in rows:
+                created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.created_at))
+                state = "active" if info.active else "revoked"
+                print(f"{info.device_id:<32} {state:<8} created {created} UTC")
+    finally:
+        store.close()
     return 0
 
 
@@ -178,7 +212,30 @@ def _add_server(sub: Any) -> None:
                    help="how long a device's long-poll is held (default 10)")
     p.add_argument("--max-update-bytes", dest="max_update_bytes", type=int,
                    help="largest update accepted, in bytes (default 1 GiB)")
+    _add_server_guards(p)
     p.set_defaults(func=cmd_server)
+
+
+def _add_server_guards(p: argparse.ArgumentParser) -> None:
+    """Who may connect, when a round commits, and what an update may look like."""
+    p.add_argument("--allow-anonymous", dest="allow_anonymous", action="store_true",
+                   default=None, help="accept devices without a token (ids unverified)")
+    p.add_argument("--tls-client-ca", dest="tls_client_ca",
+                   help="require client certificates signed by this PEM CA (mTLS)")
+    p.add_argument("--quorum-fraction", dest="quorum_fraction", type=float,
+                   help="share of sampled devices that commits a round at its deadline "
+                   "(default: --min-clients updates)")
+    p.add_argument("--max-update-norm", dest="max_update_norm", type=float,
+                   help="bound on an update's L2 distance from the global model "
+                   "(default 1e6; 0 = none)")
+    p.add_argument("--norm-action", dest="norm_action", choices=("refuse", "clip"),
+                   help="what to do with an update over the bound (default refuse)")
+    p.add_argument("--max-examples", dest="max_examples", type=int,
+                   help="largest example count a device may declare (default 2^31)")
+    p.add_argument("--max-uploads", dest="max_uploads", type=int,
+                   help="update streams received at once (default 32)")
+    p.add_argument("--rate-limit", dest="rate_limit", type=float,
+                   help="requests per second per device (default 50; 0 = off)")
 
 
 def _add_client(sub: Any) -> None:
@@ -196,6 +253,11 @@ def _add_client(sub: Any) -> None:
     p.add_argument("--insecure", action="store_true", default=None,
                    help="connect without TLS (loopback development only)")
     p.add_argument("--tls-ca", dest="tls_ca", help="PEM CA certificate to trust")
+    p.add_argument("--tls-cert", dest="tls_cert",
+                   help="PEM client certificate, for servers that require mTLS")
+    p.add_argument("--tls-key", dest="tls_key", help="PEM key of the client certificate")
+    p.add_argument("--token", help="this device's token (default: $FEDGE_TOKEN; prefer "
+                   "the variable, command lines are visible to other users)")
     p.add_argument("--device", help="auto (CUDA if available), cpu or cuda[:N]")
     p.add_argument("--poll-seconds", dest="poll_seconds", type=float,
                    help="longest wait per poll (default 10)")
@@ -217,6 +279,24 @@ def _add_data(sub: Any) -> None:
     part.add_argument("--seed", type=int, default=0)
     part.add_argument("--out", required=True)
     part.set_defaults(func=cmd_data_partition)
+
+
+def _add_tokens(sub: Any) -> None:
+    p = sub.add_parser("tokens", help="enroll devices: create, revoke and list tokens",
+                       description="Manage device tokens in a server's state directory. "
+                       "Changes take effect on a running server at the device's next "
+                       "request.")
+    tokens_sub = p.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
+    create = tokens_sub.add_parser("create", help="issue a device's token (printed once, "
+                                   "alone on the last line); replaces any earlier one")
+    revoke = tokens_sub.add_parser("revoke", help="revoke a device's token")
+    listing = tokens_sub.add_parser("list", help="devices with tokens, and their state")
+    for q in (create, revoke):
+        q.add_argument("--device", required=True, help="the device id")
+    for q in (create, revoke, listing):
+        q.add_argument("--state-dir", dest="state_dir", default="fedge-state",
+                       help="the server's state directory (default fedge-state)")
+        q.set_defaults(func=cmd_tokens)
 
 
 def _add_simulate(sub: Any) -> None:
@@ -249,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client(sub)
     _add_data(sub)
     _add_simulate(sub)
+    _add_tokens(sub)
     return parser
 
 

@@ -35,6 +35,17 @@ class ServerConfig:
         default.
     linger_s: after the last round, how long to keep answering polls with STOP so
         devices exit cleanly.
+    allow_anonymous: accept devices without a token (their device id is unverified).
+    tls_client_ca: PEM CA that client certificates must chain to (mTLS); empty means
+        client certificates are not asked for.
+    quorum_fraction: share of a round's sampled devices whose updates commit it at the
+        deadline; 0 means min_clients updates.
+    max_update_norm: bound on an update's L2 distance from the global model (0: none);
+        norm_action "refuse" rejects a longer update, "clip" scales it back to the bound.
+    max_examples: the largest example count a device may declare for one update.
+    max_uploads: update streams received at once; more are refused with
+        RESOURCE_EXHAUSTED and the device retries.
+    rate_limit, rate_burst: requests per second (and burst) allowed per device; 0 is off.
     """
 
     task: str = "digits-mlp"
@@ -57,6 +68,15 @@ class ServerConfig:
     device_timeout_s: float = 60.0
     max_update_bytes: int = 1 << 30
     linger_s: float = 10.0
+    allow_anonymous: bool = False
+    tls_client_ca: str = ""
+    quorum_fraction: float = 0.0
+    max_update_norm: float = 1e6
+    norm_action: str = "refuse"
+    max_examples: int = 1 << 31
+    max_uploads: int = 32
+    rate_limit: float = 50.0
+    rate_burst: float = 100.0
 
     def __post_init__(self) -> None:
         _check_range("rounds", self.rounds, 1)
@@ -73,6 +93,22 @@ class ServerConfig:
         _check_tls(self.insecure, bool(self.tls_cert), "server", "--tls-cert/--tls-key")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca and self.insecure:
+            raise ConfigError("tls_client_ca (mTLS) needs TLS; drop --insecure and give "
+                              "--tls-cert/--tls-key")
+        if not 0.0 <= self.quorum_fraction <= 1.0:
+            raise ConfigError(f"quorum_fraction must be in [0, 1], got {self.quorum_fraction}")
+        _check_range("max_update_norm", self.max_update_norm, 0.0)
+        if self.norm_action not in NORM_ACTIONS:
+            raise ConfigError(f"norm_action must be one of {NORM_ACTIONS}, got "
+                              f"{self.norm_action!r}")
+        _check_range("max_examples", self.max_examples, 1)
+        _check_range("max_uploads", self.max_uploads, 1)
+        _check_range("rate_limit", self.rate_limit, 0.0)
+        _check_range("rate_burst", self.rate_burst, 1.0)
+
+
+NORM_ACTIONS = ("refuse", "clip")
 
 
 @dataclass(frozen=True)
@@ -82,6 +118,9 @@ class ClientConfig:
     data: directories or files of local training data (``.npz`` with arrays x and y).
     device: "auto" (CUDA when available, else CPU), "cpu" or "cuda[:N]".
     backoff_initial_s, backoff_max_s: reconnect delays while the server is away.
+    token: the device's token from ``fedge tokens create`` (better given through the
+        FEDGE_TOKEN environment variable than in a file or on the command line).
+    tls_cert, tls_key: the device's client certificate, for servers that require mTLS.
     """
 
     server: str = "127.0.0.1:50051"
@@ -94,6 +133,9 @@ class ClientConfig:
     poll_seconds: float = 10.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    token: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def __post_init__(self) -> None:
         if not self.device_id:
@@ -104,6 +146,10 @@ class ClientConfig:
         _check_range("backoff_max_s", self.backoff_max_s, self.backoff_initial_s)
         _check_range("poll_seconds", self.poll_seconds, 0.01)
         _check_tls(self.insecure, bool(self.tls_ca), "client", "--tls-ca")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_cert and self.insecure:
+            raise ConfigError("a client certificate (tls_cert) needs TLS; drop --insecure")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -47,6 +48,14 @@ Arrays = Mapping[str, np.ndarray]
 
 class TensorError(FedgeError):
     """A tensor stream or blob that does not decode to what was expected."""
+
+
+class ChecksumError(TensorError):
+    """Bytes that do not match the checksum sent with them."""
+
+
+class TooLarge(TensorError):
+    """A stream larger than the receiver's limit."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,8 @@ def _raw_bytes(array: np.ndarray) -> memoryview:
 def iter_chunks(
     arrays: Arrays, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[fedge_pb2.TensorChunk]:
-    """Splits named arrays into tensor chunks of at most chunk_bytes of data each.
+    """Splits named arrays into tensor chunks of at most chunk_bytes of data each, each
+    holding whole values (so a chunk decodes on its own), with a CRC-32 of its data.
 
     Every tensor yields at least one chunk, so empty tensors arrive too.
     """
@@ -108,11 +118,14 @@ def iter_chunks(
     for name in sorted(arrays):
         spec = spec_of(name, arrays[name])
         raw = _raw_bytes(arrays[name])
+        itemsize = arrays[name].dtype.itemsize
+        step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)  # whole values only
         offset = 0
         while True:
-            piece = raw[offset : offset + chunk_bytes]
+            piece = bytes(raw[offset : offset + step])
             yield fedge_pb2.TensorChunk(
-                name=name, dtype=spec.dtype, shape=spec.shape, offset=offset, data=bytes(piece)
+                name=name, dtype=spec.dtype, shape=spec.shape, offset=offset, data=piece,
+                crc32=zlib.crc32(piece),
             )
             offset += len(piece)
             if offset >= len(raw):
@@ -144,7 +157,7 @@ class TensorAssembler:
             raise TensorError(f"tensor {got} does not match the task's {spec}")
         self.bytes_received += len(chunk.data)
         if self._max_bytes is not None and self.bytes_received > self._max_bytes:
-            raise TensorError(f"update exceeds the maximum of {self._max_bytes} bytes")
+            raise TooLarge(f"update exceeds the maximum of {self._max_bytes} bytes")
         if chunk.name not in self._arrays:
             self._arrays[chunk.name] = np.empty(spec.shape, dtype=check_dtype(spec.dtype))
             self._filled[chunk.name] = 0
@@ -152,6 +165,10 @@ class TensorAssembler:
         if chunk.offset != filled:
             raise TensorError(f"tensor {chunk.name!r}: chunk at byte {chunk.offset}, "
                               f"expected byte {filled}")
+        itemsize = np.dtype(spec.dtype).itemsize
+        if len(chunk.data) % itemsize:
+            raise TensorError(f"tensor {chunk.name!r}: a chunk of {len(chunk.data)} bytes "
+                              f"does not hold whole {spec.dtype} values")
         end = filled + len(chunk.data)
         if end > spec.nbytes:
             raise TensorError(f"tensor {chunk.name!r}: {end} bytes sent for a "
@@ -234,6 +251,24 @@ def from_blob(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         array = np.frombuffer(data[start:end], dtype=dtype).reshape(shape)
         arrays[name] = array.astype(dtype.newbyteorder("="), copy=True)
     return arrays, {str(k): str(v) for k, v in metadata.items()}
+
+
+def stream_sha256(arrays: Arrays) -> str:
+    """SHA-256 (hex) of the data that iter_chunks(arrays) sends, in stream order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(_raw_bytes(arrays[name]))
+    return digest.hexdigest()
+
+
+def check_crc32(chunk: fedge_pb2.TensorChunk) -> None:
+    """Raises ChecksumError unless the chunk carries a CRC-32 that matches its data."""
+    if not chunk.HasField("crc32"):
+        raise ChecksumError(f"tensor {chunk.name!r}: chunk at byte {chunk.offset} carries "
+                            "no crc32")
+    if zlib.crc32(chunk.data) != chunk.crc32:
+        raise ChecksumError(f"tensor {chunk.name!r}: chunk at byte {chunk.offset} fails "
+                            "its CRC-32 check (damaged in transit?)")
 
 
 def sha256_hex(data: bytes) -> str:

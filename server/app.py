@@ -21,8 +21,9 @@ from protos import fedge_pb2_grpc
 from server.evaluate import Evaluator
 from server.registry import Registry
 from server.rounds import Rounds, RoundSettings
-from server.service import FederationService
+from server.service import FederationService, Guards
 from server.store import RoundRecord, StateStore
+from server.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,12 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     try:
         key = Path(config.tls_key).read_bytes()
         cert = Path(config.tls_cert).read_bytes()
+        client_ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
     except OSError as exc:
-        raise FedgeError(f"cannot read the TLS key or certificate: {exc}") from exc
-    return grpc.ssl_server_credentials([(key, cert)])
+        raise FedgeError(f"cannot read the TLS key or certificates: {exc}") from exc
+    # With a client CA, a device without a certificate it signed fails the handshake.
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
 
 
 class FedgeServer:
@@ -62,7 +66,9 @@ class FedgeServer:
             round_timeout_s=config.round_timeout_s, retry_backoff_s=config.retry_backoff_s,
             epochs=config.epochs or defaults.epochs, lr=config.lr or defaults.lr,
             batch_size=config.batch_size or defaults.batch_size, seed=config.seed,
-            linger_s=config.linger_s)
+            linger_s=config.linger_s, max_examples=config.max_examples,
+            quorum_fraction=config.quorum_fraction, max_update_norm=config.max_update_norm,
+            norm_action=config.norm_action)
         self.registry = Registry(config.device_timeout_s)
         self.rounds = Rounds(settings, specs, self.registry, self.store,
                              Evaluator(self.task), initial, self.task.name, on_round)
@@ -70,9 +76,14 @@ class FedgeServer:
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-        fedge_pb2_grpc.add_FederationServicer_to_server(
-            FederationService(self.task.name, specs, self.registry, self.rounds, self.store,
-                              config.poll_seconds, config.max_update_bytes), self._grpc)
+        self.tokens = TokenStore(config.state_dir)
+        guards = Guards(allow_anonymous=config.allow_anonymous,
+                        max_uploads=config.max_uploads, rate_limit=config.rate_limit,
+                        rate_burst=config.rate_burst)
+        self.service = FederationService(self.task.name, specs, self.registry, self.rounds,
+                                         self.store, config.poll_seconds,
+                                         config.max_update_bytes, self.tokens, guards)
+        fedge_pb2_grpc.add_FederationServicer_to_server(self.service, self._grpc)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         self._driver = threading.Thread(target=self.rounds.run, name="rounds", daemon=True)
@@ -94,9 +105,13 @@ class FedgeServer:
         self._grpc.start()
         for name in ("", SERVICE_NAME):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if credentials is None and self.config.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("serving WITHOUT TLS on %s: use --tls-cert/--tls-key outside "
-                        "loopback development", address)
+        if credentials is None:
+            log.warning("serving WITHOUT TLS on %s (--insecure): tokens and updates cross "
+                        "the network in clear; use --tls-cert/--tls-key outside loopback "
+                        "development", address)
+        if self.config.allow_anonymous:
+            log.warning("accepting anonymous devices (--allow-anonymous): device ids are "
+                        "not verified")
         log.info("serving task %s on port %d (%d rounds, state in %s)", self.task.name,
                  self.port, self.config.rounds, self.config.state_dir)
         self._driver.start()
@@ -121,3 +136,4 @@ class FedgeServer:
         self._health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
         self.store.close()
+        self.tokens.close()

@@ -21,3 +21,24 @@ class StaleRequest(Refused):
 
 class Unsupported(Refused):
     """A feature the server was not configured for (an update kind or encoding)."""
+
+
+class Unauthenticated(Refused):
+    """No token, or a token that is unknown, revoked or malformed."""
+
+
+class PermissionDenied(Refused):
+    """A valid token used for another device's identity or session."""
+
+
+class Conflict(Refused):
+    """The request clashes with existing state: a device id in use, a different update
+    for a task that already has one."""
+
+
+class Exhausted(Refused):
+    """A limit was hit: update too large, too many uploads in flight, too many requests."""
+
+
+class Corrupt(Refused):
+    """Bytes that do not match their checksum: damaged in transit or tampered with."""

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from server.errors import UnknownSession
+from server.errors import Conflict, UnknownSession
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ class Device:
     session_id: str
     num_examples: int
     capabilities: dict[str, str] = field(default_factory=dict)
+    authenticated: bool = False  # joined with a valid token for device_id
     joined_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
 
@@ -34,11 +35,25 @@ class Registry:
         self._by_session: dict[str, Device] = {}
         self._by_device: dict[str, Device] = {}
 
-    def join(self, device_id: str, num_examples: int, capabilities: dict[str, str]) -> Device:
-        """Opens a new session for device_id, ending any session it had before."""
-        device = Device(device_id, secrets.token_hex(16), num_examples, capabilities)
+    def join(self, device_id: str, num_examples: int, capabilities: dict[str, str],
+             authenticated: bool = False, previous_session: str = "") -> Device:
+        """Opens a new session for device_id, ending the one it had before.
+
+        A device id whose session is still live is refused (Conflict) unless the caller
+        names that session as its previous one: the same daemon reconnecting.
+        """
+        device = Device(device_id, secrets.token_hex(16), num_examples, capabilities,
+                        authenticated)
         with self._lock:
-            old = self._by_device.pop(device_id, None)
+            old = self._by_device.get(device_id)
+            if old is not None and old.session_id != previous_session:
+                idle = time.monotonic() - old.last_seen
+                if idle < self._timeout:
+                    raise Conflict(f"device id {device_id!r} is in use by another live "
+                                   f"session (seen {idle:.0f} s ago); a restarted device "
+                                   f"can join once it has been silent for "
+                                   f"{self._timeout:.0f} s")
+            self._by_device.pop(device_id, None)
             if old is not None:
                 self._by_session.pop(old.session_id, None)
                 log.info("device %s rejoined; its old session is closed", device_id)

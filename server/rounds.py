@@ -21,11 +21,12 @@ from enum import Enum
 
 import numpy as np
 
-from fedge.tensors import Spec, sha256_hex, to_blob
-from server.errors import InvalidRequest, StaleRequest
+from fedge.tensors import Spec, from_blob, sha256_hex, to_blob
+from server.errors import Conflict, InvalidRequest, StaleRequest
 from server.registry import Device, Registry
 from server.store import RoundRecord, StateStore
 from server.strategies.fedavg import FedAvgFold
+from server.validate import bound_norm, check_finite
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,15 @@ class RoundSettings:
     seed: int
     linger_s: float
     max_examples: int = 1 << 40
+    quorum_fraction: float = 0.0  # 0: min_clients updates commit a round
+    max_update_norm: float = 0.0  # 0: no bound
+    norm_action: str = "refuse"
+
+    def quorum(self, sampled: int) -> int:
+        """Updates needed to commit a round of sampled devices at its deadline."""
+        if self.quorum_fraction > 0:
+            return max(1, math.ceil(self.quorum_fraction * sampled))
+        return self.min_clients
 
 
 @dataclass
@@ -58,6 +68,11 @@ class Assignment:
     round: int
     deadline: float  # time.time()
     submitted: bool = False
+    digest: str = ""  # SHA-256 of the accepted update's stream
+
+
+class AlreadyAccepted(Exception):
+    """A resent copy of an update that was already accepted: answer it, fold nothing."""
 
 
 class Phase(Enum):
@@ -126,6 +141,7 @@ class Rounds:
             log.info("resuming from committed round %d (accuracy %.4f)", record.round,
                      record.accuracy)
         self.model_version = record.round
+        self._global, _ = from_blob(blob)
         self._blob_bytes = blob
         self._blob_sha = sha256_hex(blob)
         self.phase = Phase.DONE if record.round >= settings.rounds else Phase.WAITING
@@ -165,8 +181,11 @@ class Rounds:
         return blob, sha256_hex(blob)
 
     def check_submission(self, device: Device, task_id: str, round_: int,
-                         num_examples: int) -> Assignment:
-        """Refuses an update that does not answer the device's open TRAIN task."""
+                         num_examples: int, digest: str = "") -> Assignment:
+        """Refuses an update that does not answer the device's open TRAIN task.
+
+        Raises AlreadyAccepted for a resent copy (same digest) of the accepted update.
+        """
         with self._cond:
             assignment = self._round.assignments.get(device.device_id)
             if self.phase is not Phase.TRAINING or assignment is None:
@@ -175,18 +194,23 @@ class Rounds:
                 raise StaleRequest(f"task {task_id!r} of round {round_} is not this device's "
                                    f"open task (round {assignment.round})")
             if assignment.submitted:
-                raise StaleRequest(f"an update for round {round_} was already accepted")
+                if digest and digest == assignment.digest:
+                    raise AlreadyAccepted()
+                raise Conflict(f"a different update for task {task_id!r} of round {round_} "
+                               "was already accepted")
             if not 0 < num_examples <= self.settings.max_examples:
                 raise InvalidRequest(f"num_examples must be in 1..{self.settings.max_examples}"
                                      f", got {num_examples}")
             return assignment
 
     def accept(self, assignment: Assignment, arrays: dict[str, np.ndarray],
-               num_examples: int) -> None:
-        """Folds a complete, decoded update into the round (the caller gives up arrays)."""
-        for name, array in arrays.items():
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
-                raise InvalidRequest(f"tensor {name!r} holds NaN or infinite values")
+               num_examples: int, digest: str = "") -> None:
+        """Validates a complete, decoded update and folds it into the round (the caller
+        gives up arrays: clipping works in place)."""
+        check_finite(arrays)
+        with self._cond:
+            reference = self._global
+        bound_norm(arrays, reference, self.settings.max_update_norm, self.settings.norm_action)
         with self._cond:
             if (self._round.assignments.get(assignment.device_id) is not assignment
                     or assignment.submitted or self.phase is not Phase.TRAINING):
@@ -195,6 +219,7 @@ class Rounds:
             self._round.fold.add(arrays, float(num_examples))
             self._round.examples += num_examples
             assignment.submitted = True
+            assignment.digest = digest
             self._cond.notify_all()
         log.debug("round %d: accepted update from %s (%d examples)", assignment.round,
                   assignment.device_id, num_examples)
@@ -272,14 +297,15 @@ class Rounds:
             self._cond.notify_all()
         if self._stop.is_set():
             return False
-        if done >= self.settings.min_clients:
+        quorum = self.settings.quorum(len(self._round.assignments))
+        if done >= quorum:
             if done < len(self._round.assignments):
                 log.warning("round %d: deadline passed with %d of %d updates; committing "
                             "on quorum", self._round.number, done,
                             len(self._round.assignments))
             return True
         log.warning("round %d: only %d of %d required updates before the deadline; retrying "
-                    "with a new sample", self._round.number, done, self.settings.min_clients)
+                    "with a new sample", self._round.number, done, quorum)
         with self._cond:
             self._round.assignments.clear()
         return False
@@ -300,6 +326,7 @@ class Rounds:
         record = self._store.commit(record, blob)
         with self._cond:
             self.model_version = state.number
+            self._global = weights
             self._blob_bytes, self._blob_sha = blob, record.sha256
             # Bytes that arrive between rounds count toward the next one.
             self._round = _RoundState(state.number + 1)

@@ -6,29 +6,78 @@ state machine, and count the bytes that cross the wire for the round in progress
 
 from __future__ import annotations
 
+import collections
+import contextvars
 import functools
+import hashlib
 import logging
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 
-from fedge.tensors import CHUNK_BYTES, Spec, TensorAssembler, TensorError, specs_from_proto
+from fedge.errors import FedgeError
+from fedge.tensors import (
+    CHUNK_BYTES,
+    ChecksumError,
+    Spec,
+    TensorAssembler,
+    TensorError,
+    TooLarge,
+    check_crc32,
+    specs_from_proto,
+)
 from protos import fedge_pb2, fedge_pb2_grpc
-from server.errors import InvalidRequest, Refused, StaleRequest, UnknownSession, Unsupported
-from server.registry import Registry
-from server.rounds import Rounds, TaskView
+from server.errors import (
+    Conflict,
+    Corrupt,
+    Exhausted,
+    InvalidRequest,
+    PermissionDenied,
+    Refused,
+    StaleRequest,
+    Unauthenticated,
+    UnknownSession,
+    Unsupported,
+)
+from server.limits import RateLimiter, UploadSlots
+from server.registry import Device, Registry
+from server.rounds import AlreadyAccepted, Rounds, TaskView
 from server.store import StateStore
+from server.tokens import TokenStore, check_device_id
 
 log = logging.getLogger(__name__)
 
+# Most specific first: the first class an error is an instance of gives its status.
 STATUS: dict[type[Exception], grpc.StatusCode] = {
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     UnknownSession: grpc.StatusCode.NOT_FOUND,
+    Conflict: grpc.StatusCode.ALREADY_EXISTS,
+    Exhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Corrupt: grpc.StatusCode.DATA_LOSS,
+    ChecksumError: grpc.StatusCode.DATA_LOSS,
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     TensorError: grpc.StatusCode.INVALID_ARGUMENT,
     StaleRequest: grpc.StatusCode.FAILED_PRECONDITION,
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
 }
+TOKEN_HEADER = "authorization"  # value: "Bearer <token>"
+# The authenticated device id of the request being handled (None: anonymous).
+_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", default=None)
+
+
+@dataclass(frozen=True)
+class Guards:
+    """Who may call and how much (see ServerConfig for meanings)."""
+
+    allow_anonymous: bool = False
+    max_uploads: int = 32
+    rate_limit: float = 50.0
+    rate_burst: float = 100.0
 FRAME = 5  # gRPC's length-prefixed message framing: 1 flag byte + 4 length bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,12 +88,18 @@ def _status_boundary(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: FederationService, request: Any, context: grpc.ServicerContext) -> Any:
+        reset = None
         try:
+            reset = _caller.set(self._authenticate(context))
             return method(self, request, context)
         except (Refused, TensorError) as exc:
             code = next(c for t, c in STATUS.items() if isinstance(exc, t))
-            log.info("%s refused (%s): %s", method.__name__, code.name, exc)
+            self._count_refusal(method.__name__, code)
+            log.warning("%s refused (%s): %s", method.__name__, code.name, exc)
             context.abort(code, str(exc))
+        finally:
+            if reset is not None:
+                _caller.reset(reset)
 
     return wrapper  # type: ignore[return-value]
 
@@ -57,7 +112,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     """fedge.v1.Federation over a Registry and a Rounds state machine."""
 
     def __init__(self, task_name: str, specs: list[Spec], registry: Registry, rounds: Rounds,
-                 store: StateStore, poll_seconds: float, max_update_bytes: int) -> None:
+                 store: StateStore, poll_seconds: float, max_update_bytes: int,
+                 tokens: TokenStore | None = None, guards: Guards | None = None) -> None:
         self._task_name = task_name
         self._specs = specs
         self._registry = registry
@@ -65,6 +121,49 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._store = store
         self._poll_seconds = poll_seconds
         self._max_update_bytes = max_update_bytes
+        self._tokens = tokens
+        self._guards = guards or Guards(allow_anonymous=tokens is None)
+        self._uploads = UploadSlots(self._guards.max_uploads)
+        self._rate = RateLimiter(self._guards.rate_limit, self._guards.rate_burst)
+        self._refusals_lock = threading.Lock()
+        self.refusals: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    # ------------------------------------------------------------------ identity
+
+    def _authenticate(self, context: grpc.ServicerContext) -> str | None:
+        """The caller's device id from its token (None: anonymous), rate-limited."""
+        token = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == TOKEN_HEADER and isinstance(value, str):
+                token = value.removeprefix("Bearer ").strip()
+        if token:
+            if self._tokens is None:
+                raise Unauthenticated("this server has no device tokens (it runs with "
+                                      "--allow-anonymous only); drop --token")
+            caller: str | None = self._tokens.authenticate(token)
+        elif self._guards.allow_anonymous:
+            caller = None
+        else:
+            raise Unauthenticated("no device token: give the daemon --token or FEDGE_TOKEN "
+                                  "(from `fedge tokens create`)")
+        self._rate.admit(caller if caller is not None else f"peer {context.peer()}")
+        return caller
+
+    def _device(self, session_id: str) -> Device:
+        """The session's device, if the caller may act for it."""
+        device = self._registry.get(session_id)
+        caller = _caller.get()
+        if caller is not None and device.device_id != caller:
+            raise PermissionDenied(f"this token belongs to device {caller!r}, not to the "
+                                   "device holding this session")
+        if caller is None and device.authenticated:
+            raise PermissionDenied("this session belongs to an enrolled device; send its "
+                                   "token")
+        return device
+
+    def _count_refusal(self, method: str, code: grpc.StatusCode) -> None:
+        with self._refusals_lock:
+            self.refusals[(method, code.name)] += 1
 
     @_status_boundary
     def Join(self, request: fedge_pb2.JoinRequest,
@@ -72,6 +171,14 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(request))
         if not request.device_id:
             raise InvalidRequest("device_id must not be empty")
+        caller = _caller.get()
+        if caller is not None and caller != request.device_id:
+            raise PermissionDenied(f"this token belongs to device {caller!r}, not "
+                                   f"{request.device_id!r}")
+        try:
+            check_device_id(request.device_id)
+        except FedgeError as exc:
+            raise InvalidRequest(str(exc)) from None
         if request.task != self._task_name:
             raise InvalidRequest(f"this server runs task {self._task_name!r}, the device "
                                  f"runs {request.task!r}")
@@ -85,7 +192,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         device = self._registry.join(
             request.device_id, request.num_examples,
             {"accelerator": caps.accelerator, "platform": caps.platform,
-             "runtime": caps.runtime, "memory_bytes": str(caps.memory_bytes)})
+             "runtime": caps.runtime, "memory_bytes": str(caps.memory_bytes)},
+            authenticated=caller is not None, previous_session=request.previous_session)
         log.info("device %s joined (%s, %d examples)", device.device_id,
                  caps.accelerator or "unknown accelerator", request.num_examples)
         reply = fedge_pb2.JoinReply(session_id=device.session_id,
@@ -99,7 +207,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     def PollTask(self, request: fedge_pb2.PollRequest,
                  context: grpc.ServicerContext) -> fedge_pb2.Task:
         self._rounds.count_bytes(up=_size(request))
-        device = self._registry.get(request.session_id)
+        device = self._device(request.session_id)
         wait = request.wait_seconds if request.wait_seconds > 0 else self._poll_seconds
         view = self._rounds.poll(device, min(wait, self._poll_seconds))
         reply = self._task_message(view)
@@ -125,7 +233,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     def FetchModel(self, request: fedge_pb2.FetchRequest,
                    context: grpc.ServicerContext) -> Iterator[fedge_pb2.ModelChunk]:
         self._rounds.count_bytes(up=_size(request))
-        self._registry.get(request.session_id)
+        self._device(request.session_id)
         blob, sha = self._rounds.model_blob(request.model_version)
         if not 0 <= request.offset <= len(blob):
             raise InvalidRequest(f"offset {request.offset} is outside the {len(blob)}-byte "
@@ -152,30 +260,51 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     @_status_boundary
     def SubmitUpdate(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
                      context: grpc.ServicerContext) -> fedge_pb2.SubmitReply:
+        with self._uploads.hold():
+            return self._receive_update(request_iterator)
+
+    def _receive_update(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
+                        ) -> fedge_pb2.SubmitReply:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("payload") != "header":
             raise InvalidRequest("an update stream must start with an UpdateHeader")
         self._rounds.count_bytes(up=_size(first))
         header = first.header
-        device = self._registry.get(header.session_id)
+        device = self._device(header.session_id)
         if header.kind not in (fedge_pb2.WEIGHTS, fedge_pb2.UPDATE_KIND_UNSPECIFIED):
             raise Unsupported("this server aggregates WEIGHTS updates only")
         if header.encoding not in (fedge_pb2.F32, fedge_pb2.ENCODING_UNSPECIFIED):
             raise Unsupported("this server accepts F32-encoded updates only")
-        assignment = self._rounds.check_submission(device, header.task_id, header.round,
-                                                   header.num_examples)
+        try:
+            assignment = self._rounds.check_submission(device, header.task_id, header.round,
+                                                       header.num_examples, header.sha256)
+        except AlreadyAccepted:
+            log.info("round %d: %s resent its accepted update; ignored", header.round,
+                     device.device_id)
+            return fedge_pb2.SubmitReply(accepted=True, message="already accepted; the "
+                                         "resent copy was ignored")
+        if len(header.sha256) != 64:
+            raise InvalidRequest("the update header must carry the SHA-256 of its stream")
         assembler = TensorAssembler(self._specs, self._max_update_bytes)
+        digest = hashlib.sha256()
         received = 0
         try:
             for message in request_iterator:
                 received += _size(message)
                 if message.WhichOneof("payload") != "tensor":
                     raise InvalidRequest("only tensor chunks may follow the header")
+                if len(message.tensor.data) > CHUNK_BYTES:
+                    raise Exhausted(f"a chunk of {len(message.tensor.data)} bytes is over the "
+                                    f"{CHUNK_BYTES}-byte chunk limit")
+                check_crc32(message.tensor)
                 assembler.add(message.tensor)
+                digest.update(message.tensor.data)
         finally:  # counted once per stream, refused streams included
             self._rounds.count_bytes(up=received)
         arrays = assembler.finish()
-        self._rounds.accept(assignment, arrays, header.num_examples)
+        if digest.hexdigest() != header.sha256:
+            raise Corrupt("the update's bytes do not match the SHA-256 in its header")
+        self._rounds.accept(assignment, arrays, header.num_examples, header.sha256)
         if header.metrics:
             self._store.add_metrics(header.round, device.device_id, "train",
                                     dict(header.metrics))
@@ -187,7 +316,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     def ReportMetrics(self, request: fedge_pb2.MetricsReport,
                       context: grpc.ServicerContext) -> fedge_pb2.MetricsReply:
         self._rounds.count_bytes(up=_size(request))
-        device = self._registry.get(request.session_id)
+        device = self._device(request.session_id)
         self._store.add_metrics(request.round, device.device_id, "device",
                                 dict(request.metrics))
         reply = fedge_pb2.MetricsReply()

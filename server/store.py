@@ -70,7 +70,10 @@ class StateStore:
         self.checkpoints = self.root / "checkpoints"
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.root / "fedge.db", check_same_thread=False)
+        self._db = sqlite3.connect(self.root / "fedge.db", check_same_thread=False, timeout=10)
+        # WAL: `fedge tokens` may write while the server runs; FULL: a commit is on disk.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:

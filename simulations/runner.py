@@ -59,10 +59,11 @@ def simulate(config: SimulateConfig,
 
     daemons, threads, errors = [], [], []
     for k, directory in enumerate(dirs):
+        device_id = f"client-{k}"
         client_config = ClientConfig(
             server=f"127.0.0.1:{port}", task=config.task, data=(str(directory),),
-            device_id=f"client-{k}", insecure=True, backoff_initial_s=0.1,
-            backoff_max_s=2.0)
+            device_id=device_id, insecure=True, backoff_initial_s=0.1,
+            backoff_max_s=2.0, token=server.tokens.create(device_id))
         x, y = load_local_data(client_config.data, task.schema)
         daemon = Daemon(client_config, task, Trainer(task, x, y, client_config.device))
         daemons.append(daemon)

@@ -3,57 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import free_port
+from tests.fleet import free_port
+from tests.processes import FEDGE, Processes, enroll
 
 pytestmark = pytest.mark.slow
-FEDGE = [sys.executable, "-m", "fedge.cli"]
-
-
-class Processes:
-    """Starts fedge commands with their output in files; kills leftovers at teardown."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen([*FEDGE, *args], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=self.tmp, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.procs.append(proc)
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.tmp / f"{name}.log").read_text(errors="replace")
-
-    def wait_for(self, name: str, text: str, timeout: float = 60) -> None:
-        end = time.monotonic() + timeout
-        while text not in self.log(name):
-            assert time.monotonic() < end, f"{name} never said {text!r}:\n{self.log(name)}"
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    yield p
-    p.close()
 
 
 def test_a_deployment_by_hand_on_loopback(procs: Processes) -> None:
@@ -63,13 +23,17 @@ def test_a_deployment_by_hand_on_loopback(procs: Processes) -> None:
                           cwd=procs.tmp, capture_output=True, text=True, timeout=120)
     assert part.returncode == 0, part.stderr
     assert part.stdout.count("examples") == 3
+    tokens = [enroll(procs.tmp, f"dev-{k}") for k in range(3)]
     port = str(free_port())
     server = procs.start("server", "server", "--insecure", "--host", "127.0.0.1", "--port",
                          port, "--rounds", "3", "--min-clients", "3", "--state-dir", "state",
                          "--poll-seconds", "2")
+    # Two devices take their token from the environment, one from the command line.
     clients = [procs.start(f"client-{k}", "client", "--server", f"127.0.0.1:{port}",
                            "--data", f"parts/client-{k}", "--device-id", f"dev-{k}",
-                           "--insecure") for k in range(3)]
+                           "--insecure", *(["--token", tokens[k]] if k == 2 else []),
+                           env={"FEDGE_TOKEN": tokens[k]} if k < 2 else None)
+               for k in range(3)]
     assert server.wait(timeout=240) == 0, procs.log("server")
     for k, client in enumerate(clients):
         assert client.wait(timeout=60) == 0, procs.log(f"client-{k}")
@@ -86,7 +50,8 @@ def test_sigterm_stops_client_and_server_cleanly(procs: Processes) -> None:
                    cwd=procs.tmp, check=True, capture_output=True, timeout=120)
     # The server needs two devices, so the one client waits in its long-poll.
     server = procs.start("server", "server", "--insecure", "--host", "127.0.0.1", "--port",
-                         port, "--rounds", "5", "--min-clients", "2", "--state-dir", "state")
+                         port, "--rounds", "5", "--min-clients", "2", "--state-dir", "state",
+                         "--allow-anonymous")
     client = procs.start("client", "client", "--server", f"127.0.0.1:{port}", "--data",
                          "parts/client-0", "--device-id", "lonely", "--insecure")
     procs.wait_for("client", "joined")

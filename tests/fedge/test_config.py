@@ -29,6 +29,11 @@ def test_file_then_options_override_defaults(tmp_path: Path) -> None:
         ("rounds = 3", "needs TLS"),
         ("[server]\nrounds = 3", "unexpected table"),
         ("rounds = = 3", "not valid TOML"),
+        ('insecure = true\ntls_client_ca = "ca.pem"', "mTLS\\) needs TLS"),
+        ("insecure = true\nquorum_fraction = 1.5", "quorum_fraction must be in"),
+        ('insecure = true\nnorm_action = "scale"', "norm_action must be one of"),
+        ("insecure = true\nmax_uploads = 0", "max_uploads must be >= 1"),
+        ("insecure = true\nrate_limit = -1", "rate_limit must be >= 0"),
     ],
 )
 def test_bad_server_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -51,6 +56,13 @@ def test_client_data_accepts_a_string_or_a_list(tmp_path: Path) -> None:
     assert load(ClientConfig, None, {"data": ["a", "b"], "insecure": True}).data == ("a", "b")
     with pytest.raises(ConfigError, match="server must be HOST:PORT"):
         load(ClientConfig, None, {"server": "localhost", "insecure": True})
+
+
+def test_client_certificate_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
+        load(ClientConfig, None, {"tls_ca": "ca.pem", "tls_cert": "dev.crt"})
+    with pytest.raises(ConfigError, match="needs TLS"):
+        load(ClientConfig, None, {"insecure": True, "tls_cert": "d.crt", "tls_key": "d.key"})
 
 
 def test_simulate_defaults_and_partition_check() -> None:

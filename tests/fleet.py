@@ -1,14 +1,11 @@
-"""Real servers on 127.0.0.1 and real client daemons, started and cleaned up per test."""
+"""Real servers on 127.0.0.1 and real client daemon threads, cleaned up per test."""
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 from client.daemon import Daemon, DaemonStats
 from client.data import load_local_data
@@ -16,6 +13,7 @@ from client.trainer import Trainer
 from fedge.config import ClientConfig, ServerConfig
 from fedge.tasks import load_task
 from server.app import FedgeServer
+from server.tokens import TokenStore
 from simulations.partition import iid, write_partitions
 
 
@@ -56,11 +54,26 @@ class Fleet:
         self.servers.append(server)
         return server
 
-    def client(self, port: int, data: Path, device_id: str,
-               task: str = "digits-mlp") -> ClientThread:
-        config = ClientConfig(server=f"127.0.0.1:{port}", task=task, data=(str(data),),
-                              device_id=device_id, insecure=True, backoff_initial_s=0.05,
-                              backoff_max_s=0.5, poll_seconds=2.0)
+    def token(self, device_id: str, state_dir: Path | None = None) -> str:
+        """Enrolls device_id in a state directory (the fleet's default one if None)."""
+        store = TokenStore(state_dir or self.tmp / "state")
+        try:
+            return store.create(device_id)
+        finally:
+            store.close()
+
+    def client(self, port: int, data: Path, device_id: str, task: str = "digits-mlp",
+               token: str | None = None, **overrides: object) -> ClientThread:
+        """A daemon thread; enrolled in the default state directory unless given a token
+        ("" for an anonymous device). overrides are ClientConfig settings."""
+        if token is None:
+            token = self.token(device_id)
+        settings: dict[str, object] = dict(
+            server=f"127.0.0.1:{port}", task=task, data=(str(data),), device_id=device_id,
+            insecure=True, backoff_initial_s=0.05, backoff_max_s=0.5, poll_seconds=2.0,
+            token=token)
+        settings.update(overrides)
+        config = ClientConfig(**settings)  # type: ignore[arg-type]
         loaded = load_task(task)
         x, y = load_local_data(config.data, loaded.schema)
         daemon = Daemon(config, loaded, Trainer(loaded, x, y, "cpu"))
@@ -90,10 +103,3 @@ class Fleet:
             server.shutdown(grace=0.1)
         for client in self.clients:
             client.thread.join(10)
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path)
-    yield fleet
-    fleet.close()

@@ -1,0 +1,210 @@
+"""A hostile device beside honest ones: every kind of bad input is refused with its own
+status and message, counted, and the honest devices' round aggregates exactly as if the
+hostile device were not there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from fedge.config import ServerConfig
+from fedge.tensors import from_blob
+from protos import fedge_pb2
+from server.app import FedgeServer
+from tests.faults.rawdevice import Arrays, RawDevice, digits_specs, refusal
+
+Code = grpc.StatusCode
+NORM_BOUND = 50.0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[FedgeServer]:
+    # Three devices are sampled; two updates commit a round at its deadline.
+    server = FedgeServer(ServerConfig(
+        host="127.0.0.1", port=0, rounds=2, min_clients=3, quorum_fraction=0.6,
+        round_timeout_s=10.0, poll_seconds=2.0, state_dir=str(tmp_path / "state"),
+        insecure=True, max_update_norm=NORM_BOUND, max_examples=10_000, linger_s=1.0))
+    yield server
+    server.shutdown(grace=0.1)
+
+
+def honest_update(device: RawDevice, task: fedge_pb2.Task, seed: int) -> Arrays:
+    """The global model of the task plus small noise: a plausible trained model."""
+    arrays, _ = from_blob(device.fetch(task.model_version))
+    rng = np.random.default_rng(seed)
+    return {n: (a + rng.normal(0, 0.01, a.shape)).astype(np.float32)
+            for n, a in arrays.items()}
+
+
+def test_every_kind_of_hostile_input_is_refused_and_the_round_is_unharmed(
+        server: FedgeServer) -> None:
+    port = server.start()
+    tokens = {d: server.tokens.create(d) for d in ("honest-a", "honest-b", "hostile", "ghost")}
+    server.tokens.revoke("ghost")
+    a = RawDevice(port, "honest-a", tokens["honest-a"])
+    b = RawDevice(port, "honest-b", tokens["honest-b"])
+    evil = RawDevice(port, "hostile", tokens["hostile"])
+    seen: list[tuple[str, Code, str]] = []
+
+    def refused(kind: str, expected: Code, call: object, text: str = "") -> None:
+        code, message = refusal(call)  # type: ignore[arg-type]
+        assert code is expected, f"{kind}: {code.name}: {message}"
+        assert text.lower() in message.lower(), f"{kind}: {message!r} lacks {text!r}"
+        seen.append((kind, code, message))
+
+    # ---- identity, before any session exists
+    anon = RawDevice(port, "hostile", None)
+    refused("no token", Code.UNAUTHENTICATED, anon.join, "no device token")
+    forged = RawDevice(port, "hostile", "fdg_" + "A" * 43)
+    refused("unknown token", Code.UNAUTHENTICATED, forged.join, "unknown device token")
+    malformed = RawDevice(port, "hostile", "let-me-in")
+    refused("malformed token", Code.UNAUTHENTICATED, malformed.join, "not a fedge")
+    ghost = RawDevice(port, "ghost", tokens["ghost"])
+    refused("revoked token", Code.UNAUTHENTICATED, ghost.join, "revoked")
+    refused("another device's identity", Code.PERMISSION_DENIED,
+            lambda: evil.join(device_id="honest-a"), "belongs to device 'hostile'")
+    wrong = [s if s.name != "0.weight" else type(s)(s.name, s.dtype, (32, 64))
+             for s in digits_specs()]
+    refused("wrong fingerprint", Code.INVALID_ARGUMENT, lambda: evil.join(specs=wrong),
+            "does not match")
+    refused("wrong task", Code.INVALID_ARGUMENT, lambda: evil.join(task="digits-cnn"),
+            "runs task")
+
+    # ---- round 1: everyone behaves, so the hostile device has an update to replay
+    for device in (a, b, evil):
+        device.join()
+    refused("device id in use", Code.ALREADY_EXISTS,
+            lambda: RawDevice(port, "hostile", tokens["hostile"]).join(), "in use")
+    first = {d.device_id: d.poll_train() for d in (a, b, evil)}
+    replayable = None
+    for seed, device in enumerate((a, b, evil)):
+        stream = device.stream(first[device.device_id],
+                               honest_update(device, first[device.device_id], seed))
+        assert device.submit(stream).accepted
+        if device is evil:
+            replayable = stream
+    assert replayable is not None
+
+    # ---- round 2: honest updates, and every hostile variant beside them
+    tasks = {d.device_id: d.poll_train() for d in (a, b, evil)}
+    assert all(t.round == 2 for t in tasks.values())
+    t = tasks["hostile"]
+    good = honest_update(evil, t, 99)
+    names = sorted(good)
+
+    def submit(edit: object = None, arrays: Arrays | None = None, **header: object) -> object:
+        return lambda: evil.submit(evil.stream(t, good if arrays is None else arrays,
+                                               edit, **header))  # type: ignore[arg-type]
+
+    def reshaped(chunks: list[fedge_pb2.TensorChunk]) -> None:
+        chunks[0].shape[:] = [chunks[0].shape[0] + 1, *chunks[0].shape[1:]]
+
+    def flipped(chunks: list[fedge_pb2.TensorChunk]) -> None:
+        data = bytearray(chunks[-1].data)
+        data[3] ^= 0xFF
+        chunks[-1].data = bytes(data)  # its crc32 still describes the original
+
+    def uncrc(chunks: list[fedge_pb2.TensorChunk]) -> None:
+        chunks[1].ClearField("crc32")
+
+    def truncated(chunks: list[fedge_pb2.TensorChunk]) -> None:
+        del chunks[-1]
+
+    def garbage(chunks: list[fedge_pb2.TensorChunk]) -> None:
+        import zlib
+
+        chunks[0].data = b"garbage"
+        chunks[0].crc32 = zlib.crc32(chunks[0].data)
+
+    def renamed(chunks: list[fedge_pb2.TensorChunk]) -> None:
+        chunks[0].name = "backdoor.weight"
+
+    def oversized(chunks: list[fedge_pb2.TensorChunk]) -> None:
+        chunks[0].data = bytes(5 << 20)  # past the 4 MiB gRPC message cap
+
+    def big_chunk(chunks: list[fedge_pb2.TensorChunk]) -> None:
+        import zlib
+
+        chunks[0].data = bytes(2 << 20)  # under gRPC's cap, over our 1 MiB chunks
+        chunks[0].crc32 = zlib.crc32(chunks[0].data)
+
+    nan = {n: a.copy() for n, a in good.items()}
+    nan[names[0]].flat[0] = np.nan
+    inf = {n: a.copy() for n, a in good.items()}
+    inf[names[-1]].flat[-1] = np.inf
+    bomb = {n: a + 10.0 for n, a in good.items()}
+    doubles = {n: a.astype(np.float64) for n, a in good.items()}
+
+    refused("replayed update", Code.FAILED_PRECONDITION, lambda: evil.submit(replayable),
+            "round 1 is not this device's open task")
+    refused("stale round", Code.FAILED_PRECONDITION, submit(round=1), "of round 1")
+    refused("wrong task id", Code.FAILED_PRECONDITION, submit(task_id="made-up"), "made-up")
+    refused("wrong shape", Code.INVALID_ARGUMENT, submit(reshaped), "does not match")
+    refused("wrong dtype", Code.INVALID_ARGUMENT, submit(arrays=doubles), "float64")
+    refused("NaN", Code.INVALID_ARGUMENT, submit(arrays=nan), "NaN")
+    refused("Inf", Code.INVALID_ARGUMENT, submit(arrays=inf), "infinite")
+    refused("norm bomb", Code.INVALID_ARGUMENT, submit(arrays=bomb), "exceeds the bound")
+    refused("truncated stream", Code.INVALID_ARGUMENT, submit(truncated), "incomplete")
+    refused("bad chunk checksum", Code.DATA_LOSS, submit(flipped), "CRC-32")
+    refused("chunk without checksum", Code.DATA_LOSS, submit(uncrc), "carries no crc32")
+    refused("stream digest mismatch", Code.DATA_LOSS, submit(sha256="0" * 64), "SHA-256")
+    refused("no stream digest", Code.INVALID_ARGUMENT, submit(sha256=""), "must carry")
+    refused("oversize message", Code.RESOURCE_EXHAUSTED, submit(oversized), "larger than")
+    refused("oversize chunk", Code.RESOURCE_EXHAUSTED, submit(big_chunk), "chunk limit")
+    refused("garbage bytes", Code.INVALID_ARGUMENT, submit(garbage), "whole float32")
+    refused("unknown tensor", Code.INVALID_ARGUMENT, submit(renamed), "unexpected tensor")
+    refused("no header", Code.INVALID_ARGUMENT,
+            lambda: evil.submit(evil.stream(t, good)[1:]), "must start with")
+    refused("zero examples", Code.INVALID_ARGUMENT, submit(num_examples=0), "got 0")
+    refused("example count bomb", Code.INVALID_ARGUMENT, submit(num_examples=10**12),
+            "num_examples")
+    refused("unknown update kind", Code.UNIMPLEMENTED, submit(kind=42), "update")
+    refused("unknown session", Code.NOT_FOUND,
+            lambda: evil.stub.PollTask(fedge_pb2.PollRequest(session_id="nope"),
+                                       metadata=evil.metadata), "join again")
+    refused("session hijack", Code.PERMISSION_DENIED,
+            lambda: evil.stub.PollTask(fedge_pb2.PollRequest(session_id=a.session),
+                                       metadata=evil.metadata), "not to the device")
+    refused("fetch past the end", Code.INVALID_ARGUMENT, lambda: evil.fetch(1, 10**9),
+            "outside")
+    refused("fetch a future model", Code.FAILED_PRECONDITION, lambda: evil.fetch(7),
+            "does not exist")
+
+    # Honest devices: A's update, resent once (idempotent), then B's.
+    updates = {"honest-a": honest_update(a, tasks["honest-a"], 1),
+               "honest-b": honest_update(b, tasks["honest-b"], 2)}
+    examples = {"honest-a": 100, "honest-b": 300}
+    stream_a = a.stream(tasks["honest-a"], updates["honest-a"])
+    assert a.submit(stream_a).message == "update accepted"
+    assert "already accepted" in a.submit(stream_a).message
+    other = {n: v + 0.001 for n, v in updates["honest-a"].items()}
+    refused("a second, different update", Code.ALREADY_EXISTS,
+            lambda: a.submit(a.stream(tasks["honest-a"], other)), "different update")
+    assert b.submit(b.stream(tasks["honest-b"], updates["honest-b"],
+                             num_examples=examples["honest-b"])).accepted
+
+    records = server.wait(timeout=60)
+    assert [r.round for r in records] == [0, 1, 2]
+    assert records[2].clients == 2
+    committed, _ = from_blob(server.store.checkpoint_path(2).read_bytes())
+    for name in names:
+        expected = (0.25 * updates["honest-a"][name].astype(np.float64)
+                    + 0.75 * updates["honest-b"][name])
+        np.testing.assert_allclose(committed[name], expected, rtol=1e-5, atol=1e-6)
+
+    kinds = [k for k, _, _ in seen]
+    assert len(kinds) >= 20, kinds
+    messages = [m for _, _, m in seen]
+    assert len(set(messages)) == len(messages), "two kinds of refusal share a message"
+    # Every refusal is counted by method and status. gRPC itself refuses the oversize
+    # message; whether our handler also sees the cut stream depends on timing.
+    assert len(seen) - 1 <= sum(server.service.refusals.values()) <= len(seen)
+    assert server.service.refusals[("SubmitUpdate", "RESOURCE_EXHAUSTED")] == 1
+    assert server.service.refusals[("SubmitUpdate", "DATA_LOSS")] == 3
+    for device in (a, b, evil, anon, forged, malformed, ghost):
+        device.close()
+

@@ -1,0 +1,91 @@
+"""Admission limits on a real server: request rate per device and uploads in flight."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from fedge.config import ServerConfig
+from protos import fedge_pb2
+from server.app import FedgeServer
+from tests.faults.rawdevice import RawDevice, digits_weights, refusal
+
+
+def _server(tmp: Path, **overrides: object) -> FedgeServer:
+    settings: dict[str, object] = dict(host="127.0.0.1", port=0, rounds=1, min_clients=2,
+                                       state_dir=str(tmp / "state"), insecure=True,
+                                       poll_seconds=1.0, linger_s=0.5)
+    settings.update(overrides)
+    return FedgeServer(ServerConfig(**settings))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def servers() -> Iterator[list[FedgeServer]]:
+    made: list[FedgeServer] = []
+    yield made
+    for server in made:
+        server.shutdown(grace=0.1)
+
+
+def test_a_device_over_its_request_rate_is_told_to_back_off(
+        tmp_path: Path, servers: list[FedgeServer]) -> None:
+    server = _server(tmp_path, rate_limit=5.0, rate_burst=5.0)
+    servers.append(server)
+    port = server.start()
+    greedy = RawDevice(port, "greedy", server.tokens.create("greedy"))
+    calm = RawDevice(port, "calm", server.tokens.create("calm"))
+    greedy.join()
+    calm.join()
+    codes = []
+    for _ in range(12):
+        try:
+            greedy.fetch(0, offset=10**6)  # cheap: refused for its offset when admitted
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as exc:
+            codes.append(exc.code())
+    limited = [c for c in codes if c is grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert 4 <= len(limited) <= 8, codes  # a burst of 5 (less the join), then refusals
+    code, message = refusal(lambda: greedy.fetch(0))
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED and "too many requests" in message
+    assert len(calm.fetch(0)) > 0  # another device is not affected
+    time.sleep(1.0)  # the bucket refills at 5 per second
+    assert len(greedy.fetch(0)) > 0
+    greedy.close()
+    calm.close()
+
+
+def test_uploads_beyond_the_cap_are_refused_not_queued(
+        tmp_path: Path, servers: list[FedgeServer]) -> None:
+    server = _server(tmp_path, max_uploads=1)
+    servers.append(server)
+    port = server.start()
+    slow = RawDevice(port, "slow", server.tokens.create("slow"))
+    other = RawDevice(port, "other", server.tokens.create("other"))
+    slow.join()
+    other.join()
+    task = slow.poll_train()
+    release = threading.Event()
+    stream = slow.stream(task, digits_weights())
+
+    def trickle() -> Iterator[fedge_pb2.UpdateChunk]:
+        yield stream[0]
+        release.wait(20)
+        yield from stream[1:]
+
+    result: list[object] = []
+    uploader = threading.Thread(target=lambda: result.append(slow.submit(trickle())))
+    uploader.start()
+    time.sleep(0.5)  # the slow upload holds the only slot
+    code, message = refusal(lambda: other.submit(other.stream(other.poll_train(),
+                                                               digits_weights())))
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED and "retry" in message
+    release.set()
+    uploader.join(20)
+    assert result and result[0].accepted  # type: ignore[attr-defined]
+    slow.close()
+    other.close()
