@@ -85,7 +85,7 @@ def _print_round(total: int) -> Callable[[Any], None]:
 # ---------------------------------------------------------------- client
 
 CLIENT_KEYS = ("server", "task", "data", "device_id", "insecure", "tls_ca", "device",
-               "poll_seconds", "token", "tls_cert", "tls_key")
+               "poll_seconds", "token", "tls_cert", "tls_key", "metrics_port")
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -105,7 +105,17 @@ def cmd_client(args: argparse.Namespace) -> int:
     x, y = load_local_data(config.data, task.schema)
     daemon = Daemon(config, task, Trainer(task, x, y, config.device))
     _on_signals(daemon.stop)
-    stats = daemon.run()
+    endpoint = None
+    if config.metrics_port:
+        from fedge.metrics import MetricsEndpoint, ValuesCollector
+
+        endpoint = MetricsEndpoint(ValuesCollector(daemon.stats.metrics))
+        endpoint.start("127.0.0.1", config.metrics_port)
+    try:
+        stats = daemon.run()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     print(f"{config.device_id}: trained {stats.rounds_trained} round(s)", file=sys.stderr)
     return 0
 
@@ -347,6 +357,8 @@ def _add_client(sub: Any) -> None:
     p.add_argument("--tls-key", dest="tls_key", help="PEM key of the client certificate")
     p.add_argument("--token", help="this device's token (default: $FEDGE_TOKEN; prefer "
                    "the variable, command lines are visible to other users)")
+    p.add_argument("--metrics-port", dest="metrics_port", type=int,
+                   help="serve the daemon's Prometheus metrics on 127.0.0.1:PORT (off)")
     p.add_argument("--device", help="auto (CUDA if available), cpu or cuda[:N]")
     p.add_argument("--poll-seconds", dest="poll_seconds", type=float,
                    help="longest wait per poll (default 10)")

@@ -127,6 +127,7 @@ class ClientConfig:
     token: the device's token from ``fedge tokens create`` (better given through the
         FEDGE_TOKEN environment variable than in a file or on the command line).
     tls_cert, tls_key: the device's client certificate, for servers that require mTLS.
+    metrics_port: serve the daemon's Prometheus metrics on 127.0.0.1:PORT; 0 is off.
     """
 
     server: str = "127.0.0.1:50051"
@@ -142,6 +143,7 @@ class ClientConfig:
     token: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if not self.device_id:
@@ -156,6 +158,7 @@ class ClientConfig:
             raise ConfigError("tls_cert and tls_key go together: give both or neither")
         if self.tls_cert and self.insecure:
             raise ConfigError("a client certificate (tls_cert) needs TLS; drop --insecure")
+        _check_range("metrics_port", self.metrics_port, 0, 65535)
 
 
 @dataclass(frozen=True)

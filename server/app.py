@@ -30,7 +30,7 @@ from server.store import RoundRecord, StateStore
 from server.tokens import TokenStore
 
 if TYPE_CHECKING:
-    from server.metrics import MetricsEndpoint
+    from fedge.metrics import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ class FedgeServer:
         log.info("serving task %s on port %d (%d rounds, state in %s)", self.task.name,
                  self.port, self.config.rounds, self.config.state_dir)
         if self.config.metrics_port:
-            from server.metrics import MetricsEndpoint, ServerCollector
+            from fedge.metrics import MetricsEndpoint
+            from server.metrics import ServerCollector
 
             self._metrics = MetricsEndpoint(ServerCollector(
                 self.rounds, self.registry, self.store, lambda: dict(self.service.refusals)))

@@ -1,4 +1,5 @@
-"""Prometheus metrics of a running server, read from its state at scrape time.
+"""Prometheus metrics of a running server, read from its state at scrape time
+(served by :class:`fedge.metrics.MetricsEndpoint`).
 
 A collector, rather than counters bumped all over the code: the round state machine,
 the registry, the service and the store already hold every number, so a scrape reads
@@ -9,11 +10,8 @@ its own registry, so several servers in one process (tests) do not collide.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -89,27 +87,3 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
-
-
-class MetricsEndpoint:
-    """An HTTP /metrics endpoint for one collector."""
-
-    def __init__(self, collector: Collector) -> None:
-        self.registry = CollectorRegistry()
-        self.registry.register(collector)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    def start(self, host: str, port: int) -> int:
-        """Serves /metrics on host:port (0 picks a free port); returns the port."""
-        self._server, self._thread = start_http_server(port, addr=host,
-                                                       registry=self.registry)
-        bound = int(self._server.server_port)
-        log.info("metrics on http://%s:%d/metrics", host, bound)
-        return bound
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None

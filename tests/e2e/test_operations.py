@@ -120,3 +120,26 @@ def test_log_formats_carry_the_same_event_names() -> None:
     plain = logging.LogRecord("client.daemon", logging.INFO, __file__, 1, "hi", (), None,
                               func="_join")
     assert json.loads(JsonFormatter().format(plain))["event"] == "client.daemon.join"
+
+
+def test_a_daemon_exposes_its_own_metrics(fleet: Fleet) -> None:
+    from fedge.metrics import MetricsEndpoint, ValuesCollector
+
+    dirs = fleet.partitions("digits-mlp", 2)
+    server = fleet.server(rounds=2, min_clients=2)
+    port = server.start()
+    clients = [fleet.client(port, d, f"dev-{k}") for k, d in enumerate(dirs)]
+    server.wait(timeout=120)
+    fleet.join_clients()
+    endpoint = MetricsEndpoint(ValuesCollector(clients[0].daemon.stats.metrics))
+    metrics_port = endpoint.start("127.0.0.1", 0)
+    try:
+        samples = scrape(metrics_port)
+    finally:
+        endpoint.stop()
+    model_bytes = sum(s.nbytes for s in server.rounds.specs)
+    assert samples["fedge_client_rounds_trained_total"] == 2
+    assert samples["fedge_client_last_round"] == 2
+    assert samples["fedge_client_bytes_sent_total"] == 2 * model_bytes
+    assert samples["fedge_client_bytes_received_total"] > 2 * model_bytes
+    assert samples["fedge_client_train_seconds_total"] > 0
