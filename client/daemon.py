@@ -63,6 +63,21 @@ class DaemonStats:
     rounds_trained: int = 0
     joins: int = 0
     stopped_by_server: bool = False
+    last_round: int = 0
+    train_seconds: float = 0.0
+    bytes_up: int = 0     # update payloads sent
+    bytes_down: int = 0   # model payloads received
+
+    def metrics(self) -> dict[str, tuple[float, str]]:
+        """The daemon's Prometheus values (see fedge.metrics.ValuesCollector)."""
+        return {
+            "fedge_client_rounds_trained_total": (self.rounds_trained, "Updates accepted."),
+            "fedge_client_joins_total": (self.joins, "Sessions opened with the server."),
+            "fedge_client_last_round": (self.last_round, "The last round trained."),
+            "fedge_client_train_seconds_total": (self.train_seconds, "Local training time."),
+            "fedge_client_bytes_sent_total": (self.bytes_up, "Update bytes sent."),
+            "fedge_client_bytes_received_total": (self.bytes_down, "Model bytes received."),
+        }
 
 
 class Backoff:
@@ -215,8 +230,10 @@ class Daemon:
                task: fedge_pb2.Task) -> None:
         weights = self._fetch(stub, session, task.model_version)
         cfg = task.train
+        started = time.perf_counter()
         new_weights, metrics = self.trainer.train(
             weights, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
+        self.stats.train_seconds += time.perf_counter() - started
         header = fedge_pb2.UpdateHeader(
             session_id=session, task_id=task.task_id, round=task.round,
             kind=fedge_pb2.WEIGHTS, encoding=fedge_pb2.F32,
@@ -231,6 +248,8 @@ class Daemon:
                         task.round, exc.details())
             return
         self.stats.rounds_trained += 1
+        self.stats.last_round = task.round
+        self.stats.bytes_up += sum(a.nbytes for a in new_weights.values())
         log.info("%s: round %d update sent (%s, loss %.4f)", self.config.device_id,
                  task.round, reply.message, metrics["train_loss"])
 
@@ -285,6 +304,7 @@ class Daemon:
                 if self._stop.wait(self._backoff.next_delay()):
                     raise Stopped() from exc
         blob = b"".join(parts)
+        self.stats.bytes_down += len(blob)
         if len(blob) != total or sha256_hex(blob) != sha:
             raise FedgeError(f"model version {version} arrived damaged: {len(blob)} of "
                              f"{total} bytes, SHA-256 mismatch")

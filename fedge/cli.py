@@ -19,6 +19,8 @@ from typing import Any
 
 from fedge import __version__
 from fedge.errors import FedgeError
+from fedge.logs import FORMATS
+from fedge.logs import configure as configure_logs
 
 log = logging.getLogger("fedge")
 
@@ -46,7 +48,7 @@ SERVER_KEYS = ("task", "host", "port", "rounds", "min_clients", "fraction", "rou
                "epochs", "lr", "batch_size", "seed", "state_dir", "insecure", "tls_cert",
                "tls_key", "poll_seconds", "max_update_bytes", "allow_anonymous",
                "tls_client_ca", "quorum_fraction", "max_update_norm", "norm_action",
-               "max_examples", "max_uploads", "rate_limit")
+               "max_examples", "max_uploads", "rate_limit", "metrics_port")
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -83,7 +85,7 @@ def _print_round(total: int) -> Callable[[Any], None]:
 # ---------------------------------------------------------------- client
 
 CLIENT_KEYS = ("server", "task", "data", "device_id", "insecure", "tls_ca", "device",
-               "poll_seconds", "token", "tls_cert", "tls_key")
+               "poll_seconds", "token", "tls_cert", "tls_key", "metrics_port")
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -103,7 +105,17 @@ def cmd_client(args: argparse.Namespace) -> int:
     x, y = load_local_data(config.data, task.schema)
     daemon = Daemon(config, task, Trainer(task, x, y, config.device))
     _on_signals(daemon.stop)
-    stats = daemon.run()
+    endpoint = None
+    if config.metrics_port:
+        from fedge.metrics import MetricsEndpoint, ValuesCollector
+
+        endpoint = MetricsEndpoint(ValuesCollector(daemon.stats.metrics))
+        endpoint.start("127.0.0.1", config.metrics_port)
+    try:
+        stats = daemon.run()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     print(f"{config.device_id}: trained {stats.rounds_trained} round(s)", file=sys.stderr)
     return 0
 
@@ -116,7 +128,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     store = TokenStore(args.state_dir)
     try:
         if args.tokens_command == "create":
-            token = store.create(args.device)
+            token = store.create(args.device, args.role)
             print(f"token for device {args.device!r} (shown once; the server keeps only "
                   f"its hash; give it to the device as FEDGE_TOKEN):", file=sys.stderr)
             print(token)
@@ -130,10 +142,95 @@ def cmd_tokens(args: argparse.Namespace) -> int:
             for info in rows:
                 created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.created_at))
                 state = "active" if info.active else "revoked"
-                print(f"{info.device_id:<32} {state:<8} created {created} UTC")
+                print(f"{info.device_id:<32} {info.role:<9} {state:<8} created {created} UTC")
     finally:
         store.close()
     return 0
+
+
+# ---------------------------------------------------------------- status
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    if bool(args.server) == bool(args.state_dir):
+        raise FedgeError("give --server HOST:PORT (with an operator token) or --state-dir "
+                         "DIR (on the server's machine), not both")
+    snap = _remote_status(args) if args.server else _local_status(args.state_dir)
+    if args.json:
+        print(json.dumps(snap, indent=2))
+    else:
+        print(_format_status(snap))
+    return 0
+
+
+def _remote_status(args: argparse.Namespace) -> dict[str, Any]:
+    import grpc
+
+    from client.daemon import open_channel
+    from fedge.config import ClientConfig, build
+    from protos import fedge_pb2, fedge_pb2_grpc
+    from server.status import from_proto
+
+    token = args.token or os.environ.get("FEDGE_TOKEN", "")
+    if not token:
+        raise FedgeError("status over the network needs an operator token: --token or "
+                         "FEDGE_TOKEN (from `fedge tokens create --role operator`)")
+    config = build(ClientConfig, {k: v for k, v in {
+        "server": args.server, "insecure": args.insecure, "tls_ca": args.tls_ca,
+        "tls_cert": args.tls_cert, "tls_key": args.tls_key, "token": token,
+        "device_id": "fedge-status"}.items() if v is not None})
+    with open_channel(config) as channel:
+        try:
+            reply = fedge_pb2_grpc.FederationStub(channel).Status(
+                fedge_pb2.StatusRequest(last_rounds=args.rounds), timeout=15)
+        except grpc.RpcError as exc:
+            raise FedgeError(f"{args.server}: {exc.code().name}: {exc.details()}") from None
+    return from_proto(reply)
+
+
+def _local_status(state_dir: str) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    path = Path(state_dir) / "status.json"
+    try:
+        snap: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FedgeError(f"{path} does not exist: is {state_dir} a server's state "
+                         "directory, and has that server run?") from None
+    except (OSError, ValueError) as exc:
+        raise FedgeError(f"cannot read {path}: {exc}") from None
+    age = time.time() - float(snap.get("written_at", 0))
+    snap["snapshot_age_seconds"] = round(age, 1)
+    return snap
+
+
+def _format_status(snap: dict[str, Any]) -> str:
+    lines = [f"task {snap['task']}  phase {snap['phase']}  round {snap['round']}/"
+             f"{snap['rounds_total']}  model v{snap['model_version']}  selected "
+             f"{snap['selected']}  reported {snap['reported']}  up "
+             f"{snap['uptime_seconds']:.0f} s"]
+    if snap.get("snapshot_age_seconds", 0) > 30:
+        lines.append(f"(snapshot written {snap['snapshot_age_seconds']:.0f} s ago: the "
+                     "server may not be running)")
+    lines.append(f"devices ({len(snap['devices'])}):")
+    lines.append(f"  {'device':<24} {'live':<5} {'seen':>8}  {'examples':>8}  "
+                 f"{'edge':>5}  {'accelerator':<16} platform")
+    for d in snap["devices"]:
+        lines.append(f"  {d['device_id']:<24} {'yes' if d['live'] else 'no':<5} "
+                     f"{d['last_seen_seconds']:>6.1f} s  {d['num_examples']:>8}  "
+                     f"{d['edge_model'] or '-':>5}  {d['accelerator'] or '-':<16} "
+                     f"{d['platform'] or '-'}")
+    lines.append("rounds:")
+    lines.append(f"  {'round':>5}  {'accuracy':>8}  {'loss':>7}  {'clients':>7}  "
+                 f"{'seconds':>7}")
+    for r in snap["rounds"]:
+        lines.append(f"  {r['round']:>5}  {r['accuracy']:>8.4f}  {r['loss']:>7.4f}  "
+                     f"{r['clients']:>7}  {r['seconds']:>7.2f}")
+    if snap["refusals"]:
+        lines.append("refused: " + ", ".join(f"{k} {v}" for k, v in snap["refusals"].items()))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- data
@@ -236,6 +333,8 @@ def _add_server_guards(p: argparse.ArgumentParser) -> None:
                    help="update streams received at once (default 32)")
     p.add_argument("--rate-limit", dest="rate_limit", type=float,
                    help="requests per second per device (default 50; 0 = off)")
+    p.add_argument("--metrics-port", dest="metrics_port", type=int,
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (default off)")
 
 
 def _add_client(sub: Any) -> None:
@@ -258,6 +357,8 @@ def _add_client(sub: Any) -> None:
     p.add_argument("--tls-key", dest="tls_key", help="PEM key of the client certificate")
     p.add_argument("--token", help="this device's token (default: $FEDGE_TOKEN; prefer "
                    "the variable, command lines are visible to other users)")
+    p.add_argument("--metrics-port", dest="metrics_port", type=int,
+                   help="serve the daemon's Prometheus metrics on 127.0.0.1:PORT (off)")
     p.add_argument("--device", help="auto (CUDA if available), cpu or cuda[:N]")
     p.add_argument("--poll-seconds", dest="poll_seconds", type=float,
                    help="longest wait per poll (default 10)")
@@ -289,6 +390,8 @@ def _add_tokens(sub: Any) -> None:
     tokens_sub = p.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
     create = tokens_sub.add_parser("create", help="issue a device's token (printed once, "
                                    "alone on the last line); replaces any earlier one")
+    create.add_argument("--role", choices=("device", "operator"), default="device",
+                        help="device (joins and trains) or operator (reads `fedge status`)")
     revoke = tokens_sub.add_parser("revoke", help="revoke a device's token")
     listing = tokens_sub.add_parser("list", help="devices with tokens, and their state")
     for q in (create, revoke):
@@ -297,6 +400,24 @@ def _add_tokens(sub: Any) -> None:
         q.add_argument("--state-dir", dest="state_dir", default="fedge-state",
                        help="the server's state directory (default fedge-state)")
         q.set_defaults(func=cmd_tokens)
+
+
+def _add_status(sub: Any) -> None:
+    p = sub.add_parser("status", help="show a running server's round, devices and metrics",
+                       description="Ask a server for its state as an operator (--server, "
+                       "with an operator token), or read it on the server's own machine "
+                       "(--state-dir).")
+    p.add_argument("--server", help="HOST:PORT of the server")
+    p.add_argument("--state-dir", dest="state_dir", help="the server's state directory")
+    p.add_argument("--token", help="an operator token (default: $FEDGE_TOKEN)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="connect without TLS (loopback development only)")
+    p.add_argument("--tls-ca", dest="tls_ca", help="PEM CA certificate to trust")
+    p.add_argument("--tls-cert", dest="tls_cert", help="PEM client certificate (mTLS)")
+    p.add_argument("--tls-key", dest="tls_key", help="PEM key of the client certificate")
+    p.add_argument("--rounds", type=int, default=5, help="latest rounds to show (5)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=cmd_status)
 
 
 def _add_simulate(sub: Any) -> None:
@@ -324,12 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fedge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (-vv for debug)")
+    parser.add_argument("--log-format", dest="log_format", choices=FORMATS, default="text",
+                        help="text (default) or json: one object per line, same event names")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_server(sub)
     _add_client(sub)
     _add_data(sub)
     _add_simulate(sub)
     _add_tokens(sub)
+    _add_status(sub)
     return parser
 
 
@@ -338,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Daemons log their work by default; a simulation shows progress lines instead.
     quiet = logging.WARNING if args.command == "simulate" else logging.INFO
     level = [quiet, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logs(level, args.log_format)
     try:
         return int(args.func(args))
     except FedgeError as exc:

@@ -46,6 +46,8 @@ class ServerConfig:
     max_uploads: update streams received at once; more are refused with
         RESOURCE_EXHAUSTED and the device retries.
     rate_limit, rate_burst: requests per second (and burst) allowed per device; 0 is off.
+    metrics_port: serve Prometheus metrics on http://HOST:PORT/metrics; 0 is off.
+    status_interval_s: how often STATE_DIR/status.json is rewritten for `fedge status`.
     """
 
     task: str = "digits-mlp"
@@ -77,6 +79,8 @@ class ServerConfig:
     max_uploads: int = 32
     rate_limit: float = 50.0
     rate_burst: float = 100.0
+    metrics_port: int = 0
+    status_interval_s: float = 2.0
 
     def __post_init__(self) -> None:
         _check_range("rounds", self.rounds, 1)
@@ -106,6 +110,8 @@ class ServerConfig:
         _check_range("max_uploads", self.max_uploads, 1)
         _check_range("rate_limit", self.rate_limit, 0.0)
         _check_range("rate_burst", self.rate_burst, 1.0)
+        _check_range("metrics_port", self.metrics_port, 0, 65535)
+        _check_range("status_interval_s", self.status_interval_s, 0.1)
 
 
 NORM_ACTIONS = ("refuse", "clip")
@@ -121,6 +127,7 @@ class ClientConfig:
     token: the device's token from ``fedge tokens create`` (better given through the
         FEDGE_TOKEN environment variable than in a file or on the command line).
     tls_cert, tls_key: the device's client certificate, for servers that require mTLS.
+    metrics_port: serve the daemon's Prometheus metrics on 127.0.0.1:PORT; 0 is off.
     """
 
     server: str = "127.0.0.1:50051"
@@ -136,6 +143,7 @@ class ClientConfig:
     token: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if not self.device_id:
@@ -150,6 +158,7 @@ class ClientConfig:
             raise ConfigError("tls_cert and tls_key go together: give both or neither")
         if self.tls_cert and self.insecure:
             raise ConfigError("a client certificate (tls_cert) needs TLS; drop --insecure")
+        _check_range("metrics_port", self.metrics_port, 0, 65535)
 
 
 @dataclass(frozen=True)

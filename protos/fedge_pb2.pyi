@@ -247,3 +247,86 @@ class MetricsReport(_message.Message):
 class MetricsReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ("last_rounds",)
+    LAST_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    last_rounds: int
+    def __init__(self, last_rounds: _Optional[int] = ...) -> None: ...
+
+class DeviceStatus(_message.Message):
+    __slots__ = ("device_id", "last_seen_seconds", "platform", "accelerator", "runtime", "num_examples", "authenticated", "live", "edge_model")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATOR_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATED_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    EDGE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    last_seen_seconds: float
+    platform: str
+    accelerator: str
+    runtime: str
+    num_examples: int
+    authenticated: bool
+    live: bool
+    edge_model: str
+    def __init__(self, device_id: _Optional[str] = ..., last_seen_seconds: _Optional[float] = ..., platform: _Optional[str] = ..., accelerator: _Optional[str] = ..., runtime: _Optional[str] = ..., num_examples: _Optional[int] = ..., authenticated: _Optional[bool] = ..., live: _Optional[bool] = ..., edge_model: _Optional[str] = ...) -> None: ...
+
+class RoundSummary(_message.Message):
+    __slots__ = ("round", "accuracy", "loss", "clients", "examples", "bytes_up", "bytes_down", "seconds", "committed_at")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_UP_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DOWN_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    accuracy: float
+    loss: float
+    clients: int
+    examples: int
+    bytes_up: int
+    bytes_down: int
+    seconds: float
+    committed_at: float
+    def __init__(self, round: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., clients: _Optional[int] = ..., examples: _Optional[int] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., committed_at: _Optional[float] = ...) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("task", "phase", "round", "rounds_total", "model_version", "devices", "rounds", "refusals", "uptime_seconds", "selected", "reported")
+    class RefusalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SELECTED_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    phase: str
+    round: int
+    rounds_total: int
+    model_version: int
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceStatus]
+    rounds: _containers.RepeatedCompositeFieldContainer[RoundSummary]
+    refusals: _containers.ScalarMap[str, int]
+    uptime_seconds: float
+    selected: int
+    reported: int
+    def __init__(self, task: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds_total: _Optional[int] = ..., model_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., refusals: _Optional[_Mapping[str, int]] = ..., uptime_seconds: _Optional[float] = ..., selected: _Optional[int] = ..., reported: _Optional[int] = ...) -> None: ...

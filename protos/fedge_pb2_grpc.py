@@ -59,6 +59,11 @@ class FederationStub:
                 request_serializer=protos_dot_fedge__pb2.MetricsReport.SerializeToString,
                 response_deserializer=protos_dot_fedge__pb2.MetricsReply.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/fedge.v1.Federation/Status',
+                request_serializer=protos_dot_fedge__pb2.StatusRequest.SerializeToString,
+                response_deserializer=protos_dot_fedge__pb2.StatusReply.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -99,6 +104,13 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """The run's state for operators (`fedge status`); refused to device tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +138,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.ReportMetrics,
                     request_deserializer=protos_dot_fedge__pb2.MetricsReport.FromString,
                     response_serializer=protos_dot_fedge__pb2.MetricsReply.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=protos_dot_fedge__pb2.StatusRequest.FromString,
+                    response_serializer=protos_dot_fedge__pb2.StatusReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +280,33 @@ class Federation:
             '/fedge.v1.Federation/ReportMetrics',
             protos_dot_fedge__pb2.MetricsReport.SerializeToString,
             protos_dot_fedge__pb2.MetricsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.Federation/Status',
+            protos_dot_fedge__pb2.StatusRequest.SerializeToString,
+            protos_dot_fedge__pb2.StatusReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import torch
@@ -22,8 +24,13 @@ from server.evaluate import Evaluator
 from server.registry import Registry
 from server.rounds import Rounds, RoundSettings
 from server.service import FederationService, Guards
+from server.status import snapshot
+from server.status import write as write_status
 from server.store import RoundRecord, StateStore
 from server.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from fedge.metrics import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,13 @@ class FedgeServer:
                                          self.store, config.poll_seconds,
                                          config.max_update_bytes, self.tokens, guards)
         fedge_pb2_grpc.add_FederationServicer_to_server(self.service, self._grpc)
+        self._started = time.monotonic()
+        self.service.status = self.status
+        self._metrics: MetricsEndpoint | None = None
+        self.metrics_port = 0
+        self._status_stop = threading.Event()
+        self._status_writer = threading.Thread(target=self._write_status, name="status",
+                                               daemon=True)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         self._driver = threading.Thread(target=self.rounds.run, name="rounds", daemon=True)
@@ -114,8 +128,30 @@ class FedgeServer:
                         "not verified")
         log.info("serving task %s on port %d (%d rounds, state in %s)", self.task.name,
                  self.port, self.config.rounds, self.config.state_dir)
+        if self.config.metrics_port:
+            from fedge.metrics import MetricsEndpoint
+            from server.metrics import ServerCollector
+
+            self._metrics = MetricsEndpoint(ServerCollector(
+                self.rounds, self.registry, self.store, lambda: dict(self.service.refusals)))
+            self.metrics_port = self._metrics.start(self.config.host, self.config.metrics_port)
+        self._status_writer.start()
         self._driver.start()
         return self.port
+
+    def status(self, last_rounds: int = 5) -> dict[str, Any]:
+        """The run's state now (what `fedge status` prints)."""
+        return snapshot(self.task.name, self.config.rounds, self.rounds, self.registry,
+                        self.store, dict(self.service.refusals), self._started, last_rounds)
+
+    def _write_status(self) -> None:
+        stopping = False
+        while not stopping:
+            stopping = self._status_stop.wait(self.config.status_interval_s)
+            try:  # also once more on the way out, so the file says how the run ended
+                write_status(self.config.state_dir, self.status())
+            except Exception:  # a status file must never take the server down
+                log.exception("could not write %s/status.json", self.config.state_dir)
 
     def wait(self, timeout: float | None = None) -> list[RoundRecord]:
         """Blocks until every round is committed (or stop()), then shuts down."""
@@ -135,5 +171,10 @@ class FedgeServer:
         self.rounds.stop()
         self._health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
+        self._status_stop.set()
+        if self._status_writer.is_alive():
+            self._status_writer.join(5)
+        if self._metrics is not None:
+            self._metrics.stop()
         self.store.close()
         self.tokens.close()

@@ -22,6 +22,7 @@ class Device:
     num_examples: int
     capabilities: dict[str, str] = field(default_factory=dict)
     authenticated: bool = False  # joined with a valid token for device_id
+    edge_model: str = ""  # the edge artifact version it last reported installed
     joined_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
 
@@ -76,3 +77,11 @@ class Registry:
         with self._lock:
             return sorted((d for d in self._by_device.values() if d.last_seen >= cutoff),
                           key=lambda d: d.joined_at)
+
+    def all(self) -> list[Device]:
+        """Every device with a session, live or not, oldest join first."""
+        with self._lock:
+            return sorted(self._by_device.values(), key=lambda d: d.joined_at)
+
+    def timeout(self) -> float:
+        return self._timeout

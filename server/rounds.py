@@ -92,6 +92,27 @@ class TaskView:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A consistent snapshot of the round in progress."""
+
+    phase: str
+    round: int
+    model_version: int
+    selected: int  # devices handed this round's TRAIN task
+    reported: int  # of them, those whose update was accepted
+
+
+@dataclass
+class Totals:
+    """Counts since the server started (for metrics)."""
+
+    bytes_up: int = 0
+    bytes_down: int = 0
+    updates_accepted: int = 0
+    aggregation_seconds: float = 0.0
+
+
 @dataclass
 class _RoundState:
     number: int
@@ -128,6 +149,7 @@ class Rounds:
         self._rng = random.Random(settings.seed)
         self._stopped: set[str] = set()
         self._stop = threading.Event()
+        self.totals = Totals()
 
         latest = store.latest()
         if latest is None:
@@ -135,11 +157,12 @@ class Rounds:
             blob = self._blob(initial, 0)
             record = store.commit(RoundRecord(0, metrics["accuracy"], metrics["loss"],
                                               0, 0, 0, 0, 0.0), blob)
-            log.info("round 0 (initial model): accuracy %.4f", record.accuracy)
+            log.info("round 0 (initial model): accuracy %.4f", record.accuracy,
+                     extra={"event": "round.initial", "accuracy": record.accuracy})
         else:
             record, blob = latest
             log.info("resuming from committed round %d (accuracy %.4f)", record.round,
-                     record.accuracy)
+                     record.accuracy, extra={"event": "run.resumed", "round": record.round})
         self.model_version = record.round
         self._global, _ = from_blob(blob)
         self._blob_bytes = blob
@@ -216,7 +239,10 @@ class Rounds:
                     or assignment.submitted or self.phase is not Phase.TRAINING):
                 raise StaleRequest(f"round {assignment.round} closed before the update "
                                    "was complete")
+            started = time.perf_counter()
             self._round.fold.add(arrays, float(num_examples))
+            self.totals.aggregation_seconds += time.perf_counter() - started
+            self.totals.updates_accepted += 1
             self._round.examples += num_examples
             assignment.submitted = True
             assignment.digest = digest
@@ -229,6 +255,16 @@ class Rounds:
         with self._cond:
             self._round.bytes_up += up
             self._round.bytes_down += down
+            self.totals.bytes_up += up
+            self.totals.bytes_down += down
+
+    def progress(self) -> Progress:
+        """Where the run stands, for status and metrics."""
+        with self._cond:
+            state = self._round
+            return Progress(self.phase.value, state.number, self.model_version,
+                            len(state.assignments),
+                            sum(a.submitted for a in state.assignments.values()))
 
     # ------------------------------------------------------------------ driver
 
@@ -278,7 +314,8 @@ class Rounds:
                     secrets.token_hex(8), device.device_id, number, deadline)
             self.phase = Phase.TRAINING
             self._cond.notify_all()
-        log.info("round %d: training on %d device(s)", number, len(sample))
+        log.info("round %d: training on %d device(s)", number, len(sample),
+                 extra={"event": "round.opened", "round": number, "devices": len(sample)})
 
     def _wait_for_updates(self) -> bool:
         """Waits for every sampled device or the deadline; True if the round has quorum."""
@@ -302,10 +339,12 @@ class Rounds:
             if done < len(self._round.assignments):
                 log.warning("round %d: deadline passed with %d of %d updates; committing "
                             "on quorum", self._round.number, done,
-                            len(self._round.assignments))
+                            len(self._round.assignments),
+                            extra={"event": "round.quorum", "round": self._round.number})
             return True
         log.warning("round %d: only %d of %d required updates before the deadline; retrying "
-                    "with a new sample", self._round.number, done, quorum)
+                    "with a new sample", self._round.number, done, quorum,
+                    extra={"event": "round.retried", "round": self._round.number})
         with self._cond:
             self._round.assignments.clear()
         return False
@@ -334,7 +373,9 @@ class Rounds:
                 self.phase = Phase.DONE
             self._cond.notify_all()
         log.info("round %d committed: accuracy %.4f, loss %.4f, %d client(s), %.2f s",
-                 record.round, record.accuracy, record.loss, record.clients, record.seconds)
+                 record.round, record.accuracy, record.loss, record.clients, record.seconds,
+                 extra={"event": "round.committed", "round": record.round,
+                        "accuracy": record.accuracy, "clients": record.clients})
         if self._on_commit is not None:
             self._on_commit(record)
 

@@ -45,6 +45,7 @@ from server.errors import (
 from server.limits import RateLimiter, UploadSlots
 from server.registry import Device, Registry
 from server.rounds import AlreadyAccepted, Rounds, TaskView
+from server.status import to_proto
 from server.store import StateStore
 from server.tokens import TokenStore, check_device_id
 
@@ -66,8 +67,18 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
 }
 TOKEN_HEADER = "authorization"  # value: "Bearer <token>"
-# The authenticated device id of the request being handled (None: anonymous).
-_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", default=None)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request's token belongs to."""
+
+    name: str
+    role: str  # "device" or "operator"
+
+
+# The authenticated caller of the request being handled (None: anonymous).
+_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,9 @@ def _status_boundary(method: F) -> F:
         except (Refused, TensorError) as exc:
             code = next(c for t, c in STATUS.items() if isinstance(exc, t))
             self._count_refusal(method.__name__, code)
-            log.warning("%s refused (%s): %s", method.__name__, code.name, exc)
+            log.warning("%s refused (%s): %s", method.__name__, code.name, exc,
+                        extra={"event": "request.refused", "method": method.__name__,
+                               "status": code.name})
             context.abort(code, str(exc))
         finally:
             if reset is not None:
@@ -127,11 +140,13 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rate = RateLimiter(self._guards.rate_limit, self._guards.rate_burst)
         self._refusals_lock = threading.Lock()
         self.refusals: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Set by the server: the status snapshot for the last N rounds.
+        self.status: Callable[[int], dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ identity
 
-    def _authenticate(self, context: grpc.ServicerContext) -> str | None:
-        """The caller's device id from its token (None: anonymous), rate-limited."""
+    def _authenticate(self, context: grpc.ServicerContext) -> Caller | None:
+        """The caller from its token (None: anonymous), rate-limited."""
         token = ""
         for key, value in context.invocation_metadata() or ():
             if key == TOKEN_HEADER and isinstance(value, str):
@@ -140,19 +155,30 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             if self._tokens is None:
                 raise Unauthenticated("this server has no device tokens (it runs with "
                                       "--allow-anonymous only); drop --token")
-            caller: str | None = self._tokens.authenticate(token)
+            caller: Caller | None = Caller(*self._tokens.identify(token))
         elif self._guards.allow_anonymous:
             caller = None
         else:
             raise Unauthenticated("no device token: give the daemon --token or FEDGE_TOKEN "
                                   "(from `fedge tokens create`)")
-        self._rate.admit(caller if caller is not None else f"peer {context.peer()}")
+        self._rate.admit(caller.name if caller is not None else f"peer {context.peer()}")
         return caller
+
+    @staticmethod
+    def _device_caller() -> str | None:
+        """The calling device's id (None: anonymous); operators may not act as devices."""
+        caller = _caller.get()
+        if caller is None:
+            return None
+        if caller.role != "device":
+            raise PermissionDenied(f"{caller.name!r} holds an operator token, which cannot "
+                                   "act as a device")
+        return caller.name
 
     def _device(self, session_id: str) -> Device:
         """The session's device, if the caller may act for it."""
+        caller = self._device_caller()
         device = self._registry.get(session_id)
-        caller = _caller.get()
         if caller is not None and device.device_id != caller:
             raise PermissionDenied(f"this token belongs to device {caller!r}, not to the "
                                    "device holding this session")
@@ -171,7 +197,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(request))
         if not request.device_id:
             raise InvalidRequest("device_id must not be empty")
-        caller = _caller.get()
+        caller = self._device_caller()
         if caller is not None and caller != request.device_id:
             raise PermissionDenied(f"this token belongs to device {caller!r}, not "
                                    f"{request.device_id!r}")
@@ -195,7 +221,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
              "runtime": caps.runtime, "memory_bytes": str(caps.memory_bytes)},
             authenticated=caller is not None, previous_session=request.previous_session)
         log.info("device %s joined (%s, %d examples)", device.device_id,
-                 caps.accelerator or "unknown accelerator", request.num_examples)
+                 caps.accelerator or "unknown accelerator", request.num_examples,
+                 extra={"event": "device.joined", "device": device.device_id})
         reply = fedge_pb2.JoinReply(session_id=device.session_id,
                                     round=self._rounds.model_version + 1,
                                     model_version=self._rounds.model_version,
@@ -319,6 +346,20 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         device = self._device(request.session_id)
         self._store.add_metrics(request.round, device.device_id, "device",
                                 dict(request.metrics))
+        if "edge_model_version" in request.metrics:
+            device.edge_model = str(int(request.metrics["edge_model_version"]))
         reply = fedge_pb2.MetricsReply()
         self._rounds.count_bytes(down=_size(reply))
         return reply
+
+    @_status_boundary
+    def Status(self, request: fedge_pb2.StatusRequest,
+               context: grpc.ServicerContext) -> fedge_pb2.StatusReply:
+        caller = _caller.get()
+        if caller is None or caller.role != "operator":
+            raise PermissionDenied("status is for operators: create a token with `fedge "
+                                   "tokens create --role operator`, or read it on the "
+                                   "server's machine with `fedge status --state-dir`")
+        if self.status is None:
+            raise Unsupported("this server does not report status")
+        return to_proto(self.status(request.last_rounds or 5))

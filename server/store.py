@@ -125,6 +125,12 @@ class StateStore:
                 "INSERT INTO metrics VALUES (?,?,?,?,?)",
                 [(round_, device_id, source, k, float(v)) for k, v in metrics.items()])
 
+    def committed_at(self) -> dict[int, float]:
+        """When each round was committed (unix time)."""
+        with self._lock:
+            rows = self._db.execute("SELECT round, committed_at FROM rounds").fetchall()
+        return {int(r): float(t) for r, t in rows}
+
     def rounds(self) -> list[RoundRecord]:
         with self._lock:
             rows = self._db.execute(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedge.errors import FedgeError
-from server.errors import Unauthenticated
+from server.errors import PermissionDenied, Unauthenticated
 
 PREFIX = "fdg_"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
@@ -29,9 +29,11 @@ CREATE TABLE IF NOT EXISTS tokens (
     device_id TEXT PRIMARY KEY,
     token_hash TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL,
-    revoked_at REAL
+    revoked_at REAL,
+    role TEXT NOT NULL DEFAULT 'device'
 );
 """
+ROLES = ("device", "operator")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class TokenInfo:
     device_id: str
     created_at: float
     revoked_at: float | None
+    role: str = "device"
 
     @property
     def active(self) -> bool:
@@ -71,24 +74,33 @@ class TokenStore:
         self._db = sqlite3.connect(root / "fedge.db", check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tokens)")}
+        if "role" not in columns:  # a state dir from before operator tokens
+            with self._db:
+                self._db.execute("ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL "
+                                 "DEFAULT 'device'")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def create(self, device_id: str) -> str:
+    def create(self, device_id: str, role: str = "device") -> str:
         """Issues a new token for device_id, replacing (and so revoking) any earlier one.
 
+        role: "device" (joins and trains) or "operator" (reads the server's status).
         Returns the token; it cannot be recovered later.
         """
         check_device_id(device_id)
+        if role not in ROLES:
+            raise FedgeError(f"role must be one of {ROLES}, got {role!r}")
         token = PREFIX + secrets.token_urlsafe(32)
         with self._lock, self._db:
             self._db.execute(
-                "INSERT INTO tokens(device_id, token_hash, created_at, revoked_at) "
-                "VALUES (?, ?, ?, NULL) ON CONFLICT(device_id) DO UPDATE SET "
+                "INSERT INTO tokens(device_id, token_hash, created_at, revoked_at, role) "
+                "VALUES (?, ?, ?, NULL, ?) ON CONFLICT(device_id) DO UPDATE SET "
                 "token_hash = excluded.token_hash, created_at = excluded.created_at, "
-                "revoked_at = NULL", (device_id, hash_token(token), time.time()))
+                "revoked_at = NULL, role = excluded.role",
+                (device_id, hash_token(token), time.time(), role))
         return token
 
     def revoke(self, device_id: str) -> None:
@@ -103,20 +115,29 @@ class TokenStore:
     def list(self) -> list[TokenInfo]:
         """Every device that has had a token, oldest first."""
         with self._lock:
-            rows = self._db.execute("SELECT device_id, created_at, revoked_at FROM tokens "
-                                    "ORDER BY created_at").fetchall()
+            rows = self._db.execute("SELECT device_id, created_at, revoked_at, role FROM "
+                                    "tokens ORDER BY created_at").fetchall()
         return [TokenInfo(*row) for row in rows]
 
     def authenticate(self, token: str) -> str:
-        """The device id a token belongs to; Unauthenticated if it is unknown or revoked."""
+        """The device id a device token belongs to; Unauthenticated if it is unknown or
+        revoked, PermissionDenied for an operator token."""
+        name, role = self.identify(token)
+        if role != "device":
+            raise PermissionDenied(f"{name!r} holds an operator token, which cannot act "
+                                   "as a device")
+        return name
+
+    def identify(self, token: str) -> tuple[str, str]:
+        """The (name, role) a token belongs to; Unauthenticated if unknown or revoked."""
         if not token.startswith(PREFIX):
             raise Unauthenticated("the token is not a fedge device token (fdg_...)")
         digest = hash_token(token)
         with self._lock:
-            row = self._db.execute("SELECT device_id, token_hash, revoked_at FROM tokens "
-                                   "WHERE token_hash = ?", (digest,)).fetchone()
+            row = self._db.execute("SELECT device_id, token_hash, revoked_at, role FROM "
+                                   "tokens WHERE token_hash = ?", (digest,)).fetchone()
         if row is None or not hmac.compare_digest(row[1], digest):
             raise Unauthenticated("unknown device token; create one with `fedge tokens create`")
         if row[2] is not None:
             raise Unauthenticated(f"the token of device {row[0]!r} was revoked")
-        return str(row[0])
+        return str(row[0]), str(row[3])

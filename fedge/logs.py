@@ -1,0 +1,69 @@
+"""Log output for every fedge command: readable text by default, or one JSON object per
+line (``--log-format json``) for log shippers. Both carry the same event names.
+
+A log call names its event with ``extra={"event": "round.committed", ...}``; any other
+extra fields go into the JSON object as they are. Calls without one get an event made
+from where they were logged (``logger.function``), so every line has one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+FORMATS = ("text", "json")
+# Attributes every LogRecord has; anything else on a record came from `extra`.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message",
+                                                                            "asctime"}
+
+
+def event_of(record: logging.LogRecord) -> str:
+    """The record's event name: its explicit one, else logger.function."""
+    explicit = getattr(record, "event", None)
+    if explicit:
+        return str(explicit)
+    return f"{record.name}.{record.funcName.strip('_')}"
+
+
+class TextFormatter(logging.Formatter):
+    """``TIME LEVEL logger [event] message``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(event_name)s] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.event_name = event_of(record)
+        return super().format(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, event, message and extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "event": event_of(record),
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in ("event", "event_name"):
+                entry[key] = value if isinstance(value, str | int | float | bool) else str(value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure(level: int, fmt: str = "text") -> None:
+    """Sends fedge's logs to stderr at level, in fmt ("text" or "json")."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)

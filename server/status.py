@@ -1,0 +1,100 @@
+"""What ``fedge status`` shows: a snapshot of the run as plain, JSON-ready values.
+
+The server answers the admin ``Status`` RPC from it, and also writes it to
+``STATE_DIR/status.json`` every few seconds, so an operator on the server's own machine
+can read it without a token (the state directory's file permissions are the access
+control there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from protos import fedge_pb2
+from server.registry import Registry
+from server.rounds import Rounds
+from server.store import StateStore
+
+STATUS_FILE = "status.json"
+
+
+def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
+             store: StateStore, refusals: Mapping[tuple[str, str], int], started: float,
+             last_rounds: int = 5) -> dict[str, Any]:
+    """The run's state now; started is the server's time.monotonic() at start."""
+    progress = rounds.progress()
+    now = time.monotonic()
+    devices = [{
+        "device_id": d.device_id,
+        "last_seen_seconds": round(now - d.last_seen, 3),
+        "live": now - d.last_seen < registry.timeout(),
+        "platform": d.capabilities.get("platform", ""),
+        "accelerator": d.capabilities.get("accelerator", ""),
+        "runtime": d.capabilities.get("runtime", ""),
+        "num_examples": d.num_examples,
+        "authenticated": d.authenticated,
+        "edge_model": d.edge_model,
+    } for d in registry.all()]
+    times = store.committed_at()
+    recent = [{**r.to_dict(), "committed_at": times.get(r.round, 0.0)}
+              for r in store.rounds()[-max(0, last_rounds):]] if last_rounds else []
+    for r in recent:
+        r.pop("sha256", None)
+    return {
+        "task": task,
+        "phase": progress.phase,
+        "round": progress.round,
+        "rounds_total": rounds_total,
+        "model_version": progress.model_version,
+        "selected": progress.selected,
+        "reported": progress.reported,
+        "devices": devices,
+        "rounds": recent,
+        "refusals": {f"{method}/{code}": n for (method, code), n in sorted(refusals.items())},
+        "uptime_seconds": round(now - started, 3),
+        "written_at": time.time(),
+    }
+
+
+def write(state_dir: str | Path, snap: Mapping[str, Any]) -> None:
+    """Writes the snapshot atomically to STATE_DIR/status.json (owner-readable only)."""
+    path = Path(state_dir) / STATUS_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(snap, f, indent=1)
+    os.replace(tmp, path)
+
+
+def to_proto(snap: Mapping[str, Any]) -> fedge_pb2.StatusReply:
+    """The snapshot as the admin RPC's reply."""
+    devices = [fedge_pb2.DeviceStatus(**d) for d in snap["devices"]]
+    rounds = [fedge_pb2.RoundSummary(**r) for r in snap["rounds"]]
+    return fedge_pb2.StatusReply(
+        task=snap["task"], phase=snap["phase"], round=snap["round"],
+        rounds_total=snap["rounds_total"], model_version=snap["model_version"],
+        devices=devices, rounds=rounds, refusals=snap["refusals"],
+        uptime_seconds=snap["uptime_seconds"], selected=snap["selected"],
+        reported=snap["reported"])
+
+
+def from_proto(reply: fedge_pb2.StatusReply) -> dict[str, Any]:
+    """The snapshot a StatusReply carries, as snapshot() makes it."""
+    device_keys = ("device_id", "last_seen_seconds", "live", "platform", "accelerator",
+                   "runtime", "num_examples", "authenticated", "edge_model")
+    round_keys = ("round", "accuracy", "loss", "clients", "examples", "bytes_up",
+                  "bytes_down", "seconds", "committed_at")
+    return {
+        "task": reply.task, "phase": reply.phase, "round": reply.round,
+        "rounds_total": reply.rounds_total, "model_version": reply.model_version,
+        "selected": reply.selected, "reported": reply.reported,
+        "devices": [{k: getattr(d, k) for k in device_keys} for d in reply.devices],
+        "rounds": [{k: getattr(r, k) for k in round_keys} for r in reply.rounds],
+        "refusals": dict(sorted(reply.refusals.items())),
+        "uptime_seconds": reply.uptime_seconds,
+    }
