@@ -79,7 +79,10 @@ class ServerConfig:
 class ClientConfig:
     """Settings of ``fedge client``.
 
-    data: directories or files of local training data (``.npz`` with arrays x and y).
+    data: directories, files or globs of local training data (CSV, .npy/.npz, JSON
+        Lines, image folders; see client.data).
+    label_column, x_key, y_key: how local files name labels and inputs ("" = the task's).
+    debug_report_files: name skipped files in the metrics sent to the server (debug).
     device: "auto" (CUDA when available, else CPU), "cpu" or "cuda[:N]".
     backoff_initial_s, backoff_max_s: reconnect delays while the server is away.
     """
@@ -94,6 +97,12 @@ class ClientConfig:
     poll_seconds: float = 10.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    # How local files name their fields (see client.data.ReadOptions).
+    label_column: str = ""
+    x_key: str = "x"
+    y_key: str = "y"
+    # Debugging aid: name skipped files in the metrics sent to the server.
+    debug_report_files: bool = False
 
     def __post_init__(self) -> None:
         if not self.device_id:
@@ -127,6 +136,8 @@ class SimulateConfig:
     batch_size: int = 0
     fraction: float = 1.0
     round_timeout_s: float = 120.0
+    # Write each client's share as a scatter of mixed formats with a few corrupt files.
+    scatter: bool = False
 
     def __post_init__(self) -> None:
         _check_range("clients", self.clients, 1)
