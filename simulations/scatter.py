@@ -78,7 +78,7 @@ def write_scatter(x: np.ndarray, y: np.ndarray, schema: DataSchema, directory: P
     header = [f"f{i}" for i in range(flat.shape[1])] + [schema.label_column]
     lines = [",".join(header)]
     for i in shares["csv"]:
-        lines.append(",".join(f"{v:.8g}" for v in flat[i]) + f",{names[y[i]]}")
+        lines.append(",".join(f"{v:.9g}" for v in flat[i]) + f",{names[y[i]]}")
     lines.append("0.5,0.5")  # a short row
     lines.append(",".join(["0"] * flat.shape[1]) + ",no-such-label")
     (directory / "exports" / "table.csv").write_text("\n".join(lines) + "\n")

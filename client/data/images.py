@@ -65,7 +65,7 @@ def read_image(path: Path, checker: RecordChecker, options: ReadOptions,
         with Image.open(path) as image:
             converted = image.convert(schema.image_mode).resize(
                 (size[1], size[0]), Image.Resampling.BILINEAR)
-            pixels = np.asarray(converted, dtype=np.float32) * schema.pixel_scale
+            pixels = np.asarray(converted, dtype=np.float64) * schema.pixel_scale
     except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise Skip(UNREADABLE_IMAGE, f"{path}: {exc}") from exc
     shape = schema.input_shape

@@ -209,8 +209,11 @@ class LocalData:
                    if p in self._index]
         if not entries:
             return self._empty_x, np.zeros(0, np.int64)
-        x = np.concatenate([e.x for e in entries])
-        y = np.concatenate([e.y for e in entries])
+        if len(entries) == 1:
+            x, y = entries[0].x, entries[0].y
+        else:
+            x = np.concatenate([e.x for e in entries])
+            y = np.concatenate([e.y for e in entries])
         if not by_content:
             return x, y
         order = content_order(x, y)
