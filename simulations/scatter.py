@@ -47,11 +47,15 @@ class Scatter:
 
 
 def _images_fit(x: np.ndarray, schema: DataSchema) -> tuple[int, int] | None:
-    """(height, width) when x can be stored as 8-bit grayscale images: one channel, and
-    every value a pixel (0..255) times the schema's pixel scale, so that reading the
-    image back gives exactly the same example."""
+    """(height, width) when x can be stored as 8-bit grayscale images: Pillow is
+    installed, one channel, and every value a pixel (0..255) times the schema's pixel
+    scale, so that reading the image back gives exactly the same example."""
+    import importlib.util
+
     from client.data.images import image_size
 
+    if importlib.util.find_spec("PIL") is None:  # Pillow is optional (the data extra)
+        return None
     size = image_size(schema)
     if size is None or schema.image_mode != "L" or not len(x) or size[0] * size[1] != \
             math.prod(schema.input_shape):
