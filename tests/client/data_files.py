@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fedge.tasks import DataSchema
+
+# Pillow is in the dev extra; a venv without it skips the tests that write images.
+needs_pillow = pytest.mark.skipif(find_spec("PIL") is None,
+                                  reason="needs Pillow: pip install -e '.[dev]'")
 
 # A small image-like task: 4x4 grayscale, three named classes.
 SCHEMA = DataSchema(input_shape=(16,), labels=("cat", "dog", "owl"), image_size=(4, 4),

@@ -15,7 +15,14 @@ from client.data import LocalData, inspect_sources, load_local_data
 from client.data.schema import LOGGED_PER_FILE
 from fedge.errors import DataError
 from fedge.tasks import DataSchema
-from tests.client.data_files import SCHEMA, examples, write_csv, write_images, write_jsonl
+from tests.client.data_files import (
+    SCHEMA,
+    examples,
+    needs_pillow,
+    write_csv,
+    write_images,
+    write_jsonl,
+)
 
 GOOD = 6
 
@@ -90,6 +97,7 @@ def test_bad_json_lines_are_skipped_one_by_one(tmp_path: Path) -> None:
                                         "bad encoding": 1, "not JSON": 1}
 
 
+@needs_pillow
 def test_whole_bad_files_are_skipped_with_their_reason(tmp_path: Path) -> None:
     x, y = examples(10)
     (tmp_path / "empty.csv").write_bytes(b"")
@@ -126,6 +134,7 @@ def test_whole_bad_files_are_skipped_with_their_reason(tmp_path: Path) -> None:
         "unknown format": 2, "unreadable image": 2, "unknown label": 1}
 
 
+@needs_pillow
 def test_without_pillow_images_are_skipped_with_a_reason_that_says_so(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:

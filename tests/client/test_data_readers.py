@@ -14,6 +14,7 @@ from tests.client.data_files import (
     CNN_SCHEMA,
     SCHEMA,
     examples,
+    needs_pillow,
     write_csv,
     write_images,
     write_jsonl,
@@ -100,6 +101,7 @@ def test_jsonl_reads_names_indices_and_nested_inputs(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got_y, np.concatenate([y, [0]]))
 
 
+@needs_pillow
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_image_folders_label_by_folder_and_convert_to_the_schema(tmp_path: Path,
                                                                  fmt: str) -> None:
@@ -115,6 +117,7 @@ def test_image_folders_label_by_folder_and_convert_to_the_schema(tmp_path: Path,
     assert inventory.files == 12 and dict(inventory.sources[0].formats) == {"image": 12}
 
 
+@needs_pillow
 def test_images_are_resized_and_converted_from_colour(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -127,6 +130,7 @@ def test_images_are_resized_and_converted_from_colour(tmp_path: Path) -> None:
     assert got_x.shape == (1, 1, 4, 4)
 
 
+@needs_pillow
 def test_formats_are_told_from_content_not_extension(tmp_path: Path) -> None:
     x, y = examples(4)
     write_csv(tmp_path / "export.dat", x, y.tolist())

@@ -17,8 +17,10 @@ from fedge.tasks import DataSchema, load_task
 from simulations.partition import iid
 from simulations.runner import simulate
 from simulations.scatter import write_scatter, write_scatters
+from tests.client.data_files import needs_pillow
 
 
+@needs_pillow
 def test_a_scatter_reads_back_to_exactly_the_share(tmp_path: Path) -> None:
     task = load_task("digits-cnn")
     splits = task.load_data()
@@ -50,6 +52,7 @@ def test_data_that_are_not_images_scatter_without_pngs(tmp_path: Path) -> None:
     assert data.inventory().records == 30 and data.inventory().files_skipped == 3
 
 
+@needs_pillow
 def test_fedge_data_partition_scatter_then_inspect(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     assert main(["data", "partition", "--clients", "2", "--scatter",
@@ -69,6 +72,7 @@ def test_fedge_data_partition_scatter_then_inspect(tmp_path: Path,
     assert table.count("source ") == 2
 
 
+@needs_pillow
 @pytest.mark.slow
 def test_scatter_simulation_matches_the_plain_run(tmp_path: Path) -> None:
     plain = simulate(SimulateConfig(out=str(tmp_path / "plain")))
