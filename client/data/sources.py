@@ -178,11 +178,13 @@ class LocalData:
                 log.warning("data source %s holds no files", source)
             paths = []
             for path, partner in _units(files, self.options):
+                signature = _signature(path, partner)
+                if path in seen or signature is None:
+                    continue  # named by an earlier source too, or gone since the listing
                 seen.add(path)
                 paths.append(path)
-                signature = _signature(path, partner)
                 entry = self._index.get(path)
-                if signature is None or (entry is not None and entry.signature == signature):
+                if entry is not None and entry.signature == signature:
                     continue
                 report, batches = scan_file(path, self._checker, self.options, keep=True)
                 x = (np.concatenate([b[0] for b in batches]) if batches else self._empty_x)
@@ -254,13 +256,16 @@ def inspect_sources(sources: Iterable[str], schema: DataSchema,
     options = options or ReadOptions()
     checker = RecordChecker(schema)
     reports = []
+    seen: set[Path] = set()
     for source in sources:
         report = SourceReport(source)
         files = expand(source)
         if not files:
             log.warning("data source %s holds no files", source)
         for path, _ in _units(files, options):
-            report.add(scan_file(path, checker, options, keep=False)[0])
+            if path not in seen:  # a file two sources name is counted once, in the first
+                seen.add(path)
+                report.add(scan_file(path, checker, options, keep=False)[0])
         reports.append(report)
     return Inventory(reports, schema.labels)
 

@@ -164,6 +164,10 @@ def test_sources_can_be_files_directories_and_globs(tmp_path: Path) -> None:
     inventory = inspect_sources(sources, SCHEMA)
     assert [s.records for s in inventory.sources] == [3, 4, 3]
     assert inventory.files_skipped == 0  # hidden files are not data
+    # A file that two sources name is read once, for the first.
+    overlapping = [str(tmp_path / "a"), str(tmp_path / "a" / "*.csv")]
+    assert len(load_local_data(overlapping, SCHEMA)[1]) == 6
+    assert [s.records for s in inspect_sources(overlapping, SCHEMA).sources] == [6, 0]
 
 
 def test_training_order_does_not_depend_on_the_file_layout(tmp_path: Path) -> None:
