@@ -60,18 +60,22 @@ class Inventory:
 
     @property
     def records(self) -> int:
+        """Examples that fit, over all sources."""
         return sum(s.records for s in self.sources)
 
     @property
     def files(self) -> int:
+        """Files read, over all sources."""
         return sum(s.files for s in self.sources)
 
     @property
     def files_skipped(self) -> int:
+        """Files skipped whole, over all sources."""
         return sum(sum(s.files_skipped.values()) for s in self.sources)
 
     @property
     def records_skipped(self) -> int:
+        """Records skipped inside files read, over all sources."""
         return sum(sum(s.records_skipped.values()) for s in self.sources)
 
     def _total(self, name: str) -> Counter[Any]:
