@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROWS = 80_000
 # Growth of peak RSS allowed while streaming; the file is about 12 MB, its examples as
@@ -58,6 +59,7 @@ def write_big_csv(path: Path, rows: int, seed: int = 0) -> int:
     return path.stat().st_size
 
 
+@pytest.mark.slow  # a subprocess reading a 12 MB CSV twice: several seconds
 def test_a_large_csv_streams_in_bounded_memory(tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     size = write_big_csv(path, ROWS)
