@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from client.data import LocalData
 from client.trainer import Trainer, describe
 from fedge import __version__
 from fedge.config import ClientConfig
@@ -143,10 +144,14 @@ def open_channel(config: ClientConfig) -> grpc.Channel:
 class Daemon:
     """One device taking part in a federated run."""
 
-    def __init__(self, config: ClientConfig, task: Task, trainer: Trainer) -> None:
+    def __init__(self, config: ClientConfig, task: Task, trainer: Trainer,
+                 data: LocalData | None = None) -> None:
+        """data: the sources to rescan before each TRAIN task (None: train on the
+        trainer's examples as they are)."""
         self.config = config
         self.task = task
         self.trainer = trainer
+        self.data = data
         self.stats = DaemonStats()
         self._specs = fingerprint(weights_of(trainer.model))
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s,
@@ -228,12 +233,18 @@ class Daemon:
 
     def _train(self, stub: fedge_pb2_grpc.FederationStub, session: str,
                task: fedge_pb2.Task) -> None:
+        data_metrics = self._rescan()
+        if self.trainer.num_examples == 0:
+            log.warning("%s: round %d: no usable local examples; not taking part",
+                        self.config.device_id, task.round)
+            return
         weights = self._fetch(stub, session, task.model_version)
         cfg = task.train
         started = time.perf_counter()
         new_weights, metrics = self.trainer.train(
             weights, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
         self.stats.train_seconds += time.perf_counter() - started
+        metrics.update(data_metrics)
         header = fedge_pb2.UpdateHeader(
             session_id=session, task_id=task.task_id, round=task.round,
             kind=fedge_pb2.WEIGHTS, encoding=fedge_pb2.F32,
@@ -271,6 +282,20 @@ class Daemon:
                          exc.details(), delay)
                 if self._stop.wait(delay):
                     raise Stopped() from exc
+
+    def _rescan(self) -> dict[str, float]:
+        """Picks up data that appeared, changed or went since the last round; returns
+        the counts to report (never records, and file names only when debugging)."""
+        if self.data is None:
+            return {}
+        try:
+            if self.data.rescan():
+                self.trainer.set_data(*self.data.arrays())
+                log.info("%s: local data changed: now %d examples", self.config.device_id,
+                         self.trainer.num_examples)
+        except Exception:  # a scan must never end the daemon: train on what we had
+            log.exception("%s: rescanning local data failed", self.config.device_id)
+        return self.data.inventory().metrics(file_names=self.config.debug_report_files)
 
     @staticmethod
     def _update_stream(header: fedge_pb2.UpdateHeader,

@@ -41,6 +41,11 @@ class Trainer:
     def num_examples(self) -> int:
         return len(self.x)
 
+    def set_data(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Replaces the local examples (after a rescan found the data changed)."""
+        self.x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        self.y = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
+
     def train(self, weights: dict[str, np.ndarray], epochs: int, lr: float, batch_size: int,
               seed: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Trains from weights for some epochs of SGD; returns new weights and metrics."""

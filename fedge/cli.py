@@ -85,12 +85,13 @@ def _print_round(total: int) -> Callable[[Any], None]:
 # ---------------------------------------------------------------- client
 
 CLIENT_KEYS = ("server", "task", "data", "device_id", "insecure", "tls_ca", "device",
-               "poll_seconds", "token", "tls_cert", "tls_key", "metrics_port")
+               "poll_seconds", "token", "tls_cert", "tls_key", "metrics_port", "label_column",
+               "debug_report_files")
 
 
 def cmd_client(args: argparse.Namespace) -> int:
     from client.daemon import Daemon
-    from client.data import load_local_data
+    from client.data import LocalData, ReadOptions
     from client.trainer import Trainer
     from fedge.config import ClientConfig, load
     from fedge.tasks import load_task
@@ -102,8 +103,14 @@ def cmd_client(args: argparse.Namespace) -> int:
     if not config.data:
         raise FedgeError("the client needs local data: --data DIR (repeatable)")
     task = load_task(config.task)
-    x, y = load_local_data(config.data, task.schema)
-    daemon = Daemon(config, task, Trainer(task, x, y, config.device))
+    data = LocalData(config.data, task.schema, ReadOptions(
+        label_column=config.label_column, x_key=config.x_key, y_key=config.y_key))
+    data.rescan()
+    x, y = data.arrays()
+    if len(y) == 0:
+        raise FedgeError(f"no usable examples in {', '.join(config.data)}; run "
+                         "`fedge data inspect` on them to see why")
+    daemon = Daemon(config, task, Trainer(task, x, y, config.device), data)
     _on_signals(daemon.stop)
     endpoint = None
     if config.metrics_port:
@@ -245,16 +252,39 @@ def cmd_data_partition(args: argparse.Namespace) -> int:
     task = load_task(args.task)
     splits = task.load_data()
     parts = split(splits.train_y, args.clients, args.partition, args.alpha, args.seed)
-    dirs = write_partitions(splits.train_x, splits.train_y, parts, args.out)
+    if args.scatter:
+        from simulations.scatter import write_scatters
+
+        scatters = write_scatters(splits.train_x, splits.train_y, parts, task.schema,
+                                  args.out, args.seed)
+        dirs = [s.directory for s in scatters]
+    else:
+        dirs = write_partitions(splits.train_x, splits.train_y, parts, args.out)
     for directory, part in zip(dirs, parts, strict=True):
         print(f"{directory}  {len(part)} examples")
+    return 0
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from client.data import ReadOptions, inspect_sources
+    from fedge.tasks import load_task
+
+    task = load_task(args.task)
+    inventory = inspect_sources(args.paths, task.schema, ReadOptions(
+        label_column=args.label_column or "", x_key=args.x_key, y_key=args.y_key))
+    if args.json:
+        print(json.dumps(inventory.to_dict(), indent=2))
+    else:
+        print(inventory.format_table())
     return 0
 
 
 # ---------------------------------------------------------------- simulate
 
 SIMULATE_KEYS = ("task", "clients", "rounds", "partition", "alpha", "seed", "out", "epochs",
-                 "lr", "batch_size", "fraction")
+                 "lr", "batch_size", "fraction", "scatter")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -346,7 +376,7 @@ def _add_client(sub: Any) -> None:
     p.add_argument("--server", help="HOST:PORT of the server (default 127.0.0.1:50051)")
     p.add_argument("--task", help="the task, as on the server (default digits-mlp)")
     p.add_argument("--data", action="append",
-                   help="a directory or .npz file of local data (repeatable)")
+                   help="a directory, file or glob of local data (repeatable)")
     p.add_argument("--device-id", dest="device_id", help="this device's id (default: "
                    "the host name)")
     p.add_argument("--insecure", action="store_true", default=None,
@@ -362,6 +392,11 @@ def _add_client(sub: Any) -> None:
     p.add_argument("--device", help="auto (CUDA if available), cpu or cuda[:N]")
     p.add_argument("--poll-seconds", dest="poll_seconds", type=float,
                    help="longest wait per poll (default 10)")
+    p.add_argument("--label-column", dest="label_column",
+                   help="CSV column / JSON key of the label (default: the task's)")
+    p.add_argument("--debug-report-files", dest="debug_report_files", action="store_true",
+                   default=None, help="debugging: name skipped files in the metrics sent "
+                   "to the server (by default only counts leave the device)")
     p.set_defaults(func=cmd_client)
 
 
@@ -379,7 +414,27 @@ def _add_data(sub: Any) -> None:
                       help="Dirichlet concentration (smaller is more skewed)")
     part.add_argument("--seed", type=int, default=0)
     part.add_argument("--out", required=True)
+    part.add_argument("--scatter", action="store_true",
+                      help="write each share as several folders of mixed formats (CSV, npz, "
+                      "JSON Lines, PNG) with a few corrupt files, as a device would hold it")
     part.set_defaults(func=cmd_data_partition)
+    _add_data_inspect(data_sub)
+
+
+def _add_data_inspect(data_sub: Any) -> None:
+    p = data_sub.add_parser(
+        "inspect", help="scan local data sources and report what a client would read",
+        description="Read data sources (directories, files or globs) as `fedge client` "
+        "would, and print per source: files read and skipped, records read and skipped "
+        "and why, and the label histogram.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--task", default="digits-mlp", help="the task whose schema applies")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--label-column", dest="label_column",
+                   help="CSV column / JSON key of the label (default: the task's)")
+    p.add_argument("--x-key", dest="x_key", default="x", help="inputs array/key name")
+    p.add_argument("--y-key", dest="y_key", default="y", help="labels array/key name")
+    p.set_defaults(func=cmd_data_inspect)
 
 
 def _add_tokens(sub: Any) -> None:
@@ -435,6 +490,8 @@ def _add_simulate(sub: Any) -> None:
     p.add_argument("--out", help="output directory (default runs/simulate)")
     _add_local_training(p)
     p.add_argument("--fraction", type=float, help="share of clients sampled per round")
+    p.add_argument("--scatter", action="store_true", default=None,
+                   help="write each client's share as mixed formats with corrupt files")
     p.set_defaults(func=cmd_simulate)
 
 

@@ -121,7 +121,10 @@ NORM_ACTIONS = ("refuse", "clip")
 class ClientConfig:
     """Settings of ``fedge client``.
 
-    data: directories or files of local training data (``.npz`` with arrays x and y).
+    data: directories, files or globs of local training data (CSV, .npy/.npz, JSON
+        Lines, image folders; see client.data).
+    label_column, x_key, y_key: how local files name labels and inputs ("" = the task's).
+    debug_report_files: name skipped files in the metrics sent to the server (debug).
     device: "auto" (CUDA when available, else CPU), "cpu" or "cuda[:N]".
     backoff_initial_s, backoff_max_s: reconnect delays while the server is away.
     token: the device's token from ``fedge tokens create`` (better given through the
@@ -144,6 +147,12 @@ class ClientConfig:
     tls_cert: str = ""
     tls_key: str = ""
     metrics_port: int = 0
+    # How local files name their fields (see client.data.ReadOptions).
+    label_column: str = ""
+    x_key: str = "x"
+    y_key: str = "y"
+    # Debugging aid: name skipped files in the metrics sent to the server.
+    debug_report_files: bool = False
 
     def __post_init__(self) -> None:
         if not self.device_id:
@@ -182,6 +191,8 @@ class SimulateConfig:
     batch_size: int = 0
     fraction: float = 1.0
     round_timeout_s: float = 120.0
+    # Write each client's share as a scatter of mixed formats with a few corrupt files.
+    scatter: bool = False
 
     def __post_init__(self) -> None:
         _check_range("clients", self.clients, 1)

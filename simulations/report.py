@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.store import RoundRecord
+
+if TYPE_CHECKING:
+    from client.daemon import Daemon
 
 
 def build_report(task: str, clients: int, records: list[RoundRecord],
@@ -48,3 +51,23 @@ def format_table(report: dict[str, Any]) -> str:
                  f"{final['accuracy']:.4f}, loss {final['loss']:.4f}, "
                  f"{report['seconds_total']:.1f} s in all")
     return "\n".join(lines)
+
+
+def client_data(daemon: Daemon) -> dict[str, Any]:
+    """What one client's last data scan found: examples, files read, and the corrupt
+    files and bad records it skipped, by reason."""
+    if daemon.data is None:
+        return {"client": daemon.config.device_id, "examples": daemon.trainer.num_examples}
+    inventory = daemon.data.inventory()
+    skipped_files: dict[str, int] = {}
+    skipped_records: dict[str, int] = {}
+    for source in inventory.sources:
+        for reason, n in source.files_skipped.items():
+            skipped_files[reason] = skipped_files.get(reason, 0) + n
+        for reason, n in source.records_skipped.items():
+            skipped_records[reason] = skipped_records.get(reason, 0) + n
+    return {"client": daemon.config.device_id, "examples": inventory.records,
+            "files": inventory.files, "files_skipped": inventory.files_skipped,
+            "records_skipped": inventory.records_skipped,
+            "files_skipped_by_reason": skipped_files,
+            "records_skipped_by_reason": skipped_records}

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from client.daemon import Daemon
-from client.data import load_local_data
+from client.data import LocalData
 from client.trainer import Trainer
 from fedge.config import ClientConfig, ServerConfig, SimulateConfig
 from fedge.errors import FedgeError
@@ -27,7 +27,8 @@ from fedge.tasks import load_task
 from server.app import FedgeServer
 from server.store import RoundRecord
 from simulations.partition import split, write_partitions
-from simulations.report import build_report, write_report
+from simulations.report import build_report, client_data, write_report
+from simulations.scatter import write_scatters
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,12 @@ def simulate(config: SimulateConfig,
         shutil.rmtree(out / owned, ignore_errors=True)
     splits = task.load_data()
     parts = split(splits.train_y, config.clients, config.partition, config.alpha, config.seed)
-    dirs = write_partitions(splits.train_x, splits.train_y, parts, out / "data")
+    if config.scatter:
+        scatters = write_scatters(splits.train_x, splits.train_y, parts, task.schema,
+                                  out / "data", config.seed)
+        dirs = [s.directory for s in scatters]
+    else:
+        dirs = write_partitions(splits.train_x, splits.train_y, parts, out / "data")
     log.info("wrote %d %s partitions (%s examples) under %s", len(dirs), config.partition,
              "/".join(str(len(p)) for p in parts), out / "data")
 
@@ -64,8 +70,12 @@ def simulate(config: SimulateConfig,
             server=f"127.0.0.1:{port}", task=config.task, data=(str(directory),),
             device_id=device_id, insecure=True, backoff_initial_s=0.1,
             backoff_max_s=2.0, token=server.tokens.create(device_id))
-        x, y = load_local_data(client_config.data, task.schema)
-        daemon = Daemon(client_config, task, Trainer(task, x, y, client_config.device))
+        data = LocalData(client_config.data, task.schema)
+        data.rescan()
+        x, y = data.arrays()
+        if len(y) == 0:
+            raise FedgeError(f"{device_id} found no usable examples in {directory}")
+        daemon = Daemon(client_config, task, Trainer(task, x, y, client_config.device), data)
         daemons.append(daemon)
 
         def run(daemon: Daemon = daemon) -> None:
@@ -94,6 +104,7 @@ def simulate(config: SimulateConfig,
     report = build_report(task.name, config.clients, records,
                           time.perf_counter() - started, partition=config.partition,
                           alpha=config.alpha if config.partition == "dirichlet" else None,
-                          seed=config.seed)
+                          seed=config.seed, scatter=config.scatter,
+                          client_data=[client_data(d) for d in daemons])
     write_report(report, out)
     return report

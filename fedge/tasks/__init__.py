@@ -32,11 +32,22 @@ class DataSchema:
 
     input_shape: the shape of one example's input, without the batch axis.
     labels: class names; a label's value is its index here.
+    label_column: the CSV column (and JSON Lines key) holding the label.
+    image_size: (height, width) images are resized to; None infers it from input_shape
+        ((C, H, W), (H, W), or a square (N,)).
+    image_mode: the Pillow mode images are converted to ("L" grayscale, "RGB").
+    pixel_scale: what a pixel value is multiplied by (1/255 maps 0..255 onto 0..1).
+    allow_nan: whether NaN or infinite input values are acceptable.
     """
 
     input_shape: tuple[int, ...]
     labels: tuple[str, ...]
     input_dtype: str = "float32"
+    label_column: str = "label"
+    image_size: tuple[int, int] | None = None
+    image_mode: str = "L"
+    pixel_scale: float = 1.0 / 255.0
+    allow_nan: bool = False
 
     @property
     def num_classes(self) -> int:

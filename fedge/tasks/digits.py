@@ -14,6 +14,9 @@ from torch import nn
 from fedge.tasks import DataSchema, Splits, Task, TrainDefaults
 
 LABELS = tuple(str(d) for d in range(10))
+# The digits are 4-bit intensities (0..16, as scikit-learn ships them, here divided by
+# 16): an 8x8 grayscale image of one stores those intensities as its pixel values.
+PIXEL_SCALE = 1.0 / 16.0
 SPLIT_SEED = 0
 
 
@@ -69,7 +72,8 @@ def cnn_student() -> nn.Module:
 def mlp_task() -> Task:
     return Task(
         name="digits-mlp",
-        schema=DataSchema(input_shape=(64,), labels=LABELS),
+        schema=DataSchema(input_shape=(64,), labels=LABELS, image_size=(8, 8),
+                          pixel_scale=PIXEL_SCALE),
         build_model=mlp,
         load_data=lambda: _splits(image=False),
         defaults=TrainDefaults(epochs=2, lr=0.1, batch_size=32),
@@ -81,7 +85,8 @@ def mlp_task() -> Task:
 def cnn_task() -> Task:
     return Task(
         name="digits-cnn",
-        schema=DataSchema(input_shape=(1, 8, 8), labels=LABELS),
+        schema=DataSchema(input_shape=(1, 8, 8), labels=LABELS, image_size=(8, 8),
+                          pixel_scale=PIXEL_SCALE),
         build_model=cnn,
         load_data=lambda: _splits(image=True),
         # 3 epochs at 0.05: stable under Dirichlet(0.5) skew across seeds.
