@@ -21,8 +21,10 @@ import grpc
 import numpy as np
 
 from client.trainer import Trainer, describe
+from client.update import UpdatePlan, compute_update, encode_update
 from fedge import __version__
 from fedge.config import ClientConfig
+from fedge.encodings import ErrorFeedback
 from fedge.errors import FedgeError
 from fedge.tasks import Task
 from fedge.tasks.training import weights_of
@@ -100,6 +102,8 @@ class Daemon:
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s,
                                 random.Random(hash(config.device_id)))
         self._stop = threading.Event()
+        # Top-k's dropped entries, carried into this device's next update.
+        self._feedback = ErrorFeedback()
 
     def stop(self) -> None:
         """Ends run() at its next step (safe to call from a signal handler)."""
@@ -176,11 +180,12 @@ class Daemon:
                task: fedge_pb2.Task) -> None:
         weights = self._fetch(stub, session, task.model_version)
         cfg = task.train
-        new_weights, metrics = self.trainer.train(
-            weights, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
+        plan = UpdatePlan.from_proto(cfg)
+        update, metrics = compute_update(self.trainer, weights, plan)
+        new_weights = encode_update(update, plan, self._feedback)
         header = fedge_pb2.UpdateHeader(
             session_id=session, task_id=task.task_id, round=task.round,
-            kind=fedge_pb2.WEIGHTS, encoding=fedge_pb2.F32,
+            kind=cfg.update_kind or fedge_pb2.WEIGHTS, encoding=cfg.encoding or fedge_pb2.F32,
             num_examples=self.trainer.num_examples, metrics=metrics,
             num_tensors=len(new_weights))
         try:

@@ -23,6 +23,7 @@ from server.registry import Registry
 from server.rounds import Rounds, RoundSettings
 from server.service import FederationService
 from server.store import RoundRecord, StateStore
+from server.strategies.catalog import build_strategy
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,14 @@ class FedgeServer:
             round_timeout_s=config.round_timeout_s, retry_backoff_s=config.retry_backoff_s,
             epochs=config.epochs or defaults.epochs, lr=config.lr or defaults.lr,
             batch_size=config.batch_size or defaults.batch_size, seed=config.seed,
-            linger_s=config.linger_s)
+            linger_s=config.linger_s, update_kind=config.update, encoding=config.encoding,
+            topk_fraction=config.topk_fraction)
+        strategy = build_strategy(config.strategy, config.server_lr, config.server_momentum,
+                                  config.mu, config.trim, config.byzantine_f)
         self.registry = Registry(config.device_timeout_s)
         self.rounds = Rounds(settings, specs, self.registry, self.store,
-                             Evaluator(self.task), initial, self.task.name, on_round)
+                             Evaluator(self.task), initial, self.task.name, on_round,
+                             strategy)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

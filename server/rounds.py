@@ -21,11 +21,12 @@ from enum import Enum
 
 import numpy as np
 
-from fedge.tensors import Spec, sha256_hex, to_blob
+from fedge.tensors import Spec, from_blob, sha256_hex, to_blob
 from server.errors import InvalidRequest, StaleRequest
 from server.registry import Device, Registry
 from server.store import RoundRecord, StateStore
-from server.strategies.fedavg import FedAvgFold
+from server.strategies.fedavg import Accumulator, FedAvg, FedAvgFold
+from server.strategies.pseudo_gradient import pseudo_gradient
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ class RoundSettings:
     seed: int
     linger_s: float
     max_examples: int = 1 << 40
+    update_kind: str = "weights"  # announced in each TRAIN task, required of updates
+    encoding: str = "f32"
+    topk_fraction: float = 0.1
 
 
 @dataclass
@@ -82,7 +86,7 @@ class _RoundState:
     number: int
     started: float = field(default_factory=time.monotonic)
     assignments: dict[str, Assignment] = field(default_factory=dict)  # by device id
-    fold: FedAvgFold = field(default_factory=FedAvgFold)
+    fold: Accumulator = field(default_factory=FedAvgFold)
     examples: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
@@ -101,8 +105,10 @@ class Rounds:
         initial: Mapping[str, np.ndarray],
         task_name: str,
         on_commit: Callable[[RoundRecord], None] | None = None,
+        strategy: FedAvg | None = None,
     ) -> None:
         self.settings = settings
+        self.strategy = strategy if strategy is not None else FedAvg()
         self.specs = specs
         self._registry = registry
         self._store = store
@@ -126,6 +132,12 @@ class Rounds:
             log.info("resuming from committed round %d (accuracy %.4f)", record.round,
                      record.accuracy)
         self.model_version = record.round
+        self._global, _ = from_blob(blob)
+        self._restore_strategy(record.round)
+        log.info("strategy %s, %s updates, %s encoding%s", self.strategy.describe(),
+                 settings.update_kind, settings.encoding,
+                 "; it BUFFERS each round's updates (memory grows with the client count)"
+                 if self.strategy.buffers else "")
         self._blob_bytes = blob
         self._blob_sha = sha256_hex(blob)
         self.phase = Phase.DONE if record.round >= settings.rounds else Phase.WAITING
@@ -192,7 +204,8 @@ class Rounds:
                     or assignment.submitted or self.phase is not Phase.TRAINING):
                 raise StaleRequest(f"round {assignment.round} closed before the update "
                                    "was complete")
-            self._round.fold.add(arrays, float(num_examples))
+            gradient = pseudo_gradient(self.settings.update_kind, self._global, arrays)
+            self._round.fold.add(gradient, float(num_examples))
             self._round.examples += num_examples
             assignment.submitted = True
             self._cond.notify_all()
@@ -247,7 +260,8 @@ class Rounds:
         with self._cond:
             number = self._round.number
             self._round = _RoundState(number, bytes_up=self._round.bytes_up,
-                                      bytes_down=self._round.bytes_down)
+                                      bytes_down=self._round.bytes_down,
+                                      fold=self.strategy.new_round())
             for device in sample:
                 self._round.assignments[device.device_id] = Assignment(
                     secrets.token_hex(8), device.device_id, number, deadline)
@@ -289,9 +303,16 @@ class Rounds:
 
     def _commit(self) -> None:
         state = self._round
-        weights = state.fold.result()
+        weights = self.strategy.step(self._global, self.strategy.aggregate(state.fold))
         metrics = self._evaluate(weights)
         blob = self._blob(weights, state.number)
+        # The optimizer's state (if it has any) goes to disk before the round's row, so
+        # that a restart from this round resumes it (a state file without a row is
+        # ignored).
+        optimizer_state = self.strategy.state()
+        if optimizer_state:
+            self._store.write_server_state(state.number, to_blob(
+                optimizer_state, {"strategy": self.strategy.name}))
         with self._cond:
             record = RoundRecord(
                 round=state.number, accuracy=metrics["accuracy"], loss=metrics["loss"],
@@ -300,6 +321,7 @@ class Rounds:
         record = self._store.commit(record, blob)
         with self._cond:
             self.model_version = state.number
+            self._global = weights
             self._blob_bytes, self._blob_sha = blob, record.sha256
             # Bytes that arrive between rounds count toward the next one.
             self._round = _RoundState(state.number + 1)
@@ -310,6 +332,20 @@ class Rounds:
                  record.round, record.accuracy, record.loss, record.clients, record.seconds)
         if self._on_commit is not None:
             self._on_commit(record)
+
+    def _restore_strategy(self, round_: int) -> None:
+        """Loads the server optimizer's state saved with round_, if this strategy's."""
+        saved = self._store.read_server_state(round_)
+        if saved is None:
+            return
+        arrays, meta = from_blob(saved)
+        if meta.get("strategy") != self.strategy.name:
+            log.warning("round %d was committed by strategy %r; %s starts with fresh "
+                        "optimizer state", round_, meta.get("strategy"), self.strategy.name)
+            return
+        self.strategy.load_state(arrays)
+        if arrays:
+            log.info("resumed %s optimizer state from round %d", self.strategy.name, round_)
 
     def _linger(self) -> None:
         """After the last round, waits until every live device has been told STOP."""

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from fedge.encodings import decode, wire_specs
 from fedge.tensors import CHUNK_BYTES, Spec, TensorAssembler, TensorError, specs_from_proto
 from protos import fedge_pb2, fedge_pb2_grpc
 from server.errors import InvalidRequest, Refused, StaleRequest, UnknownSession, Unsupported
@@ -29,6 +30,11 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     StaleRequest: grpc.StatusCode.FAILED_PRECONDITION,
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
 }
+# Update kinds and encodings: our names <-> the wire's enum values.
+UPDATE_KINDS = {"weights": fedge_pb2.WEIGHTS, "delta": fedge_pb2.DELTA,
+                "gradient": fedge_pb2.GRADIENT}
+ENCODINGS = {"f32": fedge_pb2.F32, "f16": fedge_pb2.F16, "int8": fedge_pb2.INT8,
+             "topk": fedge_pb2.TOPK}
 FRAME = 5  # gRPC's length-prefixed message framing: 1 flag byte + 4 length bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -115,8 +121,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         s = self._rounds.settings
         train = fedge_pb2.TrainConfig(
             epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
-            update_kind=fedge_pb2.WEIGHTS, encoding=fedge_pb2.F32,
-            seed=s.seed * 1_000_003 + a.round)
+            proximal_mu=self._rounds.strategy.proximal_mu,
+            update_kind=UPDATE_KINDS[s.update_kind], encoding=ENCODINGS[s.encoding],
+            seed=s.seed * 1_000_003 + a.round, topk_fraction=s.topk_fraction)
         return fedge_pb2.Task(kind=kind, task_id=a.task_id, round=a.round,
                               model_version=view.model_version, train=train,
                               deadline_unix=a.deadline)
@@ -158,13 +165,21 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(first))
         header = first.header
         device = self._registry.get(header.session_id)
-        if header.kind not in (fedge_pb2.WEIGHTS, fedge_pb2.UPDATE_KIND_UNSPECIFIED):
-            raise Unsupported("this server aggregates WEIGHTS updates only")
-        if header.encoding not in (fedge_pb2.F32, fedge_pb2.ENCODING_UNSPECIFIED):
-            raise Unsupported("this server accepts F32-encoded updates only")
+        settings = self._rounds.settings
+        # Unspecified means WEIGHTS and F32, what devices sent before these existed.
+        kind = header.kind or fedge_pb2.WEIGHTS
+        encoding = header.encoding or fedge_pb2.F32
+        if kind != UPDATE_KINDS[settings.update_kind]:
+            raise InvalidRequest(f"this run takes {settings.update_kind} updates; the device "
+                                 f"sent {fedge_pb2.UpdateKind.Name(kind)}")
+        if encoding != ENCODINGS[settings.encoding]:
+            raise InvalidRequest(f"this run takes {settings.encoding}-encoded updates; the "
+                                 f"device sent {fedge_pb2.Encoding.Name(encoding)}")
         assignment = self._rounds.check_submission(device, header.task_id, header.round,
                                                    header.num_examples)
-        assembler = TensorAssembler(self._specs, self._max_update_bytes)
+        assembler = TensorAssembler(
+            wire_specs(self._specs, settings.encoding, settings.topk_fraction),
+            self._max_update_bytes)
         received = 0
         try:
             for message in request_iterator:
@@ -174,7 +189,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                 assembler.add(message.tensor)
         finally:  # counted once per stream, refused streams included
             self._rounds.count_bytes(up=received)
-        arrays = assembler.finish()
+        arrays = decode(assembler.finish(), self._specs, settings.encoding)
         self._rounds.accept(assignment, arrays, header.num_examples)
         if header.metrics:
             self._store.add_metrics(header.round, device.device_id, "train",

@@ -11,6 +11,7 @@ the size of the model however many clients report.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -85,3 +86,78 @@ class FedAvgFold:
                 mean = np.rint(mean)
             out[name] = mean.astype(dtype, copy=False)
         return out
+
+
+def sgd_step(weights: Arrays, gradient: Arrays, lr: float) -> dict[str, np.ndarray]:
+    """weights - lr * gradient, tensor by tensor, in the weights' dtypes.
+
+    With lr 1 and gradient the mean pseudo-gradient ``w_global - w_client`` this is
+    exactly FedAvg's weighted mean of the client models. Integer tensors (counters) are
+    computed in float64 and rounded.
+    """
+    out = {}
+    for name, w in weights.items():
+        if np.issubdtype(w.dtype, np.integer):
+            new = np.rint(w.astype(np.float64) - lr * gradient[name].astype(np.float64))
+            out[name] = new.astype(w.dtype)
+        else:
+            out[name] = (w - np.asarray(lr, w.dtype) * gradient[name].astype(w.dtype,
+                                                                           copy=False))
+    return out
+
+
+class Accumulator(Protocol):
+    """What a round collects updates into: a fold (FedAvg family) or a buffer."""
+
+    count: int
+    total_weight: float
+
+    def add(self, update: Mapping[str, np.ndarray], weight: float) -> None: ...
+
+
+class FedAvg:
+    """FedAvg as a server optimizer: plain SGD on the mean pseudo-gradient.
+
+    Every update arrives as a pseudo-gradient (``w_global - w_client``, a delta negated,
+    or a gradient as it is), is folded into a running example-weighted sum at once
+    (O(model) memory), and at commit the server takes one step
+    ``w <- w - server_lr * mean``. The subclasses change the step (FedAvgM, FedOpt),
+    the client's local objective (FedProx), or the aggregate (robust strategies).
+
+    server_lr: the server step size (default 1.0: the client models' weighted mean).
+    """
+
+    name = "fedavg"
+    #: True for strategies that keep every update of a round in memory.
+    buffers = False
+    #: FedProx's proximal coefficient, sent to clients with each task.
+    proximal_mu = 0.0
+
+    def __init__(self, server_lr: float = 1.0) -> None:
+        if server_lr <= 0:
+            raise ValueError(f"server_lr must be positive, got {server_lr}")
+        self.server_lr = server_lr
+
+    def new_round(self) -> Accumulator:
+        """An empty accumulator for a round's pseudo-gradients."""
+        return FedAvgFold()
+
+    def aggregate(self, accumulator: Accumulator) -> dict[str, np.ndarray]:
+        """The round's aggregate pseudo-gradient: here the example-weighted mean."""
+        assert isinstance(accumulator, FedAvgFold)
+        return accumulator.result()
+
+    def step(self, weights: Arrays, gradient: Arrays) -> dict[str, np.ndarray]:
+        """The new global weights after one server step on the aggregate."""
+        return sgd_step(weights, gradient, self.server_lr)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The server optimizer's state, checkpointed with each round (none here)."""
+        return {}
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restores what state() returned (on a resumed run)."""
+
+    def describe(self) -> str:
+        """One line for logs."""
+        return f"{self.name} (server lr {self.server_lr:g})"
