@@ -204,8 +204,7 @@ class Rounds:
                     or assignment.submitted or self.phase is not Phase.TRAINING):
                 raise StaleRequest(f"round {assignment.round} closed before the update "
                                    "was complete")
-            gradient = pseudo_gradient(self.settings.update_kind, self._global, arrays)
-            self._round.fold.add(gradient, float(num_examples))
+            self._round.fold.add(arrays, float(num_examples))
             self._round.examples += num_examples
             assignment.submitted = True
             self._cond.notify_all()
@@ -303,7 +302,11 @@ class Rounds:
 
     def _commit(self) -> None:
         state = self._round
-        weights = self.strategy.step(self._global, self.strategy.aggregate(state.fold))
+        # Every aggregate commutes with x -> w_global - x (see pseudo_gradient.py), so the
+        # round's aggregate is turned into a pseudo-gradient once, not each update.
+        gradient = pseudo_gradient(self.settings.update_kind, self._global,
+                                   self.strategy.aggregate(state.fold))
+        weights = self.strategy.step(self._global, gradient)
         metrics = self._evaluate(weights)
         blob = self._blob(weights, state.number)
         # The optimizer's state (if it has any) goes to disk before the round's row, so

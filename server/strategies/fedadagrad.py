@@ -20,11 +20,15 @@ def adagrad_second_moment(v: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 class FedAdagrad(FedOpt):
-    """Adagrad on the server. server_lr (eta) 0.1 and tau 1e-9 by default, as Flower's."""
+    """Adagrad on the server.
+
+    server_lr: eta (default 0.01; Flower's 0.1 is too large a first step, as for FedAdam).
+    tau: 1e-3 by default (see FedAdam: Flower's 1e-9 amplifies rounding noise).
+    """
 
     name = "fedadagrad"
 
-    def __init__(self, server_lr: float = 0.1, tau: float = 1e-9) -> None:
+    def __init__(self, server_lr: float = 0.01, tau: float = 1e-3) -> None:
         super().__init__(server_lr, beta1=0.0, beta2=0.0, tau=tau)
 
     def second_moment(self, v: np.ndarray, g: np.ndarray) -> np.ndarray:

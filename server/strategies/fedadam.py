@@ -22,10 +22,20 @@ def adam_second_moment(v: np.ndarray, g: np.ndarray, beta2: float) -> np.ndarray
 
 
 class FedAdam(FedOpt):
-    """Adam on the server. server_lr (eta) 0.1, beta1 0.9, beta2 0.99, tau 1e-9 by
-    default, as Flower's."""
+    """Adam on the server.
+
+    server_lr: eta (default 0.01; Flower's 0.1 moves every weight by about 0.1 on the
+        first step, which wrecks a freshly initialised model's loss).
+    beta1, beta2: 0.9 and 0.99 by default, as Flower's.
+    tau: 1e-3 by default (Flower's 1e-9 turns float rounding noise in coordinates whose
+        true update is zero into full steps of eta; Reddi et al. tune tau in 1e-7..1).
+    """
 
     name = "fedadam"
+
+    def __init__(self, server_lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99,
+                 tau: float = 1e-3) -> None:
+        super().__init__(server_lr, beta1, beta2, tau)
 
     def second_moment(self, v: np.ndarray, g: np.ndarray) -> np.ndarray:
         """Adam's exponential average of g^2."""

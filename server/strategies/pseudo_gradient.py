@@ -4,6 +4,13 @@
 (``w_k - w_global``): ``g = -delta``; ``gradient`` (the client's mean loss gradient at
 w_global, no local step): ``g`` as sent. A server optimizer then steps
 ``w <- w - lr * aggregate(g)``: with lr 1 and weights this is FedAvg exactly.
+
+The server applies this to the round's *aggregate* rather than to each update: every
+aggregate here (weighted means, coordinate-wise medians and trimmed means, Krum's
+distance-based selection) commutes with the map ``x -> w_global - x`` and with negation,
+so ``aggregate(pseudo_gradient(x_k)) == pseudo_gradient(aggregate(x_k))``, and the
+conversion costs one pass per round instead of one per update.
+tests/server/test_aggregation_path.py checks the two orders agree for every strategy.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from fedge.cli import main
 from fedge.config import ServerConfig, SimulateConfig, load
 from fedge.errors import ConfigError
 
-SERVER = {"insecure": True}
+SERVER: dict[str, Any] = {"insecure": True}
 
 
 @pytest.mark.parametrize(("values", "message"), [

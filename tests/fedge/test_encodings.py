@@ -18,7 +18,7 @@ from fedge.encodings import (
 from fedge.tensors import Spec, TensorError, decode_chunks, fingerprint, iter_chunks
 
 RNG = np.random.default_rng(7)
-UPDATE = {"layer.weight": RNG.standard_normal((32, 16)).astype(np.float32),
+UPDATE: dict[str, np.ndarray] = {"layer.weight": RNG.standard_normal((32, 16)).astype(np.float32),
           "layer.bias": RNG.standard_normal(32).astype(np.float32),
           "steps": np.array([3, 4], np.int64)}
 SPECS = fingerprint(UPDATE)
