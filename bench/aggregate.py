@@ -15,10 +15,11 @@ method turns them into their example-weighted mean:
 
 Updates are copied from a pool of 16 distinct arrays (64 MB, more than the last-level
 cache) right before they are handed over, as if just assembled from the wire; only the
-aggregation itself is timed. Every (method, K) runs in a fresh subprocess so that its
-peak resident memory (ru_maxrss) is its own; the table shows it above the process's
-baseline after setup. Flower is optional: without it its rows are skipped (install
-with ``pip install --no-deps -r bench/flower-requirements.txt``).
+aggregation itself is timed, and the best of ``--repeats`` runs is reported (the median
+is in the JSON too), since the machine may be shared. Every (method, K) runs in a fresh
+subprocess so that its peak resident memory (ru_maxrss) is its own; the table shows it
+above the process's baseline after setup. Flower is optional: without it its rows are
+skipped (install with ``pip install --no-deps -r bench/flower-requirements.txt``).
 """
 
 from __future__ import annotations
@@ -55,36 +56,51 @@ def _fresh(update: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {n: a.copy() for n, a in update.items()}
 
 
-def run_one(method: str, k: int) -> dict[str, Any]:
-    """Times one method on k updates in this process; returns seconds and memory."""
+def _time_fold(pool: list[dict[str, np.ndarray]], counts: list[int]) -> float:
+    from server.strategies.fedavg import FedAvgFold
+
+    fold, seconds = FedAvgFold(), 0.0
+    for i, count in enumerate(counts):
+        update = _fresh(pool[i % POOL])
+        start = time.perf_counter()
+        fold.add(update, count)
+        seconds += time.perf_counter() - start
+        del update
+    start = time.perf_counter()
+    fold.result()
+    return seconds + time.perf_counter() - start
+
+
+def _time_copy(pool: list[dict[str, np.ndarray]], counts: list[int]) -> float:
+    target = {n: np.empty(s, np.float32) for n, s in SHAPES.items()}
+    seconds = 0.0
+    for i in range(len(counts)):
+        update = _fresh(pool[i % POOL])
+        start = time.perf_counter()
+        for n, a in update.items():
+            np.copyto(target[n], a)
+        seconds += time.perf_counter() - start
+        del update
+    return seconds
+
+
+def run_one(method: str, k: int, repeats: int) -> dict[str, Any]:
+    """Times one method on k updates in this process, best of repeats (the machine may
+    be shared); returns seconds and memory."""
     pool = _pool()
     counts = [10 + (i * 37) % 500 for i in range(k)]
     model_bytes = sum(a.nbytes for a in pool[0].values())
     if method == "fedge fold":
         from server.strategies.fedavg import FedAvgFold
 
+        warm = FedAvgFold()  # the second add imports scipy's BLAS, once per process
+        for _ in range(2):
+            warm.add({"w": np.ones(8, np.float32)}, 1.0)
         base = _rss_mb()
-        fold, seconds = FedAvgFold(), 0.0
-        for i in range(k):
-            update = _fresh(pool[i % POOL])
-            start = time.perf_counter()
-            fold.add(update, counts[i])
-            seconds += time.perf_counter() - start
-            del update
-        start = time.perf_counter()
-        fold.result()
-        seconds += time.perf_counter() - start
+        times = [_time_fold(pool, counts) for _ in range(repeats)]
     elif method == "numpy copy":
         base = _rss_mb()
-        target = {n: np.empty(s, np.float32) for n, s in SHAPES.items()}
-        seconds = 0.0
-        for i in range(k):
-            update = _fresh(pool[i % POOL])
-            start = time.perf_counter()
-            for n, a in update.items():
-                np.copyto(target[n], a)
-            seconds += time.perf_counter() - start
-            del update
+        times = [_time_copy(pool, counts) for _ in range(repeats)]
     elif method == "flower inplace":
         from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
         from flwr.server.strategy.aggregate import aggregate_inplace
@@ -94,12 +110,16 @@ def run_one(method: str, k: int) -> dict[str, Any]:
         # A Flower server keeps every result of the round until it aggregates.
         results = [(None, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(
             [pool[i % POOL][n] for n in names]), counts[i], {})) for i in range(k)]
-        start = time.perf_counter()
-        aggregate_inplace(results)  # type: ignore[arg-type]
-        seconds = time.perf_counter() - start
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            aggregate_inplace(results)  # type: ignore[arg-type]
+            times.append(time.perf_counter() - start)
     else:
         raise ValueError(f"unknown method {method!r}")
-    return {"method": method, "k": k, "seconds": seconds,
+    seconds = min(times)
+    return {"method": method, "k": k, "seconds": seconds, "seconds_median":
+            float(np.median(times)), "repeats": repeats,
             "gb_per_s": k * model_bytes / seconds / 1e9,
             "updates_per_s": k / seconds, "peak_rss_mb": _rss_mb(),
             "extra_rss_mb": _rss_mb() - base, "model_bytes": model_bytes}
@@ -133,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--out", default="bench/results/aggregate.json")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed repetitions per (method, K); the best is reported")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]))))
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.repeats)))
         return 0
     methods = [m for m in METHODS if m != "flower inplace" or _flower_available()]
     if "flower inplace" not in methods:
@@ -146,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in args.ks:
         for method in methods:
             done = subprocess.run([sys.executable, "-m", "bench.aggregate", "--one", method,
-                                   str(k)], capture_output=True, text=True, check=True)
+                                   str(k), "--repeats", str(args.repeats)],
+                                  capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout))
             print(f"  {method} K={k}: {rows[-1]['seconds']:.3f} s", file=sys.stderr,
                   flush=True)

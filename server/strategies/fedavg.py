@@ -10,10 +10,14 @@ the size of the model however many clients report.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 Arrays = Mapping[str, np.ndarray]
 
@@ -40,12 +44,27 @@ def _accumulator_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype in (np.float16, np.float32) else np.dtype(np.float64)
 
 
+@functools.cache
 def _blas_axpy(dtype: np.dtype) -> Callable[..., Any] | None:
-    """BLAS's fused y += a * x for dtype, from scipy when it is installed."""
+    """BLAS's fused y += a * x for dtype, from scipy when it is installed.
+
+    scipy's OpenBLAS is held to one thread: axpy is memory-bound, and OpenBLAS's
+    spinning worker threads collapse its speed by 50x on a busy machine (measured on 2
+    cores shared with client trainers). Only scipy's own OpenBLAS is limited (the one in
+    scipy.libs), not numpy's or torch's.
+    """
     try:
         from scipy.linalg import blas
     except ImportError:
         return None
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        for lib in ThreadpoolController().lib_controllers:
+            if "scipy" in lib.filepath and "numpy" not in lib.filepath:
+                lib.set_num_threads(1)
+    except ImportError:
+        log.warning("threadpoolctl is not installed: BLAS may use spinning threads")
     return {np.dtype(np.float32): blas.saxpy, np.dtype(np.float64): blas.daxpy}.get(dtype)
 
 
@@ -60,7 +79,7 @@ def scaled_add(acc: np.ndarray, x: np.ndarray, weight: float) -> None:
     axpy = _blas_axpy(acc.dtype)
     if axpy is not None and acc.flags.c_contiguous and x.flags.c_contiguous and acc.size:
         out = axpy(x.reshape(-1), acc.reshape(-1), a=weight)
-        if np.shares_memory(out, acc):
+        if np.may_share_memory(out, acc):
             return
         acc.reshape(-1)[:] = out  # BLAS copied instead of updating in place
         return

@@ -66,9 +66,9 @@ def test_each_strategy_trains_in_simulate(run: Run, strategy: str,
     assert [r["round"] for r in report["rounds"]] == list(range(1, rounds + 1))
     assert all(r["clients"] == clients for r in report["rounds"])
     assert report["strategy"] == strategy and report["update"] == settings["update"]
-    # Learning happened: from about 0.1 (chance) to well above it.
+    # Learning happened: from chance (accuracy 0.1, loss ln 10 = 2.30) to well above it.
     assert report["final"]["accuracy"] > 0.4, report["final"]
-    assert report["final"]["loss"] < 2.0, report["final"]
+    assert report["final"]["loss"] < np.log(10) - 0.05, report["final"]
 
 
 @pytest.mark.slow
