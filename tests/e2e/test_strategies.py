@@ -6,11 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
 from fedge.config import SimulateConfig
-from fedge.tensors import from_blob
+from fedge.encodings import encode
+from fedge.tasks import load_task
+from fedge.tasks.training import weights_of
+from fedge.tensors import fingerprint, from_blob, iter_chunks, specs_to_proto
+from protos import fedge_pb2, fedge_pb2_grpc
 from simulations.hostile import Attack
 from simulations.runner import simulate
 from tests.e2e.conftest import Fleet
@@ -155,3 +160,44 @@ def test_server_optimizer_state_is_checkpointed_and_resumed(fleet: Fleet) -> Non
     straight, resumed = final("straight"), final("resumed")
     for name in straight:
         np.testing.assert_allclose(resumed[name], straight[name], atol=1e-5)
+
+
+def test_the_server_refuses_updates_of_the_wrong_kind_encoding_or_shape(fleet: Fleet) -> None:
+    """A run of int8 deltas refuses a WEIGHTS or F32 header, and an int8 update whose
+    scale has the wrong shape, each with INVALID_ARGUMENT and a reason; the round's task
+    stays open for a correct update."""
+    server = fleet.server(rounds=1, min_clients=1, update="delta", encoding="int8")
+    port = server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = fedge_pb2_grpc.FederationStub(channel)
+    weights = weights_of(load_task("digits-mlp").build_model())
+    session = stub.Join(fedge_pb2.JoinRequest(
+        device_id="probe", task="digits-mlp", fingerprint=specs_to_proto(fingerprint(weights)),
+        num_examples=10), timeout=10).session_id
+    task = stub.PollTask(fedge_pb2.PollRequest(session_id=session, wait_seconds=10))
+    assert task.kind == fedge_pb2.TRAIN
+    assert (task.train.update_kind, task.train.encoding) == (fedge_pb2.DELTA, fedge_pb2.INT8)
+
+    def submit(kind: int, encoding: int, arrays: dict[str, np.ndarray]) -> Any:
+        header = fedge_pb2.UpdateHeader(session_id=session, task_id=task.task_id,
+                                        round=task.round, kind=kind, encoding=encoding,
+                                        num_examples=10)
+        stream = [fedge_pb2.UpdateChunk(header=header),
+                  *(fedge_pb2.UpdateChunk(tensor=c) for c in iter_chunks(arrays))]
+        return stub.SubmitUpdate(iter(stream), timeout=10)
+
+    delta = {k: np.zeros_like(v) for k, v in weights.items()}
+    wire = encode(delta, "int8")
+    for kind, encoding, arrays, reason in (
+            (fedge_pb2.WEIGHTS, fedge_pb2.INT8, wire, "takes delta updates"),
+            (fedge_pb2.DELTA, fedge_pb2.F32, delta, "takes int8-encoded updates"),
+            (fedge_pb2.DELTA, fedge_pb2.INT8,
+             {**wire, "0.weight@scale": np.ones(3, np.float32)}, "does not match")):
+        with pytest.raises(grpc.RpcError) as info:
+            submit(kind, encoding, arrays)
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert reason in (info.value.details() or "")
+    assert submit(fedge_pb2.DELTA, fedge_pb2.INT8, wire).accepted
+    records = server.wait(timeout=30)
+    assert records[-1].round == 1  # zero deltas: the model is unchanged
+    channel.close()
