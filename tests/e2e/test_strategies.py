@@ -178,7 +178,7 @@ def test_the_server_refuses_updates_of_the_wrong_kind_encoding_or_shape(fleet: F
     assert task.kind == fedge_pb2.TRAIN
     assert (task.train.update_kind, task.train.encoding) == (fedge_pb2.DELTA, fedge_pb2.INT8)
 
-    def submit(kind: int, encoding: int, arrays: dict[str, np.ndarray]) -> Any:
+    def submit(kind: Any, encoding: Any, arrays: dict[str, np.ndarray]) -> Any:
         header = fedge_pb2.UpdateHeader(session_id=session, task_id=task.task_id,
                                         round=task.round, kind=kind, encoding=encoding,
                                         num_examples=10)
