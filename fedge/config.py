@@ -36,6 +36,9 @@ class ServerConfig:
         default.
     linger_s: after the last round, how long to keep answering polls with STOP so
         devices exit cleanly.
+    strategy, update, encoding, server_lr, server_momentum, mu, trim, byzantine_f,
+        topk_fraction: the aggregation strategy, what clients send and how it travels
+        (see check_strategy; None means the strategy's default).
     """
 
     task: str = "digits-mlp"
@@ -125,6 +128,7 @@ class SimulateConfig:
 
     alpha: concentration of the Dirichlet partition (smaller is more skewed).
     epochs, lr, batch_size: as for the server; 0 means the task's default.
+    strategy ... topk_fraction: as for the server.
     """
 
     task: str = "digits-mlp"
