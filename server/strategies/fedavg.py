@@ -4,8 +4,10 @@ McMahan, Moore, Ramage, Hampson, Agüera y Arcas. "Communication-Efficient Learn
 Deep Networks from Decentralized Data". AISTATS 2017. https://arxiv.org/abs/1602.05629
 
 :func:`weighted_mean` is the math; :class:`FedAvgFold` computes the same thing while
-updates arrive, folding each into a running sum at once, so the server holds one sum
-the size of the model however many clients report.
+updates arrive, folding each into a running sum at once (one fused pass per update, see
+:func:`scaled_add`), so the server holds one sum the size of the model however many
+clients report. :class:`FedAvg` is the strategy, written as a server optimizer (SGD on
+the mean pseudo-gradient, :func:`sgd_step`) that the other strategies subclass.
 """
 
 from __future__ import annotations
