@@ -182,6 +182,7 @@ class Daemon:
         cfg = task.train
         plan = UpdatePlan.from_proto(cfg)
         update, metrics = compute_update(self.trainer, weights, plan)
+        carried = self._feedback.residual
         new_weights = encode_update(update, plan, self._feedback)
         header = fedge_pb2.UpdateHeader(
             session_id=session, task_id=task.task_id, round=task.round,
@@ -195,6 +196,7 @@ class Daemon:
                 raise
             log.warning("%s: round %d update refused: %s", self.config.device_id,
                         task.round, exc.details())
+            self._feedback.residual = carried  # nothing was applied: carry the old one
             return
         self.stats.rounds_trained += 1
         log.info("%s: round %d update sent (%s, loss %.4f)", self.config.device_id,

@@ -67,6 +67,9 @@ class FedgeServer:
             topk_fraction=config.topk_fraction)
         strategy = build_strategy(config.strategy, config.server_lr, config.server_momentum,
                                   config.mu, config.trim, config.byzantine_f)
+        if config.update == "gradient" and config.server_lr is None:
+            log.warning("gradient updates take one step a round with server lr %g; FedSGD "
+                        "often needs a smaller one (--server-lr)", strategy.server_lr)
         self.registry = Registry(config.device_timeout_s)
         self.rounds = Rounds(settings, specs, self.registry, self.store,
                              Evaluator(self.task), initial, self.task.name, on_round,
