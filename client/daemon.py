@@ -23,8 +23,10 @@ import numpy as np
 
 from client.data import LocalData
 from client.trainer import Trainer, describe
+from client.update import UpdatePlan, compute_update, encode_update
 from fedge import __version__
 from fedge.config import ClientConfig
+from fedge.encodings import ErrorFeedback
 from fedge.errors import FedgeError
 from fedge.tasks import Task
 from fedge.tasks.training import weights_of
@@ -158,6 +160,8 @@ class Daemon:
                                 random.Random(hash(config.device_id)))
         self._stop = threading.Event()
         self._session = ""  # the last session joined, offered back when rejoining
+        # Top-k's dropped entries, carried into this device's next update.
+        self._feedback = ErrorFeedback()
 
     def stop(self) -> None:
         """Ends run() at its next step (safe to call from a signal handler)."""
@@ -240,14 +244,16 @@ class Daemon:
             return
         weights = self._fetch(stub, session, task.model_version)
         cfg = task.train
+        plan = UpdatePlan.from_proto(cfg)
         started = time.perf_counter()
-        new_weights, metrics = self.trainer.train(
-            weights, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
+        update, metrics = compute_update(self.trainer, weights, plan)
         self.stats.train_seconds += time.perf_counter() - started
         metrics.update(data_metrics)
+        carried = self._feedback.residual
+        new_weights = encode_update(update, plan, self._feedback)
         header = fedge_pb2.UpdateHeader(
             session_id=session, task_id=task.task_id, round=task.round,
-            kind=fedge_pb2.WEIGHTS, encoding=fedge_pb2.F32,
+            kind=cfg.update_kind or fedge_pb2.WEIGHTS, encoding=cfg.encoding or fedge_pb2.F32,
             num_examples=self.trainer.num_examples, metrics=metrics,
             num_tensors=len(new_weights), sha256=stream_sha256(new_weights))
         try:
@@ -257,6 +263,7 @@ class Daemon:
                 raise
             log.warning("%s: round %d update refused: %s", self.config.device_id,
                         task.round, exc.details())
+            self._feedback.residual = carried  # nothing was applied: carry the old one
             return
         self.stats.rounds_trained += 1
         self.stats.last_round = task.round

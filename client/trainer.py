@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,10 +49,16 @@ class Trainer:
         self.y = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
 
     def train(self, weights: dict[str, np.ndarray], epochs: int, lr: float, batch_size: int,
-              seed: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Trains from weights for some epochs of SGD; returns new weights and metrics."""
+              seed: int, proximal_mu: float = 0.0
+              ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Trains from weights for some epochs of SGD; returns new weights and metrics.
+
+        proximal_mu: FedProx's coefficient; > 0 adds mu/2 * ||w - weights||^2 to the loss
+        (as its gradient, mu * (w - weights), added to each parameter's gradient).
+        """
         load_weights(self.model, weights)
         self.model.train()
+        hooks = self._proximal_hooks(proximal_mu) if proximal_mu > 0 else []
         optimizer = torch.optim.SGD(self.model.parameters(), lr=lr,
                                     momentum=self.task.defaults.momentum)
         generator = torch.Generator().manual_seed(seed)
@@ -64,6 +72,71 @@ class Trainer:
             for batch in torch.tensor_split(order, num_batches):
                 losses.append(self.task.train_step(self.model, self.x[batch], self.y[batch],
                                                    optimizer))
+        for hook in hooks:
+            hook.remove()
         metrics = {"train_loss": float(np.mean(losses)) if losses else 0.0,
                    "train_seconds": time.perf_counter() - started}
         return weights_of(self.model), metrics
+
+    def _proximal_hooks(self, mu: float) -> list[torch.utils.hooks.RemovableHandle]:
+        """Gradient hooks adding mu * (w - w_start) to every trainable parameter's
+        gradient, which is FedProx's proximal term without touching the task's step."""
+        hooks = []
+        for param in self.model.parameters():
+            if not param.requires_grad:
+                continue
+            start = param.detach().clone()
+
+            def add_proximal(grad: torch.Tensor, param: torch.Tensor = param,
+                             start: torch.Tensor = start) -> torch.Tensor:
+                return grad + mu * (param.detach() - start)
+
+            hooks.append(param.register_hook(add_proximal))
+        return hooks
+
+    def gradient(self, weights: dict[str, np.ndarray], batch_size: int, seed: int
+                 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """The mean loss gradient at weights over the local batches (FedSGD: no step).
+
+        Runs the task's own train_step with an optimizer that records each batch's
+        gradient instead of stepping, so the loss is the task's. Returns a gradient for
+        every tensor of the model's state (zero for buffers that are not trained).
+        """
+        load_weights(self.model, weights)
+        self.model.train()
+        recorder = _GradientRecorder(self.model.parameters())
+        generator = torch.Generator().manual_seed(seed)
+        started = time.perf_counter()
+        num_batches = max(1, -(-len(self.x) // batch_size))
+        order = torch.randperm(len(self.x), generator=generator).to(self.device)
+        losses = [self.task.train_step(self.model, self.x[batch], self.y[batch], recorder)
+                  for batch in torch.tensor_split(order, num_batches)]
+        by_param = {id(p): g for p, g in recorder.sums.items()}
+        named = dict(self.model.named_parameters())
+        out = {}
+        for name, value in self.model.state_dict().items():
+            total = by_param.get(id(named[name])) if name in named else None
+            out[name] = ((total / recorder.steps).cpu().numpy() if total is not None
+                         else np.zeros_like(value.detach().cpu().numpy()))
+        metrics = {"train_loss": float(np.mean(losses)) if losses else 0.0,
+                   "train_seconds": time.perf_counter() - started}
+        return out, metrics
+
+
+class _GradientRecorder(torch.optim.Optimizer):
+    """An "optimizer" whose step sums the parameters' gradients and leaves them be."""
+
+    def __init__(self, params: Iterable[torch.Tensor]) -> None:
+        super().__init__(params, {})
+        self.sums: dict[torch.Tensor, torch.Tensor] = {}
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        """Adds each parameter's gradient to its running sum."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    acc = self.sums.get(p)
+                    self.sums[p] = p.grad.detach().clone() if acc is None else acc + p.grad
+        self.steps += 1

@@ -51,11 +51,16 @@ SERVER_KEYS = ("task", "host", "port", "rounds", "min_clients", "fraction", "rou
                "max_examples", "max_uploads", "rate_limit", "metrics_port")
 
 
+# Strategy settings, shared by `fedge server` and `fedge simulate`.
+STRATEGY_KEYS = ("strategy", "update", "encoding", "server_lr", "server_momentum", "mu", "trim",
+                 "byzantine_f", "topk_fraction")
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     from fedge.config import ServerConfig, load
     from server.app import FedgeServer
 
-    config = load(ServerConfig, args.config, _options(args, SERVER_KEYS))
+    config = load(ServerConfig, args.config, _options(args, SERVER_KEYS + STRATEGY_KEYS))
     server = FedgeServer(config, on_round=_print_round(config.rounds))
     server.start()
     _on_signals(server.stop)
@@ -292,7 +297,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulations.report import format_table
     from simulations.runner import simulate
 
-    config = load(SimulateConfig, args.config, _options(args, SIMULATE_KEYS))
+    config = load(SimulateConfig, args.config, _options(args, SIMULATE_KEYS + STRATEGY_KEYS))
     print(f"simulating {config.clients} clients x {config.rounds} rounds of {config.task} "
           f"({config.partition}) into {config.out}", file=sys.stderr, flush=True)
     report = simulate(config, on_round=_print_round(config.rounds))
@@ -309,6 +314,26 @@ def _add_local_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="local learning rate (default: the task's)")
     p.add_argument("--batch-size", dest="batch_size", type=int,
                    help="local batch size (default: the task's)")
+
+
+def _add_strategy(p: argparse.ArgumentParser) -> None:
+    """Options choosing the strategy, the update kind and the update encoding."""
+    g = p.add_argument_group("strategy and updates")
+    g.add_argument("--strategy", help="fedavg (default), fedavgm, fedprox, fedadam, fedyogi, "
+                   "fedadagrad, median, trimmed-mean, krum or multikrum")
+    g.add_argument("--update", help="what clients send: weights (default), delta or gradient")
+    g.add_argument("--encoding", help="how updates travel: f32 (default), f16, int8 or topk")
+    g.add_argument("--server-lr", dest="server_lr", type=float,
+                   help="server step size (default: the strategy's)")
+    g.add_argument("--server-momentum", dest="server_momentum", type=float,
+                   help="fedavgm's momentum (default 0.9)")
+    g.add_argument("--mu", type=float, help="fedprox's proximal coefficient (default 0.01)")
+    g.add_argument("--trim", type=float,
+                   help="trimmed-mean's share cut at each end (default 0.2)")
+    g.add_argument("--byzantine-f", dest="byzantine_f", type=int,
+                   help="krum's number of hostile clients tolerated (default 1)")
+    g.add_argument("--topk-fraction", dest="topk_fraction", type=float,
+                   help="topk's share of entries sent per tensor (default 0.1)")
 
 
 def _add_server(sub: Any) -> None:
@@ -340,6 +365,7 @@ def _add_server(sub: Any) -> None:
     p.add_argument("--max-update-bytes", dest="max_update_bytes", type=int,
                    help="largest update accepted, in bytes (default 1 GiB)")
     _add_server_guards(p)
+    _add_strategy(p)
     p.set_defaults(func=cmd_server)
 
 
@@ -492,6 +518,7 @@ def _add_simulate(sub: Any) -> None:
     p.add_argument("--fraction", type=float, help="share of clients sampled per round")
     p.add_argument("--scatter", action="store_true", default=None,
                    help="write each client's share as mixed formats with corrupt files")
+    _add_strategy(p)
     p.set_defaults(func=cmd_simulate)
 
 

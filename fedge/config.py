@@ -8,6 +8,7 @@ command-line options. Errors name the key and the value expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import socket
 import tomllib
 import types
@@ -48,6 +49,9 @@ class ServerConfig:
     rate_limit, rate_burst: requests per second (and burst) allowed per device; 0 is off.
     metrics_port: serve Prometheus metrics on http://HOST:PORT/metrics; 0 is off.
     status_interval_s: how often STATE_DIR/status.json is rewritten for `fedge status`.
+    strategy, update, encoding, server_lr, server_momentum, mu, trim, byzantine_f,
+        topk_fraction: the aggregation strategy, what clients send and how it travels
+        (see check_strategy; None means the strategy's default).
     """
 
     task: str = "digits-mlp"
@@ -81,8 +85,19 @@ class ServerConfig:
     rate_burst: float = 100.0
     metrics_port: int = 0
     status_interval_s: float = 2.0
+    # Strategy, update kind and encoding (see check_strategy and README "Strategies").
+    strategy: str = "fedavg"
+    update: str = "weights"
+    encoding: str = "f32"
+    server_lr: float | None = None
+    server_momentum: float | None = None
+    mu: float | None = None
+    trim: float | None = None
+    byzantine_f: int | None = None
+    topk_fraction: float = 0.1
 
     def __post_init__(self) -> None:
+        check_strategy(self, self.min_clients)
         _check_range("rounds", self.rounds, 1)
         _check_range("min_clients", self.min_clients, 1)
         _check_range("port", self.port, 0, 65535)
@@ -177,6 +192,7 @@ class SimulateConfig:
 
     alpha: concentration of the Dirichlet partition (smaller is more skewed).
     epochs, lr, batch_size: as for the server; 0 means the task's default.
+    strategy ... topk_fraction: as for the server.
     """
 
     task: str = "digits-mlp"
@@ -193,8 +209,19 @@ class SimulateConfig:
     round_timeout_s: float = 120.0
     # Write each client's share as a scatter of mixed formats with a few corrupt files.
     scatter: bool = False
+    # Strategy, update kind and encoding (see check_strategy and README "Strategies").
+    strategy: str = "fedavg"
+    update: str = "weights"
+    encoding: str = "f32"
+    server_lr: float | None = None
+    server_momentum: float | None = None
+    mu: float | None = None
+    trim: float | None = None
+    byzantine_f: int | None = None
+    topk_fraction: float = 0.1
 
     def __post_init__(self) -> None:
+        check_strategy(self, max(1, math.ceil(self.fraction * self.clients)))
         _check_range("clients", self.clients, 1)
         _check_range("rounds", self.rounds, 1)
         _check_range("alpha", self.alpha, 1e-6)
@@ -205,6 +232,50 @@ class SimulateConfig:
 
 
 PARTITIONS = ("iid", "dirichlet")
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "median",
+              "trimmed-mean", "krum", "multikrum")
+UPDATES = ("weights", "delta", "gradient")
+ENCODINGS = ("f32", "f16", "int8", "topk")
+# The strategy settings that only some strategies take, and which ones.
+_OWNERS = {"server_momentum": ("fedavgm",), "mu": ("fedprox",), "trim": ("trimmed-mean",),
+           "byzantine_f": ("krum", "multikrum")}
+
+
+def check_strategy(config: Any, updates_per_round: int) -> None:
+    """Checks the strategy settings shared by ServerConfig and SimulateConfig, naming the
+    key at fault; updates_per_round is the fewest updates a round commits with."""
+    for key, allowed in (("strategy", STRATEGIES), ("update", UPDATES),
+                         ("encoding", ENCODINGS)):
+        if getattr(config, key) not in allowed:
+            raise ConfigError(f"{key} must be one of {allowed}, got {getattr(config, key)!r}")
+    for key, owners in _OWNERS.items():
+        if getattr(config, key) is not None and config.strategy not in owners:
+            raise ConfigError(f"{key} applies to strategy {' or '.join(owners)}, not "
+                              f"{config.strategy!r}")
+    if config.server_lr is not None and config.server_lr <= 0:
+        raise ConfigError(f"server_lr must be > 0, got {config.server_lr}")
+    if config.server_momentum is not None and not 0 <= config.server_momentum < 1:
+        raise ConfigError(f"server_momentum must be in [0, 1), got {config.server_momentum}")
+    if config.mu is not None:
+        _check_range("mu", config.mu, 0.0)
+    if config.trim is not None and not 0 <= config.trim < 0.5:
+        raise ConfigError(f"trim must be in [0, 0.5), got {config.trim}")
+    if config.byzantine_f is not None:
+        _check_range("byzantine_f", config.byzantine_f, 0)
+    if not 0 < config.topk_fraction <= 1:
+        raise ConfigError(f"topk_fraction must be in (0, 1], got {config.topk_fraction}")
+    if config.encoding == "topk" and config.update == "weights":
+        raise ConfigError("encoding 'topk' sends a few entries of an update and needs "
+                          "update 'delta' or 'gradient' (not 'weights')")
+    if config.strategy == "fedprox" and config.update == "gradient":
+        raise ConfigError("strategy 'fedprox' adds a proximal term to local training; "
+                          "update 'gradient' takes no local step (use 'weights' or 'delta')")
+    if config.strategy in ("krum", "multikrum"):
+        f = 1 if config.byzantine_f is None else config.byzantine_f
+        if updates_per_round < 2 * f + 3:
+            raise ConfigError(f"strategy {config.strategy!r} with byzantine_f {f} needs at "
+                              f"least {2 * f + 3} updates per round (min_clients), got "
+                              f"{updates_per_round}")
 
 
 def _check_range(key: str, value: float, low: float, high: float | None = None) -> None:

@@ -27,6 +27,7 @@ from server.service import FederationService, Guards
 from server.status import snapshot
 from server.status import write as write_status
 from server.store import RoundRecord, StateStore
+from server.strategies.catalog import build_strategy
 from server.tokens import TokenStore
 
 if TYPE_CHECKING:
@@ -75,10 +76,17 @@ class FedgeServer:
             batch_size=config.batch_size or defaults.batch_size, seed=config.seed,
             linger_s=config.linger_s, max_examples=config.max_examples,
             quorum_fraction=config.quorum_fraction, max_update_norm=config.max_update_norm,
-            norm_action=config.norm_action)
+            norm_action=config.norm_action, update_kind=config.update,
+            encoding=config.encoding, topk_fraction=config.topk_fraction)
+        strategy = build_strategy(config.strategy, config.server_lr, config.server_momentum,
+                                  config.mu, config.trim, config.byzantine_f)
+        if config.update == "gradient" and config.server_lr is None:
+            log.warning("gradient updates take one step a round with server lr %g; FedSGD "
+                        "often needs a smaller one (--server-lr)", strategy.server_lr)
         self.registry = Registry(config.device_timeout_s)
         self.rounds = Rounds(settings, specs, self.registry, self.store,
-                             Evaluator(self.task), initial, self.task.name, on_round)
+                             Evaluator(self.task), initial, self.task.name, on_round,
+                             strategy)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -25,7 +25,8 @@ from fedge.tensors import Spec, from_blob, sha256_hex, to_blob
 from server.errors import Conflict, InvalidRequest, StaleRequest
 from server.registry import Device, Registry
 from server.store import RoundRecord, StateStore
-from server.strategies.fedavg import FedAvgFold
+from server.strategies.fedavg import Accumulator, FedAvg, FedAvgFold
+from server.strategies.pseudo_gradient import pseudo_gradient
 from server.validate import bound_norm, check_finite
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ class RoundSettings:
         if self.quorum_fraction > 0:
             return max(1, math.ceil(self.quorum_fraction * sampled))
         return self.min_clients
+    update_kind: str = "weights"  # announced in each TRAIN task, required of updates
+    encoding: str = "f32"
+    topk_fraction: float = 0.1
 
 
 @dataclass
@@ -118,7 +122,7 @@ class _RoundState:
     number: int
     started: float = field(default_factory=time.monotonic)
     assignments: dict[str, Assignment] = field(default_factory=dict)  # by device id
-    fold: FedAvgFold = field(default_factory=FedAvgFold)
+    fold: Accumulator = field(default_factory=FedAvgFold)
     examples: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
@@ -137,8 +141,10 @@ class Rounds:
         initial: Mapping[str, np.ndarray],
         task_name: str,
         on_commit: Callable[[RoundRecord], None] | None = None,
+        strategy: FedAvg | None = None,
     ) -> None:
         self.settings = settings
+        self.strategy = strategy if strategy is not None else FedAvg()
         self.specs = specs
         self._registry = registry
         self._store = store
@@ -165,6 +171,11 @@ class Rounds:
                      record.accuracy, extra={"event": "run.resumed", "round": record.round})
         self.model_version = record.round
         self._global, _ = from_blob(blob)
+        self._restore_strategy(record.round)
+        log.info("strategy %s, %s updates, %s encoding%s", self.strategy.describe(),
+                 settings.update_kind, settings.encoding,
+                 "; it BUFFERS each round's updates (memory grows with the client count)"
+                 if self.strategy.buffers else "")
         self._blob_bytes = blob
         self._blob_sha = sha256_hex(blob)
         self.phase = Phase.DONE if record.round >= settings.rounds else Phase.WAITING
@@ -231,8 +242,12 @@ class Rounds:
         """Validates a complete, decoded update and folds it into the round (the caller
         gives up arrays: clipping works in place)."""
         check_finite(arrays)
-        with self._cond:
-            reference = self._global
+        # A weights update is bounded by its distance from the global model; a delta or
+        # a gradient by its own length.
+        reference = None
+        if self.settings.update_kind == "weights":
+            with self._cond:
+                reference = self._global
         bound_norm(arrays, reference, self.settings.max_update_norm, self.settings.norm_action)
         with self._cond:
             if (self._round.assignments.get(assignment.device_id) is not assignment
@@ -308,7 +323,8 @@ class Rounds:
         with self._cond:
             number = self._round.number
             self._round = _RoundState(number, bytes_up=self._round.bytes_up,
-                                      bytes_down=self._round.bytes_down)
+                                      bytes_down=self._round.bytes_down,
+                                      fold=self.strategy.new_round())
             for device in sample:
                 self._round.assignments[device.device_id] = Assignment(
                     secrets.token_hex(8), device.device_id, number, deadline)
@@ -354,9 +370,20 @@ class Rounds:
 
     def _commit(self) -> None:
         state = self._round
-        weights = state.fold.result()
+        # Every aggregate commutes with x -> w_global - x (see pseudo_gradient.py), so the
+        # round's aggregate is turned into a pseudo-gradient once, not each update.
+        gradient = pseudo_gradient(self.settings.update_kind, self._global,
+                                   self.strategy.aggregate(state.fold))
+        weights = self.strategy.step(self._global, gradient)
         metrics = self._evaluate(weights)
         blob = self._blob(weights, state.number)
+        # The optimizer's state (if it has any) goes to disk before the round's row, so
+        # that a restart from this round resumes it (a state file without a row is
+        # ignored).
+        optimizer_state = self.strategy.state()
+        if optimizer_state:
+            self._store.write_server_state(state.number, to_blob(
+                optimizer_state, {"strategy": self.strategy.name}))
         with self._cond:
             record = RoundRecord(
                 round=state.number, accuracy=metrics["accuracy"], loss=metrics["loss"],
@@ -378,6 +405,20 @@ class Rounds:
                         "accuracy": record.accuracy, "clients": record.clients})
         if self._on_commit is not None:
             self._on_commit(record)
+
+    def _restore_strategy(self, round_: int) -> None:
+        """Loads the server optimizer's state saved with round_, if this strategy's."""
+        saved = self._store.read_server_state(round_)
+        if saved is None:
+            return
+        arrays, meta = from_blob(saved)
+        if meta.get("strategy") != self.strategy.name:
+            log.warning("round %d was committed by strategy %r; %s starts with fresh "
+                        "optimizer state", round_, meta.get("strategy"), self.strategy.name)
+            return
+        self.strategy.load_state(arrays)
+        if arrays:
+            log.info("resumed %s optimizer state from round %d", self.strategy.name, round_)
 
     def _linger(self) -> None:
         """After the last round, waits until every live device has been told STOP."""

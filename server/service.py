@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from fedge.encodings import decode, wire_specs
 from fedge.errors import FedgeError
 from fedge.tensors import (
     CHUNK_BYTES,
@@ -89,6 +90,12 @@ class Guards:
     max_uploads: int = 32
     rate_limit: float = 50.0
     rate_burst: float = 100.0
+
+# Update kinds and encodings: our names <-> the wire's enum values.
+UPDATE_KINDS = {"weights": fedge_pb2.WEIGHTS, "delta": fedge_pb2.DELTA,
+                "gradient": fedge_pb2.GRADIENT}
+ENCODINGS = {"f32": fedge_pb2.F32, "f16": fedge_pb2.F16, "int8": fedge_pb2.INT8,
+             "topk": fedge_pb2.TOPK}
 FRAME = 5  # gRPC's length-prefixed message framing: 1 flag byte + 4 length bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -115,6 +122,14 @@ def _status_boundary(method: F) -> F:
                 _caller.reset(reset)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _enum_name(enum: Any, value: int) -> str:
+    """An enum value's name, or the number for values this build does not know."""
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return f"unknown value {value}"
 
 
 def _size(message: Any) -> int:
@@ -250,8 +265,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         s = self._rounds.settings
         train = fedge_pb2.TrainConfig(
             epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
-            update_kind=fedge_pb2.WEIGHTS, encoding=fedge_pb2.F32,
-            seed=s.seed * 1_000_003 + a.round)
+            proximal_mu=self._rounds.strategy.proximal_mu,
+            update_kind=UPDATE_KINDS[s.update_kind], encoding=ENCODINGS[s.encoding],
+            seed=s.seed * 1_000_003 + a.round, topk_fraction=s.topk_fraction)
         return fedge_pb2.Task(kind=kind, task_id=a.task_id, round=a.round,
                               model_version=view.model_version, train=train,
                               deadline_unix=a.deadline)
@@ -298,10 +314,16 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(first))
         header = first.header
         device = self._device(header.session_id)
-        if header.kind not in (fedge_pb2.WEIGHTS, fedge_pb2.UPDATE_KIND_UNSPECIFIED):
-            raise Unsupported("this server aggregates WEIGHTS updates only")
-        if header.encoding not in (fedge_pb2.F32, fedge_pb2.ENCODING_UNSPECIFIED):
-            raise Unsupported("this server accepts F32-encoded updates only")
+        settings = self._rounds.settings
+        # Unspecified means WEIGHTS and F32, what devices sent before these existed.
+        kind = header.kind or fedge_pb2.WEIGHTS
+        encoding = header.encoding or fedge_pb2.F32
+        if kind != UPDATE_KINDS[settings.update_kind]:
+            raise InvalidRequest(f"this run takes {settings.update_kind} updates; the device "
+                                 f"sent {_enum_name(fedge_pb2.UpdateKind, kind)}")
+        if encoding != ENCODINGS[settings.encoding]:
+            raise InvalidRequest(f"this run takes {settings.encoding}-encoded updates; the "
+                                 f"device sent {_enum_name(fedge_pb2.Encoding, encoding)}")
         try:
             assignment = self._rounds.check_submission(device, header.task_id, header.round,
                                                        header.num_examples, header.sha256)
@@ -312,7 +334,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                                          "resent copy was ignored")
         if len(header.sha256) != 64:
             raise InvalidRequest("the update header must carry the SHA-256 of its stream")
-        assembler = TensorAssembler(self._specs, self._max_update_bytes)
+        assembler = TensorAssembler(
+            wire_specs(self._specs, settings.encoding, settings.topk_fraction),
+            self._max_update_bytes)
         digest = hashlib.sha256()
         received = 0
         try:
@@ -328,9 +352,10 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                 digest.update(message.tensor.data)
         finally:  # counted once per stream, refused streams included
             self._rounds.count_bytes(up=received)
-        arrays = assembler.finish()
+        wire = assembler.finish()
         if digest.hexdigest() != header.sha256:
             raise Corrupt("the update's bytes do not match the SHA-256 in its header")
+        arrays = decode(wire, self._specs, settings.encoding)
         self._rounds.accept(assignment, arrays, header.num_examples, header.sha256)
         if header.metrics:
             self._store.add_metrics(header.round, device.device_id, "train",

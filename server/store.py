@@ -118,6 +118,25 @@ class StateStore:
                  record.seconds, time.time()))
         return record
 
+    def server_state_path(self, round_: int) -> Path:
+        return self.checkpoints / f"round-{round_:06d}.server.safetensors"
+
+    def write_server_state(self, round_: int, blob: bytes) -> None:
+        """Durably writes the server optimizer's state (safetensors) for a round about to
+        be committed; only a committed round's state is ever read back."""
+        path = self.server_state_path(round_)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def read_server_state(self, round_: int) -> bytes | None:
+        """The server optimizer's state saved with round_, or None."""
+        path = self.server_state_path(round_)
+        return path.read_bytes() if path.exists() else None
+
     def add_metrics(self, round_: int, device_id: str, source: str,
                     metrics: dict[str, float]) -> None:
         with self._lock, self._db:

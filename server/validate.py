@@ -25,19 +25,23 @@ def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
             raise InvalidRequest(f"tensor {name!r} holds {what}")
 
 
-def distance(update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
-    """The L2 norm of update - reference over all floating tensors (float64 sums)."""
+def distance(update: Mapping[str, np.ndarray],
+             reference: Mapping[str, np.ndarray] | None = None) -> float:
+    """The L2 norm of update - reference (reference None: of update itself) over all
+    floating tensors, summed in float64."""
     total = 0.0
     for name, array in update.items():
         if array.dtype.kind != "f":
             continue
-        diff = (array - reference[name]).ravel().astype(np.float64, copy=False)
+        diff = array if reference is None else array - reference[name]
+        diff = diff.ravel().astype(np.float64, copy=False)
         total += float(np.dot(diff, diff))
     return math.sqrt(total)
 
 
-def bound_norm(update: MutableMapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
-               max_norm: float, action: str) -> float:
+def bound_norm(update: MutableMapping[str, np.ndarray],
+               reference: Mapping[str, np.ndarray] | None, max_norm: float,
+               action: str) -> float:
     """Enforces ``distance(update, reference) <= max_norm`` (0 means no bound).
 
     action "refuse" raises InvalidRequest; "clip" scales update - reference down to the
@@ -51,7 +55,11 @@ def bound_norm(update: MutableMapping[str, np.ndarray], reference: Mapping[str, 
                              "(--max-update-norm)")
     scale = max_norm / norm
     for name, array in update.items():
-        if array.dtype.kind == "f":
+        if array.dtype.kind != "f":
+            continue
+        if reference is None:
+            array *= scale
+        else:
             ref = reference[name]
             array -= ref
             array *= scale

@@ -12,7 +12,7 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from fedge.errors import FedgeError
 from fedge.tasks import load_task
 from server.app import FedgeServer
 from server.store import RoundRecord
+from simulations.hostile import Attack, HostileTrainer
 from simulations.partition import split, write_partitions
 from simulations.report import build_report, client_data, write_report
 from simulations.scatter import write_scatters
@@ -34,8 +35,13 @@ log = logging.getLogger(__name__)
 
 
 def simulate(config: SimulateConfig,
-             on_round: Callable[[RoundRecord], None] | None = None) -> dict[str, Any]:
-    """Runs the simulation and writes OUT/report.json; returns the report."""
+             on_round: Callable[[RoundRecord], None] | None = None,
+             hostile: Mapping[int, Attack] | None = None) -> dict[str, Any]:
+    """Runs the simulation and writes OUT/report.json; returns the report.
+
+    hostile: client index -> the attack that client's updates suffer (simulation only:
+    the hostile trainer lives here, not in the client daemon).
+    """
     started = time.perf_counter()
     task = load_task(config.task)
     out = Path(config.out)
@@ -60,7 +66,11 @@ def simulate(config: SimulateConfig,
         min_clients=min_clients, fraction=config.fraction,
         round_timeout_s=config.round_timeout_s, epochs=config.epochs, lr=config.lr,
         batch_size=config.batch_size, seed=config.seed, state_dir=str(out / "state"),
-        insecure=True, linger_s=5.0), on_round=on_round)
+        insecure=True, linger_s=5.0, strategy=config.strategy, update=config.update,
+        encoding=config.encoding, server_lr=config.server_lr,
+        server_momentum=config.server_momentum, mu=config.mu, trim=config.trim,
+        byzantine_f=config.byzantine_f, topk_fraction=config.topk_fraction),
+        on_round=on_round)
     port = server.start()
 
     daemons, threads, errors = [], [], []
@@ -75,7 +85,10 @@ def simulate(config: SimulateConfig,
         x, y = data.arrays()
         if len(y) == 0:
             raise FedgeError(f"{device_id} found no usable examples in {directory}")
-        daemon = Daemon(client_config, task, Trainer(task, x, y, client_config.device), data)
+        attack = (hostile or {}).get(k)
+        trainer = (Trainer(task, x, y, client_config.device) if attack is None
+                   else HostileTrainer(task, x, y, client_config.device, attack=attack))
+        daemon = Daemon(client_config, task, trainer, data)
         daemons.append(daemon)
 
         def run(daemon: Daemon = daemon) -> None:
@@ -105,6 +118,9 @@ def simulate(config: SimulateConfig,
                           time.perf_counter() - started, partition=config.partition,
                           alpha=config.alpha if config.partition == "dirichlet" else None,
                           seed=config.seed, scatter=config.scatter,
-                          client_data=[client_data(d) for d in daemons])
+                          client_data=[client_data(d) for d in daemons],
+                          strategy=config.strategy, update=config.update,
+                          encoding=config.encoding,
+                          hostile=sorted(hostile) if hostile else [])
     write_report(report, out)
     return report

@@ -4,15 +4,22 @@ McMahan, Moore, Ramage, Hampson, Agüera y Arcas. "Communication-Efficient Learn
 Deep Networks from Decentralized Data". AISTATS 2017. https://arxiv.org/abs/1602.05629
 
 :func:`weighted_mean` is the math; :class:`FedAvgFold` computes the same thing while
-updates arrive, folding each into a running sum at once, so the server holds one sum
-the size of the model however many clients report.
+updates arrive, folding each into a running sum at once (one fused pass per update, see
+:func:`scaled_add`), so the server holds one sum the size of the model however many
+clients report. :class:`FedAvg` is the strategy, written as a server optimizer (SGD on
+the mean pseudo-gradient, :func:`sgd_step`) that the other strategies subclass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 Arrays = Mapping[str, np.ndarray]
 
@@ -39,11 +46,58 @@ def _accumulator_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype in (np.float16, np.float32) else np.dtype(np.float64)
 
 
+@functools.cache
+def _blas_axpy(dtype: np.dtype) -> Callable[..., Any] | None:
+    """BLAS's fused y += a * x for dtype, from scipy when it is installed.
+
+    scipy's OpenBLAS is held to one thread: axpy is memory-bound, and OpenBLAS's
+    spinning worker threads collapse its speed by 50x on a busy machine (measured on 2
+    cores shared with client trainers). Only scipy's own OpenBLAS is limited (the one in
+    scipy.libs), not numpy's or torch's.
+    """
+    try:
+        from scipy.linalg import blas
+    except ImportError:
+        return None
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        for lib in ThreadpoolController().lib_controllers:
+            if "scipy" in lib.filepath and "numpy" not in lib.filepath:
+                lib.set_num_threads(1)
+    except ImportError:
+        log.warning("threadpoolctl is not installed: BLAS may use spinning threads")
+    return {np.dtype(np.float32): blas.saxpy, np.dtype(np.float64): blas.daxpy}.get(dtype)
+
+
+def scaled_add(acc: np.ndarray, x: np.ndarray, weight: float) -> None:
+    """acc += weight * x, in one streaming pass when it can be.
+
+    numpy has no fused multiply-add: scaling x and then adding reads and writes the
+    model twice. BLAS's axpy (scipy, which the training extra brings) does it in one
+    pass, at close to the speed of copying the update; without scipy, x is scaled in
+    place (it belongs to the fold by then) and added.
+    """
+    axpy = _blas_axpy(acc.dtype)
+    if axpy is not None and acc.flags.c_contiguous and x.flags.c_contiguous and acc.size:
+        out = axpy(x.reshape(-1), acc.reshape(-1), a=weight)
+        if np.may_share_memory(out, acc):
+            return
+        acc.reshape(-1)[:] = out  # BLAS copied instead of updating in place
+        return
+    if x.flags.writeable:
+        np.multiply(x, weight, out=x)
+        acc += x
+    else:
+        acc += np.multiply(x, weight, dtype=acc.dtype)
+
+
 class FedAvgFold:
     """A running example-weighted sum of updates: O(model) memory, one pass per update.
 
-    add() scales the given arrays in place (the caller hands over ownership) and adds
-    them to the sum; result() divides by the total weight.
+    add() adds weight * update to the sum in one streaming pass (see scaled_add; the
+    caller hands over the update, which may be scaled in place) and keeps no reference
+    to it; result() divides by the total weight.
     """
 
     def __init__(self) -> None:
@@ -65,9 +119,8 @@ class FedAvgFold:
                 self._sum[name] = np.multiply(array, weight,
                                               dtype=_accumulator_dtype(array.dtype))
                 continue
-            if array.dtype == acc.dtype and array.flags.writeable:
-                np.multiply(array, weight, out=array)  # no temporary of the model's size
-                acc += array
+            if array.dtype == acc.dtype:
+                scaled_add(acc, array, weight)
             else:
                 acc += np.multiply(array, weight, dtype=acc.dtype)
         self.total_weight += weight
@@ -85,3 +138,78 @@ class FedAvgFold:
                 mean = np.rint(mean)
             out[name] = mean.astype(dtype, copy=False)
         return out
+
+
+def sgd_step(weights: Arrays, gradient: Arrays, lr: float) -> dict[str, np.ndarray]:
+    """weights - lr * gradient, tensor by tensor, in the weights' dtypes.
+
+    With lr 1 and gradient the mean pseudo-gradient ``w_global - w_client`` this is
+    exactly FedAvg's weighted mean of the client models. Integer tensors (counters) are
+    computed in float64 and rounded.
+    """
+    out = {}
+    for name, w in weights.items():
+        if np.issubdtype(w.dtype, np.integer):
+            new = np.rint(w.astype(np.float64) - lr * gradient[name].astype(np.float64))
+            out[name] = new.astype(w.dtype)
+        else:
+            out[name] = (w - np.asarray(lr, w.dtype) * gradient[name].astype(w.dtype,
+                                                                           copy=False))
+    return out
+
+
+class Accumulator(Protocol):
+    """What a round collects updates into: a fold (FedAvg family) or a buffer."""
+
+    count: int
+    total_weight: float
+
+    def add(self, update: Mapping[str, np.ndarray], weight: float) -> None: ...
+
+
+class FedAvg:
+    """FedAvg as a server optimizer: plain SGD on the mean pseudo-gradient.
+
+    Every update arrives as a pseudo-gradient (``w_global - w_client``, a delta negated,
+    or a gradient as it is), is folded into a running example-weighted sum at once
+    (O(model) memory), and at commit the server takes one step
+    ``w <- w - server_lr * mean``. The subclasses change the step (FedAvgM, FedOpt),
+    the client's local objective (FedProx), or the aggregate (robust strategies).
+
+    server_lr: the server step size (default 1.0: the client models' weighted mean).
+    """
+
+    name = "fedavg"
+    #: True for strategies that keep every update of a round in memory.
+    buffers = False
+    #: FedProx's proximal coefficient, sent to clients with each task.
+    proximal_mu = 0.0
+
+    def __init__(self, server_lr: float = 1.0) -> None:
+        if server_lr <= 0:
+            raise ValueError(f"server_lr must be positive, got {server_lr}")
+        self.server_lr = server_lr
+
+    def new_round(self) -> Accumulator:
+        """An empty accumulator for a round's pseudo-gradients."""
+        return FedAvgFold()
+
+    def aggregate(self, accumulator: Accumulator) -> dict[str, np.ndarray]:
+        """The round's aggregate pseudo-gradient: here the example-weighted mean."""
+        assert isinstance(accumulator, FedAvgFold)
+        return accumulator.result()
+
+    def step(self, weights: Arrays, gradient: Arrays) -> dict[str, np.ndarray]:
+        """The new global weights after one server step on the aggregate."""
+        return sgd_step(weights, gradient, self.server_lr)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The server optimizer's state, checkpointed with each round (none here)."""
+        return {}
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restores what state() returned (on a resumed run)."""
+
+    def describe(self) -> str:
+        """One line for logs."""
+        return f"{self.name} (server lr {self.server_lr:g})"

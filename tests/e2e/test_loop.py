@@ -125,8 +125,9 @@ def test_refusals_carry_a_status_and_a_message(raw: tuple) -> None:
     assert code is grpc.StatusCode.FAILED_PRECONDITION and "not open" in message
 
     gradient = fedge_pb2.UpdateHeader(session_id=session, kind=fedge_pb2.GRADIENT)
-    code, _ = _code(lambda: stub.SubmitUpdate(iter([fedge_pb2.UpdateChunk(header=gradient)])))
-    assert code is grpc.StatusCode.UNIMPLEMENTED
+    code, message = _code(lambda: stub.SubmitUpdate(iter([fedge_pb2.UpdateChunk(
+        header=gradient)])))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "takes weights updates" in message
 
     code, message = _code(lambda: list(stub.FetchModel(fedge_pb2.FetchRequest(
         session_id=session, model_version=0, offset=10**9))))

@@ -162,7 +162,11 @@ def test_every_kind_of_hostile_input_is_refused_and_the_round_is_unharmed(
     refused("zero examples", Code.INVALID_ARGUMENT, submit(num_examples=0), "got 0")
     refused("example count bomb", Code.INVALID_ARGUMENT, submit(num_examples=10**12),
             "num_examples")
-    refused("unknown update kind", Code.UNIMPLEMENTED, submit(kind=42), "update")
+    refused("unknown update kind", Code.INVALID_ARGUMENT, submit(kind=42), "unknown value 42")
+    refused("another run's update kind", Code.INVALID_ARGUMENT,
+            submit(kind=fedge_pb2.DELTA), "sent DELTA")
+    refused("another run's encoding", Code.INVALID_ARGUMENT,
+            submit(encoding=fedge_pb2.INT8), "sent INT8")
     refused("unknown session", Code.NOT_FOUND,
             lambda: evil.stub.PollTask(fedge_pb2.PollRequest(session_id="nope"),
                                        metadata=evil.metadata), "join again")

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a table and writes JSON; fedge against Flower on the same work."""

@@ -1,0 +1,72 @@
+"""What a device sends back for a TRAIN task: its update, computed and encoded.
+
+The task's TrainConfig says which update kind (weights, delta or gradient) and which
+encoding (f32, f16, int8, topk) the server wants; this module computes the update with
+the trainer and encodes it, carrying top-k's dropped entries to the next round through
+the device's :class:`~fedge.encodings.ErrorFeedback`. The steps run in a fixed,
+visible order: train (or take the gradient), subtract the global weights (delta),
+add the carried residual (top-k), encode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from client.trainer import Trainer
+from fedge.encodings import ErrorFeedback, encode
+from fedge.errors import FedgeError
+from fedge.tensors import fingerprint
+from protos import fedge_pb2
+
+KIND_NAMES = {fedge_pb2.WEIGHTS: "weights", fedge_pb2.DELTA: "delta",
+              fedge_pb2.GRADIENT: "gradient", fedge_pb2.UPDATE_KIND_UNSPECIFIED: "weights"}
+ENCODING_NAMES = {fedge_pb2.F32: "f32", fedge_pb2.F16: "f16", fedge_pb2.INT8: "int8",
+                  fedge_pb2.TOPK: "topk", fedge_pb2.ENCODING_UNSPECIFIED: "f32"}
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """A TRAIN task's training settings, off the wire."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    proximal_mu: float = 0.0
+    kind: str = "weights"
+    encoding: str = "f32"
+    topk_fraction: float = 0.1
+
+    @classmethod
+    def from_proto(cls, cfg: fedge_pb2.TrainConfig) -> UpdatePlan:
+        """Converts a TrainConfig, refusing kinds and encodings this client lacks."""
+        if cfg.update_kind not in KIND_NAMES or cfg.encoding not in ENCODING_NAMES:
+            raise FedgeError(f"the server asks for update kind {cfg.update_kind} / encoding "
+                             f"{cfg.encoding}, which this client does not know; upgrade it")
+        return cls(cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, cfg.proximal_mu,
+                   KIND_NAMES[cfg.update_kind], ENCODING_NAMES[cfg.encoding],
+                   cfg.topk_fraction or 0.1)
+
+
+def compute_update(trainer: Trainer, weights: dict[str, np.ndarray], plan: UpdatePlan
+                   ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The raw (unencoded) update of plan.kind from the global weights, and metrics."""
+    if plan.kind == "gradient":
+        return trainer.gradient(weights, plan.batch_size, plan.seed)
+    new, metrics = trainer.train(weights, epochs=plan.epochs, lr=plan.lr,
+                                 batch_size=plan.batch_size, seed=plan.seed,
+                                 proximal_mu=plan.proximal_mu)
+    if plan.kind == "delta":
+        for name, w in new.items():
+            np.subtract(w, weights[name], out=w, casting="unsafe")
+    return new, metrics
+
+
+def encode_update(update: dict[str, np.ndarray], plan: UpdatePlan,
+                  feedback: ErrorFeedback) -> dict[str, np.ndarray]:
+    """The arrays to send: top-k goes through error feedback, the rest straight."""
+    if plan.encoding == "topk":
+        return feedback.encode(update, fingerprint(update), "topk", plan.topk_fraction)
+    return encode(update, plan.encoding, plan.topk_fraction)

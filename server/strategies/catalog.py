@@ -1,0 +1,42 @@
+"""The strategies by name, built from the server's settings."""
+
+from __future__ import annotations
+
+from server.strategies.fedadagrad import FedAdagrad
+from server.strategies.fedadam import FedAdam
+from server.strategies.fedavg import FedAvg
+from server.strategies.fedavgm import FedAvgM
+from server.strategies.fedprox import FedProx
+from server.strategies.fedyogi import FedYogi
+from server.strategies.krum import Krum, MultiKrum
+from server.strategies.median import Median
+from server.strategies.trimmed_mean import TrimmedMean
+
+STRATEGIES: dict[str, type[FedAvg]] = {cls.name: cls for cls in (
+    FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad, Median, TrimmedMean, Krum,
+    MultiKrum)}
+
+
+def build_strategy(name: str, server_lr: float | None = None,
+                   server_momentum: float | None = None, mu: float | None = None,
+                   trim: float | None = None,
+                   byzantine_f: int | None = None) -> FedAvg:
+    """The named strategy; None leaves a parameter at the strategy's default.
+
+    Settings that do not belong to the strategy are refused by the config checks
+    (fedge.config) before this is called.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; use one of {sorted(STRATEGIES)}")
+    options: dict[str, float | int] = {}
+    if server_lr is not None:
+        options["server_lr"] = server_lr
+    if server_momentum is not None:
+        options["server_momentum"] = server_momentum
+    if mu is not None:
+        options["mu"] = mu
+    if trim is not None:
+        options["trim"] = trim
+    if byzantine_f is not None:
+        options["byzantine_f"] = byzantine_f
+    return STRATEGIES[name](**options)
