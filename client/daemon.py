@@ -58,6 +58,8 @@ class DaemonStats:
     rounds_trained: int = 0
     joins: int = 0
     stopped_by_server: bool = False
+    edge_installed: int = 0  # edge artifacts verified and installed
+    edge_refused: int = 0    # edge artifacts refused (the previous model kept serving)
 
 
 class Backoff:
@@ -169,6 +171,8 @@ class Daemon:
                 return
             if task.kind == fedge_pb2.TRAIN:
                 self._train(stub, session, task)
+            elif task.kind == fedge_pb2.DEPLOY:
+                self._deploy(stub, session, task)
             elif task.retry_after_seconds > 0 and self._stop.wait(task.retry_after_seconds):
                 return
 
@@ -202,14 +206,49 @@ class Daemon:
         for chunk in iter_chunks(weights):
             yield fedge_pb2.UpdateChunk(tensor=chunk)
 
+    def _deploy(self, stub: fedge_pb2_grpc.FederationStub, session: str,
+                task: fedge_pb2.Task) -> None:
+        """Fetches, verifies and installs an edge artifact, and reports how it does on
+        this device's data; a refused artifact is reported and the old model kept."""
+        from client.deploy import install_and_evaluate
+
+        try:
+            blob = self._download(stub, session, task.model_version, artifact=True)
+            if task.artifact_sha256 and sha256_hex(blob) != task.artifact_sha256:
+                raise FedgeError("the artifact is not the one the DEPLOY task named")
+            metrics = install_and_evaluate(blob, self.config, self.trainer.x.cpu().numpy(),
+                                           self.trainer.y.cpu().numpy())
+            self.stats.edge_installed += 1
+        except (FedgeError, ImportError) as exc:
+            log.error("%s: refused the edge artifact of round %d, keeping the installed "
+                      "model: %s", self.config.device_id, task.model_version, exc)
+            self.stats.edge_refused += 1
+            metrics = {"edge_refused": 1.0}
+        report = fedge_pb2.MetricsReport(session_id=session, round=task.model_version,
+                                         model_version=task.model_version, metrics=metrics)
+        self._call(stub.ReportMetrics.future(report, timeout=30))
+
     def _fetch(self, stub: fedge_pb2_grpc.FederationStub, session: str,
                version: int) -> dict[str, np.ndarray]:
-        """Downloads a model version, resuming from the last byte on a broken stream."""
+        """Downloads and decodes a model version's weights."""
+        blob = self._download(stub, session, version)
+        try:
+            arrays, _ = from_blob(blob)
+        except TensorError as exc:
+            raise FedgeError(f"model version {version} does not decode: {exc}") from exc
+        if fingerprint(arrays) != self._specs:
+            raise FedgeError(f"model version {version} does not fit task {self.task.name}")
+        return arrays
+
+    def _download(self, stub: fedge_pb2_grpc.FederationStub, session: str, version: int,
+                  artifact: bool = False) -> bytes:
+        """Downloads a model version's blob (or the edge artifact built from it),
+        resuming from the last byte on a broken stream."""
         parts: list[bytes] = []
         received, total, sha = 0, -1, ""
         for attempt in range(5):
             request = fedge_pb2.FetchRequest(session_id=session, model_version=version,
-                                             offset=received)
+                                             offset=received, artifact=artifact)
             try:
                 for chunk in stub.FetchModel(request, timeout=300):
                     if chunk.offset != received:
@@ -230,10 +269,4 @@ class Daemon:
         if len(blob) != total or sha256_hex(blob) != sha:
             raise FedgeError(f"model version {version} arrived damaged: {len(blob)} of "
                              f"{total} bytes, SHA-256 mismatch")
-        try:
-            arrays, _ = from_blob(blob)
-        except TensorError as exc:
-            raise FedgeError(f"model version {version} does not decode: {exc}") from exc
-        if fingerprint(arrays) != self._specs:
-            raise FedgeError(f"model version {version} does not fit task {self.task.name}")
-        return arrays
+        return blob

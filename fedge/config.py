@@ -57,6 +57,10 @@ class ServerConfig:
     device_timeout_s: float = 60.0
     max_update_bytes: int = 1 << 30
     linger_s: float = 10.0
+    # Edge artifacts: built after the last round, and every edge_every rounds
+    # when that is above 0, from the task's student model; see server/deploy.py.
+    edge: bool = True
+    edge_every: int = 0
 
     def __post_init__(self) -> None:
         _check_range("rounds", self.rounds, 1)
@@ -68,6 +72,7 @@ class ServerConfig:
         _check_range("batch_size", self.batch_size, 0)
         _check_range("lr", self.lr, 0.0)
         _check_range("max_update_bytes", self.max_update_bytes, 1)
+        _check_range("edge_every", self.edge_every, 0)
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"fraction must be in (0, 1], got {self.fraction}")
         _check_tls(self.insecure, bool(self.tls_cert), "server", "--tls-cert/--tls-key")
@@ -94,6 +99,10 @@ class ClientConfig:
     poll_seconds: float = 10.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    # Edge artifacts: the server's public key (PEM) to trust; without one, DEPLOY tasks
+    # are declined. model_dir is where verified artifacts are installed.
+    trust_key: str = ""
+    model_dir: str = "fedge-model"
 
     def __post_init__(self) -> None:
         if not self.device_id:
@@ -127,6 +136,7 @@ class SimulateConfig:
     batch_size: int = 0
     fraction: float = 1.0
     round_timeout_s: float = 120.0
+    edge: bool = True  # build, ship and install the edge artifact after the last round
 
     def __post_init__(self) -> None:
         _check_range("clients", self.clients, 1)

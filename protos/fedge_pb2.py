@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/fedge.proto\x12\x08\x66\x65\x64ge.v1\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\\\n\x0c\x43\x61pabilities\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x0f\n\x07runtime\x18\x04 \x01(\t\"\x9d\x01\n\x0bJoinRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12)\n\x0b\x66ingerprint\x18\x03 \x03(\x0b\x32\x14.fedge.v1.TensorSpec\x12,\n\x0c\x63\x61pabilities\x18\x04 \x01(\x0b\x32\x16.fedge.v1.Capabilities\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x03\"[\n\tJoinReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x14\n\x0cpoll_seconds\x18\x04 \x01(\x01\"7\n\x0bPollRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"\xb1\x01\n\x0bTrainConfig\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x13\n\x0bproximal_mu\x18\x04 \x01(\x01\x12)\n\x0bupdate_kind\x18\x05 \x01(\x0e\x32\x14.fedge.v1.UpdateKind\x12$\n\x08\x65ncoding\x18\x06 \x01(\x0e\x32\x12.fedge.v1.Encoding\x12\x0c\n\x04seed\x18\x07 \x01(\x03\"\xca\x01\n\x04Task\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.fedge.v1.TaskKind\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12$\n\x05train\x18\x05 \x01(\x0b\x32\x15.fedge.v1.TrainConfig\x12\x15\n\rdeadline_unix\x18\x06 \x01(\x01\x12\x1b\n\x13retry_after_seconds\x18\x07 \x01(\x01\x12\x0f\n\x07message\x18\x08 \x01(\t\"I\n\x0c\x46\x65tchRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"e\n\nModelChunk\x12\x15\n\rmodel_version\x18\x01 \x01(\x03\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"\x9d\x02\n\x0cUpdateHeader\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\"\n\x04kind\x18\x04 \x01(\x0e\x32\x14.fedge.v1.UpdateKind\x12$\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x12.fedge.v1.Encoding\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x03\x12\x34\n\x07metrics\x18\x07 \x03(\x0b\x32#.fedge.v1.UpdateHeader.MetricsEntry\x12\x13\n\x0bnum_tensors\x18\x08 \x01(\x05\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"W\n\x0bTensorChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"k\n\x0bUpdateChunk\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.fedge.v1.UpdateHeaderH\x00\x12\'\n\x06tensor\x18\x02 \x01(\x0b\x32\x15.fedge.v1.TensorChunkH\x00\x42\t\n\x07payload\"0\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb0\x01\n\rMetricsReport\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x35\n\x07metrics\x18\x04 \x03(\x0b\x32$.fedge.v1.MetricsReport.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x0e\n\x0cMetricsReply*P\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04WAIT\x10\x02\x12\x08\n\x04STOP\x10\x03\x12\n\n\x06\x44\x45PLOY\x10\x04*O\n\nUpdateKind\x12\x1b\n\x17UPDATE_KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07WEIGHTS\x10\x01\x12\t\n\x05\x44\x45LTA\x10\x02\x12\x0c\n\x08GRADIENT\x10\x03*J\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x07\n\x03\x46\x33\x32\x10\x01\x12\x07\n\x03\x46\x31\x36\x10\x02\x12\x08\n\x04INT8\x10\x03\x12\x08\n\x04TOPK\x10\x04\x32\xb3\x02\n\nFederation\x12\x32\n\x04Join\x12\x15.fedge.v1.JoinRequest\x1a\x13.fedge.v1.JoinReply\x12\x31\n\x08PollTask\x12\x15.fedge.v1.PollRequest\x1a\x0e.fedge.v1.Task\x12<\n\nFetchModel\x12\x16.fedge.v1.FetchRequest\x1a\x14.fedge.v1.ModelChunk0\x01\x12>\n\x0cSubmitUpdate\x12\x15.fedge.v1.UpdateChunk\x1a\x15.fedge.v1.SubmitReply(\x01\x12@\n\rReportMetrics\x12\x17.fedge.v1.MetricsReport\x1a\x16.fedge.v1.MetricsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/fedge.proto\x12\x08\x66\x65\x64ge.v1\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\\\n\x0c\x43\x61pabilities\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x0f\n\x07runtime\x18\x04 \x01(\t\"\x9d\x01\n\x0bJoinRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12)\n\x0b\x66ingerprint\x18\x03 \x03(\x0b\x32\x14.fedge.v1.TensorSpec\x12,\n\x0c\x63\x61pabilities\x18\x04 \x01(\x0b\x32\x16.fedge.v1.Capabilities\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x03\"[\n\tJoinReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x14\n\x0cpoll_seconds\x18\x04 \x01(\x01\"7\n\x0bPollRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"\xb1\x01\n\x0bTrainConfig\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x13\n\x0bproximal_mu\x18\x04 \x01(\x01\x12)\n\x0bupdate_kind\x18\x05 \x01(\x0e\x32\x14.fedge.v1.UpdateKind\x12$\n\x08\x65ncoding\x18\x06 \x01(\x0e\x32\x12.fedge.v1.Encoding\x12\x0c\n\x04seed\x18\x07 \x01(\x03\"\xe3\x01\n\x04Task\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.fedge.v1.TaskKind\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12$\n\x05train\x18\x05 \x01(\x0b\x32\x15.fedge.v1.TrainConfig\x12\x15\n\rdeadline_unix\x18\x06 \x01(\x01\x12\x1b\n\x13retry_after_seconds\x18\x07 \x01(\x01\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\t \x01(\t\"[\n\x0c\x46\x65tchRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x10\n\x08\x61rtifact\x18\x04 \x01(\x08\"e\n\nModelChunk\x12\x15\n\rmodel_version\x18\x01 \x01(\x03\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"\x9d\x02\n\x0cUpdateHeader\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\"\n\x04kind\x18\x04 \x01(\x0e\x32\x14.fedge.v1.UpdateKind\x12$\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x12.fedge.v1.Encoding\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x03\x12\x34\n\x07metrics\x18\x07 \x03(\x0b\x32#.fedge.v1.UpdateHeader.MetricsEntry\x12\x13\n\x0bnum_tensors\x18\x08 \x01(\x05\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"W\n\x0bTensorChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"k\n\x0bUpdateChunk\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.fedge.v1.UpdateHeaderH\x00\x12\'\n\x06tensor\x18\x02 \x01(\x0b\x32\x15.fedge.v1.TensorChunkH\x00\x42\t\n\x07payload\"0\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb0\x01\n\rMetricsReport\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x35\n\x07metrics\x18\x04 \x03(\x0b\x32$.fedge.v1.MetricsReport.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x0e\n\x0cMetricsReply*P\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04WAIT\x10\x02\x12\x08\n\x04STOP\x10\x03\x12\n\n\x06\x44\x45PLOY\x10\x04*O\n\nUpdateKind\x12\x1b\n\x17UPDATE_KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07WEIGHTS\x10\x01\x12\t\n\x05\x44\x45LTA\x10\x02\x12\x0c\n\x08GRADIENT\x10\x03*J\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x07\n\x03\x46\x33\x32\x10\x01\x12\x07\n\x03\x46\x31\x36\x10\x02\x12\x08\n\x04INT8\x10\x03\x12\x08\n\x04TOPK\x10\x04\x32\xb3\x02\n\nFederation\x12\x32\n\x04Join\x12\x15.fedge.v1.JoinRequest\x1a\x13.fedge.v1.JoinReply\x12\x31\n\x08PollTask\x12\x15.fedge.v1.PollRequest\x1a\x0e.fedge.v1.Task\x12<\n\nFetchModel\x12\x16.fedge.v1.FetchRequest\x1a\x14.fedge.v1.ModelChunk0\x01\x12>\n\x0cSubmitUpdate\x12\x15.fedge.v1.UpdateChunk\x1a\x15.fedge.v1.SubmitReply(\x01\x12@\n\rReportMetrics\x12\x17.fedge.v1.MetricsReport\x1a\x16.fedge.v1.MetricsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEHEADER_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_METRICSREPORT_METRICSENTRY']._loaded_options = None
   _globals['_METRICSREPORT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKKIND']._serialized_start=1788
-  _globals['_TASKKIND']._serialized_end=1868
-  _globals['_UPDATEKIND']._serialized_start=1870
-  _globals['_UPDATEKIND']._serialized_end=1949
-  _globals['_ENCODING']._serialized_start=1951
-  _globals['_ENCODING']._serialized_end=2025
+  _globals['_TASKKIND']._serialized_start=1831
+  _globals['_TASKKIND']._serialized_end=1911
+  _globals['_UPDATEKIND']._serialized_start=1913
+  _globals['_UPDATEKIND']._serialized_end=1992
+  _globals['_ENCODING']._serialized_start=1994
+  _globals['_ENCODING']._serialized_end=2068
   _globals['_TENSORSPEC']._serialized_start=32
   _globals['_TENSORSPEC']._serialized_end=88
   _globals['_CAPABILITIES']._serialized_start=90
@@ -54,27 +54,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAINCONFIG']._serialized_start=495
   _globals['_TRAINCONFIG']._serialized_end=672
   _globals['_TASK']._serialized_start=675
-  _globals['_TASK']._serialized_end=877
-  _globals['_FETCHREQUEST']._serialized_start=879
-  _globals['_FETCHREQUEST']._serialized_end=952
-  _globals['_MODELCHUNK']._serialized_start=954
-  _globals['_MODELCHUNK']._serialized_end=1055
-  _globals['_UPDATEHEADER']._serialized_start=1058
-  _globals['_UPDATEHEADER']._serialized_end=1343
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=1297
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=1343
-  _globals['_TENSORCHUNK']._serialized_start=1345
-  _globals['_TENSORCHUNK']._serialized_end=1432
-  _globals['_UPDATECHUNK']._serialized_start=1434
-  _globals['_UPDATECHUNK']._serialized_end=1541
-  _globals['_SUBMITREPLY']._serialized_start=1543
-  _globals['_SUBMITREPLY']._serialized_end=1591
-  _globals['_METRICSREPORT']._serialized_start=1594
-  _globals['_METRICSREPORT']._serialized_end=1770
-  _globals['_METRICSREPORT_METRICSENTRY']._serialized_start=1297
-  _globals['_METRICSREPORT_METRICSENTRY']._serialized_end=1343
-  _globals['_METRICSREPLY']._serialized_start=1772
-  _globals['_METRICSREPLY']._serialized_end=1786
-  _globals['_FEDERATION']._serialized_start=2028
-  _globals['_FEDERATION']._serialized_end=2335
+  _globals['_TASK']._serialized_end=902
+  _globals['_FETCHREQUEST']._serialized_start=904
+  _globals['_FETCHREQUEST']._serialized_end=995
+  _globals['_MODELCHUNK']._serialized_start=997
+  _globals['_MODELCHUNK']._serialized_end=1098
+  _globals['_UPDATEHEADER']._serialized_start=1101
+  _globals['_UPDATEHEADER']._serialized_end=1386
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=1340
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=1386
+  _globals['_TENSORCHUNK']._serialized_start=1388
+  _globals['_TENSORCHUNK']._serialized_end=1475
+  _globals['_UPDATECHUNK']._serialized_start=1477
+  _globals['_UPDATECHUNK']._serialized_end=1584
+  _globals['_SUBMITREPLY']._serialized_start=1586
+  _globals['_SUBMITREPLY']._serialized_end=1634
+  _globals['_METRICSREPORT']._serialized_start=1637
+  _globals['_METRICSREPORT']._serialized_end=1813
+  _globals['_METRICSREPORT_METRICSENTRY']._serialized_start=1340
+  _globals['_METRICSREPORT_METRICSENTRY']._serialized_end=1386
+  _globals['_METRICSREPLY']._serialized_start=1815
+  _globals['_METRICSREPLY']._serialized_end=1829
+  _globals['_FEDERATION']._serialized_start=2071
+  _globals['_FEDERATION']._serialized_end=2378
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ from fedge.tasks import load_task
 from server.app import FedgeServer
 from server.store import RoundRecord
 from simulations.partition import split, write_partitions
-from simulations.report import build_report, write_report
+from simulations.report import build_report, edge_block, write_report
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def simulate(config: SimulateConfig,
     started = time.perf_counter()
     task = load_task(config.task)
     out = Path(config.out)
-    for owned in ("data", "state"):  # a rerun into the same folder starts afresh
+    for owned in ("data", "state", "devices"):  # a rerun into the same folder starts afresh
         shutil.rmtree(out / owned, ignore_errors=True)
     splits = task.load_data()
     parts = split(splits.train_y, config.clients, config.partition, config.alpha, config.seed)
@@ -54,7 +54,8 @@ def simulate(config: SimulateConfig,
         min_clients=min_clients, fraction=config.fraction,
         round_timeout_s=config.round_timeout_s, epochs=config.epochs, lr=config.lr,
         batch_size=config.batch_size, seed=config.seed, state_dir=str(out / "state"),
-        insecure=True, linger_s=5.0), on_round=on_round)
+        insecure=True, linger_s=5.0, edge=config.edge), on_round=on_round)
+    trust_key = str(server.deployments.public_key_path) if server.deployments else ""
     port = server.start()
 
     daemons, threads, errors = [], [], []
@@ -62,7 +63,7 @@ def simulate(config: SimulateConfig,
         client_config = ClientConfig(
             server=f"127.0.0.1:{port}", task=config.task, data=(str(directory),),
             device_id=f"client-{k}", insecure=True, backoff_initial_s=0.1,
-            backoff_max_s=2.0)
+            backoff_max_s=2.0, trust_key=trust_key, model_dir=str(out / "devices" / f"client-{k}"))
         x, y = load_local_data(client_config.data, task.schema)
         daemon = Daemon(client_config, task, Trainer(task, x, y, client_config.device))
         daemons.append(daemon)
@@ -94,5 +95,7 @@ def simulate(config: SimulateConfig,
                           time.perf_counter() - started, partition=config.partition,
                           alpha=config.alpha if config.partition == "dirichlet" else None,
                           seed=config.seed)
+    if server.deployments is not None:
+        report["edge"] = edge_block(out / "state", committed[-1].round)
     write_report(report, out)
     return report
