@@ -50,17 +50,17 @@ class Fleet:
         settings: dict[str, object] = dict(
             task="digits-mlp", host="127.0.0.1", port=0, rounds=2, min_clients=2,
             state_dir=str(self.tmp / "state"), insecure=True, round_timeout_s=60.0,
-            linger_s=3.0, poll_seconds=2.0)
+            linger_s=3.0, poll_seconds=2.0, edge=False)  # edge tests turn it on
         settings.update(overrides)
         server = FedgeServer(ServerConfig(**settings))  # type: ignore[arg-type]
         self.servers.append(server)
         return server
 
     def client(self, port: int, data: Path, device_id: str,
-               task: str = "digits-mlp") -> ClientThread:
+               task: str = "digits-mlp", **extra: str) -> ClientThread:
         config = ClientConfig(server=f"127.0.0.1:{port}", task=task, data=(str(data),),
                               device_id=device_id, insecure=True, backoff_initial_s=0.05,
-                              backoff_max_s=0.5, poll_seconds=2.0)
+                              backoff_max_s=0.5, poll_seconds=2.0, **extra)
         loaded = load_task(task)
         x, y = load_local_data(config.data, loaded.schema)
         daemon = Daemon(config, loaded, Trainer(loaded, x, y, "cpu"))
