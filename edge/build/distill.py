@@ -57,7 +57,7 @@ def proxy_batches(x: np.ndarray, y: np.ndarray | None, settings: DistillSettings
     rng = np.random.default_rng(settings.seed)
     labels = (np.full(len(x), UNLABELLED, dtype=np.int64) if y is None
               else np.asarray(y, dtype=np.int64))
-    mixed = int(round(settings.batch_size * settings.mixup))
+    mixed = round(settings.batch_size * settings.mixup)
     plain = settings.batch_size - mixed
     for _ in range(settings.steps):
         idx = rng.integers(0, len(x), size=plain)

@@ -16,8 +16,8 @@ from fedge.cli import main
 from fedge.tasks import Splits, Task, load_task
 from fedge.tasks.training import weights_of
 from fedge.tensors import fingerprint, to_blob
-from server.strategies.fedavg import weighted_mean
 from server.store import RoundRecord, StateStore
+from server.strategies.fedavg import weighted_mean
 from simulations.partition import iid
 
 
