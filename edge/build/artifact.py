@@ -118,7 +118,7 @@ def build_artifact(task: Task, weights: Mapping[str, np.ndarray], round_: int,
     int8, method = quantize_int8(student_fp32, splits.proxy_x)
     test_x, test_y = splits.test_x, splits.test_y
     one, big = batch_of(test_x, 1), batch_of(test_x, 256)
-    fp32_b1, int8_b1 = latencies_ms([fp32, int8], one)
+    fp32_b1, int8_b1 = latencies_ms([fp32, int8], one, runs=200, repeats=15)
     fp32_b256, int8_b256 = latencies_ms([fp32, int8], big, runs=40)
     int8_accuracy = _onnx_accuracy(int8, test_x, test_y)
     manifest = {
