@@ -62,6 +62,11 @@ def cmd_server(args: argparse.Namespace) -> int:
     else:
         print(f"done: {config.rounds} rounds, final accuracy {records[-1].accuracy:.4f}; "
               f"checkpoints in {config.state_dir}/checkpoints", file=sys.stderr)
+    deployments = server.deployments
+    if deployments is not None and deployments.latest is not None:
+        print(f"edge artifact of round {deployments.latest.round}: "
+              f"{deployments.latest.directory}; devices trust {deployments.public_key_path}",
+              file=sys.stderr)
     return 0
 
 
