@@ -148,12 +148,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- edge
 
 def cmd_edge_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from edge.build.artifact import build_artifact
     from edge.build.keys import PUBLIC_FILE, SigningKey
     from fedge.tasks import load_task
     from fedge.tensors import from_blob
     from server.store import StateStore
 
+    if not (Path(args.state_dir) / "fedge.db").is_file():
+        raise FedgeError(f"{args.state_dir} is not a server state dir (no fedge.db)")
     store = StateStore(args.state_dir)
     try:
         recorded = store.recorded_task()
