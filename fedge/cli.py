@@ -376,8 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedge: error: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
+        extra = "edge" if exc.name == "onnxruntime" else "train"  # what a device may lack
         print(f"fedge: error: {exc.name} is not installed; this command needs the "
-              "training extras: pip install 'fedge[train]'", file=sys.stderr)
+              f"{extra} extras: pip install 'fedge[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
