@@ -46,7 +46,7 @@ class Deployments:
 
     def __init__(self, task: Task, state_dir: str | Path, every: int = 0,
                  on_ready: Callable[[], None] | None = None) -> None:
-        from edge.build.keys import SigningKey  # torch and onnx: loaded only when used
+        from edge.build.keys import SigningKey  # needs cryptography: only when edge is on
 
         self._task = task
         self.root = Path(state_dir) / "edge"
