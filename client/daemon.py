@@ -70,6 +70,8 @@ class DaemonStats:
     train_seconds: float = 0.0
     bytes_up: int = 0     # update payloads sent
     bytes_down: int = 0   # model payloads received
+    edge_installed: int = 0  # edge artifacts verified and installed
+    edge_refused: int = 0    # edge artifacts refused (the previous model kept serving)
 
     def metrics(self) -> dict[str, tuple[float, str]]:
         """The daemon's Prometheus values (see fedge.metrics.ValuesCollector)."""
@@ -80,6 +82,9 @@ class DaemonStats:
             "fedge_client_train_seconds_total": (self.train_seconds, "Local training time."),
             "fedge_client_bytes_sent_total": (self.bytes_up, "Update bytes sent."),
             "fedge_client_bytes_received_total": (self.bytes_down, "Model bytes received."),
+            "fedge_client_edge_installed_total": (self.edge_installed,
+                                                  "Edge artifacts verified and installed."),
+            "fedge_client_edge_refused_total": (self.edge_refused, "Edge artifacts refused."),
         }
 
 
@@ -232,6 +237,8 @@ class Daemon:
                 return
             if task.kind == fedge_pb2.TRAIN:
                 self._train(stub, session, task)
+            elif task.kind == fedge_pb2.DEPLOY:
+                self._deploy(stub, session, task)
             elif task.retry_after_seconds > 0 and self._stop.wait(task.retry_after_seconds):
                 return
 
@@ -311,14 +318,49 @@ class Daemon:
         for chunk in iter_chunks(weights):
             yield fedge_pb2.UpdateChunk(tensor=chunk)
 
+    def _deploy(self, stub: fedge_pb2_grpc.FederationStub, session: str,
+                task: fedge_pb2.Task) -> None:
+        """Fetches, verifies and installs an edge artifact, and reports how it does on
+        this device's data; a refused artifact is reported and the old model kept."""
+        from client.deploy import install_and_evaluate
+
+        try:
+            blob = self._download(stub, session, task.model_version, artifact=True)
+            if task.artifact_sha256 and sha256_hex(blob) != task.artifact_sha256:
+                raise FedgeError("the artifact is not the one the DEPLOY task named")
+            metrics = install_and_evaluate(blob, self.config, self.trainer.x.cpu().numpy(),
+                                           self.trainer.y.cpu().numpy())
+            self.stats.edge_installed += 1
+        except (FedgeError, ImportError) as exc:
+            log.error("%s: refused the edge artifact of round %d, keeping the installed "
+                      "model: %s", self.config.device_id, task.model_version, exc)
+            self.stats.edge_refused += 1
+            metrics = {"edge_refused": 1.0}
+        report = fedge_pb2.MetricsReport(session_id=session, round=task.model_version,
+                                         model_version=task.model_version, metrics=metrics)
+        self._call(stub.ReportMetrics.future(report, timeout=30))
+
     def _fetch(self, stub: fedge_pb2_grpc.FederationStub, session: str,
                version: int) -> dict[str, np.ndarray]:
-        """Downloads a model version, resuming from the last byte on a broken stream."""
+        """Downloads and decodes a model version's weights."""
+        blob = self._download(stub, session, version)
+        try:
+            arrays, _ = from_blob(blob)
+        except TensorError as exc:
+            raise FedgeError(f"model version {version} does not decode: {exc}") from exc
+        if fingerprint(arrays) != self._specs:
+            raise FedgeError(f"model version {version} does not fit task {self.task.name}")
+        return arrays
+
+    def _download(self, stub: fedge_pb2_grpc.FederationStub, session: str, version: int,
+                  artifact: bool = False) -> bytes:
+        """Downloads a model version's blob (or the edge artifact built from it),
+        resuming from the last byte on a broken stream."""
         parts: list[bytes] = []
         received, total, sha = 0, -1, ""
         for attempt in range(5):
             request = fedge_pb2.FetchRequest(session_id=session, model_version=version,
-                                             offset=received)
+                                             offset=received, artifact=artifact)
             try:
                 for chunk in stub.FetchModel(request, timeout=300):
                     if chunk.offset != received:
@@ -340,10 +382,4 @@ class Daemon:
         if len(blob) != total or sha256_hex(blob) != sha:
             raise FedgeError(f"model version {version} arrived damaged: {len(blob)} of "
                              f"{total} bytes, SHA-256 mismatch")
-        try:
-            arrays, _ = from_blob(blob)
-        except TensorError as exc:
-            raise FedgeError(f"model version {version} does not decode: {exc}") from exc
-        if fingerprint(arrays) != self._specs:
-            raise FedgeError(f"model version {version} does not fit task {self.task.name}")
-        return arrays
+        return blob

@@ -48,7 +48,8 @@ SERVER_KEYS = ("task", "host", "port", "rounds", "min_clients", "fraction", "rou
                "epochs", "lr", "batch_size", "seed", "state_dir", "insecure", "tls_cert",
                "tls_key", "poll_seconds", "max_update_bytes", "allow_anonymous",
                "tls_client_ca", "quorum_fraction", "max_update_norm", "norm_action",
-               "max_examples", "max_uploads", "rate_limit", "metrics_port")
+               "max_examples", "max_uploads", "rate_limit", "metrics_port", "edge",
+               "edge_every")
 
 
 # Strategy settings, shared by `fedge server` and `fedge simulate`.
@@ -72,6 +73,11 @@ def cmd_server(args: argparse.Namespace) -> int:
     else:
         print(f"done: {config.rounds} rounds, final accuracy {records[-1].accuracy:.4f}; "
               f"checkpoints in {config.state_dir}/checkpoints", file=sys.stderr)
+    deployments = server.deployments
+    if deployments is not None and deployments.latest is not None:
+        print(f"edge artifact of round {deployments.latest.round}: "
+              f"{deployments.latest.directory}; devices trust {deployments.public_key_path}",
+              file=sys.stderr)
     return 0
 
 
@@ -91,7 +97,7 @@ def _print_round(total: int) -> Callable[[Any], None]:
 
 CLIENT_KEYS = ("server", "task", "data", "device_id", "insecure", "tls_ca", "device",
                "poll_seconds", "token", "tls_cert", "tls_key", "metrics_port", "label_column",
-               "debug_report_files")
+               "debug_report_files", "trust_key", "model_dir")
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -289,7 +295,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- simulate
 
 SIMULATE_KEYS = ("task", "clients", "rounds", "partition", "alpha", "seed", "out", "epochs",
-                 "lr", "batch_size", "fraction", "scatter")
+                 "lr", "batch_size", "fraction", "scatter", "edge")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -304,6 +310,106 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(format_table(report))
     print(f"report: {config.out}/report.json", file=sys.stderr)
     return 0
+
+
+# ---------------------------------------------------------------- edge
+
+def cmd_edge_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edge.build.artifact import build_artifact
+    from edge.build.keys import PUBLIC_FILE, SigningKey
+    from fedge.tasks import load_task
+    from fedge.tensors import from_blob
+    from server.store import StateStore
+
+    if not (Path(args.state_dir) / "fedge.db").is_file():
+        raise FedgeError(f"{args.state_dir} is not a server state dir (no fedge.db)")
+    store = StateStore(args.state_dir)
+    try:
+        recorded = store.recorded_task()
+        records = store.rounds()
+        if not records:
+            raise FedgeError(f"{args.state_dir} holds no committed round")
+        round_ = records[-1].round if args.round is None else args.round
+        if round_ not in {r.round for r in records}:
+            raise FedgeError(f"{args.state_dir} has no committed round {round_} "
+                             f"(rounds 0..{records[-1].round})")
+        weights, _ = from_blob(store.blob(round_))
+    finally:
+        store.close()
+    task = load_task(args.task or recorded or "digits-mlp")
+    key = SigningKey.load_or_create(args.state_dir)
+    report = build_artifact(task, weights, round_, key, args.out)
+    print(f"{args.out}: round {round_}, int8 {report.int8_onnx_bytes:,} bytes (teacher fp32 "
+          f"{report.fp32_onnx_bytes:,}), accuracy int8 {report.int8_accuracy:.4f} teacher "
+          f"{report.teacher_accuracy:.4f}; signed by key {key.key_id} "
+          f"({args.state_dir}/{PUBLIC_FILE})")
+    return 0
+
+
+def cmd_edge_verify(args: argparse.Namespace) -> int:
+    from edge.runtime import load_public_key, read_artifact, verify
+
+    manifest = verify(read_artifact(args.artifact), load_public_key(args.public_key))
+    raw = manifest.raw
+    print(f"{args.artifact}: OK, task {raw.get('task')} round {manifest.round}, model "
+          f"sha256 {manifest.sha256}, signed by key {raw['signature']['key_id']}, needs "
+          f"onnxruntime >= {raw.get('min_runtime', {}).get('onnxruntime', '?')}")
+    return 0
+
+
+def cmd_edge_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edge.runtime import EdgeModel, load_public_key
+
+    key = load_public_key(args.public_key) if args.public_key else None
+    model = EdgeModel.open(args.artifact, key)
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise FedgeError(f"cannot read {args.input} as a .npy array: {exc}") from exc
+    labels = model.manifest.labels
+    for index in model.predict(x):
+        print(labels[int(index)])
+    return 0
+
+
+def _add_edge_options(p: argparse.ArgumentParser, server: bool) -> None:
+    """Edge-artifact options of `fedge server` and `fedge simulate`."""
+    p.add_argument("--no-edge", dest="edge", action="store_false", default=None,
+                   help="build and ship no edge artifact")
+    if server:
+        p.add_argument("--edge-every", dest="edge_every", type=int,
+                       help="also build an edge artifact every N rounds (default 0: only "
+                       "after the last)")
+
+
+def _add_edge(sub: Any) -> None:
+    p = sub.add_parser("edge", help="build, verify and run edge artifacts",
+                       description="Edge artifacts: a distilled int8 ONNX student model "
+                       "with a signed manifest. verify and predict need only numpy and "
+                       "onnxruntime.")
+    edge_sub = p.add_subparsers(dest="edge_command", required=True, metavar="COMMAND")
+    build = edge_sub.add_parser("build", help="build an artifact from a stored checkpoint")
+    build.add_argument("--state-dir", dest="state_dir", required=True,
+                       help="the server's state dir (checkpoints and signing key)")
+    build.add_argument("--round", type=int, help="the round to build from (default last)")
+    build.add_argument("--task", help="the task (default: the one the state dir records)")
+    build.add_argument("--out", required=True, help="the artifact directory to write")
+    build.set_defaults(func=cmd_edge_build)
+    check = edge_sub.add_parser("verify", help="check an artifact's signature and hash")
+    check.add_argument("artifact", help="artifact directory or packed file")
+    check.add_argument("--public-key", dest="public_key", required=True,
+                       help="the server's public key (PEM)")
+    check.set_defaults(func=cmd_edge_verify)
+    predict = edge_sub.add_parser("predict", help="print one prediction per input row")
+    predict.add_argument("artifact", help="artifact directory or packed file")
+    predict.add_argument("input", help="a .npy array of inputs, one example per row")
+    predict.add_argument("--public-key", dest="public_key",
+                         help="verify the artifact against this key first")
+    predict.set_defaults(func=cmd_edge_predict)
 
 
 # ---------------------------------------------------------------- parser
@@ -366,6 +472,7 @@ def _add_server(sub: Any) -> None:
                    help="largest update accepted, in bytes (default 1 GiB)")
     _add_server_guards(p)
     _add_strategy(p)
+    _add_edge_options(p, server=True)
     p.set_defaults(func=cmd_server)
 
 
@@ -423,6 +530,10 @@ def _add_client(sub: Any) -> None:
     p.add_argument("--debug-report-files", dest="debug_report_files", action="store_true",
                    default=None, help="debugging: name skipped files in the metrics sent "
                    "to the server (by default only counts leave the device)")
+    p.add_argument("--trust-key", dest="trust_key", help="the server's edge public key "
+                   "(PEM); shipped edge models are installed only if signed by it")
+    p.add_argument("--model-dir", dest="model_dir",
+                   help="where edge models are installed (default fedge-model)")
     p.set_defaults(func=cmd_client)
 
 
@@ -519,6 +630,7 @@ def _add_simulate(sub: Any) -> None:
     p.add_argument("--scatter", action="store_true", default=None,
                    help="write each client's share as mixed formats with corrupt files")
     _add_strategy(p)
+    _add_edge_options(p, server=False)
     p.set_defaults(func=cmd_simulate)
 
 
@@ -538,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_tokens(sub)
     _add_status(sub)
+    _add_edge(sub)
     return parser
 
 
@@ -553,8 +666,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedge: error: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
+        extra = "edge" if exc.name == "onnxruntime" else "train"  # what a device may lack
         print(f"fedge: error: {exc.name} is not installed; this command needs the "
-              "training extras: pip install 'fedge[train]'", file=sys.stderr)
+              f"{extra} extras: pip install 'fedge[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -95,6 +95,10 @@ class ServerConfig:
     trim: float | None = None
     byzantine_f: int | None = None
     topk_fraction: float = 0.1
+    # Edge artifacts: built after the last round, and every edge_every rounds
+    # when that is above 0, from the task's student model; see server/deploy.py.
+    edge: bool = True
+    edge_every: int = 0
 
     def __post_init__(self) -> None:
         check_strategy(self, self.min_clients)
@@ -107,6 +111,7 @@ class ServerConfig:
         _check_range("batch_size", self.batch_size, 0)
         _check_range("lr", self.lr, 0.0)
         _check_range("max_update_bytes", self.max_update_bytes, 1)
+        _check_range("edge_every", self.edge_every, 0)
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"fraction must be in (0, 1], got {self.fraction}")
         _check_tls(self.insecure, bool(self.tls_cert), "server", "--tls-cert/--tls-key")
@@ -168,6 +173,10 @@ class ClientConfig:
     y_key: str = "y"
     # Debugging aid: name skipped files in the metrics sent to the server.
     debug_report_files: bool = False
+    # Edge artifacts: the server's public key (PEM) to trust; without one, DEPLOY tasks
+    # are declined. model_dir is where verified artifacts are installed.
+    trust_key: str = ""
+    model_dir: str = "fedge-model"
 
     def __post_init__(self) -> None:
         if not self.device_id:
@@ -219,6 +228,7 @@ class SimulateConfig:
     trim: float | None = None
     byzantine_f: int | None = None
     topk_fraction: float = 0.1
+    edge: bool = True  # build, ship and install the edge artifact after the last round
 
     def __post_init__(self) -> None:
         check_strategy(self, max(1, math.ceil(self.fraction * self.clients)))

@@ -123,7 +123,7 @@ class TrainConfig(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., update_kind: _Optional[_Union[UpdateKind, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., seed: _Optional[int] = ..., topk_fraction: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "task_id", "round", "model_version", "train", "deadline_unix", "retry_after_seconds", "message")
+    __slots__ = ("kind", "task_id", "round", "model_version", "train", "deadline_unix", "retry_after_seconds", "message", "artifact_sha256")
     KIND_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class Task(_message.Message):
     DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
     kind: TaskKind
     task_id: str
     round: int
@@ -140,17 +141,20 @@ class Task(_message.Message):
     deadline_unix: float
     retry_after_seconds: float
     message: str
-    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., train: _Optional[_Union[TrainConfig, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., retry_after_seconds: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+    artifact_sha256: str
+    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., train: _Optional[_Union[TrainConfig, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., retry_after_seconds: _Optional[float] = ..., message: _Optional[str] = ..., artifact_sha256: _Optional[str] = ...) -> None: ...
 
 class FetchRequest(_message.Message):
-    __slots__ = ("session_id", "model_version", "offset")
+    __slots__ = ("session_id", "model_version", "offset", "artifact")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model_version: int
     offset: int
-    def __init__(self, session_id: _Optional[str] = ..., model_version: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+    artifact: bool
+    def __init__(self, session_id: _Optional[str] = ..., model_version: _Optional[int] = ..., offset: _Optional[int] = ..., artifact: _Optional[bool] = ...) -> None: ...
 
 class ModelChunk(_message.Message):
     __slots__ = ("model_version", "offset", "data", "total_size", "sha256")

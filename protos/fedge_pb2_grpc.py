@@ -77,7 +77,7 @@ class FederationServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PollTask(self, request, context):
-        """Long-polls for the device's next task (TRAIN, WAIT or STOP).
+        """Long-polls for the device's next task (TRAIN, WAIT, STOP or DEPLOY).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -16,13 +16,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedge.config import ServerConfig
 from fedge.errors import FedgeError
-from fedge.tasks import load_task
+from fedge.tasks import Task, load_task
 from fedge.tasks.training import weights_of
-from fedge.tensors import CHUNK_BYTES, fingerprint
+from fedge.tensors import CHUNK_BYTES, fingerprint, from_blob
 from protos import fedge_pb2_grpc
+from server.deploy import Deployments
 from server.evaluate import Evaluator
 from server.registry import Registry
-from server.rounds import Rounds, RoundSettings
+from server.rounds import Phase, Rounds, RoundSettings
 from server.service import FederationService, Guards
 from server.status import snapshot
 from server.status import write as write_status
@@ -56,6 +57,29 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
                                        require_client_auth=client_ca is not None)
 
 
+def _deployments(config: ServerConfig, task: Task) -> Deployments | None:
+    """The edge deployments of the run, unless turned off or the task has no student."""
+    if not config.edge:
+        return None
+    if task.build_student is None:
+        log.info("task %s names no student model: no edge artifacts", task.name)
+        return None
+    deployments = Deployments(task, config.state_dir, every=config.edge_every)
+    log.info("edge artifacts are signed with key %s; devices trust %s",
+             deployments.key.key_id, deployments.public_key_path)
+    return deployments
+
+
+def _resume_edge(rounds: Rounds, store: StateStore, deployments: Deployments | None) -> None:
+    """A run restarted after its last round builds the final artifact if it is missing."""
+    if deployments is None or rounds.phase is not Phase.DONE:
+        return
+    if deployments.due(rounds.model_version, last=True):
+        latest = store.latest()
+        if latest is not None:
+            deployments.request(latest[0].round, from_blob(latest[1])[0])
+
+
 class FedgeServer:
     """One federated run: start() binds and begins, wait() blocks until it is over."""
 
@@ -84,9 +108,11 @@ class FedgeServer:
             log.warning("gradient updates take one step a round with server lr %g; FedSGD "
                         "often needs a smaller one (--server-lr)", strategy.server_lr)
         self.registry = Registry(config.device_timeout_s)
+        self.deployments = _deployments(config, self.task)
         self.rounds = Rounds(settings, specs, self.registry, self.store,
                              Evaluator(self.task), initial, self.task.name, on_round,
-                             strategy)
+                             strategy, self.deployments)
+        _resume_edge(self.rounds, self.store, self.deployments)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from server.store import RoundRecord, StateStore
 from server.strategies.fedavg import Accumulator, FedAvg, FedAvgFold
 from server.strategies.pseudo_gradient import pseudo_gradient
 from server.validate import bound_norm, check_finite
+
+if TYPE_CHECKING:
+    from server.deploy import Deployments
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +93,12 @@ class Phase(Enum):
 class TaskView:
     """What PollTask answers, independent of the wire types."""
 
-    kind: str  # "TRAIN", "WAIT" or "STOP"
+    kind: str  # "TRAIN", "WAIT", "STOP" or "DEPLOY"
     assignment: Assignment | None = None
-    model_version: int = 0
+    model_version: int = 0  # for DEPLOY: the round the artifact was built from
     retry_after_s: float = 1.0
     message: str = ""
+    artifact_sha256: str = ""  # for DEPLOY
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ class Rounds:
         task_name: str,
         on_commit: Callable[[RoundRecord], None] | None = None,
         strategy: FedAvg | None = None,
+        deployments: Deployments | None = None,
     ) -> None:
         self.settings = settings
         self.strategy = strategy if strategy is not None else FedAvg()
@@ -156,6 +162,9 @@ class Rounds:
         self._stopped: set[str] = set()
         self._stop = threading.Event()
         self.totals = Totals()
+        self._deploy = deployments
+        if deployments is not None:
+            deployments.on_ready = self._wake
 
         latest = store.latest()
         if latest is None:
@@ -188,7 +197,12 @@ class Rounds:
         deadline = time.monotonic() + max(0.0, wait_s)
         with self._cond:
             while True:
-                if self.phase is Phase.DONE:
+                # After the last round, a device is told STOP only once it has been
+                # handed the final edge artifact (or none is being built).
+                if self.phase is Phase.DONE and not self._edge_building():
+                    deploy = self._deploy_view(device)
+                    if deploy is not None:
+                        return deploy
                     self._stopped.add(device.session_id)
                     self._cond.notify_all()
                     return TaskView("STOP", model_version=self.model_version,
@@ -197,11 +211,41 @@ class Rounds:
                 if (self.phase is Phase.TRAINING and assignment is not None
                         and not assignment.submitted):
                     return TaskView("TRAIN", assignment, self.model_version)
+                deploy = self._deploy_view(device)
+                if deploy is not None:
+                    return deploy
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stop.is_set():
                     return TaskView("WAIT", retry_after_s=0.0,
                                     message=f"waiting ({self.phase.value})")
                 self._cond.wait(remaining)
+
+    # ------------------------------------------------------------------ edge
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _edge_building(self) -> bool:
+        return self._deploy is not None and self._deploy.busy()
+
+    def _deploy_view(self, device: Device) -> TaskView | None:
+        shipped = self._deploy.offer(device.device_id) if self._deploy is not None else None
+        if shipped is None:
+            return None
+        return TaskView("DEPLOY", model_version=shipped.round, artifact_sha256=shipped.sha256,
+                        message=f"install the edge artifact of round {shipped.round}")
+
+    def artifact_blob(self, round_: int) -> tuple[bytes, str]:
+        """The packed edge artifact built from round_ and its SHA-256."""
+        if self._deploy is None:
+            raise StaleRequest("this server builds no edge artifacts")
+        return self._deploy.blob(round_)
+
+    def _wait_for_edge(self) -> None:
+        while self._deploy is not None and not self._stop.is_set():
+            if self._deploy.wait_idle(0.5):
+                return
 
     def model_blob(self, version: int) -> tuple[bytes, str]:
         """The blob of a committed model version and its SHA-256."""
@@ -300,6 +344,7 @@ class Rounds:
                 self._commit()
             elif not self._stop.is_set():
                 self._stop.wait(self.settings.retry_backoff_s)
+        self._wait_for_edge()
         self._linger()
 
     def _wait_for_devices(self) -> list[Device] | None:
@@ -390,6 +435,9 @@ class Rounds:
                 clients=state.fold.count, examples=state.examples, bytes_up=state.bytes_up,
                 bytes_down=state.bytes_down, seconds=time.monotonic() - state.started)
         record = self._store.commit(record, blob)
+        last = state.number >= self.settings.rounds
+        if self._deploy is not None and self._deploy.due(state.number, last):
+            self._deploy.request(state.number, weights)  # before DONE: polls wait for it
         with self._cond:
             self.model_version = state.number
             self._global = weights

@@ -261,7 +261,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         a = view.assignment
         if a is None:
             return fedge_pb2.Task(kind=kind, model_version=view.model_version,
-                                  retry_after_seconds=view.retry_after_s, message=view.message)
+                                  retry_after_seconds=view.retry_after_s, message=view.message,
+                                  artifact_sha256=view.artifact_sha256)
         s = self._rounds.settings
         train = fedge_pb2.TrainConfig(
             epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
@@ -277,7 +278,10 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                    context: grpc.ServicerContext) -> Iterator[fedge_pb2.ModelChunk]:
         self._rounds.count_bytes(up=_size(request))
         self._device(request.session_id)
-        blob, sha = self._rounds.model_blob(request.model_version)
+        if request.artifact:  # the packed edge artifact, resumable like the weights
+            blob, sha = self._rounds.artifact_blob(request.model_version)
+        else:
+            blob, sha = self._rounds.model_blob(request.model_version)
         if not 0 <= request.offset <= len(blob):
             raise InvalidRequest(f"offset {request.offset} is outside the {len(blob)}-byte "
                                  "model")

@@ -92,6 +92,20 @@ class StateStore:
                 raise FedgeError(f"state dir {self.root} holds a run of task {old!r} with "
                                  "other parameters; use a fresh --state-dir")
 
+    def recorded_task(self) -> str | None:
+        """The task name this state dir was made for, or None if it is new."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='task'").fetchone()
+        return None if row is None else str(json.loads(row[0])["task"])
+
+    def metric_values(self, round_: int, source: str, name: str) -> dict[str, float]:
+        """The last value of one metric per device for a round, e.g. on-device accuracy."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device_id, value FROM metrics WHERE round=? AND source=? AND name=? "
+                "ORDER BY rowid", (round_, source, name)).fetchall()
+        return {str(device): float(value) for device, value in rows}
+
     def checkpoint_path(self, round_: int) -> Path:
         return self.checkpoints / f"round-{round_:06d}.safetensors"
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedge.errors import FedgeError
 from server.store import RoundRecord
 
 if TYPE_CHECKING:
@@ -31,6 +32,34 @@ def build_report(task: str, clients: int, records: list[RoundRecord],
     }
 
 
+EDGE_KEYS = ("teacher_params", "student_params", "fp32_onnx_bytes", "int8_onnx_bytes",
+             "teacher_accuracy", "student_fp32_accuracy", "int8_accuracy",
+             "latency_ms_batch1_fp32", "latency_ms_batch1_int8")
+
+
+def edge_block(state_dir: str | Path, round_: int) -> dict[str, Any]:
+    """The report's ``edge`` entry: what the server measured building the artifact of
+    round_, and what the devices reported after installing it."""
+    from edge.build.artifact import read_report
+    from server.store import StateStore
+
+    directory = Path(state_dir) / "edge" / f"round-{round_:06d}"
+    if not (directory / "build.json").exists():
+        raise FedgeError(f"the edge artifact of round {round_} was not built (see the log)")
+    build = read_report(directory)
+    store = StateStore(state_dir)
+    try:
+        accuracy = store.metric_values(round_, "device", "edge_accuracy")
+    finally:
+        store.close()
+    block: dict[str, Any] = {k: build[k] for k in EDGE_KEYS}
+    block["devices_installed"] = len(accuracy)
+    block["device_accuracy_mean"] = (sum(accuracy.values()) / len(accuracy) if accuracy
+                                     else None)
+    block["artifact"] = str(directory)
+    return block
+
+
 def write_report(report: dict[str, Any], out: str | Path) -> Path:
     path = Path(out) / "report.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +79,13 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(f"task {report['task']}, {report['clients']} clients: final accuracy "
                  f"{final['accuracy']:.4f}, loss {final['loss']:.4f}, "
                  f"{report['seconds_total']:.1f} s in all")
+    edge = report.get("edge")
+    if edge:
+        lines.append(f"edge: int8 student {edge['int8_onnx_bytes']:,} bytes (teacher fp32 "
+                     f"{edge['fp32_onnx_bytes']:,}), accuracy int8 {edge['int8_accuracy']:.4f} "
+                     f"teacher {edge['teacher_accuracy']:.4f}, installed on "
+                     f"{edge['devices_installed']} device(s), on-device accuracy "
+                     f"{edge['device_accuracy_mean'] or 0:.4f}")
     return "\n".join(lines)
 
 

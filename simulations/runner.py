@@ -28,7 +28,7 @@ from server.app import FedgeServer
 from server.store import RoundRecord
 from simulations.hostile import Attack, HostileTrainer
 from simulations.partition import split, write_partitions
-from simulations.report import build_report, client_data, write_report
+from simulations.report import build_report, client_data, edge_block, write_report
 from simulations.scatter import write_scatters
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def simulate(config: SimulateConfig,
     started = time.perf_counter()
     task = load_task(config.task)
     out = Path(config.out)
-    for owned in ("data", "state"):  # a rerun into the same folder starts afresh
+    for owned in ("data", "state", "devices"):  # a rerun into the same folder starts afresh
         shutil.rmtree(out / owned, ignore_errors=True)
     splits = task.load_data()
     parts = split(splits.train_y, config.clients, config.partition, config.alpha, config.seed)
@@ -69,8 +69,9 @@ def simulate(config: SimulateConfig,
         insecure=True, linger_s=5.0, strategy=config.strategy, update=config.update,
         encoding=config.encoding, server_lr=config.server_lr,
         server_momentum=config.server_momentum, mu=config.mu, trim=config.trim,
-        byzantine_f=config.byzantine_f, topk_fraction=config.topk_fraction),
-        on_round=on_round)
+        byzantine_f=config.byzantine_f, topk_fraction=config.topk_fraction,
+        edge=config.edge), on_round=on_round)
+    trust_key = str(server.deployments.public_key_path) if server.deployments else ""
     port = server.start()
 
     daemons, threads, errors = [], [], []
@@ -79,7 +80,8 @@ def simulate(config: SimulateConfig,
         client_config = ClientConfig(
             server=f"127.0.0.1:{port}", task=config.task, data=(str(directory),),
             device_id=device_id, insecure=True, backoff_initial_s=0.1,
-            backoff_max_s=2.0, token=server.tokens.create(device_id))
+            backoff_max_s=2.0, token=server.tokens.create(device_id), trust_key=trust_key,
+            model_dir=str(out / "devices" / device_id))
         data = LocalData(client_config.data, task.schema)
         data.rescan()
         x, y = data.arrays()
@@ -122,5 +124,7 @@ def simulate(config: SimulateConfig,
                           strategy=config.strategy, update=config.update,
                           encoding=config.encoding,
                           hostile=sorted(hostile) if hostile else [])
+    if server.deployments is not None:
+        report["edge"] = edge_block(out / "state", committed[-1].round)
     write_report(report, out)
     return report

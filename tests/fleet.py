@@ -48,7 +48,7 @@ class Fleet:
         settings: dict[str, object] = dict(
             task="digits-mlp", host="127.0.0.1", port=0, rounds=2, min_clients=2,
             state_dir=str(self.tmp / "state"), insecure=True, round_timeout_s=60.0,
-            linger_s=3.0, poll_seconds=2.0)
+            linger_s=3.0, poll_seconds=2.0, edge=False)  # edge tests turn it on
         settings.update(overrides)
         server = FedgeServer(ServerConfig(**settings))  # type: ignore[arg-type]
         self.servers.append(server)

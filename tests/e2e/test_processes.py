@@ -83,6 +83,18 @@ def test_default_simulation_meets_its_bar(tmp_path: Path) -> None:
         assert set(r) == {"round", "accuracy", "loss", "clients", "bytes_up", "bytes_down",
                           "seconds"}
         assert r["clients"] == 5 and r["bytes_up"] > 5 * 26122 * 4
+    # The shipped edge model (issue 8): small, accurate, installed everywhere. Its speed
+    # against the teacher is measured by bench/edge.py, not asserted here.
+    edge = report["edge"]
+    assert set(edge) == {"teacher_params", "student_params", "fp32_onnx_bytes",
+                         "int8_onnx_bytes", "teacher_accuracy", "student_fp32_accuracy",
+                         "int8_accuracy", "devices_installed", "device_accuracy_mean",
+                         "latency_ms_batch1_fp32", "latency_ms_batch1_int8", "artifact"}
+    assert edge["fp32_onnx_bytes"] >= 8 * edge["int8_onnx_bytes"]
+    assert edge["student_params"] * 4 <= edge["teacher_params"]
+    assert edge["int8_accuracy"] >= edge["teacher_accuracy"] - 0.02
+    assert edge["devices_installed"] == 5 and edge["device_accuracy_mean"] > 0.85
+    assert (Path(edge["artifact"]) / "model.onnx").is_file()
 
 
 def test_non_iid_cnn_simulation_meets_its_bar(tmp_path: Path) -> None:

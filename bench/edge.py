@@ -1,0 +1,131 @@
+"""Edge benchmark: the shipped int8 student against the fp32 teacher under onnxruntime.
+
+    python -m bench.edge [--state-dir STATE] [--out runs/bench-edge]
+
+Without --state-dir it first runs the default ``fedge simulate`` (5 clients x 10 rounds
+of digits-mlp) into OUT/sim. It then distils, exports and quantises the final global
+model exactly as the server does, times teacher fp32, student fp32 and student int8 on
+one CPU thread (call by call in round robin; the 10th percentile, medians in the JSON)
+at batch 1, 32 and 256, prints a table, checks
+the issue's claims (int8 >= 8x smaller, >= 1.5x the teacher's throughput at batch 256,
+no slower at batch 1, accuracy within 2 points) and writes OUT/edge.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import torch
+
+from edge.build.distill import DistillSettings, distill, proxy_batches
+from edge.build.export import export_onnx, max_abs_diff
+from edge.build.measure import batch_of, call_times_ms
+from edge.build.quantize import quantize_int8
+from fedge.tasks import load_task
+from fedge.tasks.training import load_weights
+from fedge.tensors import from_blob
+from server.store import StateStore
+
+BATCHES = (1, 32, 256)
+
+
+def _accuracy(model: bytes, x: np.ndarray, y: np.ndarray) -> float:
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": x})
+    return float((np.asarray(logits).argmax(axis=1) == y).mean())
+
+
+def run(state_dir: Path) -> dict[str, Any]:
+    """Measures the three models built from the last round in state_dir."""
+    store = StateStore(state_dir)
+    try:
+        task = load_task(store.recorded_task() or "digits-mlp")
+        last = store.rounds()[-1].round
+        weights, _ = from_blob(store.blob(last))
+    finally:
+        store.close()
+    splits = task.load_data()
+    assert splits.proxy_x is not None and task.build_student is not None
+    teacher = task.build_model()
+    load_weights(teacher, weights)
+    settings = DistillSettings(seed=last)  # what the server uses
+    torch.manual_seed(settings.seed)
+    student = task.build_student()
+    distill(teacher, student, proxy_batches(splits.proxy_x, splits.proxy_y, settings),
+            settings)
+    models = {"teacher fp32": export_onnx(teacher, splits.test_x[:2]),
+              "student fp32": export_onnx(student, splits.test_x[:2])}
+    models["student int8"], method = quantize_int8(models["student fp32"], splits.proxy_x)
+    rows: dict[str, dict[str, Any]] = {
+        name: {"bytes": len(m), "accuracy": _accuracy(m, splits.test_x, splits.test_y)}
+        for name, m in models.items()}
+    for batch in BATCHES:
+        x = batch_of(splits.test_x, batch)
+        times = call_times_ms(list(models.values()), x, calls=max(200, 4000 // batch))
+        for name, samples in zip(models, times, strict=True):
+            ms = float(np.percentile(samples, 10))  # see edge.build.measure for why
+            rows[name][f"ms_batch{batch}"] = ms
+            rows[name][f"median_ms_batch{batch}"] = float(np.median(samples))
+            rows[name][f"per_s_batch{batch}"] = batch / ms * 1e3
+    t, q = rows["teacher fp32"], rows["student int8"]
+    checks = {
+        "int8 >= 8x smaller than teacher fp32": t["bytes"] >= 8 * q["bytes"],
+        "int8 >= 1.5x teacher throughput at batch 256":
+            q["per_s_batch256"] >= 1.5 * t["per_s_batch256"],
+        "int8 no slower than teacher at batch 1": q["ms_batch1"] <= t["ms_batch1"],
+        "int8 accuracy within 2 points of teacher": q["accuracy"] >= t["accuracy"] - 0.02,
+    }
+    return {"task": task.name, "round": last, "quantization": method,
+            "max_abs_diff_teacher": max_abs_diff(teacher, models["teacher fp32"],
+                                                 splits.test_x),
+            "max_abs_diff_student": max_abs_diff(student, models["student fp32"],
+                                                 splits.test_x),
+            "models": rows, "checks": checks,
+            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+            "machine": platform.platform(), "threads": 1}
+
+
+def table(result: dict[str, Any]) -> str:
+    """The result as an aligned text table."""
+    head = f"{'model':<13} {'bytes':>8} {'accuracy':>8}" + "".join(
+        f" {'ms@' + str(b):>9} {'/s@' + str(b):>11}" for b in BATCHES)
+    lines = [head]
+    for name, r in result["models"].items():
+        lines.append(f"{name:<13} {r['bytes']:>8,} {r['accuracy']:>8.4f}" + "".join(
+            f" {r[f'ms_batch{b}']:>9.4f} {r[f'per_s_batch{b}']:>11,.0f}" for b in BATCHES))
+    lines.append(f"max |torch - ort|: teacher {result['max_abs_diff_teacher']:.2e}, "
+                 f"student {result['max_abs_diff_student']:.2e}")
+    lines += [f"{'PASS' if ok else 'FAIL'}  {claim}" for claim, ok in result["checks"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--state-dir", type=Path, help="a finished run's state dir")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-edge"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    state_dir = args.state_dir
+    if state_dir is None:
+        from fedge.config import SimulateConfig
+        from simulations.runner import simulate
+
+        simulate(SimulateConfig(out=str(args.out / "sim"), edge=False))
+        state_dir = args.out / "sim" / "state"
+    result = run(state_dir)
+    print(table(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "edge.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out / 'edge.json'}", file=sys.stderr)
+    return 0 if all(result["checks"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The daemon's hand-off of a shipped edge artifact to ``edge.runtime``: verify it
+against the trusted key, install it atomically, and measure it on the device's own
+labelled data. Needs numpy and onnxruntime only (imported when a DEPLOY arrives)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from fedge.config import ClientConfig
+from fedge.errors import FedgeError
+
+log = logging.getLogger(__name__)
+
+
+def install_and_evaluate(blob: bytes, config: ClientConfig, x: np.ndarray,
+                         y: np.ndarray) -> dict[str, float]:
+    """Installs the packed artifact blob into config.model_dir and returns on-device
+    metrics (accuracy on x, y and the mean batch-1 latency).
+
+    Raises ArtifactError (a FedgeError) for an artifact that does not verify; the model
+    that was installed before keeps serving.
+    """
+    from edge.runtime import EdgeModel, ModelDir, load_public_key
+    from edge.runtime.artifact import unpack
+
+    if not config.trust_key:
+        raise FedgeError("no trusted key configured (--trust-key): refusing the artifact")
+    key = load_public_key(config.trust_key)
+    files = unpack(blob)
+    manifest = ModelDir(config.model_dir).install(files, key)
+    model = EdgeModel(files, manifest, threads=1)
+    accuracy = model.accuracy(x, y)
+    sample = x[: min(len(x), 50)]
+    started = time.perf_counter()
+    for row in range(len(sample)):
+        model.logits(sample[row : row + 1])
+    latency_ms = (time.perf_counter() - started) / max(len(sample), 1) * 1e3
+    log.info("%s: installed the edge model of round %d; on-device accuracy %.4f on %d "
+             "examples", config.device_id, manifest.round, accuracy, len(y))
+    return {"edge_accuracy": accuracy, "edge_examples": float(len(y)),
+            "edge_latency_ms_batch1": latency_ms, "edge_installed": 1.0}

@@ -1,0 +1,151 @@
+"""Edge deployments: build a signed artifact from a committed global model in the
+background, keep the newest one in the state directory, and hand it to each device once
+as a DEPLOY task.
+
+Builds run in one background thread, so training goes on while an artifact is made; a
+build asked for while another runs waits its turn (only the newest request is kept).
+Artifacts live in ``STATE/edge/round-NNNNNN/`` and the signing key in ``STATE/``, so a
+restarted server serves the artifact it built before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.runtime.artifact import ArtifactError, pack, read_artifact
+from edge.runtime.verify import verify
+from fedge.tasks import Task
+from fedge.tensors import sha256_hex
+from server.errors import StaleRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A built artifact, packed as it travels."""
+
+    round: int
+    blob: bytes
+    sha256: str
+    directory: Path
+
+
+class Deployments:
+    """The newest edge artifact of a run and which devices were handed it.
+
+    every: also build after every this many rounds (0: only after the last round).
+    on_ready: called (from the build thread) when a new artifact can be handed out.
+    """
+
+    def __init__(self, task: Task, state_dir: str | Path, every: int = 0,
+                 on_ready: Callable[[], None] | None = None) -> None:
+        from edge.build.keys import SigningKey  # needs cryptography: only when edge is on
+
+        self._task = task
+        self.root = Path(state_dir) / "edge"
+        self.every = every
+        self.on_ready = on_ready
+        self.key = SigningKey.load_or_create(state_dir)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pending: tuple[int, dict[str, np.ndarray]] | None = None
+        self._building = False
+        self._offered: set[str] = set()
+        self.latest: Shipped | None = self._load_latest()
+        self.failures = 0
+
+    @property
+    def public_key_path(self) -> Path:
+        from edge.build.keys import PUBLIC_FILE
+
+        return self.root.parent / PUBLIC_FILE
+
+    def _load_latest(self) -> Shipped | None:
+        """The newest artifact already in the state dir, if one verifies."""
+        for directory in sorted(self.root.glob("round-*"), reverse=True):
+            try:
+                files = read_artifact(directory)
+                manifest = verify(files, self.key.public_bytes)
+            except ArtifactError as exc:
+                log.warning("ignoring edge artifact %s: %s", directory, exc)
+                continue
+            blob = pack(files)
+            log.info("serving the edge artifact of round %d from %s", manifest.round,
+                     directory)
+            return Shipped(manifest.round, blob, sha256_hex(blob), directory)
+        return None
+
+    def due(self, round_: int, last: bool) -> bool:
+        """Whether the model of round_ should become an artifact."""
+        if self.latest is not None and self.latest.round >= round_:
+            return False
+        return last or (self.every > 0 and round_ % self.every == 0)
+
+    def request(self, round_: int, weights: Mapping[str, np.ndarray]) -> None:
+        """Builds an artifact from weights in the background (newest request wins)."""
+        with self._lock:
+            self._pending = (round_, {k: np.array(v) for k, v in weights.items()})
+            if self._building:
+                return
+            self._building = True
+        threading.Thread(target=self._work, name="edge-build", daemon=True).start()
+
+    def _work(self) -> None:
+        from edge.build.artifact import build_artifact
+
+        while True:
+            with self._lock:
+                if self._pending is None:
+                    self._building = False
+                    self._idle.notify_all()
+                    return
+                round_, weights = self._pending
+                self._pending = None
+            directory = self.root / f"round-{round_:06d}"
+            try:
+                build_artifact(self._task, weights, round_, self.key, directory)
+                files = read_artifact(directory)
+            except Exception:  # a failed build must not take the server down
+                log.exception("building the edge artifact of round %d failed", round_)
+                self.failures += 1
+                continue
+            blob = pack(files)
+            with self._lock:
+                self.latest = Shipped(round_, blob, sha256_hex(blob), directory)
+                self._offered.clear()
+            if self.on_ready is not None:
+                self.on_ready()
+
+    def busy(self) -> bool:
+        """True while a build runs or waits."""
+        with self._lock:
+            return self._building
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Waits until no build runs; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._building, timeout)
+
+    def offer(self, device_id: str) -> Shipped | None:
+        """The newest artifact if device_id has not been handed it yet (and marks it)."""
+        with self._lock:
+            if self.latest is None or device_id in self._offered:
+                return None
+            self._offered.add(device_id)
+            return self.latest
+
+    def blob(self, round_: int) -> tuple[bytes, str]:
+        """The packed artifact of round_ (only the newest is served)."""
+        with self._lock:
+            latest = self.latest
+        if latest is None or latest.round != round_:
+            have = "none" if latest is None else f"round {latest.round}"
+            raise StaleRequest(f"no edge artifact of round {round_} (the newest is {have})")
+        return latest.blob, latest.sha256
