@@ -66,8 +66,10 @@ class Fleet:
                token: str | None = None, **overrides: object) -> ClientThread:
         """A daemon thread; enrolled in the default state directory unless given a token
         ("" for an anonymous device). overrides are ClientConfig settings."""
-        if token is None:
-            token = self.token(device_id)
+        if token is None:  # enrolled with the server on that port, if the fleet runs it
+            server = next((s for s in self.servers if s.port == port), None)
+            token = (server.tokens.create(device_id) if server is not None
+                     else self.token(device_id))
         settings: dict[str, object] = dict(
             server=f"127.0.0.1:{port}", task=task, data=(str(data),), device_id=device_id,
             insecure=True, backoff_initial_s=0.05, backoff_max_s=0.5, poll_seconds=2.0,

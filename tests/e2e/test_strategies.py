@@ -81,8 +81,8 @@ def test_each_strategy_trains_in_simulate(run: Run, strategy: str,
 def test_fedavg_reaches_the_bar_with_every_update_kind(run: Run, update: str) -> None:
     if update == "gradient":
         # FedSGD takes one full-batch step a round: plain SGD on the server with
-        # lr 0.5 (1.0 diverges), over more rounds.
-        report = run(update="gradient", server_lr=0.5, rounds=100)
+        # lr 0.5 (1.0 diverges), over more rounds: it oscillates until about round 110.
+        report = run(update="gradient", server_lr=0.5, rounds=150)
     else:
         report = run(update=update)
     assert report["final"]["accuracy"] >= BAR, report["final"]
