@@ -167,11 +167,17 @@ class FedgeServer:
             from server.metrics import ServerCollector
 
             self._metrics = MetricsEndpoint(ServerCollector(
-                self.rounds, self.registry, self.store, lambda: dict(self.service.refusals)))
+                self.rounds, self.registry, self.store, lambda: dict(self.service.refusals),
+                self._edge_metrics))
             self.metrics_port = self._metrics.start(self.config.host, self.config.metrics_port)
         self._status_writer.start()
         self._driver.start()
         return self.port
+
+    def _edge_metrics(self) -> dict[str, float]:
+        built = self.deployments.built if self.deployments is not None else 0
+        return {"fedge_edge_artifacts_built": float(built),
+                "fedge_edge_artifacts_installed": float(self.service.edge_installed)}
 
     def status(self, last_rounds: int = 5) -> dict[str, Any]:
         """The run's state now (what `fedge status` prints)."""

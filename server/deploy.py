@@ -60,6 +60,7 @@ class Deployments:
         self._offered: set[str] = set()
         self.latest: Shipped | None = self._load_latest()
         self.failures = 0
+        self.built = 0  # artifacts built by this process
 
     @property
     def public_key_path(self) -> Path:
@@ -119,6 +120,7 @@ class Deployments:
             blob = pack(files)
             with self._lock:
                 self.latest = Shipped(round_, blob, sha256_hex(blob), directory)
+                self.built += 1
                 self._offered.clear()
             if self.on_ready is not None:
                 self.on_ready()

@@ -155,6 +155,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rate = RateLimiter(self._guards.rate_limit, self._guards.rate_burst)
         self._refusals_lock = threading.Lock()
         self.refusals: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.edge_installed = 0  # edge artifacts devices reported installed
         # Set by the server: the status snapshot for the last N rounds.
         self.status: Callable[[int], dict[str, Any]] | None = None
 
@@ -375,8 +376,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         device = self._device(request.session_id)
         self._store.add_metrics(request.round, device.device_id, "device",
                                 dict(request.metrics))
-        if "edge_model_version" in request.metrics:
-            device.edge_model = str(int(request.metrics["edge_model_version"]))
+        if request.metrics.get("edge_installed"):
+            device.edge_model = str(request.model_version)
+            self.edge_installed += 1
         reply = fedge_pb2.MetricsReply()
         self._rounds.count_bytes(down=_size(reply))
         return reply

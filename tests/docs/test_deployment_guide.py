@@ -39,3 +39,5 @@ def test_the_deployment_guide_runs_as_written(tmp_path: Path) -> None:
     assert "fedge_devices_connected 2.0" in run.stdout
     for k in (1, 2):
         assert "joined" in (tmp_path / f"cam-{k}.log").read_text()
+        assert (tmp_path / "models" / f"cam-{k}" / "current.json").exists()
+    assert (tmp_path / "rollout" / "model.onnx").exists()

@@ -37,6 +37,12 @@ def test_devices_install_signed_artifacts_and_refuse_foreign_ones(fleet: Fleet) 
         assert current is not None and current.name.startswith("round-000002-")
     assert wary.stats[0].edge_refused >= 1 and wary.stats[0].edge_installed == 0
     assert ModelDir(fleet.tmp / "models-wary").current() is None
+    # What operators see: each device's installed model, and the artifact counts.
+    edge_models = {d.device_id: d.edge_model for d in server.registry.all()}
+    assert edge_models["dev-0"] == edge_models["dev-1"] == "2" and edge_models["wary"] == ""
+    installs = sum(c.stats[0].edge_installed for c in good)
+    assert server._edge_metrics() == {"fedge_edge_artifacts_built": 2.0,
+                                      "fedge_edge_artifacts_installed": float(installs)}
 
     store = StateStore(fleet.tmp / "state")
     accuracy = store.metric_values(2, "device", "edge_accuracy")
