@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedge.errors import FedgeError
-from server.errors import PermissionDenied, Unauthenticated
+from server.errors import Unauthenticated
 
 PREFIX = "fdg_"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
@@ -118,15 +118,6 @@ class TokenStore:
             rows = self._db.execute("SELECT device_id, created_at, revoked_at, role FROM "
                                     "tokens ORDER BY created_at").fetchall()
         return [TokenInfo(*row) for row in rows]
-
-    def authenticate(self, token: str) -> str:
-        """The device id a device token belongs to; Unauthenticated if it is unknown or
-        revoked, PermissionDenied for an operator token."""
-        name, role = self.identify(token)
-        if role != "device":
-            raise PermissionDenied(f"{name!r} holds an operator token, which cannot act "
-                                   "as a device")
-        return name
 
     def identify(self, token: str) -> tuple[str, str]:
         """The (name, role) a token belongs to; Unauthenticated if unknown or revoked."""

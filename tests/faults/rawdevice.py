@@ -3,7 +3,6 @@ bytes a broken or hostile device would."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -110,7 +109,3 @@ def refusal(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
         if isinstance(result, Iterator):
             list(result)
     return info.value.code(), info.value.details() or ""
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -16,11 +16,11 @@ from server.tokens import TokenStore, hash_token
 def test_a_token_authenticates_its_device_and_only_its_hash_is_stored(tmp_path: Path) -> None:
     store = TokenStore(tmp_path)
     token = store.create("dev-1")
-    assert store.authenticate(token) == "dev-1"
+    assert store.identify(token) == ("dev-1", "device")
     raw = (tmp_path / "fedge.db").read_bytes() + (tmp_path / "fedge.db-wal").read_bytes()
     assert token.encode() not in raw and hash_token(token).encode() in raw
     with pytest.raises(Unauthenticated, match="unknown"):
-        store.authenticate(token[:-2] + "xx")
+        store.identify(token[:-2] + "xx")
     store.close()
 
 
@@ -29,11 +29,11 @@ def test_recreating_replaces_and_revoking_refuses(tmp_path: Path) -> None:
     old = store.create("dev-1")
     new = store.create("dev-1")
     with pytest.raises(Unauthenticated):
-        store.authenticate(old)
+        store.identify(old)
     other = TokenStore(tmp_path)  # another process: `fedge tokens revoke`
     other.revoke("dev-1")
     with pytest.raises(Unauthenticated, match="revoked"):
-        store.authenticate(new)
+        store.identify(new)
     with pytest.raises(FedgeError, match="no active token"):
         other.revoke("dev-1")
     assert [(i.device_id, i.active) for i in store.list()] == [("dev-1", False)]
