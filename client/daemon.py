@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import queue
 import random
 import threading
 import time
@@ -164,13 +165,18 @@ class Daemon:
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s,
                                 random.Random(hash(config.device_id)))
         self._stop = threading.Event()
+        self._inflight: grpc.Future | None = None  # the RPC stop() cancels
         self._session = ""  # the last session joined, offered back when rejoining
         # Top-k's dropped entries, carried into this device's next update.
         self._feedback = ErrorFeedback()
 
     def stop(self) -> None:
-        """Ends run() at its next step (safe to call from a signal handler)."""
+        """Ends run() at its next step, cancelling the RPC in flight (safe to call
+        from a signal handler)."""
         self._stop.set()
+        inflight = self._inflight
+        if inflight is not None:
+            inflight.cancel()
 
     def run(self) -> DaemonStats:
         """Takes part in rounds until the server says STOP or stop() is called."""
@@ -201,11 +207,23 @@ class Daemon:
         return self.stats
 
     def _call(self, future: grpc.Future) -> Any:
-        """Waits for an RPC future, cancelling it if the daemon is stopped meanwhile."""
-        while not future.done():
-            if self._stop.wait(0.05):
+        """Waits for an RPC future; stop() cancels it.
+
+        The wait sleeps until the RPC ends: no timed polling, since a thousand
+        simulated daemons waking every few milliseconds would starve the process.
+        SimpleQueue.put may be called from a signal handler, Event.set may not.
+        """
+        done: queue.SimpleQueue[grpc.Future] = queue.SimpleQueue()
+        future.add_done_callback(done.put)
+        self._inflight = future
+        try:
+            if self._stop.is_set():  # stop() ran before _inflight was set
                 future.cancel()
-                raise Stopped()
+            done.get()
+        finally:
+            self._inflight = None
+        if future.cancelled():  # only stop() cancels
+            raise Stopped()
         return future.result()
 
     def _join(self, stub: fedge_pb2_grpc.FederationStub) -> str:
