@@ -49,7 +49,7 @@ SERVER_KEYS = ("task", "host", "port", "rounds", "min_clients", "fraction", "rou
                "tls_key", "poll_seconds", "max_update_bytes", "allow_anonymous",
                "tls_client_ca", "quorum_fraction", "max_update_norm", "norm_action",
                "max_examples", "max_uploads", "rate_limit", "metrics_port", "edge",
-               "edge_every")
+               "edge_every", "max_workers")
 
 
 # Strategy settings, shared by `fedge server` and `fedge simulate`.
@@ -498,6 +498,9 @@ def _add_server_guards(p: argparse.ArgumentParser) -> None:
                    help="requests per second per device (default 50; 0 = off)")
     p.add_argument("--metrics-port", dest="metrics_port", type=int,
                    help="serve Prometheus metrics on http://HOST:PORT/metrics (default off)")
+    p.add_argument("--max-workers", dest="max_workers", type=int,
+                   help="RPC worker threads; long polls hold one each, so raise it above "
+                   "the fleet size for prompt round starts (default 256)")
 
 
 def _add_client(sub: Any) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import logging
+import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,6 +92,7 @@ class Guards:
     max_uploads: int = 32
     rate_limit: float = 50.0
     rate_burst: float = 100.0
+    max_polls: int = 224  # long polls held at once (see ServerConfig.max_workers)
 
 # Update kinds and encodings: our names <-> the wire's enum values.
 UPDATE_KINDS = {"weights": fedge_pb2.WEIGHTS, "delta": fedge_pb2.DELTA,
@@ -153,6 +156,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._guards = guards or Guards(allow_anonymous=tokens is None)
         self._uploads = UploadSlots(self._guards.max_uploads)
         self._rate = RateLimiter(self._guards.rate_limit, self._guards.rate_burst)
+        self._polls = threading.BoundedSemaphore(self._guards.max_polls)
         self._refusals_lock = threading.Lock()
         self.refusals: collections.Counter[tuple[str, str]] = collections.Counter()
         self.edge_installed = 0  # edge artifacts devices reported installed
@@ -252,7 +256,19 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(request))
         device = self._device(request.session_id)
         wait = request.wait_seconds if request.wait_seconds > 0 else self._poll_seconds
-        view = self._rounds.poll(device, min(wait, self._poll_seconds))
+        if self._polls.acquire(blocking=False):
+            try:
+                view = self._rounds.poll(device, min(wait, self._poll_seconds))
+            finally:
+                self._polls.release()
+        else:
+            # Every long-poll slot is taken: holding this one too would starve joins,
+            # fetches and uploads of worker threads. Answer now; the jitter spreads the
+            # retries of a large fleet over the poll period.
+            view = self._rounds.poll(device, 0.0)
+            if view.kind == "WAIT":
+                view = dataclasses.replace(
+                    view, retry_after_s=self._poll_seconds * random.uniform(0.25, 0.75))
         reply = self._task_message(view)
         self._rounds.count_bytes(down=_size(reply))
         return reply

@@ -70,7 +70,10 @@ def simulate(config: SimulateConfig,
         encoding=config.encoding, server_lr=config.server_lr,
         server_momentum=config.server_momentum, mu=config.mu, trim=config.trim,
         byzantine_f=config.byzantine_f, topk_fraction=config.topk_fraction,
-        edge=config.edge), on_round=on_round)
+        edge=config.edge,
+        # A worker per device keeps every long poll parked: round starts reach all
+        # clients at once instead of at their next jittered retry.
+        max_workers=max(256, config.clients + 64)), on_round=on_round)
     trust_key = str(server.deployments.public_key_path) if server.deployments else ""
     port = server.start()
 
