@@ -150,8 +150,8 @@ def test_edge_only_install_predicts_exactly_and_serves_as_an_inference_only_devi
     edge_scores = np.load(tmp_path / "edge-scores.npy")
     full_scores = np.load(tmp_path / "full-scores.npy")
     assert edge_scores.dtype == full_scores.dtype == np.float32
-    scores_equal = edge_scores.tobytes() == full_scores.tobytes()
-    max_diff = float(np.abs(edge_scores - full_scores).max())
+    assert edge_scores.tobytes() == full_scores.tobytes(), (
+        f"scores differ by up to {np.abs(edge_scores - full_scores).max()}")
 
     # The same venv as a device on a real server, beside two training daemons.
     dirs = fleet.partitions("digits-mlp", 3)
@@ -210,6 +210,4 @@ def test_edge_only_install_predicts_exactly_and_serves_as_an_inference_only_devi
     assert latency["viewer"] > 0
     installed = sorted(p.name for p in (venv / "lib").glob("*/site-packages/*.dist-info"))
     print(f"\nedge-only venv {size_mb(venv):.0f} MB, venv + install {install_seconds:.1f} s, "
-          f"holding {installed}; scores bitwise equal across onnxruntime {OLDEST_ORT} and "
-          f"the full install: {scores_equal} (max |diff| {max_diff:.3g})")
-    assert scores_equal or max_diff < 1e-4, max_diff
+          f"holding {installed}")
