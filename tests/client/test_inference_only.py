@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from fedge.cli import main
 from tests.fleet import Fleet
 
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; "
@@ -32,7 +35,8 @@ def test_a_device_without_torch_must_say_inference_only(tmp_path: Path) -> None:
     assert keyless.returncode == 2 and "inference_only needs trust_key" in keyless.stderr
 
 
-def test_inference_only_daemon_without_torch_joins_and_never_trains(fleet: Fleet) -> None:
+def test_inference_only_daemon_without_torch_joins_and_never_trains(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
     dirs = fleet.partitions("digits-mlp", 2)
     server = fleet.server(rounds=1, min_clients=1, fraction=1.0)
     port = server.start()
@@ -67,3 +71,8 @@ def test_inference_only_daemon_without_torch_joins_and_never_trains(fleet: Fleet
     status = json.loads((fleet.tmp / "state" / "status.json").read_text())
     (viewer_status,) = [d for d in status["devices"] if d["device_id"] == "viewer"]
     assert viewer_status["inference_only"] and viewer_status["num_examples"] > 0
+    assert main(["status", "--state-dir", str(fleet.tmp / "state")]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]
+            if line.startswith("  ")}
+    assert rows["viewer"].endswith("[inference only]")
+    assert not rows["trainer"].endswith("[inference only]")

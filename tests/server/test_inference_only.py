@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from protos import fedge_pb2
+from server.metrics import ServerCollector
 from server.status import from_proto, to_proto
 from tests.faults.rawdevice import RawDevice
 from tests.fleet import Fleet
@@ -40,6 +41,10 @@ def test_inference_only_devices_join_without_fingerprint_and_never_train(
     assert server.rounds.progress().selected == 1
     assert viewer.poll(0.3).kind == fedge_pb2.WAIT
 
+    gauges = {m.name: m.samples[0].value for m in ServerCollector(
+        server.rounds, server.registry, server.store, dict).collect() if m.samples}
+    assert gauges["fedge_devices_connected"] == 2
+    assert gauges["fedge_devices_inference_only"] == 1
     snap = server.status()
     roles = {d["device_id"]: d["inference_only"] for d in snap["devices"]}
     assert roles == {"viewer": True, "trainer": False}
