@@ -182,6 +182,9 @@ class ClientConfig:
     # are declined. model_dir is where verified artifacts are installed.
     trust_key: str = ""
     model_dir: str = "fedge-model"
+    # Never train: only install shipped edge artifacts and report how they do (needs
+    # no torch; what `pip install 'fedge[edge]'` supports). Needs trust_key.
+    inference_only: bool = False
 
     def __post_init__(self) -> None:
         if not self.device_id:
@@ -197,6 +200,10 @@ class ClientConfig:
         if self.tls_cert and self.insecure:
             raise ConfigError("a client certificate (tls_cert) needs TLS; drop --insecure")
         _check_range("metrics_port", self.metrics_port, 0, 65535)
+        if self.inference_only and not self.trust_key:
+            raise ConfigError("inference_only needs trust_key (--trust-key): such a device "
+                              "only installs shipped models, and refuses them all without "
+                              "the server's public key")
 
 
 @dataclass(frozen=True)

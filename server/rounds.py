@@ -215,7 +215,7 @@ class Rounds:
                                     message="training is complete")
                 assignment = self._round.assignments.get(device.device_id)
                 if (self.phase is Phase.TRAINING and assignment is not None
-                        and not assignment.submitted):
+                        and not assignment.submitted and not device.inference_only):
                     return TaskView("TRAIN", assignment, self.model_version)
                 deploy = self._deploy_view(device)
                 if deploy is not None:
@@ -362,7 +362,8 @@ class Rounds:
         announced = False
         with self._cond:
             while not self._stop.is_set():
-                live = self._registry.live()
+                # Only devices that can train are sampled and count toward min_clients.
+                live = [d for d in self._registry.live() if not d.inference_only]
                 if len(live) >= self.settings.min_clients:
                     size = max(self.settings.min_clients,
                                math.ceil(self.settings.fraction * len(live)))

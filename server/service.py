@@ -229,7 +229,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             raise InvalidRequest(f"this server runs task {self._task_name!r}, the device "
                                  f"runs {request.task!r}")
         theirs = specs_from_proto(request.fingerprint)
-        if theirs != self._specs:
+        # An inference-only device has no model to fingerprint: it is never sampled.
+        if theirs != self._specs and not request.inference_only:
             diff = next((f"{a} != {b}" for a, b in zip(theirs, self._specs, strict=False)
                          if a != b), f"{len(theirs)} tensors != {len(self._specs)}")
             raise InvalidRequest(f"the device's model does not match task "
@@ -239,9 +240,11 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             request.device_id, request.num_examples,
             {"accelerator": caps.accelerator, "platform": caps.platform,
              "runtime": caps.runtime, "memory_bytes": str(caps.memory_bytes)},
-            authenticated=caller is not None, previous_session=request.previous_session)
-        log.info("device %s joined (%s, %d examples)", device.device_id,
+            authenticated=caller is not None, previous_session=request.previous_session,
+            inference_only=request.inference_only)
+        log.info("device %s joined (%s, %d examples)%s", device.device_id,
                  caps.accelerator or "unknown accelerator", request.num_examples,
+                 ", inference-only" if request.inference_only else "",
                  extra={"event": "device.joined", "device": device.device_id})
         reply = fedge_pb2.JoinReply(session_id=device.session_id,
                                     round=self._rounds.model_version + 1,
