@@ -188,12 +188,16 @@ class FedgeServer:
 
     def _write_status(self) -> None:
         stopping = False
+        interval = self.config.status_interval_s
         while not stopping:
-            stopping = self._status_stop.wait(self.config.status_interval_s)
+            stopping = self._status_stop.wait(interval)
+            started = time.perf_counter()
             try:  # also once more on the way out, so the file says how the run ended
                 write_status(self.config.state_dir, self.status())
             except Exception:  # a status file must never take the server down
                 log.exception("could not write %s/status.json", self.config.state_dir)
+            # A large fleet makes the snapshot costly: spend at most ~5% of the time on it.
+            interval = max(self.config.status_interval_s, 20 * (time.perf_counter() - started))
 
     def wait(self, timeout: float | None = None) -> list[RoundRecord]:
         """Blocks until every round is committed (or stop()), then shuts down."""
