@@ -1,4 +1,8 @@
-"""Whole programs as separate OS processes, started the way a person would."""
+"""Whole programs as separate OS processes, started the way a person would.
+
+A whole deployment by hand (partition, tokens, server, clients, TLS) is the deployment
+guide's test: tests/docs/test_deployment_guide.py runs every command in it.
+"""
 
 from __future__ import annotations
 
@@ -16,44 +20,18 @@ from tests.processes import FEDGE, Processes, enroll
 pytestmark = pytest.mark.slow
 
 
-def test_a_deployment_by_hand_on_loopback(procs: Processes) -> None:
-    """One `fedge server` and three `fedge client` processes on partitions written by
-    `fedge data partition`: the rounds complete and every process exits 0."""
-    part = subprocess.run([*FEDGE, "data", "partition", "--clients", "3", "--out", "parts"],
-                          cwd=procs.tmp, capture_output=True, text=True, timeout=120)
-    assert part.returncode == 0, part.stderr
-    assert part.stdout.count("examples") == 3
-    tokens = [enroll(procs.tmp, f"dev-{k}") for k in range(3)]
-    port = str(free_port())
-    server = procs.start("server", "server", "--insecure", "--host", "127.0.0.1", "--port",
-                         port, "--rounds", "3", "--min-clients", "3", "--state-dir", "state",
-                         "--poll-seconds", "2")
-    # Two devices take their token from the environment, one from the command line.
-    clients = [procs.start(f"client-{k}", "client", "--server", f"127.0.0.1:{port}",
-                           "--data", f"parts/client-{k}", "--device-id", f"dev-{k}",
-                           "--insecure", *(["--token", tokens[k]] if k == 2 else []),
-                           env={"FEDGE_TOKEN": tokens[k]} if k < 2 else None)
-               for k in range(3)]
-    assert server.wait(timeout=240) == 0, procs.log("server")
-    for k, client in enumerate(clients):
-        assert client.wait(timeout=60) == 0, procs.log(f"client-{k}")
-        assert "trained 3 round(s)" in procs.log(f"client-{k}")
-    assert "done: 3 rounds" in procs.log("server")
-    checkpoints = sorted(p.name for p in (procs.tmp / "state" / "checkpoints").iterdir())
-    assert checkpoints == [f"round-{r:06d}.safetensors" for r in range(4)]
-
-
 def test_sigterm_stops_client_and_server_cleanly(procs: Processes) -> None:
     port = str(free_port())
     (procs.tmp / "parts").mkdir()
     subprocess.run([*FEDGE, "data", "partition", "--clients", "1", "--out", "parts"],
                    cwd=procs.tmp, check=True, capture_output=True, timeout=120)
     # The server needs two devices, so the one client waits in its long-poll.
+    token = enroll(procs.tmp, "lonely")  # given on the command line (the guide uses the env)
     server = procs.start("server", "server", "--insecure", "--host", "127.0.0.1", "--port",
-                         port, "--rounds", "5", "--min-clients", "2", "--state-dir", "state",
-                         "--allow-anonymous")
+                         port, "--rounds", "5", "--min-clients", "2", "--state-dir", "state")
     client = procs.start("client", "client", "--server", f"127.0.0.1:{port}", "--data",
-                         "parts/client-0", "--device-id", "lonely", "--insecure")
+                         "parts/client-0", "--device-id", "lonely", "--insecure",
+                         "--token", token)
     procs.wait_for("client", "joined")
     client.send_signal(signal.SIGTERM)
     assert client.wait(timeout=15) == 0, procs.log("client")
