@@ -1,6 +1,7 @@
 """Round latency in deployment mode: fedge against Flower, the same work in the same run.
 
     python -m bench.round_latency [--clients 4 16] [--rounds 6] [--out FILE.json]
+                                  [--threads 1] [--profile DIR] [--keep DIR]
 
 For each client count N both systems run as separate OS processes on loopback, started
 as a person would start them:
@@ -21,13 +22,17 @@ measured server-side from when each round ended: fedge's ``committed_at`` (SQLit
 written at commit) and the time the ServerApp's evaluate_fn recorded after each
 aggregation. Round r lasts from the end of round r-1 to the end of round r; round 1
 holds start-up (processes importing torch, devices connecting), so the median of rounds
-2..R is reported. Defaults are those of a fresh install: the task's training settings,
-Flower's subprocess isolation and default polling.
+2..R is reported. Otherwise defaults are those of a fresh install: the task's training
+settings, Flower's subprocess isolation and default polling. Every process of both
+systems runs with ``OMP_NUM_THREADS=1`` (``--threads``), as N devices share this
+machine's cores: torch's spinning worker threads otherwise oversubscribe them.
+``--profile DIR`` runs fedge's programs under cProfile (``DIR/nN/client-K.prof``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -59,8 +64,11 @@ class Processes:
               cwd: Path | None = None) -> subprocess.Popen[bytes]:
         """Starts argv with stdout and stderr in LOGS/name.log."""
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed by the child)
+        # A session of its own, so that close() also reaches what it spawns (Flower's
+        # SuperLink and SuperNodes start flwr-serverapp and flwr-clientapp processes).
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                start_new_session=True)
         log.close()
         self.procs[name] = proc
         return proc
@@ -77,10 +85,9 @@ class Processes:
                 raise RuntimeError(f"{name} exited with {code}:\n{self.log(name)[-3000:]}")
 
     def close(self) -> None:
-        """Terminates every child (SIGKILL after 5 s) and reaps it."""
+        """Terminates every child's process group (SIGKILL after 5 s) and reaps it."""
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
+            _signal_group(proc, signal.SIGTERM)
         end = time.monotonic() + 5
         for proc in self.procs.values():
             try:
@@ -88,6 +95,12 @@ class Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            _signal_group(proc, signal.SIGKILL)  # what it spawned, if still there
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signum)  # the child leads its group (start_new_session)
 
 
 def free_port() -> int:
@@ -133,8 +146,18 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def _fedge(profile: Path | None, name: str) -> list[str]:
+    """The command line of a fedge program, under cProfile (into PROFILE/name.prof) when
+    profiling: it profiles the main thread, where the client daemon's loop runs."""
+    if profile is None:
+        return [_bin("fedge")]
+    profile.mkdir(parents=True, exist_ok=True)
+    return [sys.executable, "-m", "cProfile", "-o", str(profile / f"{name}.prof"), "-m",
+            "fedge.cli"]
+
+
 def run_fedge(dirs: list[Path], rounds: int, seed: int, work: Path,
-              timeout: float) -> dict[str, Any]:
+              timeout: float, profile: Path | None = None) -> dict[str, Any]:
     """fedge server + one fedge client per partition; returns the round end times."""
     from server.store import StateStore
 
@@ -142,16 +165,16 @@ def run_fedge(dirs: list[Path], rounds: int, seed: int, work: Path,
     procs = Processes(work)
     started = time.time()
     try:
-        procs.start("fedge-server", [_bin("fedge"), "server", "--task", TASK, "--host",
-                                     "127.0.0.1", "--port", str(port), "--rounds",
-                                     str(rounds), "--min-clients", str(len(dirs)),
-                                     "--seed", str(seed), "--state-dir", str(state),
-                                     "--insecure", "--allow-anonymous", "--no-edge"])
+        procs.start("fedge-server", [
+            *_fedge(profile, "server"), "server", "--task", TASK, "--host", "127.0.0.1",
+            "--port", str(port), "--rounds", str(rounds), "--min-clients", str(len(dirs)),
+            "--seed", str(seed), "--state-dir", str(state), "--insecure",
+            "--allow-anonymous", "--no-edge"])
         for k, directory in enumerate(dirs):
-            procs.start(f"fedge-client-{k}", [_bin("fedge"), "client", "--server",
-                                              f"127.0.0.1:{port}", "--task", TASK, "--data",
-                                              str(directory), "--device-id", f"dev-{k}",
-                                              "--insecure"])
+            procs.start(f"fedge-client-{k}", [
+                *_fedge(profile, f"client-{k}"), "client", "--server", f"127.0.0.1:{port}",
+                "--task", TASK, "--data", str(directory), "--device-id", f"dev-{k}",
+                "--insecure"])
         server = procs.procs["fedge-server"]
         try:
             code = server.wait(timeout)
@@ -261,18 +284,23 @@ def _wait_for_port(port: int, timeout: float, procs: Processes, name: str) -> No
 
 
 def measure(clients: int, rounds: int, seed: int, work: Path, systems: list[str],
-            timeout: float) -> list[dict[str, Any]]:
+            timeout: float, profile: Path | None = None) -> list[dict[str, Any]]:
     """Runs each system on the same partitions; one row per system."""
     dirs = write_partitions(clients, seed, work / "data")
     rows = []
-    runners = {"fedge": run_fedge, "flower": run_flower}
     for system in systems:
-        result = runners[system](dirs, rounds, seed, work / system, timeout)
+        if system == "fedge":
+            result = run_fedge(dirs, rounds, seed, work / system, timeout,
+                               profile / f"n{clients}" if profile else None)
+        else:
+            result = run_flower(dirs, rounds, seed, work / system, timeout)
         durations = per_round(result["ends"])
         rows.append({"system": system, "clients": clients, "rounds": rounds,
                      "s_per_round": steady(durations), "first_round_s": durations.get(1),
                      "round_s": {str(r): s for r, s in durations.items()},
-                     "wall_s": result["wall_s"], "accuracy": result["accuracy"]})
+                     "wall_s": result["wall_s"], "accuracy": result["accuracy"],
+                     # other work on the machine shows here (it was shared when measured)
+                     "loadavg_1m": os.getloadavg()[0]})
         print(f"  {system} N={clients}: {rows[-1]['s_per_round']:.3f} s/round",
               file=sys.stderr, flush=True)
     return rows
@@ -321,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds one system may take for one run")
     parser.add_argument("--out", default="bench/results/round_latency.json")
     parser.add_argument("--keep", help="keep the run directories (logs) under this path")
+    parser.add_argument("--profile", type=Path,
+                        help="run fedge's programs under cProfile, writing DIR/nN/*.prof")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch/OpenMP threads per process, the same for both systems "
+                             "(default 1: N devices share this machine's cores; 0 = "
+                             "torch's default)")
     args = parser.parse_args(argv)
     # SIGTERM (a timeout, run_all) ends the run through the finally blocks that stop
     # the children, instead of leaving them orphaned.
@@ -332,11 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         print("flwr is not installed: skipping Flower (pip install --no-deps -r "
               "bench/flower-requirements.txt)", file=sys.stderr)
         systems.remove("flower")
+    if args.threads > 0:  # inherited by every process of both systems
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     rows: list[dict[str, Any]] = []
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fedge-latency-"))
     try:
         for n in args.clients:
-            rows += measure(n, args.rounds, args.seed, work / f"n{n}", systems, args.timeout)
+            rows += measure(n, args.rounds, args.seed, work / f"n{n}", systems, args.timeout,
+                            args.profile)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -345,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"bench": "round_latency", "task": TASK, "rows": rows,
                                "flower_over_fedge": ratios(rows), "settings":
-                               training_settings(), "flwr": _flwr_version(),
+                               training_settings(), "threads": args.threads,
+                               "flwr": _flwr_version(),
                                "python": platform.python_version(),
                                "machine": platform.machine(),
                                "cpus": len(os.sched_getaffinity(0))}, indent=2) + "\n")

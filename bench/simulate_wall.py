@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{"system": runners[s][0], "clients": args.clients, "rounds": args.rounds,
              "wall_s": statistics.median(r["wall_s"] for r in runs[s]),
              "wall_s_runs": [r["wall_s"] for r in runs[s]],
-             "accuracy": runs[s][-1]["accuracy"]} for s in systems]
+             "accuracy": runs[s][-1]["accuracy"], "loadavg_1m": os.getloadavg()[0]}
+            for s in systems]
     print(table(rows))
     ratio = None
     if len(rows) == 2:
