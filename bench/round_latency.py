@@ -289,11 +289,18 @@ def measure(clients: int, rounds: int, seed: int, work: Path, systems: list[str]
     dirs = write_partitions(clients, seed, work / "data")
     rows = []
     for system in systems:
-        if system == "fedge":
-            result = run_fedge(dirs, rounds, seed, work / system, timeout,
-                               profile / f"n{clients}" if profile else None)
-        else:
-            result = run_flower(dirs, rounds, seed, work / system, timeout)
+        try:
+            if system == "fedge":
+                result = run_fedge(dirs, rounds, seed, work / system, timeout,
+                                   profile / f"n{clients}" if profile else None)
+            else:
+                result = run_flower(dirs, rounds, seed, work / system, timeout)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:  # reported, not fatal
+            rows.append({"system": system, "clients": clients, "rounds": rounds,
+                         "error": str(exc)[-2000:], "loadavg_1m": os.getloadavg()[0]})
+            print(f"  {system} N={clients}: FAILED: {str(exc).splitlines()[0]}",
+                  file=sys.stderr, flush=True)
+            continue
         durations = per_round(result["ends"])
         rows.append({"system": system, "clients": clients, "rounds": rounds,
                      "s_per_round": steady(durations), "first_round_s": durations.get(1),
@@ -311,7 +318,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'clients':>7}  {'system':<7} {'s/round':>9} {'round 1 s':>9} "
              f"{'wall s':>7} {'accuracy':>8} {'flower/fedge':>12}"]
     for row in rows:
-        peers = {r["system"]: r for r in rows if r["clients"] == row["clients"]}
+        if "error" in row:
+            lines.append(f"{row['clients']:>7}  {row['system']:<7} failed: "
+                         f"{row['error'].splitlines()[0][:60]}")
+            continue
+        peers = {r["system"]: r for r in rows
+                 if r["clients"] == row["clients"] and "error" not in r}
         ratio = "-"
         if row["system"] == "fedge" and "flower" in peers:
             ratio = f"{peers['flower']['s_per_round'] / row['s_per_round']:.1f}x"
@@ -325,7 +337,7 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Flower's seconds per round over fedge's, per client count."""
     out = {}
     for n in sorted({r["clients"] for r in rows}):
-        peers = {r["system"]: r for r in rows if r["clients"] == n}
+        peers = {r["system"]: r for r in rows if r["clients"] == n and "error" not in r}
         if {"fedge", "flower"} <= set(peers):
             out[str(n)] = peers["flower"]["s_per_round"] / peers["fedge"]["s_per_round"]
     return out
@@ -388,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                                "machine": platform.machine(),
                                "cpus": len(os.sched_getaffinity(0))}, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return 1 if any("error" in row for row in rows) else 0
 
 
 def _flwr_version() -> str | None:
