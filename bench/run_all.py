@@ -64,7 +64,7 @@ def run_one(name: str, quick: bool, work: Path, timeout: float) -> dict[str, Any
         stderr = _text(exc.stderr) + f"\ntimed out after {timeout:.0f} s"
     seconds = time.perf_counter() - started
     result: dict[str, Any] = {"name": name, "command": " ".join(argv[1:]),
-                              "exit_code": code, "seconds": seconds, "table": stdout.strip()}
+                              "exit_code": code, "seconds": seconds, "table": stdout.strip("\n")}
     if out.exists():
         result["result"] = json.loads(out.read_text())
     # edge exits 1 when one of its claims fails but still measured everything.
