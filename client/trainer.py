@@ -38,6 +38,10 @@ class Trainer:
         self.model = task.build_model().to(self.device)
         self.x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         self.y = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
+        # A process's first optimizer imports torch._dynamo, which takes about as long as
+        # importing torch; paid here, before the device joins, it no longer holds up the
+        # first round it trains in (see bench/round_latency.py).
+        torch.optim.SGD(self.model.parameters(), lr=0.0)
 
     @property
     def num_examples(self) -> int:

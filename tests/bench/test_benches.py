@@ -1,0 +1,77 @@
+"""The benchmarks' plumbing: the Flower App they generate is one Flower accepts, the
+round arithmetic, the tables, and a real (tiny) fedge deployment run of round_latency.
+No timing is asserted here: speed targets live in the benchmarks themselves."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+
+import pytest
+
+from bench import round_latency, run_all, simulate_wall
+
+
+def test_generated_flower_app_is_valid(tmp_path):
+    pytest.importorskip("flwr")
+    from flwr.common.config import validate_config
+
+    app = round_latency.write_flower_app(tmp_path / "app", {
+        "num-server-rounds": 3, "nodes": 4, "task": "digits-mlp", "seed": 0, "epochs": 2,
+        "lr": 0.1, "batch-size": 32, "timestamps": str(tmp_path / "t.json")})
+    config = tomllib.loads((app / "pyproject.toml").read_text())
+    sys.path.insert(0, str(app))
+    try:
+        valid, errors, _ = validate_config(config, check_module=True, project_dir=app)
+    finally:
+        sys.path.remove(str(app))
+        for name in [m for m in sys.modules if m.startswith(round_latency.APP_PACKAGE)]:
+            del sys.modules[name]
+    assert valid, errors
+    assert config["tool"]["flwr"]["app"]["config"]["batch-size"] == 32
+    assert config["tool"]["flwr"]["app"]["config"]["timestamps"].endswith("t.json")
+
+
+def test_rounds_are_measured_from_one_end_to_the_next():
+    ends = {0: 100.0, 1: 110.0, 2: 110.5, 3: 111.5, 4: 111.75}
+    durations = round_latency.per_round(ends)
+    assert durations == {1: 10.0, 2: 0.5, 3: 1.0, 4: 0.25}
+    assert round_latency.steady(durations) == 0.5  # round 1 (start-up) left out
+    with pytest.raises(RuntimeError, match="at least 2 rounds"):
+        round_latency.steady({1: 3.0})
+
+
+def test_tables_show_flower_over_fedge():
+    rows = [{"system": "fedge", "clients": 4, "s_per_round": 0.1, "first_round_s": 2.0,
+             "wall_s": 9.0, "accuracy": 0.9},
+            {"system": "flower", "clients": 4, "s_per_round": 6.0, "first_round_s": 9.0,
+             "wall_s": 60.0, "accuracy": 0.9}]
+    assert "60.0x" in round_latency.table(rows).splitlines()[1]
+    assert round_latency.ratios(rows) == {"4": pytest.approx(60.0)}
+    sim = [{"system": "fedge simulate", "clients": 4, "rounds": 3, "wall_s": 8.0,
+            "accuracy": 0.9},
+           {"system": "flower run_simulation", "clients": 4, "rounds": 3, "wall_s": 20.0,
+            "accuracy": 0.9}]
+    assert "2.5x" in simulate_wall.table(sim)
+
+
+def test_run_all_commands_write_where_they_are_collected(tmp_path):
+    for name in run_all.available():
+        for quick in (False, True):
+            argv, out = run_all.command(name, quick, tmp_path)
+            assert argv[:3] == [sys.executable, "-m", f"bench.{name}"]
+            assert str(out) in argv or str(out.parent) in argv
+    assert {"aggregate", "edge", "round_latency", "simulate_wall"} <= set(run_all.available())
+
+
+@pytest.mark.slow
+def test_round_latency_runs_fedge_deployment(tmp_path):
+    out = tmp_path / "latency.json"
+    assert round_latency.main(["--clients", "2", "--rounds", "3", "--systems", "fedge",
+                               "--out", str(out), "--timeout", "120"]) == 0
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert row["system"] == "fedge" and row["clients"] == 2
+    assert sorted(row["round_s"]) == ["1", "2", "3"]
+    assert row["s_per_round"] > 0 and row["accuracy"] > 0.5
