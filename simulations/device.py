@@ -42,8 +42,8 @@ class ClientSpec:
     dropout: probability, per round, that the device goes silent after being sampled.
     delay, delay_s: a straggler's delay distribution ("" none, exponential, uniform
     (0 to 2 * delay_s) or fixed) and its mean, waited before each update.
-    join_round: 0, or the round the device first takes part in (it connects once the
-    round before is committed); leave_round: 0, or the round after which it leaves.
+    join_round: 0, or the round the device first takes part in (it connects while the
+    round before is open); leave_round: 0, or the round after which it leaves.
     attack: "", or the Attack kind its updates suffer (with attack_factor).
     bandwidth_kbps: 0, or the cap of its link in kilobits/s, each direction.
     watch_token: an operator token a late joiner reads the server's progress with.
@@ -129,11 +129,12 @@ class SimulatedDaemon(Daemon):
         self.spec = spec
         self.dropped_rounds: list[int] = []
         self.delay_seconds = 0.0
+        self._attempts: dict[int, int] = {}  # TRAIN tasks taken, by round
 
     def run(self) -> Any:
         """Waits for its join round (a late joiner), then runs as a device does."""
         if self.spec.join_round > 1:
-            self._wait_for_commit(self.spec.join_round - 1)
+            self._wait_for_round(self.spec.join_round - 1)
         if self._stop.is_set():
             return self.stats
         return super().run()
@@ -152,7 +153,10 @@ class SimulatedDaemon(Daemon):
 
     def _train(self, stub: fedge_pb2_grpc.FederationStub, session: str,
                task: fedge_pb2.Task) -> None:
-        rng = random.Random(f"{self.spec.seed}:{self.spec.device_id}:{task.round}")
+        # A round retried with a new sample draws afresh (else the same devices would
+        # drop out of every retry); the draws stay reproducible from the seed.
+        attempt = self._attempts[task.round] = self._attempts.get(task.round, 0) + 1
+        rng = random.Random(f"{self.spec.seed}:{self.spec.device_id}:{task.round}:{attempt}")
         if rng.random() < self.spec.dropout:
             # Silent until the round is over: the server sees a sampled device that
             # never reports, exactly as when a phone goes out of coverage.
@@ -177,15 +181,17 @@ class SimulatedDaemon(Daemon):
             return rng.uniform(0.0, 2.0 * mean)
         return mean
 
-    def _wait_for_commit(self, round_: int) -> None:
-        """Waits (reading the server's Status as an operator) until round_ is committed."""
+    def _wait_for_round(self, round_: int) -> None:
+        """Waits (reading the server's Status as an operator) until round_ is open or
+        committed, so that the device is there when the next round samples."""
         watch = dataclasses.replace(self.config, token=self.spec.watch_token)
         with open_channel(watch) as channel:
             stub = fedge_pb2_grpc.FederationStub(channel)
             while not self._stop.is_set():
                 try:
                     reply = stub.Status(fedge_pb2.StatusRequest(last_rounds=1), timeout=10)
-                    if reply.model_version >= round_ or reply.phase == "done":
+                    if (reply.model_version >= round_ or reply.phase == "done"
+                            or (reply.round >= round_ and reply.phase == "training")):
                         log.info("%s: joining after round %d", self.config.device_id,
                                  reply.model_version)
                         return
