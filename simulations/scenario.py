@@ -77,5 +77,8 @@ def load_simulation(scenario: str | None, config: str | None,
             raise ConfigError(f"config file {config} does not exist")
         values.update(_read(path))
         sources.append(config)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        sources.append("options")
+    values.update(given)
     return build(SimulateConfig, values, " + ".join(sources) or "options")

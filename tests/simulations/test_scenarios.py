@@ -71,7 +71,8 @@ def _run(tmp_path: Path, scenario: str, name: str = "out", **overrides: Any) -> 
     config = load_simulation(scenario, None, {**SMALL, **overrides,
                                               "out": str(tmp_path / name)})
     report = simulate(config)
-    assert report["scenario"] == scenario and report["backend"] == "threads"
+    assert report["scenario"] == scenario
+    assert report["backend"] == overrides.get("backend", "threads")
     assert len(report["rounds"]) == config.rounds == len(report["participation"])
     assert json.loads((tmp_path / name / "report.json").read_text()) == report
     return report
@@ -113,7 +114,7 @@ def _stragglers(tmp_path: Path) -> None:
 
 def _churn(tmp_path: Path) -> None:
     report = _run(tmp_path, "churn", clients=4, rounds=3, join_round=2, leave_round=2,
-                  round_timeout_s=4.0)
+                  round_timeout_s=3.0)
     (late,), (leaver,) = report["conditions"]["late_joiners"], report["conditions"]["leavers"]
     parts = report["participation"]
     assert parts[0]["sampled"] == 3  # the late joiner is not there yet
@@ -134,7 +135,11 @@ def _hostile(tmp_path: Path) -> None:
 
 
 def _quantity_skew(tmp_path: Path) -> None:
-    report = _run(tmp_path, "quantity-skew", clients=6)
+    # Also the processes backend: clients in two `python -m simulations.host` workers.
+    report = _run(tmp_path, "quantity-skew", clients=6, backend="processes", workers=2)
+    assert report["hosts"] == 2
+    assert sorted(p.name for p in (tmp_path / "out" / "hosts").glob("*.results.json")) == [
+        "host-0.results.json", "host-1.results.json"]
     sizes = [c["examples"] for c in report["client_data"]]
     assert max(sizes) > 4 * min(sizes)
     assert report["final"]["accuracy"] >= 0.8
