@@ -3,7 +3,7 @@
 Every backend runs clients through run_group: the threads backend in the simulate
 process itself, the processes backend in ``python -m simulations.host SPECS.json
 RESULTS.json`` workers, the Ray backend inside actors. Specs come in and results go out
-as JSON, never pickle.
+as JSON (nothing is pickled).
 """
 
 from __future__ import annotations
