@@ -114,7 +114,7 @@ def _stragglers(tmp_path: Path) -> None:
 
 def _churn(tmp_path: Path) -> None:
     report = _run(tmp_path, "churn", clients=4, rounds=3, join_round=2, leave_round=2,
-                  round_timeout_s=3.0)
+                  round_timeout_s=4.0)
     (late,), (leaver,) = report["conditions"]["late_joiners"], report["conditions"]["leavers"]
     parts = report["participation"]
     assert parts[0]["sampled"] == 3  # the late joiner is not there yet
