@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -205,9 +206,11 @@ class RayBackend:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if self.ray.is_initialized():
             return
-        self.ray.init(address=self.address or None, include_dashboard=False,
-                      log_to_driver=False, logging_level=logging.WARNING,
-                      configure_logging=True)
+        with warnings.catch_warnings():  # a tip about a future GPU default, not ours
+            warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
+            self.ray.init(address=self.address or None, include_dashboard=False,
+                          log_to_driver=False, logging_level=logging.WARNING,
+                          configure_logging=True)
         self._started_ray = True
 
     def cpus(self) -> int:
