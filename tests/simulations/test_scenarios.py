@@ -37,7 +37,7 @@ def test_a_scenario_is_overridden_by_the_config_file_then_by_flags(tmp_path: Pat
     own = tmp_path / "mine.toml"
     own.write_text("dropout = 0.5\nclients = 3\n")
     config = load_simulation("dropout", str(own), {"clients": 4, "rounds": None})
-    assert (config.dropout, config.clients, config.rounds) == (0.5, 4, 8)
+    assert (config.dropout, config.clients, config.rounds) == (0.5, 4, 6)
     assert load_simulation(str(own), None, {}).scenario == "mine"
     with pytest.raises(ConfigError, match="built-in: bandwidth, churn"):
         load_simulation("no-such", None, {})
