@@ -4,34 +4,39 @@ While the server is away (not started yet, restarting, a flaky link) the daemon 
 with capped exponential backoff and jitter; when the server no longer knows its session
 it joins again. A set stop event ends the loop at the next step, cancelling a poll in
 flight, so SIGTERM and SIGINT stop it cleanly.
+
+Without a trainer the daemon runs inference-only: it joins as a device that cannot
+train, installs the edge artifacts it is shipped and reports how they do on its local
+labelled data. This module imports no torch; the trainer's modules load only when a
+trainer is made (see client/inference.py).
 """
 
 from __future__ import annotations
 
 import logging
 import platform
+import queue
 import random
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
 
 from client.data import LocalData
-from client.trainer import Trainer, describe
 from client.update import UpdatePlan, compute_update, encode_update
 from fedge import __version__
 from fedge.config import ClientConfig
 from fedge.encodings import ErrorFeedback
 from fedge.errors import FedgeError
 from fedge.tasks import Task
-from fedge.tasks.training import weights_of
 from fedge.tensors import (
     CHUNK_BYTES,
+    Spec,
     TensorError,
     fingerprint,
     from_blob,
@@ -41,6 +46,9 @@ from fedge.tensors import (
     stream_sha256,
 )
 from protos import fedge_pb2, fedge_pb2_grpc
+
+if TYPE_CHECKING:
+    from client.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,7 @@ class DaemonStats:
     bytes_down: int = 0   # model payloads received
     edge_installed: int = 0  # edge artifacts verified and installed
     edge_refused: int = 0    # edge artifacts refused (the previous model kept serving)
+    edge_version: int = 0    # the round of the edge model installed last (0: none yet)
 
     def metrics(self) -> dict[str, tuple[float, str]]:
         """The daemon's Prometheus values (see fedge.metrics.ValuesCollector)."""
@@ -85,6 +94,8 @@ class DaemonStats:
             "fedge_client_edge_installed_total": (self.edge_installed,
                                                   "Edge artifacts verified and installed."),
             "fedge_client_edge_refused_total": (self.edge_refused, "Edge artifacts refused."),
+            "fedge_client_edge_model_version": (self.edge_version,
+                                                "Round of the edge model installed last."),
         }
 
 
@@ -151,26 +162,40 @@ def open_channel(config: ClientConfig) -> grpc.Channel:
 class Daemon:
     """One device taking part in a federated run."""
 
-    def __init__(self, config: ClientConfig, task: Task, trainer: Trainer,
+    def __init__(self, config: ClientConfig, task: Task, trainer: Trainer | None,
                  data: LocalData | None = None) -> None:
-        """data: the sources to rescan before each TRAIN task (None: train on the
-        trainer's examples as they are)."""
+        """trainer: None runs the daemon inference-only (it never trains).
+        data: the sources to rescan before each TRAIN or DEPLOY task (None: use the
+        trainer's examples as they are; inference-only, measure on no data)."""
         self.config = config
         self.task = task
-        self.trainer = trainer
+        self._trainer = trainer
+        self.inference_only = trainer is None
         self.data = data
         self.stats = DaemonStats()
-        self._specs = fingerprint(weights_of(trainer.model))
+        self._specs = [] if trainer is None else _model_specs(trainer)
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s,
                                 random.Random(hash(config.device_id)))
         self._stop = threading.Event()
+        self._inflight: grpc.Future | None = None  # the RPC stop() cancels
         self._session = ""  # the last session joined, offered back when rejoining
         # Top-k's dropped entries, carried into this device's next update.
         self._feedback = ErrorFeedback()
 
+    @property
+    def trainer(self) -> Trainer:
+        """The local trainer; an inference-only daemon has none."""
+        if self._trainer is None:
+            raise FedgeError(f"{self.config.device_id} runs inference-only: it has no trainer")
+        return self._trainer
+
     def stop(self) -> None:
-        """Ends run() at its next step (safe to call from a signal handler)."""
+        """Ends run() at its next step, cancelling the RPC in flight (safe to call
+        from a signal handler)."""
         self._stop.set()
+        inflight = self._inflight
+        if inflight is not None:
+            inflight.cancel()
 
     def run(self) -> DaemonStats:
         """Takes part in rounds until the server says STOP or stop() is called."""
@@ -205,28 +230,58 @@ class Daemon:
         return open_channel(self.config)
 
     def _call(self, future: grpc.Future) -> Any:
-        """Waits for an RPC future, cancelling it if the daemon is stopped meanwhile."""
-        while not future.done():
-            if self._stop.wait(0.05):
+        """Waits for an RPC future; stop() cancels it.
+
+        The wait sleeps until the RPC ends: no timed polling, since a thousand
+        simulated daemons waking every few milliseconds would starve the process.
+        SimpleQueue.put may be called from a signal handler, Event.set may not.
+        """
+        done: queue.SimpleQueue[grpc.Future] = queue.SimpleQueue()
+        future.add_done_callback(done.put)
+        self._inflight = future
+        try:
+            if self._stop.is_set():  # stop() ran before _inflight was set
                 future.cancel()
-                raise Stopped()
+            done.get()
+        finally:
+            self._inflight = None
+        if future.cancelled():  # only stop() cancels
+            raise Stopped()
         return future.result()
 
     def _join(self, stub: fedge_pb2_grpc.FederationStub) -> str:
         request = fedge_pb2.JoinRequest(
             device_id=self.config.device_id, task=self.task.name,
             fingerprint=specs_to_proto(self._specs),
-            capabilities=fedge_pb2.Capabilities(
-                accelerator=describe(self.trainer.device), platform=platform.platform(),
-                runtime=f"fedge {__version__}"),
-            num_examples=self.trainer.num_examples, previous_session=self._session)
+            capabilities=self._capabilities(),
+            num_examples=self._num_examples(), previous_session=self._session,
+            inference_only=self.inference_only)
         reply: fedge_pb2.JoinReply = self._call(stub.Join.future(request, timeout=30))
         self._session = reply.session_id
         self.stats.joins += 1
         self._backoff.reset()
-        log.info("%s: joined %s (round %d)", self.config.device_id, self.config.server,
-                 reply.round)
+        log.info("%s: joined %s (round %d)%s", self.config.device_id, self.config.server,
+                 reply.round, " inference-only" if self.inference_only else "")
         return reply.session_id
+
+    def _capabilities(self) -> fedge_pb2.Capabilities:
+        if self.inference_only:
+            from client.inference import runtime_description
+
+            return fedge_pb2.Capabilities(accelerator="none (inference only)",
+                                          platform=platform.platform(),
+                                          runtime=runtime_description())
+        from client.trainer import describe
+
+        return fedge_pb2.Capabilities(accelerator=describe(self.trainer.device),
+                                      platform=platform.platform(),
+                                      runtime=f"fedge {__version__}")
+
+    def _num_examples(self) -> int:
+        """Local labelled examples: to train on, or (inference-only) to measure on."""
+        if self._trainer is not None:
+            return self._trainer.num_examples
+        return 0 if self.data is None else len(self.data.arrays(by_content=False)[1])
 
     def _serve(self, stub: fedge_pb2_grpc.FederationStub, session: str) -> None:
         while not self._stop.is_set():
@@ -248,6 +303,12 @@ class Daemon:
 
     def _train(self, stub: fedge_pb2_grpc.FederationStub, session: str,
                task: fedge_pb2.Task) -> None:
+        if self.inference_only:  # the server never samples such a device; be safe
+            log.warning("%s: round %d: handed a TRAIN task, but this device runs "
+                        "inference-only; ignored", self.config.device_id, task.round)
+            if self._stop.wait(1.0):
+                raise Stopped()
+            return
         data_metrics = self._rescan()
         if self.trainer.num_examples == 0:
             log.warning("%s: round %d: no usable local examples; not taking part",
@@ -308,9 +369,10 @@ class Daemon:
             return {}
         try:
             if self.data.rescan():
-                self.trainer.set_data(*self.data.arrays())
+                if self._trainer is not None:
+                    self._trainer.set_data(*self.data.arrays())
                 log.info("%s: local data changed: now %d examples", self.config.device_id,
-                         self.trainer.num_examples)
+                         self._num_examples())
         except Exception:  # a scan must never end the daemon: train on what we had
             log.exception("%s: rescanning local data failed", self.config.device_id)
         return self.data.inventory().metrics(file_names=self.config.debug_report_files)
@@ -332,9 +394,10 @@ class Daemon:
             blob = self._download(stub, session, task.model_version, artifact=True)
             if task.artifact_sha256 and sha256_hex(blob) != task.artifact_sha256:
                 raise FedgeError("the artifact is not the one the DEPLOY task named")
-            metrics = install_and_evaluate(blob, self.config, self.trainer.x.cpu().numpy(),
-                                           self.trainer.y.cpu().numpy())
+            x, y = self._labelled_examples()
+            metrics = install_and_evaluate(blob, self.config, x, y)
             self.stats.edge_installed += 1
+            self.stats.edge_version = task.model_version
         except (FedgeError, ImportError) as exc:
             log.error("%s: refused the edge artifact of round %d, keeping the installed "
                       "model: %s", self.config.device_id, task.model_version, exc)
@@ -343,6 +406,16 @@ class Daemon:
         report = fedge_pb2.MetricsReport(session_id=session, round=task.model_version,
                                          model_version=task.model_version, metrics=metrics)
         self._call(stub.ReportMetrics.future(report, timeout=30))
+
+    def _labelled_examples(self) -> tuple[np.ndarray, np.ndarray]:
+        """The examples a shipped model is measured on: the trainer's, or (inference-
+        only) the local data as it is now."""
+        if self._trainer is not None:
+            return self._trainer.x.cpu().numpy(), self._trainer.y.cpu().numpy()
+        if self.data is None:
+            return np.zeros((0, *self.task.schema.input_shape), np.float32), np.zeros(0, int)
+        self._rescan()
+        return self.data.arrays()
 
     def _fetch(self, stub: fedge_pb2_grpc.FederationStub, session: str,
                version: int) -> dict[str, np.ndarray]:
@@ -387,3 +460,10 @@ class Daemon:
             raise FedgeError(f"model version {version} arrived damaged: {len(blob)} of "
                              f"{total} bytes, SHA-256 mismatch")
         return blob
+
+
+def _model_specs(trainer: Trainer) -> list[Spec]:
+    """The fingerprint of the trainer's model (torch is loaded by then)."""
+    from fedge.tasks.training import weights_of
+
+    return fingerprint(weights_of(trainer.model))

@@ -32,13 +32,21 @@ def install_and_evaluate(blob: bytes, config: ClientConfig, x: np.ndarray,
     files = unpack(blob)
     manifest = ModelDir(config.model_dir).install(files, key)
     model = EdgeModel(files, manifest, threads=1)
-    accuracy = model.accuracy(x, y)
-    sample = x[: min(len(x), 50)]
+    # A device without labelled data still times the model, on zeros of its input shape.
+    sample = (x[: min(len(x), 50)] if len(x) else
+              np.zeros((10, *(int(d) for d in manifest.input_shape[1:])),
+                       manifest.input_dtype))
     started = time.perf_counter()
     for row in range(len(sample)):
         model.logits(sample[row : row + 1])
     latency_ms = (time.perf_counter() - started) / max(len(sample), 1) * 1e3
+    metrics = {"edge_examples": float(len(y)), "edge_latency_ms_batch1": latency_ms,
+               "edge_installed": 1.0}
+    if len(y) == 0:
+        log.info("%s: installed the edge model of round %d; no labelled data to measure "
+                 "it on", config.device_id, manifest.round)
+        return metrics
+    accuracy = model.accuracy(x, y)
     log.info("%s: installed the edge model of round %d; on-device accuracy %.4f on %d "
              "examples", config.device_id, manifest.round, accuracy, len(y))
-    return {"edge_accuracy": accuracy, "edge_examples": float(len(y)),
-            "edge_latency_ms_batch1": latency_ms, "edge_installed": 1.0}
+    return {"edge_accuracy": accuracy, **metrics}

@@ -11,14 +11,17 @@ add the carried residual (top-k), encode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from client.trainer import Trainer
 from fedge.encodings import ErrorFeedback, encode
 from fedge.errors import FedgeError
 from fedge.tensors import fingerprint
 from protos import fedge_pb2
+
+if TYPE_CHECKING:  # the daemon imports this module without torch (inference-only)
+    from client.trainer import Trainer
 
 KIND_NAMES = {fedge_pb2.WEIGHTS: "weights", fedge_pb2.DELTA: "delta",
               fedge_pb2.GRADIENT: "gradient", fedge_pb2.UPDATE_KIND_UNSPECIFIED: "weights"}

@@ -49,7 +49,7 @@ SERVER_KEYS = ("task", "host", "port", "rounds", "min_clients", "fraction", "rou
                "tls_key", "poll_seconds", "max_update_bytes", "allow_anonymous",
                "tls_client_ca", "quorum_fraction", "max_update_norm", "norm_action",
                "max_examples", "max_uploads", "rate_limit", "metrics_port", "edge",
-               "edge_every")
+               "edge_every", "max_workers")
 
 
 # Strategy settings, shared by `fedge server` and `fedge simulate`.
@@ -97,22 +97,26 @@ def _print_round(total: int) -> Callable[[Any], None]:
 
 CLIENT_KEYS = ("server", "task", "data", "device_id", "insecure", "tls_ca", "device",
                "poll_seconds", "token", "tls_cert", "tls_key", "metrics_port", "label_column",
-               "debug_report_files", "trust_key", "model_dir")
+               "debug_report_files", "trust_key", "model_dir", "inference_only")
 
 
 def cmd_client(args: argparse.Namespace) -> int:
     from client.daemon import Daemon
     from client.data import LocalData, ReadOptions
-    from client.trainer import Trainer
     from fedge.config import ClientConfig, load
-    from fedge.tasks import load_task
 
     options = _options(args, CLIENT_KEYS)
     if "token" not in options and os.environ.get("FEDGE_TOKEN"):
         options["token"] = os.environ["FEDGE_TOKEN"]
     config = load(ClientConfig, args.config, options)
+    if config.inference_only:
+        return _run_daemon(config, _inference_only_daemon(config))
     if not config.data:
         raise FedgeError("the client needs local data: --data DIR (repeatable)")
+    _check_can_train()
+    from client.trainer import Trainer
+    from fedge.tasks import load_task
+
     task = load_task(config.task)
     data = LocalData(config.data, task.schema, ReadOptions(
         label_column=config.label_column, x_key=config.x_key, y_key=config.y_key))
@@ -121,7 +125,45 @@ def cmd_client(args: argparse.Namespace) -> int:
     if len(y) == 0:
         raise FedgeError(f"no usable examples in {', '.join(config.data)}; run "
                          "`fedge data inspect` on them to see why")
-    daemon = Daemon(config, task, Trainer(task, x, y, config.device), data)
+    return _run_daemon(config, Daemon(config, task, Trainer(task, x, y, config.device), data))
+
+
+def _check_can_train() -> None:
+    """Refuses to start a training daemon where torch does not import: such a device
+    must be made inference-only on purpose, since the server then never samples it."""
+    from client.inference import torch_problem
+
+    problem = torch_problem()
+    if problem is not None:
+        raise FedgeError(f"this device cannot train: {problem}. Run it as an "
+                         "inference-only device with --inference-only (inference_only = "
+                         "true), or install torch with the train extra: pip install "
+                         "'fedge[train]'")
+
+
+def _inference_only_daemon(config: Any) -> Any:
+    """The inference-only daemon: the task (for its name and data schema), local
+    labelled data if any, no trainer, and no torch imported."""
+    import onnxruntime  # noqa: F401  (fail now, with the extra to install, not per DEPLOY)
+
+    from client.daemon import Daemon
+    from client.data import LocalData, ReadOptions
+    from fedge.tasks import load_task
+
+    # A user task whose module imports torch at the top fails here, saying so: such a
+    # task must import torch inside its model functions, as the built-in ones do.
+    task = load_task(config.task)
+    data = None
+    if config.data:
+        data = LocalData(config.data, task.schema, ReadOptions(
+            label_column=config.label_column, x_key=config.x_key, y_key=config.y_key))
+        data.rescan()
+    log.info("%s: inference-only: installs shipped edge models and never trains",
+             config.device_id)
+    return Daemon(config, task, None, data)
+
+
+def _run_daemon(config: Any, daemon: Any) -> int:
     _on_signals(daemon.stop)
     endpoint = None
     if config.metrics_port:
@@ -134,7 +176,11 @@ def cmd_client(args: argparse.Namespace) -> int:
     finally:
         if endpoint is not None:
             endpoint.stop()
-    print(f"{config.device_id}: trained {stats.rounds_trained} round(s)", file=sys.stderr)
+    if config.inference_only:
+        print(f"{config.device_id}: installed {stats.edge_installed} edge model(s), refused "
+              f"{stats.edge_refused}", file=sys.stderr)
+    else:
+        print(f"{config.device_id}: trained {stats.rounds_trained} round(s)", file=sys.stderr)
     return 0
 
 
@@ -239,7 +285,8 @@ def _format_status(snap: dict[str, Any]) -> str:
         lines.append(f"  {d['device_id']:<24} {'yes' if d['live'] else 'no':<5} "
                      f"{d['last_seen_seconds']:>6.1f} s  {d['num_examples']:>8}  "
                      f"{d['edge_model'] or '-':>5}  {d['accelerator'] or '-':<16} "
-                     f"{d['platform'] or '-'}")
+                     f"{d['platform'] or '-'}"
+                     + ("  [inference only]" if d.get("inference_only") else ""))
     lines.append("rounds:")
     lines.append(f"  {'round':>5}  {'accuracy':>8}  {'loss':>7}  {'clients':>7}  "
                  f"{'seconds':>7}")
@@ -390,7 +437,13 @@ def cmd_edge_predict(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise FedgeError(f"cannot read {args.input} as a .npy array: {exc}") from exc
     labels = model.manifest.labels
-    for index in model.predict(x):
+    if args.scores:  # the raw outputs too, bit for bit, to compare runtimes with
+        scores = model.logits(x)
+        np.save(args.scores, scores, allow_pickle=False)
+        indices = scores.argmax(axis=1)
+    else:
+        indices = model.predict(x)
+    for index in indices:
         print(labels[int(index)])
     return 0
 
@@ -428,6 +481,8 @@ def _add_edge(sub: Any) -> None:
     predict.add_argument("input", help="a .npy array of inputs, one example per row")
     predict.add_argument("--public-key", dest="public_key",
                          help="verify the artifact against this key first")
+    predict.add_argument("--scores", help="also save the model's output scores, one row "
+                         "per input, to this .npy file")
     predict.set_defaults(func=cmd_edge_predict)
 
 
@@ -517,6 +572,9 @@ def _add_server_guards(p: argparse.ArgumentParser) -> None:
                    help="requests per second per device (default 50; 0 = off)")
     p.add_argument("--metrics-port", dest="metrics_port", type=int,
                    help="serve Prometheus metrics on http://HOST:PORT/metrics (default off)")
+    p.add_argument("--max-workers", dest="max_workers", type=int,
+                   help="RPC worker threads; long polls hold one each, so raise it above "
+                   "the fleet size for prompt round starts (default 256)")
 
 
 def _add_client(sub: Any) -> None:
@@ -553,6 +611,9 @@ def _add_client(sub: Any) -> None:
                    "(PEM); shipped edge models are installed only if signed by it")
     p.add_argument("--model-dir", dest="model_dir",
                    help="where edge models are installed (default fedge-model)")
+    p.add_argument("--inference-only", dest="inference_only", action="store_true",
+                   default=None, help="never train: only install shipped edge models and "
+                   "report how they do on the --data given (needs --trust-key; no torch)")
     p.set_defaults(func=cmd_client)
 
 

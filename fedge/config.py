@@ -49,6 +49,9 @@ class ServerConfig:
     rate_limit, rate_burst: requests per second (and burst) allowed per device; 0 is off.
     metrics_port: serve Prometheus metrics on http://HOST:PORT/metrics; 0 is off.
     status_interval_s: how often STATE_DIR/status.json is rewritten for `fedge status`.
+    max_workers: RPC worker threads. A long poll holds one, so at most max_workers minus
+        an eighth kept for joins, fetches and uploads are held at once; the other devices'
+        polls are answered at once with a jittered retry_after. Raise it for large fleets.
     strategy, update, encoding, server_lr, server_momentum, mu, trim, byzantine_f,
         topk_fraction: the aggregation strategy, what clients send and how it travels
         (see check_strategy; None means the strategy's default).
@@ -99,9 +102,11 @@ class ServerConfig:
     # when that is above 0, from the task's student model; see server/deploy.py.
     edge: bool = True
     edge_every: int = 0
+    max_workers: int = 256
 
     def __post_init__(self) -> None:
         check_strategy(self, self.min_clients)
+        _check_range("max_workers", self.max_workers, 8, 16384)
         _check_range("rounds", self.rounds, 1)
         _check_range("min_clients", self.min_clients, 1)
         _check_range("port", self.port, 0, 65535)
@@ -177,6 +182,9 @@ class ClientConfig:
     # are declined. model_dir is where verified artifacts are installed.
     trust_key: str = ""
     model_dir: str = "fedge-model"
+    # Never train: only install shipped edge artifacts and report how they do (needs
+    # no torch; what `pip install 'fedge[edge]'` supports). Needs trust_key.
+    inference_only: bool = False
 
     def __post_init__(self) -> None:
         if not self.device_id:
@@ -192,6 +200,10 @@ class ClientConfig:
         if self.tls_cert and self.insecure:
             raise ConfigError("a client certificate (tls_cert) needs TLS; drop --insecure")
         _check_range("metrics_port", self.metrics_port, 0, 65535)
+        if self.inference_only and not self.trust_key:
+            raise ConfigError("inference_only needs trust_key (--trust-key): such a device "
+                              "only installs shipped models, and refuses them all without "
+                              "the server's public key")
 
 
 @dataclass(frozen=True)

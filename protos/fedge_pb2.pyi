@@ -67,20 +67,22 @@ class Capabilities(_message.Message):
     def __init__(self, accelerator: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., platform: _Optional[str] = ..., runtime: _Optional[str] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("device_id", "task", "fingerprint", "capabilities", "num_examples", "previous_session")
+    __slots__ = ("device_id", "task", "fingerprint", "capabilities", "num_examples", "previous_session", "inference_only")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_SESSION_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_ONLY_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     task: str
     fingerprint: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     capabilities: Capabilities
     num_examples: int
     previous_session: str
-    def __init__(self, device_id: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., num_examples: _Optional[int] = ..., previous_session: _Optional[str] = ...) -> None: ...
+    inference_only: bool
+    def __init__(self, device_id: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., num_examples: _Optional[int] = ..., previous_session: _Optional[str] = ..., inference_only: _Optional[bool] = ...) -> None: ...
 
 class JoinReply(_message.Message):
     __slots__ = ("session_id", "round", "model_version", "poll_seconds")
@@ -261,7 +263,7 @@ class StatusRequest(_message.Message):
     def __init__(self, last_rounds: _Optional[int] = ...) -> None: ...
 
 class DeviceStatus(_message.Message):
-    __slots__ = ("device_id", "last_seen_seconds", "platform", "accelerator", "runtime", "num_examples", "authenticated", "live", "edge_model")
+    __slots__ = ("device_id", "last_seen_seconds", "platform", "accelerator", "runtime", "num_examples", "authenticated", "live", "edge_model", "inference_only")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
@@ -271,6 +273,7 @@ class DeviceStatus(_message.Message):
     AUTHENTICATED_FIELD_NUMBER: _ClassVar[int]
     LIVE_FIELD_NUMBER: _ClassVar[int]
     EDGE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_ONLY_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     last_seen_seconds: float
     platform: str
@@ -280,7 +283,8 @@ class DeviceStatus(_message.Message):
     authenticated: bool
     live: bool
     edge_model: str
-    def __init__(self, device_id: _Optional[str] = ..., last_seen_seconds: _Optional[float] = ..., platform: _Optional[str] = ..., accelerator: _Optional[str] = ..., runtime: _Optional[str] = ..., num_examples: _Optional[int] = ..., authenticated: _Optional[bool] = ..., live: _Optional[bool] = ..., edge_model: _Optional[str] = ...) -> None: ...
+    inference_only: bool
+    def __init__(self, device_id: _Optional[str] = ..., last_seen_seconds: _Optional[float] = ..., platform: _Optional[str] = ..., accelerator: _Optional[str] = ..., runtime: _Optional[str] = ..., num_examples: _Optional[int] = ..., authenticated: _Optional[bool] = ..., live: _Optional[bool] = ..., edge_model: _Optional[str] = ..., inference_only: _Optional[bool] = ...) -> None: ...
 
 class RoundSummary(_message.Message):
     __slots__ = ("round", "accuracy", "loss", "clients", "examples", "bytes_up", "bytes_down", "seconds", "committed_at")

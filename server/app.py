@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "fedge.v1.Federation"
-# Long polls hold a worker each; the pool bounds how many devices can wait at once.
-MAX_WORKERS = 256
 # Every transfer is chunked, so messages stay far below this.
 MAX_MESSAGE_BYTES = 4 * CHUNK_BYTES
 
@@ -114,13 +112,17 @@ class FedgeServer:
                              strategy, self.deployments)
         _resume_edge(self.rounds, self.store, self.deployments)
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
+            futures.ThreadPoolExecutor(max_workers=config.max_workers,
+                                       thread_name_prefix="rpc"),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
         self.tokens = TokenStore(config.state_dir)
         guards = Guards(allow_anonymous=config.allow_anonymous,
                         max_uploads=config.max_uploads, rate_limit=config.rate_limit,
-                        rate_burst=config.rate_burst)
+                        rate_burst=config.rate_burst,
+                        # Long polls hold a worker each: keep an eighth of the pool for
+                        # joins, fetches and uploads.
+                        max_polls=config.max_workers - max(4, config.max_workers // 8))
         self.service = FederationService(self.task.name, specs, self.registry, self.rounds,
                                          self.store, config.poll_seconds,
                                          config.max_update_bytes, self.tokens, guards)
@@ -186,12 +188,16 @@ class FedgeServer:
 
     def _write_status(self) -> None:
         stopping = False
+        interval = self.config.status_interval_s
         while not stopping:
-            stopping = self._status_stop.wait(self.config.status_interval_s)
+            stopping = self._status_stop.wait(interval)
+            started = time.perf_counter()
             try:  # also once more on the way out, so the file says how the run ended
                 write_status(self.config.state_dir, self.status())
             except Exception:  # a status file must never take the server down
                 log.exception("could not write %s/status.json", self.config.state_dir)
+            # A large fleet makes the snapshot costly: spend at most ~5% of the time on it.
+            interval = max(self.config.status_interval_s, 20 * (time.perf_counter() - started))
 
     def wait(self, timeout: float | None = None) -> list[RoundRecord]:
         """Blocks until every round is committed (or stop()), then shuts down."""

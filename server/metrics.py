@@ -61,6 +61,9 @@ class ServerCollector(Collector):
         live = len(self._registry.live())
         yield _gauge("fedge_devices_connected", "Devices heard from within the device "
                      "timeout.", live)
+        yield _gauge("fedge_devices_inference_only", "Connected devices that cannot train "
+                     "(never sampled; they only install edge models).",
+                     sum(d.inference_only for d in self._registry.live()))
         yield _gauge("fedge_devices_selected", "Devices handed the open round's task.",
                      progress.selected)
         yield _gauge("fedge_devices_reported", "Selected devices whose update was accepted.",

@@ -25,6 +25,7 @@ class Device:
     edge_model: str = ""  # the edge artifact version it last reported installed
     joined_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
+    inference_only: bool = False  # it cannot train: never sampled, only shipped models
 
 
 class Registry:
@@ -37,14 +38,15 @@ class Registry:
         self._by_device: dict[str, Device] = {}
 
     def join(self, device_id: str, num_examples: int, capabilities: dict[str, str],
-             authenticated: bool = False, previous_session: str = "") -> Device:
+             authenticated: bool = False, previous_session: str = "",
+             inference_only: bool = False) -> Device:
         """Opens a new session for device_id, ending the one it had before.
 
         A device id whose session is still live is refused (Conflict) unless the caller
         names that session as its previous one: the same daemon reconnecting.
         """
         device = Device(device_id, secrets.token_hex(16), num_examples, capabilities,
-                        authenticated)
+                        authenticated, inference_only=inference_only)
         with self._lock:
             old = self._by_device.get(device_id)
             if old is not None and old.session_id != previous_session:

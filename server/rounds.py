@@ -157,7 +157,13 @@ class Rounds:
         self._evaluate = evaluate
         self._task_name = task_name
         self._on_commit = on_commit
-        self._cond = threading.Condition()
+        # One lock, two conditions: the driver waits on _cond (woken by every accepted
+        # update), long polls on _tasks (woken only when what a poll answers can change:
+        # a round opens, a model commits, an artifact is ready, the run stops). With a
+        # thousand parked polls, waking them per update would cost a million wakeups.
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._tasks = threading.Condition(lock)
         self._rng = random.Random(settings.seed)
         self._stopped: set[str] = set()
         self._stop = threading.Event()
@@ -209,7 +215,7 @@ class Rounds:
                                     message="training is complete")
                 assignment = self._round.assignments.get(device.device_id)
                 if (self.phase is Phase.TRAINING and assignment is not None
-                        and not assignment.submitted):
+                        and not assignment.submitted and not device.inference_only):
                     return TaskView("TRAIN", assignment, self.model_version)
                 deploy = self._deploy_view(device)
                 if deploy is not None:
@@ -218,13 +224,18 @@ class Rounds:
                 if remaining <= 0 or self._stop.is_set():
                     return TaskView("WAIT", retry_after_s=0.0,
                                     message=f"waiting ({self.phase.value})")
-                self._cond.wait(remaining)
+                self._tasks.wait(remaining)
 
     # ------------------------------------------------------------------ edge
 
+    def _notify_everyone(self) -> None:
+        """Wakes the driver and every parked poll (the lock must be held)."""
+        self._cond.notify_all()
+        self._tasks.notify_all()
+
     def _wake(self) -> None:
         with self._cond:
-            self._cond.notify_all()
+            self._notify_everyone()
 
     def _edge_building(self) -> bool:
         return self._deploy is not None and self._deploy.busy()
@@ -330,7 +341,7 @@ class Rounds:
     def stop(self) -> None:
         self._stop.set()
         with self._cond:
-            self._cond.notify_all()
+            self._notify_everyone()
 
     def run(self) -> None:
         """Drives rounds until all are committed (or stop() is called), then lingers
@@ -351,7 +362,8 @@ class Rounds:
         announced = False
         with self._cond:
             while not self._stop.is_set():
-                live = self._registry.live()
+                # Only devices that can train are sampled and count toward min_clients.
+                live = [d for d in self._registry.live() if not d.inference_only]
                 if len(live) >= self.settings.min_clients:
                     size = max(self.settings.min_clients,
                                math.ceil(self.settings.fraction * len(live)))
@@ -374,7 +386,7 @@ class Rounds:
                 self._round.assignments[device.device_id] = Assignment(
                     secrets.token_hex(8), device.device_id, number, deadline)
             self.phase = Phase.TRAINING
-            self._cond.notify_all()
+            self._notify_everyone()
         log.info("round %d: training on %d device(s)", number, len(sample),
                  extra={"event": "round.opened", "round": number, "devices": len(sample)})
 
@@ -392,7 +404,7 @@ class Rounds:
                 self._cond.wait(remaining)
             done = sum(a.submitted for a in self._round.assignments.values())
             self.phase = Phase.WAITING  # late updates are now stale
-            self._cond.notify_all()
+            self._notify_everyone()
         if self._stop.is_set():
             return False
         quorum = self.settings.quorum(len(self._round.assignments))
@@ -447,7 +459,7 @@ class Rounds:
             self._round = _RoundState(state.number + 1)
             if state.number >= self.settings.rounds:
                 self.phase = Phase.DONE
-            self._cond.notify_all()
+            self._notify_everyone()
         log.info("round %d committed: accuracy %.4f, loss %.4f, %d client(s), %.2f s",
                  record.round, record.accuracy, record.loss, record.clients, record.seconds,
                  extra={"event": "round.committed", "round": record.round,

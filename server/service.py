@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import logging
+import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,6 +92,7 @@ class Guards:
     max_uploads: int = 32
     rate_limit: float = 50.0
     rate_burst: float = 100.0
+    max_polls: int = 224  # long polls held at once (see ServerConfig.max_workers)
 
 # Update kinds and encodings: our names <-> the wire's enum values.
 UPDATE_KINDS = {"weights": fedge_pb2.WEIGHTS, "delta": fedge_pb2.DELTA,
@@ -153,6 +156,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._guards = guards or Guards(allow_anonymous=tokens is None)
         self._uploads = UploadSlots(self._guards.max_uploads)
         self._rate = RateLimiter(self._guards.rate_limit, self._guards.rate_burst)
+        self._polls = threading.BoundedSemaphore(self._guards.max_polls)
         self._refusals_lock = threading.Lock()
         self.refusals: collections.Counter[tuple[str, str]] = collections.Counter()
         self.edge_installed = 0  # edge artifacts devices reported installed
@@ -225,7 +229,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             raise InvalidRequest(f"this server runs task {self._task_name!r}, the device "
                                  f"runs {request.task!r}")
         theirs = specs_from_proto(request.fingerprint)
-        if theirs != self._specs:
+        # An inference-only device has no model to fingerprint: it is never sampled.
+        if theirs != self._specs and not request.inference_only:
             diff = next((f"{a} != {b}" for a, b in zip(theirs, self._specs, strict=False)
                          if a != b), f"{len(theirs)} tensors != {len(self._specs)}")
             raise InvalidRequest(f"the device's model does not match task "
@@ -235,9 +240,11 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             request.device_id, request.num_examples,
             {"accelerator": caps.accelerator, "platform": caps.platform,
              "runtime": caps.runtime, "memory_bytes": str(caps.memory_bytes)},
-            authenticated=caller is not None, previous_session=request.previous_session)
-        log.info("device %s joined (%s, %d examples)", device.device_id,
+            authenticated=caller is not None, previous_session=request.previous_session,
+            inference_only=request.inference_only)
+        log.info("device %s joined (%s, %d examples)%s", device.device_id,
                  caps.accelerator or "unknown accelerator", request.num_examples,
+                 ", inference-only" if request.inference_only else "",
                  extra={"event": "device.joined", "device": device.device_id})
         reply = fedge_pb2.JoinReply(session_id=device.session_id,
                                     round=self._rounds.model_version + 1,
@@ -252,7 +259,19 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(request))
         device = self._device(request.session_id)
         wait = request.wait_seconds if request.wait_seconds > 0 else self._poll_seconds
-        view = self._rounds.poll(device, min(wait, self._poll_seconds))
+        if self._polls.acquire(blocking=False):
+            try:
+                view = self._rounds.poll(device, min(wait, self._poll_seconds))
+            finally:
+                self._polls.release()
+        else:
+            # Every long-poll slot is taken: holding this one too would starve joins,
+            # fetches and uploads of worker threads. Answer now; the jitter spreads the
+            # retries of a large fleet over the poll period.
+            view = self._rounds.poll(device, 0.0)
+            if view.kind == "WAIT":
+                view = dataclasses.replace(
+                    view, retry_after_s=self._poll_seconds * random.uniform(0.25, 0.75))
         reply = self._task_message(view)
         self._rounds.count_bytes(down=_size(reply))
         return reply

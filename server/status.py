@@ -39,6 +39,7 @@ def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
         "num_examples": d.num_examples,
         "authenticated": d.authenticated,
         "edge_model": d.edge_model,
+        "inference_only": d.inference_only,
     } for d in registry.all()]
     times = store.committed_at()
     recent = [{**r.to_dict(), "committed_at": times.get(r.round, 0.0)}
@@ -86,7 +87,7 @@ def to_proto(snap: Mapping[str, Any]) -> fedge_pb2.StatusReply:
 def from_proto(reply: fedge_pb2.StatusReply) -> dict[str, Any]:
     """The snapshot a StatusReply carries, as snapshot() makes it."""
     device_keys = ("device_id", "last_seen_seconds", "live", "platform", "accelerator",
-                   "runtime", "num_examples", "authenticated", "edge_model")
+                   "runtime", "num_examples", "authenticated", "edge_model", "inference_only")
     round_keys = ("round", "accuracy", "loss", "clients", "examples", "bytes_up",
                   "bytes_down", "seconds", "committed_at")
     return {

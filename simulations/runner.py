@@ -80,7 +80,10 @@ def simulate(config: SimulateConfig,
         encoding=config.encoding, server_lr=config.server_lr,
         server_momentum=config.server_momentum, mu=config.mu, trim=config.trim,
         byzantine_f=config.byzantine_f, topk_fraction=config.topk_fraction,
-        edge=config.edge, quorum_fraction=quorum), on_round=record)
+        edge=config.edge, quorum_fraction=quorum,
+        # A worker per device keeps every long poll parked: round starts reach all
+        # clients at once instead of at their next jittered retry.
+        max_workers=max(256, config.clients + 64)), on_round=record)
     port = server.start()
     host = "127.0.0.1"
     if cluster and ray_backend is not None:

@@ -87,16 +87,28 @@ class TrainDefaults:
     momentum: float = 0.9
 
 
-def _default_train_step() -> TrainStep:
+# The default steps import torch when first called, not when a Task is made: an
+# inference-only device (no torch) loads a task for its data schema alone.
+def _classification_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                               optimizer: torch.optim.Optimizer) -> float:
     from fedge.tasks.training import classification_train_step
 
-    return classification_train_step
+    return classification_train_step(model, x, y, optimizer)
+
+
+def _classification_eval_step(model: nn.Module, x: torch.Tensor,
+                              y: torch.Tensor) -> tuple[float, int]:
+    from fedge.tasks.training import classification_eval_step
+
+    return classification_eval_step(model, x, y)
+
+
+def _default_train_step() -> TrainStep:
+    return _classification_train_step
 
 
 def _default_eval_step() -> EvalStep:
-    from fedge.tasks.training import classification_eval_step
-
-    return classification_eval_step
+    return _classification_eval_step
 
 
 @dataclass(frozen=True)

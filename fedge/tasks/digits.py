@@ -7,11 +7,14 @@ for distillation, never by a client), the remaining 70% shared out among clients
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import nn
 
 from fedge.tasks import DataSchema, Splits, Task, TrainDefaults
+
+if TYPE_CHECKING:  # torch is imported when a model is built, so that an inference-only
+    from torch import nn  # device (no torch) can still load the task's schema
 
 LABELS = tuple(str(d) for d in range(10))
 # The digits are 4-bit intensities (0..16, as scikit-learn ships them, here divided by
@@ -45,17 +48,23 @@ def _splits(image: bool) -> Splits:
 
 def mlp() -> nn.Module:
     """Teacher: 64-128-128-10 (26,122 parameters)."""
+    from torch import nn
+
     return nn.Sequential(
         nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
 def mlp_student() -> nn.Module:
     """Student: 64-24-10 (1,810 parameters, 14x fewer)."""
+    from torch import nn
+
     return nn.Sequential(nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 10))
 
 
 def cnn() -> nn.Module:
     """Teacher: two 3x3 convolutions, a pool and two dense layers (38,282 parameters)."""
+    from torch import nn
+
     return nn.Sequential(
         nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -64,6 +73,8 @@ def cnn() -> nn.Module:
 
 def cnn_student() -> nn.Module:
     """Student: one 3x3 convolution, a pool and a dense layer (1,370 parameters)."""
+    from torch import nn
+
     return nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(8 * 4 * 4, 10))

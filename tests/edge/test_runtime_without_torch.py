@@ -49,3 +49,22 @@ def test_edge_verify_and_predict_commands_work_with_torch_unimportable(built: Bu
     other.write_text(SigningKey.generate().public_pem())
     refused = fedge("edge", "verify", str(built.artifact), "--public-key", str(other))
     assert refused.returncode == 2 and "not by the trusted key" in refused.stderr
+
+
+def test_the_command_and_the_client_daemon_import_no_torch() -> None:
+    """What an edge-only device runs, importing the daemon and its data readers."""
+    code = ("import contextlib, io, sys\n"
+            "import client.daemon, client.data, client.deploy, client.inference\n"
+            "from fedge.cli import main\n"
+            "for argv in (['--help'], ['client', '--help'], ['edge', '--help'],\n"
+            "             ['edge', 'predict', '--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), \\\n"
+            "            contextlib.suppress(SystemExit):\n"
+            "        main(argv)\n"
+            "from fedge.tasks import load_task\n"
+            "load_task('digits-mlp'); load_task('digits-cnn')\n"
+            "print(sorted(m for m in ('torch', 'sklearn', 'onnx', 'client.trainer') "
+            "if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert run.stdout.strip() == "[]", run.stdout

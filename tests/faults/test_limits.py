@@ -89,3 +89,37 @@ def test_uploads_beyond_the_cap_are_refused_not_queued(
     assert result and result[0].accepted  # type: ignore[attr-defined]
     slow.close()
     other.close()
+
+
+def test_long_polls_beyond_the_worker_reserve_are_answered_at_once(
+        tmp_path: Path, servers: list[FedgeServer]) -> None:
+    # 8 workers keep 4 for joins, fetches and uploads: at most 4 polls are held.
+    server = _server(tmp_path, max_workers=8, poll_seconds=3.0, min_clients=10)
+    servers.append(server)
+    port = server.start()
+    devices = [RawDevice(port, f"d{k}", server.tokens.create(f"d{k}")) for k in range(6)]
+    for device in devices:
+        device.join()
+    replies: dict[str, tuple[float, fedge_pb2.Task]] = {}
+
+    def poll(device: RawDevice) -> None:
+        started = time.monotonic()
+        task = device.stub.PollTask(
+            fedge_pb2.PollRequest(session_id=device.session, wait_seconds=3.0),
+            metadata=device.metadata, timeout=10)
+        replies[device.device_id] = (time.monotonic() - started, task)
+
+    threads = [threading.Thread(target=poll, args=(d,)) for d in devices]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    quick = sorted(k for k, (seconds, _) in replies.items() if seconds < 1.5)
+    held = sorted(k for k, (seconds, _) in replies.items() if seconds >= 2.5)
+    assert len(held) == 4 and len(quick) == 2, replies
+    for k in quick:  # told to come back within the poll period, not at once
+        task = replies[k][1]
+        assert task.kind == fedge_pb2.WAIT and 0.75 <= task.retry_after_seconds <= 2.25, task
+    assert len(devices[0].fetch(0)) > 0  # the reserve still serves other calls
+    for device in devices:
+        device.close()
