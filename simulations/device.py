@@ -200,7 +200,7 @@ class SimulatedDaemon(Daemon):
                         raise FedgeError(f"{self.config.device_id} cannot read the server's "
                                          f"progress: {exc.code().name}: {exc.details()}"
                                          ) from exc
-                self._stop.wait(0.3)
+                self._stop.wait(0.1)
 
 
 def build_daemon(spec: ClientSpec, task: Task) -> SimulatedDaemon:
