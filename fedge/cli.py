@@ -732,7 +732,8 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--late-joiners", dest="late_joiners", type=float,
                    help="fraction of clients that join only at --join-round")
     g.add_argument("--join-round", dest="join_round", type=int,
-                   help="the round late joiners start at (default 3)")
+                   help="late joiners connect once the round before it is committed "
+                   "(default 3)")
     g.add_argument("--leavers", type=float, help="fraction of clients that leave after "
                    "--leave-round")
     g.add_argument("--leave-round", dest="leave_round", type=int,

@@ -42,8 +42,9 @@ class ClientSpec:
     dropout: probability, per round, that the device goes silent after being sampled.
     delay, delay_s: a straggler's delay distribution ("" none, exponential, uniform
     (0 to 2 * delay_s) or fixed) and its mean, waited before each update.
-    join_round: 0, or the round the device first takes part in (it connects while the
-    round before is open); leave_round: 0, or the round after which it leaves.
+    join_round: 0, or the round the device arrives for: it connects once round
+    join_round - 1 is committed (the round opening at that moment may go without it);
+    leave_round: 0, or the round after which it leaves.
     attack: "", or the Attack kind its updates suffer (with attack_factor).
     bandwidth_kbps: 0, or the cap of its link in kilobits/s, each direction.
     watch_token: an operator token a late joiner reads the server's progress with.
@@ -182,16 +183,15 @@ class SimulatedDaemon(Daemon):
         return mean
 
     def _wait_for_round(self, round_: int) -> None:
-        """Waits (reading the server's Status as an operator) until round_ is open or
-        committed, so that the device is there when the next round samples."""
+        """Waits (reading the server's Status as an operator) until round_ is committed
+        (a retried round does not let the device in early)."""
         watch = dataclasses.replace(self.config, token=self.spec.watch_token)
         with open_channel(watch) as channel:
             stub = fedge_pb2_grpc.FederationStub(channel)
             while not self._stop.is_set():
                 try:
                     reply = stub.Status(fedge_pb2.StatusRequest(last_rounds=1), timeout=10)
-                    if (reply.model_version >= round_ or reply.phase == "done"
-                            or (reply.round >= round_ and reply.phase == "training")):
+                    if reply.model_version >= round_ or reply.phase == "done":
                         log.info("%s: joining after round %d", self.config.device_id,
                                  reply.model_version)
                         return

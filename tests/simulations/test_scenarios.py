@@ -113,9 +113,10 @@ def _stragglers(tmp_path: Path) -> None:
 
 
 def _churn(tmp_path: Path) -> None:
-    # Rounds here last a fraction of a second: the late joiner gets three to arrive in.
+    # The late joiner connects once round 1 is committed: round 2 opens at that moment
+    # without it, so it is first sampled in round 3.
     report = _run(tmp_path, "churn", clients=4, rounds=4, join_round=2, leave_round=3,
-                  round_timeout_s=3.0)
+                  round_timeout_s=4.0)
     (late,), (leaver,) = report["conditions"]["late_joiners"], report["conditions"]["leavers"]
     parts = report["participation"]
     assert parts[0]["sampled"] == 3  # the late joiner is not there yet
