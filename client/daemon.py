@@ -199,7 +199,7 @@ class Daemon:
 
     def run(self) -> DaemonStats:
         """Takes part in rounds until the server says STOP or stop() is called."""
-        with open_channel(self.config) as channel:
+        with self._open_channel() as channel:
             stub = fedge_pb2_grpc.FederationStub(channel)
             while not self._stop.is_set():
                 try:
@@ -224,6 +224,10 @@ class Daemon:
         log.info("%s: stopped after %d round(s)", self.config.device_id,
                  self.stats.rounds_trained)
         return self.stats
+
+    def _open_channel(self) -> grpc.Channel:
+        """The channel run() talks over (a hook for simulated links)."""
+        return open_channel(self.config)
 
     def _call(self, future: grpc.Future) -> Any:
         """Waits for an RPC future; stop() cancels it.

@@ -345,17 +345,36 @@ SIMULATE_KEYS = ("task", "clients", "rounds", "partition", "alpha", "seed", "out
                  "lr", "batch_size", "fraction", "scatter", "edge")
 
 
+# Scenario knobs and backends of `fedge simulate` (see simulations/scenario.py).
+SCENARIO_KEYS = ("backend", "workers", "ray_address", "min_clients", "quorum_fraction",
+                 "round_timeout_s", "dropout", "stragglers", "straggler_delay_s",
+                 "straggler_distribution", "late_joiners", "join_round", "leavers",
+                 "leave_round", "hostile_clients", "attack", "attack_factor", "bandwidth_kbps")
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from fedge.config import SimulateConfig, load
+    import contextlib
+    from pathlib import Path
+
+    from fedge.progress import RoundBar
     from simulations.report import format_table
     from simulations.runner import simulate
+    from simulations.scenario import load_simulation
 
-    config = load(SimulateConfig, args.config, _options(args, SIMULATE_KEYS + STRATEGY_KEYS))
+    config = load_simulation(args.scenario, args.config, _options(
+        args, SIMULATE_KEYS + STRATEGY_KEYS + SCENARIO_KEYS))
+    scenario = f", scenario {config.scenario}" if config.scenario else ""
     print(f"simulating {config.clients} clients x {config.rounds} rounds of {config.task} "
-          f"({config.partition}) into {config.out}", file=sys.stderr, flush=True)
-    report = simulate(config, on_round=_print_round(config.rounds))
+          f"({config.partition}{scenario}, backend {config.backend}) into {config.out}",
+          file=sys.stderr, flush=True)
+    bar = RoundBar(config.rounds, sys.stderr) if sys.stderr.isatty() else None
+    with bar if bar is not None else contextlib.nullcontext():
+        report = simulate(config, on_round=bar or _print_round(config.rounds))
     print(format_table(report))
-    print(f"report: {config.out}/report.json", file=sys.stderr)
+    outputs = ", ".join(f"{config.out}/{name}" for name in ("report.json", "summary.md",
+                                                            "accuracy.png")
+                        if (Path(config.out) / name).exists())
+    print(f"outputs: {outputs}", file=sys.stderr)
     return 0
 
 
@@ -692,7 +711,55 @@ def _add_simulate(sub: Any) -> None:
                    help="write each client's share as mixed formats with corrupt files")
     _add_strategy(p)
     _add_edge_options(p, server=False)
+    _add_scenario_options(p)
     p.set_defaults(func=cmd_simulate)
+
+
+def _add_scenario_options(p: argparse.ArgumentParser) -> None:
+    """`fedge simulate`'s scenario knobs and backends (README "Scenarios", "Backends")."""
+    g = p.add_argument_group("scenarios (each also a config key)")
+    g.add_argument("--scenario", help="a built-in scenario (dropout, stragglers, churn, "
+                   "hostile, quantity-skew, label-skew, bandwidth) or a TOML file; "
+                   "--config and flags override it")
+    g.add_argument("--dropout", type=float, help="per client and round, the probability "
+                   "a sampled client goes silent (default 0)")
+    g.add_argument("--stragglers", type=float, help="fraction of clients delayed before "
+                   "each update (default 0)")
+    g.add_argument("--straggler-delay", dest="straggler_delay_s", type=float,
+                   help="mean straggler delay in seconds (default 1)")
+    g.add_argument("--straggler-distribution", dest="straggler_distribution",
+                   help="exponential (default), uniform or fixed")
+    g.add_argument("--late-joiners", dest="late_joiners", type=float,
+                   help="fraction of clients that join only at --join-round")
+    g.add_argument("--join-round", dest="join_round", type=int,
+                   help="late joiners connect once the round before it is committed "
+                   "(default 3)")
+    g.add_argument("--leavers", type=float, help="fraction of clients that leave after "
+                   "--leave-round")
+    g.add_argument("--leave-round", dest="leave_round", type=int,
+                   help="the last round leavers take part in (default 2)")
+    g.add_argument("--hostile-clients", dest="hostile_clients", type=float,
+                   help="fraction of clients whose updates are attacks")
+    g.add_argument("--attack", help="signflip (default), scale or noise")
+    g.add_argument("--attack-factor", dest="attack_factor", type=float,
+                   help="the attack's size, times the honest step (default 4)")
+    g.add_argument("--bandwidth-kbps", dest="bandwidth_kbps", type=float,
+                   help="each client's link cap in kilobits/s, each way (default: none)")
+    g.add_argument("--round-timeout", dest="round_timeout_s", type=float,
+                   help="seconds a round waits for its updates (default 120)")
+    g.add_argument("--quorum-fraction", dest="quorum_fraction", type=float,
+                   help="share of sampled clients a round commits with at its deadline "
+                   "(default: all, or half when clients drop out or leave)")
+    g.add_argument("--min-clients", dest="min_clients", type=int,
+                   help="clients needed to start a round (default: the sampled fraction "
+                   "of those present at the start)")
+    g = p.add_argument_group("backends")
+    g.add_argument("--backend", help="where clients run: auto (default: threads here), "
+                   "threads, processes or ray")
+    g.add_argument("--workers", type=int, help="processes/ray: client hosts (default: one "
+                   "per core)")
+    g.add_argument("--ray-address", dest="ray_address",
+                   help="a Ray cluster to join (default: start a local Ray instance)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -241,6 +241,25 @@ class SimulateConfig:
     byzantine_f: int | None = None
     topk_fraction: float = 0.1
     edge: bool = True  # build, ship and install the edge artifact after the last round
+    # Scenario knobs and backends (README "Scenarios"); simulation only.
+    scenario: str = ""  # the built-in scenario (or file) these settings came from
+    backend: str = "auto"  # threads | processes | ray | auto
+    workers: int = 0  # processes/ray: how many hosts share the clients (0: one per core)
+    ray_address: str = ""  # "": a local Ray instance; else the cluster to join
+    min_clients: int = 0  # 0: fraction of the clients present at the start
+    quorum_fraction: float = 0.0  # 0: 0.5 when clients drop out or leave, else all
+    dropout: float = 0.0  # per client and round: probability it goes silent
+    stragglers: float = 0.0  # fraction of clients slowed before each update
+    straggler_delay_s: float = 1.0  # mean delay of a straggler
+    straggler_distribution: str = "exponential"  # exponential | uniform | fixed
+    late_joiners: float = 0.0  # fraction of clients that join only at join_round
+    join_round: int = 3
+    leavers: float = 0.0  # fraction of clients that leave after leave_round
+    leave_round: int = 2
+    hostile_clients: float = 0.0  # fraction of clients whose updates are attacks
+    attack: str = "signflip"  # signflip | scale | noise
+    attack_factor: float = 4.0
+    bandwidth_kbps: float = 0.0  # per client and direction, kilobits/s (0: unlimited)
 
     def __post_init__(self) -> None:
         check_strategy(self, max(1, math.ceil(self.fraction * self.clients)))
@@ -251,9 +270,10 @@ class SimulateConfig:
             raise ConfigError(f"partition must be one of {PARTITIONS}, got {self.partition!r}")
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"fraction must be in (0, 1], got {self.fraction}")
+        check_scenario(self)
 
 
-PARTITIONS = ("iid", "dirichlet")
+PARTITIONS = ("iid", "dirichlet", "quantity", "shards")
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "median",
               "trimmed-mean", "krum", "multikrum")
 UPDATES = ("weights", "delta", "gradient")
@@ -298,6 +318,34 @@ def check_strategy(config: Any, updates_per_round: int) -> None:
             raise ConfigError(f"strategy {config.strategy!r} with byzantine_f {f} needs at "
                               f"least {2 * f + 3} updates per round (min_clients), got "
                               f"{updates_per_round}")
+
+
+BACKENDS = ("auto", "threads", "processes", "ray")
+DELAYS = ("exponential", "uniform", "fixed")
+ATTACKS = ("signflip", "scale", "noise")
+
+
+def check_scenario(config: SimulateConfig) -> None:
+    """Checks the scenario knobs and backend of a SimulateConfig, naming the key at fault."""
+    for key, allowed in (("backend", BACKENDS), ("straggler_distribution", DELAYS),
+                         ("attack", ATTACKS)):
+        if getattr(config, key) not in allowed:
+            raise ConfigError(f"{key} must be one of {allowed}, got {getattr(config, key)!r}")
+    for key in ("dropout", "stragglers", "late_joiners", "leavers", "hostile_clients",
+                "quorum_fraction"):
+        _check_range(key, getattr(config, key), 0.0, 1.0)
+    if config.late_joiners + config.leavers + config.hostile_clients > 1.0:
+        raise ConfigError("late_joiners + leavers + hostile_clients must be at most 1 "
+                          "(they are disjoint groups of clients)")
+    for key in ("workers", "min_clients", "straggler_delay_s", "attack_factor",
+                "bandwidth_kbps"):
+        _check_range(key, getattr(config, key), 0)
+    if config.late_joiners:
+        _check_range("join_round", config.join_round, 2, config.rounds)
+    if config.leavers:
+        _check_range("leave_round", config.leave_round, 1, config.rounds)
+    if config.ray_address and config.backend != "ray":
+        raise ConfigError("ray_address applies to backend 'ray'")
 
 
 def _check_range(key: str, value: float, low: float, high: float | None = None) -> None:

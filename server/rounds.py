@@ -445,7 +445,8 @@ class Rounds:
             record = RoundRecord(
                 round=state.number, accuracy=metrics["accuracy"], loss=metrics["loss"],
                 clients=state.fold.count, examples=state.examples, bytes_up=state.bytes_up,
-                bytes_down=state.bytes_down, seconds=time.monotonic() - state.started)
+                bytes_down=state.bytes_down, seconds=time.monotonic() - state.started,
+                sampled=len(state.assignments))
         record = self._store.commit(record, blob)
         last = state.number >= self.settings.rounds
         if self._deploy is not None and self._deploy.due(state.number, last):

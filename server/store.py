@@ -57,9 +57,13 @@ class RoundRecord:
     bytes_down: int
     seconds: float
     sha256: str = ""
+    sampled: int = 0  # devices handed the round's TRAIN task (not kept in the database)
 
     def to_dict(self) -> dict[str, float | int | str]:
-        return asdict(self)
+        """The recorded fields (sampled, which the database does not keep, left out)."""
+        values = asdict(self)
+        values.pop("sampled")
+        return values
 
 
 class StateStore:

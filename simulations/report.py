@@ -1,8 +1,10 @@
-"""The run report: ``OUT/report.json`` and the same record as a table."""
+"""The run report: ``OUT/report.json``, the same record as a table and as
+``OUT/summary.md``, and (with matplotlib) ``OUT/accuracy.png``."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +13,8 @@ from server.store import RoundRecord
 
 if TYPE_CHECKING:
     from client.daemon import Daemon
+
+log = logging.getLogger(__name__)
 
 
 def build_report(task: str, clients: int, records: list[RoundRecord],
@@ -65,6 +69,69 @@ def write_report(report: dict[str, Any], out: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     return path
+
+
+def participation(records: list[RoundRecord]) -> list[dict[str, int]]:
+    """Per committed round: devices sampled, updates reported, and the sampled devices
+    that did not report (dropped out, left, too late or refused)."""
+    return [{"round": r.round, "sampled": r.sampled, "reported": r.clients,
+             "dropped": max(0, r.sampled - r.clients)} for r in records if r.round > 0]
+
+
+def write_outputs(report: dict[str, Any], out: str | Path) -> None:
+    """OUT/report.json, OUT/summary.md and, when matplotlib is installed,
+    OUT/accuracy.png."""
+    from simulations.plot import plot_report
+
+    write_report(report, out)
+    (Path(out) / "summary.md").write_text(format_summary(report))
+    try:
+        plot_report(report, Path(out) / "accuracy.png")
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("matplotlib"):
+            raise
+        log.warning("matplotlib is not installed: no accuracy.png (pip install "
+                    "'fedge[sim]')")
+
+
+def _rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-round entries merged with their participation (if recorded)."""
+    by_round = {p["round"]: p for p in report.get("participation") or []}
+    return [{**r, **by_round.get(r["round"], {})} for r in report["rounds"]]
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """The run as a short Markdown page: settings, final accuracy, the per-round table
+    and the edge block."""
+    final = report["final"]
+    settings = {k: report.get(k) for k in ("scenario", "task", "clients", "backend", "hosts",
+                                           "partition", "alpha", "strategy", "update",
+                                           "encoding", "seed")}
+    lines = [f"# fedge simulation{': ' + report['scenario'] if report.get('scenario') else ''}",
+             "", f"Final accuracy **{final['accuracy']:.4f}** (loss {final['loss']:.4f}) "
+             f"after {len(report['rounds'])} rounds, {report['seconds_total']:.1f} s in all.",
+             "", "## Settings", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in settings.items() if v is not None]
+    active = {k: v for k, v in (report.get("conditions") or {}).items()
+              if v not in (0, 0.0, [], "", None) and k not in (
+                  "straggler_distribution", "join_round", "leave_round", "attack",
+                  "attack_factor", "straggler_delay_s")}
+    for k, v in active.items():
+        lines.append(f"| {k} | {v} |")
+    lines += ["", "## Rounds", "",
+              "| round | accuracy | loss | sampled | reported | dropped | bytes up | "
+              "bytes down | seconds |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in _rows(report):
+        lines.append(f"| {r['round']} | {r['accuracy']:.4f} | {r['loss']:.4f} | "
+                     f"{r.get('sampled', '')} | {r['clients']} | {r.get('dropped', '')} | "
+                     f"{r['bytes_up']:,} | {r['bytes_down']:,} | {r['seconds']:.2f} |")
+    edge = report.get("edge")
+    if edge:
+        lines += ["", "## Edge model", "", "| | value |", "|---|---:|"]
+        lines += [f"| {k} | {v if not isinstance(v, float) else f'{v:.4f}'} |"
+                  for k, v in edge.items() if k != "artifact"]
+        lines += ["", f"Artifact: `{edge['artifact']}`"]
+    return "\n".join(lines) + "\n"
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -1,8 +1,11 @@
 """``fedge simulate``: a real gRPC server and N real client daemons on loopback.
 
-The server listens on an ephemeral port of 127.0.0.1. Each client is a daemon thread
-with its own gRPC channel and session, reading its partition from disk with the same
-reader ``fedge client`` uses, exactly as a device would.
+The server listens on an ephemeral port of 127.0.0.1 (of every interface when the
+clients are Ray actors on a cluster). The run is built in three steps: write each
+client's partition to disk, make one JSON-able ClientSpec per client (with the conditions
+its scenario gives it), and hand the specs to a backend (threads, worker processes or Ray
+actors). Each client keeps its own gRPC channel and session and reads its partition with
+the same reader ``fedge client`` uses, exactly as a device would.
 """
 
 from __future__ import annotations
@@ -10,25 +13,24 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from client.daemon import Daemon
-from client.data import LocalData
-from client.trainer import Trainer
-from fedge.config import ClientConfig, ServerConfig, SimulateConfig
+from fedge.config import ServerConfig, SimulateConfig
 from fedge.errors import FedgeError
-from fedge.tasks import load_task
+from fedge.tasks import Task, load_task
 from server.app import FedgeServer
 from server.store import RoundRecord
-from simulations.hostile import Attack, HostileTrainer
+from simulations.backends import RayBackend, choose, cores, make_backend, split_groups
+from simulations.device import ClientSpec
+from simulations.hostile import Attack
 from simulations.partition import split, write_partitions
-from simulations.report import build_report, client_data, edge_block, write_report
+from simulations.report import build_report, edge_block, participation, write_outputs
 from simulations.scatter import write_scatters
 
 log = logging.getLogger(__name__)
@@ -37,97 +39,184 @@ log = logging.getLogger(__name__)
 def simulate(config: SimulateConfig,
              on_round: Callable[[RoundRecord], None] | None = None,
              hostile: Mapping[int, Attack] | None = None) -> dict[str, Any]:
-    """Runs the simulation and writes OUT/report.json; returns the report.
+    """Runs the simulation and writes OUT/report.json, OUT/summary.md and (with
+    matplotlib) OUT/accuracy.png; returns the report.
 
-    hostile: client index -> the attack that client's updates suffer (simulation only:
-    the hostile trainer lives here, not in the client daemon).
+    hostile: client index -> the attack that client's updates suffer, beside those the
+    config's hostile_clients picks (simulation only: the hostile trainer lives here, not
+    in the client daemon).
     """
     started = time.perf_counter()
     task = load_task(config.task)
     out = Path(config.out)
-    for owned in ("data", "state", "devices"):  # a rerun into the same folder starts afresh
+    for owned in ("data", "state", "devices", "hosts"):  # a rerun starts afresh
         shutil.rmtree(out / owned, ignore_errors=True)
-    splits = task.load_data()
-    parts = split(splits.train_y, config.clients, config.partition, config.alpha, config.seed)
-    if config.scatter:
-        scatters = write_scatters(splits.train_x, splits.train_y, parts, task.schema,
-                                  out / "data", config.seed)
-        dirs = [s.directory for s in scatters]
-    else:
-        dirs = write_partitions(splits.train_x, splits.train_y, parts, out / "data")
-    log.info("wrote %d %s partitions (%s examples) under %s", len(dirs), config.partition,
-             "/".join(str(len(p)) for p in parts), out / "data")
+    dirs = _write_data(config, task, out)
+    roles = assign_roles(config)
+    attacks = {k: Attack(config.attack, config.attack_factor) for k in roles["hostile"]}
+    attacks.update(hostile or {})
 
-    # Many trainers share two cores: one intra-op thread each beats contention.
+    backend_name = choose(config.backend, config.clients)
+    ray_backend = RayBackend(config.ray_address) if backend_name == "ray" else None
+    # Many trainers share the cores: one intra-op thread each beats contention.
     torch.set_num_threads(1)
-    min_clients = max(1, math.ceil(config.fraction * config.clients))
+    present = config.clients - len(roles["late"])
+    min_clients = config.min_clients or max(1, math.ceil(config.fraction * present))
+    quorum = config.quorum_fraction or (0.5 if config.dropout or roles["leave"] else 0.0)
+    records: list[RoundRecord] = []
+
+    def record(r: RoundRecord) -> None:
+        records.append(r)
+        if on_round is not None:
+            on_round(r)
+
+    cluster = bool(config.ray_address)  # remote actors must reach the server
     server = FedgeServer(ServerConfig(
-        task=config.task, host="127.0.0.1", port=0, rounds=config.rounds,
-        min_clients=min_clients, fraction=config.fraction,
+        task=config.task, host="0.0.0.0" if cluster else "127.0.0.1", port=0,
+        rounds=config.rounds, min_clients=min_clients, fraction=config.fraction,
         round_timeout_s=config.round_timeout_s, epochs=config.epochs, lr=config.lr,
         batch_size=config.batch_size, seed=config.seed, state_dir=str(out / "state"),
         insecure=True, linger_s=5.0, strategy=config.strategy, update=config.update,
         encoding=config.encoding, server_lr=config.server_lr,
         server_momentum=config.server_momentum, mu=config.mu, trim=config.trim,
         byzantine_f=config.byzantine_f, topk_fraction=config.topk_fraction,
-        edge=config.edge,
+        edge=config.edge, quorum_fraction=quorum,
         # A worker per device keeps every long poll parked: round starts reach all
         # clients at once instead of at their next jittered retry.
-        max_workers=max(256, config.clients + 64)), on_round=on_round)
-    trust_key = str(server.deployments.public_key_path) if server.deployments else ""
+        max_workers=max(256, config.clients + 64)), on_round=record)
     port = server.start()
+    host = "127.0.0.1"
+    if cluster and ray_backend is not None:
+        host = ray_backend.ray.util.get_node_ip_address()
+    specs = client_specs(config, dirs, server, f"{host}:{port}", roles, attacks)
+    workers = config.workers or (ray_backend.cpus() if ray_backend else cores())
+    backend = ray_backend or make_backend(backend_name, out / "hosts")
+    groups = split_groups(specs, 1 if backend_name == "threads" else workers)
+    log.info("%d clients on backend %s (%d host(s))", len(specs), backend_name, len(groups))
+    ended: list[bool] = []
 
-    daemons, threads, errors = [], [], []
-    for k, directory in enumerate(dirs):
-        device_id = f"client-{k}"
-        client_config = ClientConfig(
-            server=f"127.0.0.1:{port}", task=config.task, data=(str(directory),),
-            device_id=device_id, insecure=True, backoff_initial_s=0.1,
-            backoff_max_s=2.0, token=server.tokens.create(device_id), trust_key=trust_key,
-            model_dir=str(out / "devices" / device_id))
-        data = LocalData(client_config.data, task.schema)
-        data.rescan()
-        x, y = data.arrays()
-        if len(y) == 0:
-            raise FedgeError(f"{device_id} found no usable examples in {directory}")
-        attack = (hostile or {}).get(k)
-        trainer = (Trainer(task, x, y, client_config.device) if attack is None
-                   else HostileTrainer(task, x, y, client_config.device, attack=attack))
-        daemon = Daemon(client_config, task, trainer, data)
-        daemons.append(daemon)
+    def on_exit(ok: bool) -> None:
+        # A failed host, or every host gone, leaves rounds that can never complete.
+        ended.append(ok)
+        if not ok or len(ended) == len(groups):
+            server.stop()
 
-        def run(daemon: Daemon = daemon) -> None:
-            try:
-                daemon.run()
-            except Exception as exc:  # reported after the run, not lost in a thread
-                errors.append(exc)
-                log.exception("%s failed", daemon.config.device_id)
-
-        threads.append(threading.Thread(target=run, name=f"client-{k}", daemon=True))
-    for thread in threads:
-        thread.start()
+    backend.start(groups, on_exit)
     try:
-        records = server.wait()
+        server.wait()
     finally:
-        for daemon in daemons:
-            daemon.stop()
+        backend.stop()
         server.shutdown()
-        for thread in threads:
-            thread.join(timeout=30)
-    if errors:
-        raise FedgeError(f"{len(errors)} client(s) failed; first: {errors[0]}")
+        results = backend.join(timeout=60)
+    failed = [r for r in results if r["error"]]
+    if failed:
+        raise FedgeError(f"{len(failed)} client(s) failed; first: {failed[0]['client']}: "
+                         f"{failed[0]['error']}")
     committed = [r for r in records if r.round > 0]
     if len(committed) < config.rounds:
         raise FedgeError(f"only {len(committed)} of {config.rounds} rounds committed")
+    results.sort(key=lambda r: int(str(r["client"]).rsplit("-", 1)[-1]))
     report = build_report(task.name, config.clients, records,
                           time.perf_counter() - started, partition=config.partition,
-                          alpha=config.alpha if config.partition == "dirichlet" else None,
+                          alpha=config.alpha if config.partition in ("dirichlet", "quantity")
+                          else None,
                           seed=config.seed, scatter=config.scatter,
-                          client_data=[client_data(d) for d in daemons],
+                          client_data=[_data_only(r) for r in results],
                           strategy=config.strategy, update=config.update,
-                          encoding=config.encoding,
-                          hostile=sorted(hostile) if hostile else [])
+                          encoding=config.encoding, hostile=sorted(attacks),
+                          scenario=config.scenario or None, backend=backend_name,
+                          hosts=len(groups), participation=participation(records),
+                          conditions=conditions(config, roles, results))
     if server.deployments is not None:
         report["edge"] = edge_block(out / "state", committed[-1].round)
-    write_report(report, out)
+    write_outputs(report, out)
     return report
+
+
+def _write_data(config: SimulateConfig, task: Task, out: Path) -> list[Path]:
+    """Each client's partition under OUT/data; returns the client directories."""
+    splits = task.load_data()
+    parts = split(splits.train_y, config.clients, config.partition, config.alpha, config.seed)
+    if config.scatter:
+        scatters = write_scatters(splits.train_x, splits.train_y, parts,
+                                  task.schema, out / "data", config.seed)
+        dirs = [s.directory for s in scatters]
+    else:
+        dirs = write_partitions(splits.train_x, splits.train_y, parts, out / "data")
+    log.info("wrote %d %s partitions (%s examples) under %s", len(dirs), config.partition,
+             "/".join(str(len(p)) for p in parts), out / "data")
+    return dirs
+
+
+def _count(fraction: float, clients: int) -> int:
+    """How many of clients a fraction picks: none at 0, at least one above."""
+    return 0 if fraction <= 0 else max(1, min(clients, math.ceil(fraction * clients - 1e-9)))
+
+
+def assign_roles(config: SimulateConfig) -> dict[str, list[int]]:
+    """Which clients are hostile, join late, leave (disjoint groups) and straggle (any),
+    drawn from the seed."""
+    n = config.clients
+    rng = np.random.default_rng(config.seed + 1)
+    order = [int(k) for k in rng.permutation(n)]
+    counts = [_count(config.hostile_clients, n), _count(config.late_joiners, n),
+              _count(config.leavers, n)]
+    if sum(counts) > n:
+        raise FedgeError("hostile_clients, late_joiners and leavers pick more clients than "
+                         f"there are ({n})")
+    edges = np.cumsum([0, *counts])
+    hostile, late, leave = (sorted(order[edges[i]:edges[i + 1]]) for i in range(3))
+    stragglers = sorted(int(k) for k in rng.permutation(n)[:_count(config.stragglers, n)])
+    if len(late) >= n:
+        raise FedgeError("late_joiners leaves no client to start the run")
+    return {"hostile": hostile, "late": late, "leave": leave, "stragglers": stragglers}
+
+
+def client_specs(config: SimulateConfig, dirs: list[Path], server: FedgeServer,
+                 address: str, roles: Mapping[str, list[int]],
+                 attacks: Mapping[int, Attack]) -> list[ClientSpec]:
+    """One ClientSpec per client, enrolled with the server (a token each)."""
+    out = Path(config.out)
+    trust_key = str(server.deployments.public_key_path) if server.deployments else ""
+    watch = server.tokens.create("simulate-watch", role="operator") if roles["late"] else ""
+    specs = []
+    for k, directory in enumerate(dirs):
+        device_id = f"client-{k}"
+        attack = attacks.get(k)
+        specs.append(ClientSpec(
+            index=k, device_id=device_id, server=address, task=config.task,
+            data=str(directory), token=server.tokens.create(device_id), trust_key=trust_key,
+            model_dir=str(out / "devices" / device_id), seed=config.seed,
+            dropout=config.dropout,
+            delay=config.straggler_distribution if k in roles["stragglers"] else "",
+            delay_s=config.straggler_delay_s,
+            join_round=config.join_round if k in roles["late"] else 0,
+            leave_round=config.leave_round if k in roles["leave"] else 0,
+            attack=attack.kind if attack else "",
+            attack_factor=attack.factor if attack else config.attack_factor,
+            bandwidth_kbps=config.bandwidth_kbps,
+            watch_token=watch if k in roles["late"] else ""))
+    return specs
+
+
+def conditions(config: SimulateConfig, roles: Mapping[str, list[int]],
+               results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's record of the scenario's knobs and what the clients lived through."""
+    return {
+        "dropout": config.dropout,
+        "dropped_rounds": sum(len(r["dropped_rounds"]) for r in results),
+        "stragglers": roles["stragglers"],
+        "straggler_delay_s": config.straggler_delay_s,
+        "straggler_distribution": config.straggler_distribution,
+        "delay_seconds": round(sum(r["delay_seconds"] for r in results), 3),
+        "late_joiners": roles["late"], "join_round": config.join_round,
+        "leavers": roles["leave"], "leave_round": config.leave_round,
+        "hostile": roles["hostile"], "attack": config.attack,
+        "attack_factor": config.attack_factor,
+        "bandwidth_kbps": config.bandwidth_kbps,
+    }
+
+
+def _data_only(result: dict[str, Any]) -> dict[str, Any]:
+    """A client's result without the run-only keys (the report's client_data entry)."""
+    return {k: v for k, v in result.items() if k not in ("error",)}

@@ -68,6 +68,6 @@ def test_client_certificate_settings_are_checked() -> None:
 def test_simulate_defaults_and_partition_check() -> None:
     assert load(SimulateConfig, None, {}).clients == 5
     with pytest.raises(ConfigError, match="partition must be one of"):
-        load(SimulateConfig, None, {"partition": "shards"})
+        load(SimulateConfig, None, {"partition": "pathological"})
     with pytest.raises(ConfigError, match="alpha"):
         load(SimulateConfig, None, {"alpha": 0.0})

@@ -10,7 +10,7 @@ import pytest
 from client.data import load_local_data
 from fedge.errors import ConfigError
 from fedge.tasks import DataSchema
-from simulations.partition import dirichlet, iid, write_partitions
+from simulations.partition import dirichlet, iid, quantity, shards, write_partitions
 
 LABELS = np.repeat(np.arange(10), 100)
 
@@ -61,3 +61,21 @@ def test_written_partitions_are_readable_by_the_client(tmp_path: Path) -> None:
         got_x, got_y = load_local_data([str(directory)], schema)
         np.testing.assert_array_equal(got_x, x[part])
         np.testing.assert_array_equal(got_y, y[part])
+
+
+def test_quantity_skew_keeps_labels_mixed_but_sizes_unequal() -> None:
+    parts = quantity(1000, 8, alpha=0.3, seed=1)
+    assert _is_partition(parts, 1000)
+    sizes = sorted(map(len, parts))
+    assert sizes[0] >= 2 and sizes[-1] > 5 * sizes[0]
+    big = parts[int(np.argmax([len(p) for p in parts]))]
+    assert len(np.unique(LABELS[big])) == 10
+    assert [len(p) for p in parts] == [len(p) for p in quantity(1000, 8, 0.3, seed=1)]
+
+
+def test_shards_give_each_client_about_two_labels() -> None:
+    parts = shards(LABELS, 10, seed=2)
+    assert _is_partition(parts, len(LABELS))
+    assert all(len(np.unique(LABELS[p])) <= 2 for p in parts)
+    with pytest.raises(ConfigError, match="shards"):
+        shards(LABELS[:5], 10, seed=0)

@@ -1,0 +1,50 @@
+"""``OUT/accuracy.png``: accuracy and loss per round, and the participation per round
+(sampled, reported, dropped) when the run recorded it. Needs matplotlib (the ``sim``
+extra); the caller skips the picture without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def plot_report(report: dict[str, Any], path: str | Path) -> Path:
+    """Draws the report's rounds into a PNG at path (raises ModuleNotFoundError without
+    matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never a window, never a display
+    import matplotlib.pyplot as plt
+
+    rounds = [r["round"] for r in report["rounds"]]
+    parts = report.get("participation") or []
+    panels = 2 if parts else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(7, 3.2 * panels), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(rounds, [r["accuracy"] for r in report["rounds"]], "o-", color="tab:blue",
+            label="accuracy")
+    ax.set_xlabel("round")
+    ax.set_ylabel("accuracy", color="tab:blue")
+    ax.set_ylim(0, 1)
+    loss = ax.twinx()
+    loss.plot(rounds, [r["loss"] for r in report["rounds"]], "s--", color="tab:red",
+              label="loss")
+    loss.set_ylabel("loss", color="tab:red")
+    title = report.get("scenario") or "default"
+    ax.set_title(f"{report['task']}, {report['clients']} clients ({title}): final accuracy "
+                 f"{report['final']['accuracy']:.4f}")
+    if parts:
+        ax2 = axes[1][0]
+        x = [p["round"] for p in parts]
+        ax2.bar(x, [p["reported"] for p in parts], color="tab:green", label="reported")
+        ax2.bar(x, [p["dropped"] for p in parts], bottom=[p["reported"] for p in parts],
+                color="tab:orange", label="dropped")
+        ax2.plot(x, [p["sampled"] for p in parts], "k_", markersize=14, label="sampled")
+        ax2.set_xlabel("round")
+        ax2.set_ylabel("clients")
+        ax2.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
