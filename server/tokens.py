@@ -103,6 +103,22 @@ class TokenStore:
                 (device_id, hash_token(token), time.time(), role))
         return token
 
+    def create_many(self, device_ids: list[str]) -> list[str]:
+        """create() for many devices in one transaction (one fsync, not one each: a
+        thousand simulated devices enrol in milliseconds instead of seconds)."""
+        for device_id in device_ids:
+            check_device_id(device_id)
+        tokens = [PREFIX + secrets.token_urlsafe(32) for _ in device_ids]
+        now = time.time()
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT INTO tokens(device_id, token_hash, created_at, revoked_at, role) "
+                "VALUES (?, ?, ?, NULL, 'device') ON CONFLICT(device_id) DO UPDATE SET "
+                "token_hash = excluded.token_hash, created_at = excluded.created_at, "
+                "revoked_at = NULL, role = excluded.role",
+                [(d, hash_token(t), now) for d, t in zip(device_ids, tokens, strict=True)])
+        return tokens
+
     def revoke(self, device_id: str) -> None:
         """Revokes device_id's token; its next request is refused."""
         with self._lock, self._db:

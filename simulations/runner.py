@@ -180,12 +180,13 @@ def client_specs(config: SimulateConfig, dirs: list[Path], server: FedgeServer,
     trust_key = str(server.deployments.public_key_path) if server.deployments else ""
     watch = server.tokens.create("simulate-watch", role="operator") if roles["late"] else ""
     specs = []
+    tokens = server.tokens.create_many([f"client-{k}" for k in range(len(dirs))])
     for k, directory in enumerate(dirs):
         device_id = f"client-{k}"
         attack = attacks.get(k)
         specs.append(ClientSpec(
             index=k, device_id=device_id, server=address, task=config.task,
-            data=str(directory), token=server.tokens.create(device_id), trust_key=trust_key,
+            data=str(directory), token=tokens[k], trust_key=trust_key,
             model_dir=str(out / "devices" / device_id), seed=config.seed,
             dropout=config.dropout,
             delay=config.straggler_distribution if k in roles["stragglers"] else "",

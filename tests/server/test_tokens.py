@@ -58,3 +58,17 @@ def test_the_tokens_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "no active token" in err
     with sqlite3.connect(Path(state) / "fedge.db") as db:
         assert db.execute("SELECT revoked_at IS NOT NULL FROM tokens").fetchone() == (1,)
+
+
+def test_tokens_made_in_one_batch_work_alone_and_replace_earlier_ones(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path)
+    earlier = store.create("dev-1")
+    tokens = store.create_many(["dev-0", "dev-1", "dev-2"])
+    assert len(set(tokens)) == 3
+    assert [store.identify(t) for t in tokens] == [(f"dev-{k}", "device") for k in range(3)]
+    with pytest.raises(Unauthenticated):
+        store.identify(earlier)
+    with pytest.raises(FedgeError, match="device id"):
+        store.create_many(["dev-3", "../escape"])
+    assert sorted(i.device_id for i in store.list()) == ["dev-0", "dev-1", "dev-2"]  # no dev-3
+    store.close()
