@@ -76,12 +76,23 @@ def drop_output_requantization(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
+class _PreprocessTip(logging.Filter):
+    """Drops onnxruntime's "consider pre-processing before quantization" tip, which
+    it logs on the root logger on every call: our exporter's graphs need no shape
+    inference pass, and the tip would print at WARNING in every `fedge simulate`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def quantize_int8(fp32: bytes, calibration: np.ndarray) -> tuple[bytes, str]:
     """The int8 model and how it was quantised ("static-qdq" or "dynamic")."""
     with tempfile.TemporaryDirectory(prefix="fedge-quant-") as tmp:
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         source.write_bytes(fp32)
         method = "static-qdq"
+        tip = _PreprocessTip()
+        logging.getLogger().addFilter(tip)
         try:
             quantize_static(source, target, ProxyReader(calibration),
                             quant_format=QuantFormat.QDQ, per_channel=True,
@@ -90,6 +101,8 @@ def quantize_int8(fp32: bytes, calibration: np.ndarray) -> tuple[bytes, str]:
             log.warning("static quantisation failed (%s); falling back to dynamic", exc)
             method = "dynamic"
             quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8)
+        finally:
+            logging.getLogger().removeFilter(tip)
         quantized = make_portable(drop_output_requantization(target.read_bytes()))
     if int8_weights(quantized) == 0:
         raise RuntimeError("quantisation left no int8 weights in the model")
