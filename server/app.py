@@ -24,7 +24,7 @@ from server.deploy import Deployments
 from server.evaluate import Evaluator
 from server.registry import Registry
 from server.rounds import Phase, Rounds, RoundSettings
-from server.service import FederationService, Guards
+from server.service import FederationService, Guards, poll_slots
 from server.status import snapshot
 from server.status import write as write_status
 from server.store import RoundRecord, StateStore
@@ -120,9 +120,7 @@ class FedgeServer:
         guards = Guards(allow_anonymous=config.allow_anonymous,
                         max_uploads=config.max_uploads, rate_limit=config.rate_limit,
                         rate_burst=config.rate_burst,
-                        # Long polls hold a worker each: keep an eighth of the pool for
-                        # joins, fetches and uploads.
-                        max_polls=config.max_workers - max(4, config.max_workers // 8))
+                        max_polls=poll_slots(config.max_workers))
         self.service = FederationService(self.task.name, specs, self.registry, self.rounds,
                                          self.store, config.poll_seconds,
                                          config.max_update_bytes, self.tokens, guards)

@@ -84,6 +84,12 @@ class Caller:
 _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 
 
+def poll_slots(workers: int) -> int:
+    """How many long polls may hold one of `workers` RPC threads at once: all but an
+    eighth (at least 4), which stay free for joins, fetches and uploads."""
+    return workers - max(4, workers // 8)
+
+
 @dataclass(frozen=True)
 class Guards:
     """Who may call and how much (see ServerConfig for meanings)."""
@@ -92,7 +98,7 @@ class Guards:
     max_uploads: int = 32
     rate_limit: float = 50.0
     rate_burst: float = 100.0
-    max_polls: int = 224  # long polls held at once (see ServerConfig.max_workers)
+    max_polls: int = poll_slots(256)  # long polls held at once (ServerConfig.max_workers)
 
 # Update kinds and encodings: our names <-> the wire's enum values.
 UPDATE_KINDS = {"weights": fedge_pb2.WEIGHTS, "delta": fedge_pb2.DELTA,
