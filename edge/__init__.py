@@ -3,3 +3,5 @@ int8, sign) and running them (verify, install, infer with onnxruntime).
 
 The runtime side must import with only numpy and onnxruntime installed: no torch.
 """
+
+import fedge  # noqa: F401  (first: it sets OpenMP's wait policy before anything loads torch)
