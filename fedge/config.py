@@ -34,8 +34,10 @@ class ServerConfig:
         reported, else it is retried with a new sample.
     epochs, lr, batch_size: local training settings sent to devices; 0 means the task's
         default.
-    linger_s: after the last round, how long to keep answering polls with STOP so
-        devices exit cleanly.
+    linger_s: after the last round, how long at most to keep answering polls with STOP
+        so devices exit cleanly; the server leaves as soon as every live device has
+        been told, so only a device that went silent costs the whole wait (one still
+        installing the final edge model on a slow, busy board needs several seconds).
     allow_anonymous: accept devices without a token (their device id is unverified).
     tls_client_ca: PEM CA that client certificates must chain to (mTLS); empty means
         client certificates are not asked for.
@@ -76,7 +78,7 @@ class ServerConfig:
     poll_seconds: float = 10.0
     device_timeout_s: float = 60.0
     max_update_bytes: int = 1 << 30
-    linger_s: float = 10.0
+    linger_s: float = 30.0
     allow_anonymous: bool = False
     tls_client_ca: str = ""
     quorum_fraction: float = 0.0
