@@ -47,6 +47,11 @@ def _committed(state: Path) -> list[tuple[int, str]]:
         return db.execute("SELECT round, sha256 FROM rounds ORDER BY round").fetchall()
 
 
+# Rounds long enough (about 0.35 s here) that round 6 cannot commit between the log
+# saying round 3 and the kill: at the task's 2 epochs a round takes 60 ms.
+EPOCHS = 12
+
+
 @pytest.mark.slow
 def test_a_server_killed_mid_round_resumes_and_devices_rejoin_alone(
         procs: Processes, tmp_path: Path) -> None:
@@ -58,7 +63,7 @@ def test_a_server_killed_mid_round_resumes_and_devices_rejoin_alone(
     port = str(free_port())
     server_args = ["server", "--insecure", "--host", "127.0.0.1", "--port", port,
                    "--rounds", str(rounds), "--min-clients", "2", "--state-dir", "state",
-                   "--poll-seconds", "1", "--round-timeout", "60"]
+                   "--poll-seconds", "1", "--round-timeout", "60", "--epochs", str(EPOCHS)]
     server = procs.start("server-1", *server_args)
     clients = [procs.start(f"client-{k}", "client", "--server", f"127.0.0.1:{port}",
                            "--data", f"parts/client-{k}", "--device-id", f"dev-{k}",
@@ -84,5 +89,6 @@ def test_a_server_killed_mid_round_resumes_and_devices_rejoin_alone(
     with sqlite3.connect(tmp_path / "state" / "fedge.db") as db:
         (accuracy,) = db.execute("SELECT accuracy FROM rounds WHERE round = ?",
                                  (rounds,)).fetchone()
-    reference = simulate(SimulateConfig(clients=2, rounds=rounds, out=str(tmp_path / "ref")))
+    reference = simulate(SimulateConfig(clients=2, rounds=rounds, epochs=EPOCHS,
+                                         out=str(tmp_path / "ref")))
     assert abs(accuracy - reference["final"]["accuracy"]) <= 0.01, (accuracy, reference)
