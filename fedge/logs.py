@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 FORMATS = ("text", "json")
 # Attributes every LogRecord has; anything else on a record came from `extra`.
@@ -58,9 +59,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes each record to sys.stderr as it is then, not as it was when the handler
+    was made: code that swaps stderr (a test's capture, a host program redirecting it)
+    and later closes its stand-in must not leave every later log line on a closed file.
+    """
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # StreamHandler.setStream: stderr it stays
+        pass
+
+
 def configure(level: int, fmt: str = "text") -> None:
     """Sends fedge's logs to stderr at level, in fmt ("text" or "json")."""
-    handler = logging.StreamHandler()
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
