@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -26,12 +28,33 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 _IR10_TYPES = {onnx.TensorProto.UINT4, onnx.TensorProto.INT4}
 
 
+# What the exporter logs on every export and a user can do nothing about: a warning per
+# torchvision op it skips when torchvision is absent (as it is for us), and its graph
+# passes' INFO lines, about thirty of them, in every server log that builds an artifact.
+_EXPORTER_CHATTER = {"torch.onnx._internal.exporter._registration": logging.ERROR,
+                     "onnxscript": logging.WARNING, "onnx_ir": logging.WARNING}
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    loggers = {name: logging.getLogger(name) for name in _EXPORTER_CHATTER}
+    saved = {name: logger.level for name, logger in loggers.items()}
+    for name, logger in loggers.items():
+        logger.setLevel(_EXPORTER_CHATTER[name])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation chatter
+            yield
+    finally:
+        for name, logger in loggers.items():
+            logger.setLevel(saved[name])
+
+
 def export_onnx(model: nn.Module, example: np.ndarray) -> bytes:
     """model as portable ONNX bytes, input ``input`` [batch, ...], output ``logits``."""
     model.eval()
     batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation chatter
+    with _quiet_exporter():
         program = torch.onnx.export(
             model, (torch.from_numpy(np.ascontiguousarray(example)),), None,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import pytest
 import torch
 
 from edge.build.distill import UNLABELLED, DistillSettings, distill, proxy_batches
+from edge.build.export import export_onnx
+from fedge.tasks import load_task
 from fedge.tasks.training import evaluate, load_weights
 from tests.edge.conftest import Built
 
@@ -44,3 +49,18 @@ def test_unlabelled_batches_teach_only_with_a_teacher(built: Built) -> None:
     result = distill(None, student, proxy_batches(splits.proxy_x, None, settings), settings)
     assert result["steps"] == 0
     assert all(torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
+
+
+def test_export_keeps_the_exporters_chatter_out_of_the_log(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The exporter logs a warning per torchvision op it skips and ~30 INFO lines of
+    graph passes on every export; a server log must not fill with them."""
+    student = load_task("digits-mlp").build_student
+    assert student is not None
+    with caplog.at_level(logging.INFO):
+        onnx_bytes = export_onnx(student(), np.zeros((2, 64), np.float32))
+    assert onnx_bytes
+    chatter = [r for r in caplog.records
+               if r.name.startswith(("torch.onnx", "onnxscript", "onnx_ir"))]
+    assert chatter == [], [r.getMessage() for r in chatter[:3]]
+    assert logging.getLogger("onnx_ir").level == logging.NOTSET  # restored afterwards
