@@ -55,6 +55,12 @@ log = logging.getLogger(__name__)
 # Statuses after which the daemon reconnects and joins again instead of giving up.
 # ALREADY_EXISTS: the device id's previous session (a crashed run of this daemon) is
 # still live on the server; it expires, and the join then succeeds.
+# What the server answers an update it will not fold: a closed round
+# (FAILED_PRECONDITION), content it refuses (INVALID_ARGUMENT: NaN, too long, wrong
+# shape), bytes that arrived damaged (DATA_LOSS), over a size limit or still busy at the
+# round's deadline (RESOURCE_EXHAUSTED).
+REFUSED_UPDATE = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
+                  grpc.StatusCode.DATA_LOSS, grpc.StatusCode.RESOURCE_EXHAUSTED}
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED,
              grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED,
@@ -81,6 +87,7 @@ class DaemonStats:
     edge_installed: int = 0  # edge artifacts verified and installed
     edge_refused: int = 0    # edge artifacts refused (the previous model kept serving)
     edge_version: int = 0    # the round of the edge model installed last (0: none yet)
+    updates_refused: int = 0  # updates the server would not fold (logged with its reason)
 
     def metrics(self) -> dict[str, tuple[float, str]]:
         """The daemon's Prometheus values (see fedge.metrics.ValuesCollector)."""
@@ -94,6 +101,8 @@ class DaemonStats:
             "fedge_client_edge_installed_total": (self.edge_installed,
                                                   "Edge artifacts verified and installed."),
             "fedge_client_edge_refused_total": (self.edge_refused, "Edge artifacts refused."),
+            "fedge_client_updates_refused_total": (self.updates_refused,
+                                                   "Updates the server refused."),
             "fedge_client_edge_model_version": (self.edge_version,
                                                 "Round of the edge model installed last."),
         }
@@ -331,10 +340,15 @@ class Daemon:
         try:
             reply = self._submit(stub, header, new_weights, task.deadline_unix)
         except grpc.RpcError as exc:
-            if exc.code() is not grpc.StatusCode.FAILED_PRECONDITION:
+            if exc.code() not in REFUSED_UPDATE:
                 raise
-            log.warning("%s: round %d update refused: %s", self.config.device_id,
-                        task.round, exc.details())
+            # One round's update, not the device: log it and take the next task. (A
+            # refused update is not resent; the server closes the round without it.)
+            stale = exc.code() is grpc.StatusCode.FAILED_PRECONDITION
+            log.log(logging.WARNING if stale else logging.ERROR,
+                    "%s: round %d update refused (%s): %s", self.config.device_id,
+                    task.round, exc.code().name, exc.details())
+            self.stats.updates_refused += 1
             self._feedback.residual = carried  # nothing was applied: carry the old one
             return
         self.stats.rounds_trained += 1

@@ -67,6 +67,10 @@ def cmd_server(args: argparse.Namespace) -> int:
     _on_signals(server.stop)
     records = server.wait()
     last = records[-1].round if records else 0
+    if server.rounds.failure:
+        print(f"the run failed: {server.rounds.failure}. State is kept in "
+              f"{config.state_dir}; a restart resumes from round {last}", file=sys.stderr)
+        return 1
     if last < config.rounds:
         print(f"stopped at round {last} of {config.rounds}; state is kept in "
               f"{config.state_dir} and a restart resumes from there", file=sys.stderr)
@@ -375,6 +379,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                                             "accuracy.png")
                         if (Path(config.out) / name).exists())
     print(f"outputs: {outputs}", file=sys.stderr)
+    if report.get("failure"):
+        print(f"the run stopped early: {report['failure']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -43,6 +43,10 @@ class ServerConfig:
         client certificates are not asked for.
     quorum_fraction: share of a round's sampled devices whose updates commit it at the
         deadline; 0 means min_clients updates.
+    max_round_attempts: how many times in a row a round may miss its quorum (retried
+        with a new sample after retry_backoff_s) before the run stops with an error and
+        `fedge server` exits 1; 0 retries forever. A round whose updates are all refused
+        (a diverged model's NaNs, say) would otherwise be retried for ever.
     max_update_norm: bound on an update's L2 distance from the global model (0: none);
         norm_action "refuse" rejects a longer update, "clip" scales it back to the bound.
     max_examples: the largest example count a device may declare for one update.
@@ -67,6 +71,7 @@ class ServerConfig:
     fraction: float = 1.0
     round_timeout_s: float = 300.0
     retry_backoff_s: float = 2.0
+    max_round_attempts: int = 5
     epochs: int = 0
     lr: float = 0.0
     batch_size: int = 0
@@ -130,6 +135,7 @@ class ServerConfig:
         if not 0.0 <= self.quorum_fraction <= 1.0:
             raise ConfigError(f"quorum_fraction must be in [0, 1], got {self.quorum_fraction}")
         _check_range("max_update_norm", self.max_update_norm, 0.0)
+        _check_range("max_round_attempts", self.max_round_attempts, 0)
         if self.norm_action not in NORM_ACTIONS:
             raise ConfigError(f"norm_action must be one of {NORM_ACTIONS}, got "
                               f"{self.norm_action!r}")

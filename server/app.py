@@ -98,6 +98,7 @@ class FedgeServer:
             batch_size=config.batch_size or defaults.batch_size, seed=config.seed,
             linger_s=config.linger_s, max_examples=config.max_examples,
             quorum_fraction=config.quorum_fraction, max_update_norm=config.max_update_norm,
+            max_round_attempts=config.max_round_attempts,
             norm_action=config.norm_action, update_kind=config.update,
             encoding=config.encoding, topk_fraction=config.topk_fraction)
         strategy = build_strategy(config.strategy, config.server_lr, config.server_momentum,

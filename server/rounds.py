@@ -56,6 +56,7 @@ class RoundSettings:
     quorum_fraction: float = 0.0  # 0: min_clients updates commit a round
     max_update_norm: float = 0.0  # 0: no bound
     norm_action: str = "refuse"
+    max_round_attempts: int = 5  # failed attempts in a row that end the run; 0: never
 
     def quorum(self, sampled: int) -> int:
         """Updates needed to commit a round of sampled devices at its deadline."""
@@ -77,6 +78,11 @@ class Assignment:
     deadline: float  # time.time()
     submitted: bool = False
     digest: str = ""  # SHA-256 of the accepted update's stream
+    refused: str = ""  # why its update was refused (the device does not resend it)
+
+    @property
+    def settled(self) -> bool:
+        return self.submitted or bool(self.refused)
 
 
 class AlreadyAccepted(Exception):
@@ -86,7 +92,7 @@ class AlreadyAccepted(Exception):
 class Phase(Enum):
     WAITING = "waiting"    # for devices, or between rounds
     TRAINING = "training"  # a round is open
-    DONE = "done"          # all rounds committed
+    DONE = "done"          # all rounds committed, or the run failed (Rounds.failure)
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,8 @@ class Rounds:
         self._rng = random.Random(settings.seed)
         self._stopped: set[str] = set()
         self._stop = threading.Event()
+        # Why the run ended early: a round failed max_round_attempts times in a row.
+        self.failure = ""
         self.totals = Totals()
         self._deploy = deployments
         if deployments is not None:
@@ -212,10 +220,11 @@ class Rounds:
                     self._stopped.add(device.session_id)
                     self._cond.notify_all()
                     return TaskView("STOP", model_version=self.model_version,
-                                    message="training is complete")
+                                    message=(f"the run stopped: {self.failure}"
+                                             if self.failure else "training is complete"))
                 assignment = self._round.assignments.get(device.device_id)
                 if (self.phase is Phase.TRAINING and assignment is not None
-                        and not assignment.submitted and not device.inference_only):
+                        and not assignment.settled and not device.inference_only):
                     return TaskView("TRAIN", assignment, self.model_version)
                 deploy = self._deploy_view(device)
                 if deploy is not None:
@@ -320,6 +329,15 @@ class Rounds:
         log.debug("round %d: accepted update from %s (%d examples)", assignment.round,
                   assignment.device_id, num_examples)
 
+    def refuse(self, assignment: Assignment, reason: str) -> None:
+        """Settles an assignment whose update was refused: the device does not resend
+        it, so the round need not wait for it until the deadline."""
+        with self._cond:
+            if (self._round.assignments.get(assignment.device_id) is assignment
+                    and not assignment.submitted and self.phase is Phase.TRAINING):
+                assignment.refused = reason
+                self._cond.notify_all()
+
     def count_bytes(self, up: int = 0, down: int = 0) -> None:
         """Attributes wire bytes to the round in progress."""
         with self._cond:
@@ -346,14 +364,25 @@ class Rounds:
     def run(self) -> None:
         """Drives rounds until all are committed (or stop() is called), then lingers
         while devices collect their STOP."""
+        failed = 0  # attempts at the current round that missed quorum, in a row
         while self.phase is not Phase.DONE and not self._stop.is_set():
             sample = self._wait_for_devices()
             if sample is None:
                 break
             self._open_round(sample)
-            if self._wait_for_updates():
+            why = self._wait_for_updates()
+            if self._stop.is_set():
+                break
+            if not why:
                 self._commit()
-            elif not self._stop.is_set():
+                failed = 0
+                continue
+            failed += 1
+            if failed == self.settings.max_round_attempts:
+                self._fail(f"round {self._round.number} missed its quorum {failed} times in "
+                           f"a row (last time: {why}); the last committed model is round "
+                           f"{self.model_version}")
+            else:
                 self._stop.wait(self.settings.retry_backoff_s)
         self._wait_for_edge()
         self._linger()
@@ -390,13 +419,22 @@ class Rounds:
         log.info("round %d: training on %d device(s)", number, len(sample),
                  extra={"event": "round.opened", "round": number, "devices": len(sample)})
 
-    def _wait_for_updates(self) -> bool:
-        """Waits for every sampled device or the deadline; True if the round has quorum."""
+    def _fail(self, failure: str) -> None:
+        """Ends the run without committing more rounds; devices are told why."""
+        log.error("stopping the run: %s", failure,
+                  extra={"event": "run.failed", "round": self._round.number})
+        with self._cond:
+            self.failure = failure
+            self.phase = Phase.DONE
+            self._notify_everyone()
+
+    def _wait_for_updates(self) -> str:
+        """Waits until every sampled device has sent its update or had it refused, or
+        the deadline; "" if the round has quorum, else why not."""
         end = time.monotonic() + self.settings.round_timeout_s
         with self._cond:
             while not self._stop.is_set():
-                done = sum(a.submitted for a in self._round.assignments.values())
-                if done == len(self._round.assignments):
+                if all(a.settled for a in self._round.assignments.values()):
                     break
                 remaining = end - time.monotonic()
                 if remaining <= 0:
@@ -405,22 +443,26 @@ class Rounds:
             done = sum(a.submitted for a in self._round.assignments.values())
             self.phase = Phase.WAITING  # late updates are now stale
             self._notify_everyone()
+            refusals = sorted({a.refused for a in self._round.assignments.values()
+                               if a.refused})
+            refused = sum(bool(a.refused) for a in self._round.assignments.values())
         if self._stop.is_set():
-            return False
+            return "the server is stopping"
         quorum = self.settings.quorum(len(self._round.assignments))
         if done >= quorum:
             if done < len(self._round.assignments):
-                log.warning("round %d: deadline passed with %d of %d updates; committing "
-                            "on quorum", self._round.number, done,
-                            len(self._round.assignments),
+                log.warning("round %d: %d of %d updates (%d refused); committing on quorum",
+                            self._round.number, done, len(self._round.assignments), refused,
                             extra={"event": "round.quorum", "round": self._round.number})
-            return True
-        log.warning("round %d: only %d of %d required updates before the deadline; retrying "
-                    "with a new sample", self._round.number, done, quorum,
+            return ""
+        why = f"{done} of {quorum} required updates"
+        if refused:
+            why += f", {refused} refused: {'; '.join(refusals[:3])}"
+        log.warning("round %d: %s; retrying with a new sample", self._round.number, why,
                     extra={"event": "round.retried", "round": self._round.number})
         with self._cond:
             self._round.assignments.clear()
-        return False
+        return why
 
     def _blob(self, arrays: Mapping[str, np.ndarray], round_: int) -> bytes:
         return to_blob(arrays, {"task": self._task_name, "round": str(round_)})

@@ -47,7 +47,7 @@ from server.errors import (
 )
 from server.limits import RateLimiter, UploadSlots
 from server.registry import Device, Registry
-from server.rounds import AlreadyAccepted, Rounds, TaskView
+from server.rounds import AlreadyAccepted, Assignment, Rounds, TaskView
 from server.status import to_proto
 from server.store import StateStore
 from server.tokens import TokenStore, check_device_id
@@ -362,6 +362,24 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                      device.device_id)
             return fedge_pb2.SubmitReply(accepted=True, message="already accepted; the "
                                          "resent copy was ignored")
+        try:
+            self._fold_update(request_iterator, header, assignment)
+        except (StaleRequest, UnknownSession):
+            raise
+        except Refused as exc:  # settled: the device does not resend a refused update
+            self._rounds.refuse(assignment, str(exc))
+            raise
+        if header.metrics:
+            self._store.add_metrics(header.round, device.device_id, "train",
+                                    dict(header.metrics))
+        reply = fedge_pb2.SubmitReply(accepted=True, message="update accepted")
+        self._rounds.count_bytes(down=_size(reply))
+        return reply
+
+    def _fold_update(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
+                     header: fedge_pb2.UpdateHeader, assignment: Assignment) -> None:
+        """Receives, checks, decodes and folds the tensors of an assigned update."""
+        settings = self._rounds.settings
         if len(header.sha256) != 64:
             raise InvalidRequest("the update header must carry the SHA-256 of its stream")
         assembler = TensorAssembler(
@@ -387,12 +405,6 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             raise Corrupt("the update's bytes do not match the SHA-256 in its header")
         arrays = decode(wire, self._specs, settings.encoding)
         self._rounds.accept(assignment, arrays, header.num_examples, header.sha256)
-        if header.metrics:
-            self._store.add_metrics(header.round, device.device_id, "train",
-                                    dict(header.metrics))
-        reply = fedge_pb2.SubmitReply(accepted=True, message="update accepted")
-        self._rounds.count_bytes(down=_size(reply))
-        return reply
 
     @_status_boundary
     def ReportMetrics(self, request: fedge_pb2.MetricsReport,

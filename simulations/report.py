@@ -100,16 +100,26 @@ def _rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**r, **by_round.get(r["round"], {})} for r in report["rounds"]]
 
 
+def _final(report: dict[str, Any]) -> dict[str, float]:
+    """The final accuracy and loss; NaN for a run that stopped before its first commit."""
+    final: dict[str, float] = report["final"]
+    if final["accuracy"] is None:
+        return {"accuracy": float("nan"), "loss": float("nan")}
+    return final
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """The run as a short Markdown page: settings, final accuracy, the per-round table
     and the edge block."""
-    final = report["final"]
+    final = _final(report)
     settings = {k: report.get(k) for k in ("scenario", "task", "clients", "backend", "hosts",
                                            "partition", "alpha", "strategy", "update",
                                            "encoding", "seed")}
     lines = [f"# fedge simulation{': ' + report['scenario'] if report.get('scenario') else ''}",
              "", f"Final accuracy **{final['accuracy']:.4f}** (loss {final['loss']:.4f}) "
              f"after {len(report['rounds'])} rounds, {report['seconds_total']:.1f} s in all.",
+             *(["", f"**The run stopped early:** {report['failure']}"]
+               if report.get("failure") else []),
              "", "## Settings", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in settings.items() if v is not None]
     active = {k: v for k, v in (report.get("conditions") or {}).items()
@@ -142,7 +152,7 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"{r['round']:>5}  {r['accuracy']:>8.4f}  {r['loss']:>7.4f}  "
                      f"{r['clients']:>7}  {r['bytes_up']:>10,}  {r['bytes_down']:>10,}  "
                      f"{r['seconds']:>7.2f}")
-    final = report["final"]
+    final = _final(report)
     lines.append(f"task {report['task']}, {report['clients']} clients: final accuracy "
                  f"{final['accuracy']:.4f}, loss {final['loss']:.4f}, "
                  f"{report['seconds_total']:.1f} s in all")

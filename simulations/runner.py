@@ -62,7 +62,10 @@ def simulate(config: SimulateConfig,
     torch.set_num_threads(1)
     present = config.clients - len(roles["late"])
     min_clients = config.min_clients or max(1, math.ceil(config.fraction * present))
-    quorum = config.quorum_fraction or (0.5 if config.dropout or roles["leave"] else 0.0)
+    # Clients that drop, leave, or send updates the server refuses (hostile ones) must
+    # not hold every round hostage: half of those sampled commit it then.
+    quorum = config.quorum_fraction or (
+        0.5 if config.dropout or roles["leave"] or attacks else 0.0)
     records: list[RoundRecord] = []
 
     def record(r: RoundRecord) -> None:
@@ -113,7 +116,10 @@ def simulate(config: SimulateConfig,
         raise FedgeError(f"{len(failed)} client(s) failed; first: {failed[0]['client']}: "
                          f"{failed[0]['error']}")
     committed = [r for r in records if r.round > 0]
-    if len(committed) < config.rounds:
+    # A run the server stopped (a round that kept missing its quorum) still gets its
+    # report: how the accuracy fell is what a hostile scenario is run to see.
+    failure = server.rounds.failure
+    if len(committed) < config.rounds and not failure:
         raise FedgeError(f"only {len(committed)} of {config.rounds} rounds committed")
     results.sort(key=lambda r: int(str(r["client"]).rsplit("-", 1)[-1]))
     report = build_report(task.name, config.clients, records,
@@ -127,7 +133,9 @@ def simulate(config: SimulateConfig,
                           scenario=config.scenario or None, backend=backend_name,
                           hosts=len(groups), participation=participation(records),
                           conditions=conditions(config, roles, results))
-    if server.deployments is not None:
+    if failure:
+        report["failure"] = failure
+    elif server.deployments is not None:
         report["edge"] = edge_block(out / "state", committed[-1].round)
     write_outputs(report, out)
     return report

@@ -4,6 +4,7 @@ hostile device were not there."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from fedge.tensors import from_blob
 from protos import fedge_pb2
 from server.app import FedgeServer
 from tests.faults.rawdevice import Arrays, RawDevice, digits_specs, refusal
+from tests.fleet import Fleet
 
 Code = grpc.StatusCode
 NORM_BOUND = 50.0
@@ -212,3 +214,26 @@ def test_every_kind_of_hostile_input_is_refused_and_the_round_is_unharmed(
     for device in (a, b, evil, anon, forged, malformed, ghost):
         device.close()
 
+
+
+def test_a_round_whose_every_update_is_refused_stops_the_run_not_loops(fleet: Fleet) -> None:
+    """Every update over the norm bound is refused (as a diverged model's NaNs would
+    be): each attempt at the round closes as soon as both refusals are in, not at its
+    60 s deadline; after max_round_attempts the run stops, saying why, and the devices,
+    which logged each refusal and kept serving, are told so and exit cleanly."""
+    dirs = fleet.partitions("digits-mlp", 2)
+    server = fleet.server(rounds=3, max_update_norm=1e-6, round_timeout_s=60.0,
+                          retry_backoff_s=0.1, max_round_attempts=3)
+    port = server.start()
+    clients = [fleet.client(port, d, f"dev-{k}") for k, d in enumerate(dirs)]
+    started = time.monotonic()
+    records = server.wait(timeout=50)
+    fleet.join_clients()
+    assert time.monotonic() - started < 50  # never waited out a deadline
+    assert [r.round for r in records] == [0]
+    assert server.rounds.failure.startswith("round 1 missed its quorum 3 times in a row")
+    assert "exceeds the bound" in server.rounds.failure
+    for client in clients:
+        (stats,) = client.stats
+        assert stats.updates_refused == 3 and stats.rounds_trained == 0
+        assert stats.stopped_by_server
