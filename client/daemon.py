@@ -55,16 +55,16 @@ log = logging.getLogger(__name__)
 # Statuses after which the daemon reconnects and joins again instead of giving up.
 # ALREADY_EXISTS: the device id's previous session (a crashed run of this daemon) is
 # still live on the server; it expires, and the join then succeeds.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+             grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED,
+             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED,
+             grpc.StatusCode.ALREADY_EXISTS}
 # What the server answers an update it will not fold: a closed round
 # (FAILED_PRECONDITION), content it refuses (INVALID_ARGUMENT: NaN, too long, wrong
 # shape), bytes that arrived damaged (DATA_LOSS), over a size limit or still busy at the
 # round's deadline (RESOURCE_EXHAUSTED).
 REFUSED_UPDATE = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
                   grpc.StatusCode.DATA_LOSS, grpc.StatusCode.RESOURCE_EXHAUSTED}
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED,
-             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED,
-             grpc.StatusCode.ALREADY_EXISTS}
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 4 * CHUNK_BYTES),
                    ("grpc.max_send_message_length", 4 * CHUNK_BYTES)]
 

@@ -443,21 +443,20 @@ class Rounds:
             done = sum(a.submitted for a in self._round.assignments.values())
             self.phase = Phase.WAITING  # late updates are now stale
             self._notify_everyone()
-            refusals = sorted({a.refused for a in self._round.assignments.values()
-                               if a.refused})
-            refused = sum(bool(a.refused) for a in self._round.assignments.values())
+            refusals = [a.refused for a in self._round.assignments.values() if a.refused]
         if self._stop.is_set():
             return "the server is stopping"
         quorum = self.settings.quorum(len(self._round.assignments))
         if done >= quorum:
             if done < len(self._round.assignments):
                 log.warning("round %d: %d of %d updates (%d refused); committing on quorum",
-                            self._round.number, done, len(self._round.assignments), refused,
+                            self._round.number, done, len(self._round.assignments),
+                            len(refusals),
                             extra={"event": "round.quorum", "round": self._round.number})
             return ""
         why = f"{done} of {quorum} required updates"
-        if refused:
-            why += f", {refused} refused: {'; '.join(refusals[:3])}"
+        if refusals:
+            why += f", {len(refusals)} refused: {'; '.join(sorted(set(refusals))[:3])}"
         log.warning("round %d: %s; retrying with a new sample", self._round.number, why,
                     extra={"event": "round.retried", "round": self._round.number})
         with self._cond:
