@@ -57,7 +57,7 @@ def _fresh(update: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _time_fold(pool: list[dict[str, np.ndarray]], counts: list[int]) -> float:
-    from server.strategies.fedavg import FedAvgFold
+    from fedge.server.strategies.fedavg import FedAvgFold
 
     fold, seconds = FedAvgFold(), 0.0
     for i, count in enumerate(counts):
@@ -91,7 +91,7 @@ def run_one(method: str, k: int, repeats: int) -> dict[str, Any]:
     counts = [10 + (i * 37) % 500 for i in range(k)]
     model_bytes = sum(a.nbytes for a in pool[0].values())
     if method == "fedge fold":
-        from server.strategies.fedavg import FedAvgFold
+        from fedge.server.strategies.fedavg import FedAvgFold
 
         warm = FedAvgFold()  # the second add imports scipy's BLAS, once per process
         for _ in range(2):

@@ -24,14 +24,14 @@ import numpy as np
 import onnxruntime
 import torch
 
-from edge.build.distill import DistillSettings, distill, proxy_batches
-from edge.build.export import export_onnx, max_abs_diff
-from edge.build.measure import batch_of, call_times_ms
-from edge.build.quantize import quantize_int8
+from fedge.edge.compiler.distill import DistillSettings, distill, proxy_batches
+from fedge.edge.compiler.export import export_onnx, max_abs_diff
+from fedge.edge.compiler.measure import batch_of, call_times_ms
+from fedge.edge.compiler.quantize import quantize_int8
+from fedge.server.store import StateStore
 from fedge.tasks import load_task
 from fedge.tasks.training import load_weights
 from fedge.tensors import from_blob
-from server.store import StateStore
 
 BATCHES = (1, 32, 256)
 
@@ -70,7 +70,7 @@ def run(state_dir: Path) -> dict[str, Any]:
         x = batch_of(splits.test_x, batch)
         times = call_times_ms(list(models.values()), x, calls=max(200, 4000 // batch))
         for name, samples in zip(models, times, strict=True):
-            ms = float(np.percentile(samples, 10))  # see edge.build.measure for why
+            ms = float(np.percentile(samples, 10))  # see edge.compiler.measure for why
             rows[name][f"ms_batch{batch}"] = ms
             rows[name][f"median_ms_batch{batch}"] = float(np.median(samples))
             rows[name][f"per_s_batch{batch}"] = batch / ms * 1e3
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = args.state_dir
     if state_dir is None:
         from fedge.config import SimulateConfig
-        from simulations.runner import simulate
+        from fedge.simulations.runner import simulate
 
         simulate(SimulateConfig(out=str(args.out / "sim"), edge=False))
         state_dir = args.out / "sim" / "state"

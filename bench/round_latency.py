@@ -112,9 +112,9 @@ def free_port() -> int:
 
 def write_partitions(clients: int, seed: int, out: Path) -> list[Path]:
     """The task's training pool split IID among clients, one directory each."""
+    from fedge.simulations.partition import split
+    from fedge.simulations.partition import write_partitions as write
     from fedge.tasks import load_task
-    from simulations.partition import split
-    from simulations.partition import write_partitions as write
 
     splits = load_task(TASK).load_data()
     parts = split(splits.train_y, clients, "iid", 0.5, seed)
@@ -159,7 +159,7 @@ def _fedge(profile: Path | None, name: str) -> list[str]:
 def run_fedge(dirs: list[Path], rounds: int, seed: int, work: Path,
               timeout: float, profile: Path | None = None) -> dict[str, Any]:
     """fedge server + one fedge client per partition; returns the round end times."""
-    from server.store import StateStore
+    from fedge.server.store import StateStore
 
     port, state = free_port(), work / "fedge-state"
     procs = Processes(work)

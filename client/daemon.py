@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
-from client.data import LocalData
-from client.update import UpdatePlan, compute_update, encode_update
 from fedge import __version__
+from fedge.client.data import LocalData
+from fedge.client.update import UpdatePlan, compute_update, encode_update
 from fedge.config import ClientConfig
 from fedge.encodings import ErrorFeedback
 from fedge.errors import FedgeError
+from fedge.protos import fedge_pb2, fedge_pb2_grpc
 from fedge.tasks import Task
 from fedge.tensors import (
     CHUNK_BYTES,
@@ -45,10 +46,9 @@ from fedge.tensors import (
     specs_to_proto,
     stream_sha256,
 )
-from protos import fedge_pb2, fedge_pb2_grpc
 
 if TYPE_CHECKING:
-    from client.trainer import Trainer
+    from fedge.client.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -275,12 +275,12 @@ class Daemon:
 
     def _capabilities(self) -> fedge_pb2.Capabilities:
         if self.inference_only:
-            from client.inference import runtime_description
+            from fedge.client.inference import runtime_description
 
             return fedge_pb2.Capabilities(accelerator="none (inference only)",
                                           platform=platform.platform(),
                                           runtime=runtime_description())
-        from client.trainer import describe
+        from fedge.client.trainer import describe
 
         return fedge_pb2.Capabilities(accelerator=describe(self.trainer.device),
                                       platform=platform.platform(),
@@ -402,7 +402,7 @@ class Daemon:
                 task: fedge_pb2.Task) -> None:
         """Fetches, verifies and installs an edge artifact, and reports how it does on
         this device's data; a refused artifact is reported and the old model kept."""
-        from client.deploy import install_and_evaluate
+        from fedge.client.deploy import install_and_evaluate
 
         try:
             blob = self._download(stub, session, task.model_version, artifact=True)

@@ -23,8 +23,8 @@ def install_and_evaluate(blob: bytes, config: ClientConfig, x: np.ndarray,
     Raises ArtifactError (a FedgeError) for an artifact that does not verify; the model
     that was installed before keeps serving.
     """
-    from edge.runtime import EdgeModel, ModelDir, load_public_key
-    from edge.runtime.artifact import unpack
+    from fedge.edge.runtime import EdgeModel, ModelDir, load_public_key
+    from fedge.edge.runtime.artifact import unpack
 
     if not config.trust_key:
         raise FedgeError("no trusted key configured (--trust-key): refusing the artifact")

@@ -17,11 +17,11 @@ import numpy as np
 
 from fedge.encodings import ErrorFeedback, encode
 from fedge.errors import FedgeError
+from fedge.protos import fedge_pb2
 from fedge.tensors import fingerprint
-from protos import fedge_pb2
 
 if TYPE_CHECKING:  # the daemon imports this module without torch (inference-only)
-    from client.trainer import Trainer
+    from fedge.client.trainer import Trainer
 
 KIND_NAMES = {fedge_pb2.WEIGHTS: "weights", fedge_pb2.DELTA: "delta",
               fedge_pb2.GRADIENT: "gradient", fedge_pb2.UPDATE_KIND_UNSPECIFIED: "weights"}

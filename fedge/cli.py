@@ -59,7 +59,7 @@ STRATEGY_KEYS = ("strategy", "update", "encoding", "server_lr", "server_momentum
 
 def cmd_server(args: argparse.Namespace) -> int:
     from fedge.config import ServerConfig, load
-    from server.app import FedgeServer
+    from fedge.server.app import FedgeServer
 
     config = load(ServerConfig, args.config, _options(args, SERVER_KEYS + STRATEGY_KEYS))
     server = FedgeServer(config, on_round=_print_round(config.rounds))
@@ -105,8 +105,8 @@ CLIENT_KEYS = ("server", "task", "data", "device_id", "insecure", "tls_ca", "dev
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    from client.daemon import Daemon
-    from client.data import LocalData, ReadOptions
+    from fedge.client.daemon import Daemon
+    from fedge.client.data import LocalData, ReadOptions
     from fedge.config import ClientConfig, load
 
     options = _options(args, CLIENT_KEYS)
@@ -118,7 +118,7 @@ def cmd_client(args: argparse.Namespace) -> int:
     if not config.data:
         raise FedgeError("the client needs local data: --data DIR (repeatable)")
     _check_can_train()
-    from client.trainer import Trainer
+    from fedge.client.trainer import Trainer
     from fedge.tasks import load_task
 
     task = load_task(config.task)
@@ -135,7 +135,7 @@ def cmd_client(args: argparse.Namespace) -> int:
 def _check_can_train() -> None:
     """Refuses to start a training daemon where torch does not import: such a device
     must be made inference-only on purpose, since the server then never samples it."""
-    from client.inference import torch_problem
+    from fedge.client.inference import torch_problem
 
     problem = torch_problem()
     if problem is not None:
@@ -150,8 +150,8 @@ def _inference_only_daemon(config: Any) -> Any:
     labelled data if any, no trainer, and no torch imported."""
     import onnxruntime  # noqa: F401  (fail now, with the extra to install, not per DEPLOY)
 
-    from client.daemon import Daemon
-    from client.data import LocalData, ReadOptions
+    from fedge.client.daemon import Daemon
+    from fedge.client.data import LocalData, ReadOptions
     from fedge.tasks import load_task
 
     # A user task whose module imports torch at the top fails here, saying so: such a
@@ -191,7 +191,7 @@ def _run_daemon(config: Any, daemon: Any) -> int:
 # ---------------------------------------------------------------- tokens
 
 def cmd_tokens(args: argparse.Namespace) -> int:
-    from server.tokens import TokenStore
+    from fedge.server.tokens import TokenStore
 
     store = TokenStore(args.state_dir)
     try:
@@ -235,10 +235,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _remote_status(args: argparse.Namespace) -> dict[str, Any]:
     import grpc
 
-    from client.daemon import open_channel
+    from fedge.client.daemon import open_channel
     from fedge.config import ClientConfig, build
-    from protos import fedge_pb2, fedge_pb2_grpc
-    from server.status import from_proto
+    from fedge.protos import fedge_pb2, fedge_pb2_grpc
+    from fedge.server.status import from_proto
 
     token = args.token or os.environ.get("FEDGE_TOKEN", "")
     if not token:
@@ -306,8 +306,8 @@ def _format_status(snap: dict[str, Any]) -> str:
 
 def cmd_data_partition(args: argparse.Namespace) -> int:
     from fedge.config import PARTITIONS
+    from fedge.simulations.partition import split, write_partitions
     from fedge.tasks import load_task
-    from simulations.partition import split, write_partitions
 
     if args.partition not in PARTITIONS:
         raise FedgeError(f"--partition must be one of {PARTITIONS}")
@@ -315,7 +315,7 @@ def cmd_data_partition(args: argparse.Namespace) -> int:
     splits = task.load_data()
     parts = split(splits.train_y, args.clients, args.partition, args.alpha, args.seed)
     if args.scatter:
-        from simulations.scatter import write_scatters
+        from fedge.simulations.scatter import write_scatters
 
         scatters = write_scatters(splits.train_x, splits.train_y, parts, task.schema,
                                   args.out, args.seed)
@@ -330,7 +330,7 @@ def cmd_data_partition(args: argparse.Namespace) -> int:
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     import json
 
-    from client.data import ReadOptions, inspect_sources
+    from fedge.client.data import ReadOptions, inspect_sources
     from fedge.tasks import load_task
 
     task = load_task(args.task)
@@ -361,9 +361,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fedge.progress import RoundBar
-    from simulations.report import format_table
-    from simulations.runner import simulate
-    from simulations.scenario import load_simulation
+    from fedge.simulations.report import format_table
+    from fedge.simulations.runner import simulate
+    from fedge.simulations.scenario import load_simulation
 
     config = load_simulation(args.scenario, args.config, _options(
         args, SIMULATE_KEYS + STRATEGY_KEYS + SCENARIO_KEYS))
@@ -390,11 +390,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_edge_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from edge.build.artifact import build_artifact
-    from edge.build.keys import PUBLIC_FILE, SigningKey
+    from fedge.edge.compiler.artifact import build_artifact
+    from fedge.edge.compiler.keys import PUBLIC_FILE, SigningKey
+    from fedge.server.store import StateStore
     from fedge.tasks import load_task
     from fedge.tensors import from_blob
-    from server.store import StateStore
 
     if not (Path(args.state_dir) / "fedge.db").is_file():
         raise FedgeError(f"{args.state_dir} is not a server state dir (no fedge.db)")
@@ -422,7 +422,7 @@ def cmd_edge_build(args: argparse.Namespace) -> int:
 
 
 def cmd_edge_verify(args: argparse.Namespace) -> int:
-    from edge.runtime import load_public_key, read_artifact, verify
+    from fedge.edge.runtime import load_public_key, read_artifact, verify
 
     manifest = verify(read_artifact(args.artifact), load_public_key(args.public_key))
     raw = manifest.raw
@@ -435,7 +435,7 @@ def cmd_edge_verify(args: argparse.Namespace) -> int:
 def cmd_edge_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from edge.runtime import EdgeModel, load_public_key
+    from fedge.edge.runtime import EdgeModel, load_public_key
 
     key = load_public_key(args.public_key) if args.public_key else None
     model = EdgeModel.open(args.artifact, key)

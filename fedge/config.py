@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fedge.errors import ConfigError
+from fedge.wire import ENCODING_NAMES, UPDATE_KIND_NAMES
 
 C = TypeVar("C")
 
@@ -284,8 +285,8 @@ class SimulateConfig:
 PARTITIONS = ("iid", "dirichlet", "quantity", "shards")
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "median",
               "trimmed-mean", "krum", "multikrum")
-UPDATES = ("weights", "delta", "gradient")
-ENCODINGS = ("f32", "f16", "int8", "topk")
+UPDATES = UPDATE_KIND_NAMES
+ENCODINGS = ENCODING_NAMES
 # The strategy settings that only some strategies take, and which ones.
 _OWNERS = {"server_momentum": ("fedavgm",), "mu": ("fedprox",), "trim": ("trimmed-mean",),
            "byzantine_f": ("krum", "multikrum")}

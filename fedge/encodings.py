@@ -31,8 +31,9 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from fedge.tensors import Spec, TensorError
+from fedge.wire import ENCODING_NAMES
 
-ENCODINGS = ("f32", "f16", "int8", "topk")
+ENCODINGS = ENCODING_NAMES
 SEP = "@"  # reserved in tensor names: NAME@scale, NAME@index, NAME@value
 INT8_MAX = 127
 

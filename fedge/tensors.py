@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedge.errors import FedgeError
-from protos import fedge_pb2
+from fedge.protos import fedge_pb2
 
 CHUNK_BYTES = 1 << 20
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos import fedge_pb2 as protos_dot_fedge__pb2
+from fedge.protos import fedge_pb2 as fedge_dot_protos_dot_fedge__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/fedge_pb2_grpc.py depends on'
+        + ' but the generated code in fedge/protos/fedge_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,33 +36,33 @@ class FederationStub:
         """
         self.Join = channel.unary_unary(
                 '/fedge.v1.Federation/Join',
-                request_serializer=protos_dot_fedge__pb2.JoinRequest.SerializeToString,
-                response_deserializer=protos_dot_fedge__pb2.JoinReply.FromString,
+                request_serializer=fedge_dot_protos_dot_fedge__pb2.JoinRequest.SerializeToString,
+                response_deserializer=fedge_dot_protos_dot_fedge__pb2.JoinReply.FromString,
                 _registered_method=True)
         self.PollTask = channel.unary_unary(
                 '/fedge.v1.Federation/PollTask',
-                request_serializer=protos_dot_fedge__pb2.PollRequest.SerializeToString,
-                response_deserializer=protos_dot_fedge__pb2.Task.FromString,
+                request_serializer=fedge_dot_protos_dot_fedge__pb2.PollRequest.SerializeToString,
+                response_deserializer=fedge_dot_protos_dot_fedge__pb2.Task.FromString,
                 _registered_method=True)
         self.FetchModel = channel.unary_stream(
                 '/fedge.v1.Federation/FetchModel',
-                request_serializer=protos_dot_fedge__pb2.FetchRequest.SerializeToString,
-                response_deserializer=protos_dot_fedge__pb2.ModelChunk.FromString,
+                request_serializer=fedge_dot_protos_dot_fedge__pb2.FetchRequest.SerializeToString,
+                response_deserializer=fedge_dot_protos_dot_fedge__pb2.ModelChunk.FromString,
                 _registered_method=True)
         self.SubmitUpdate = channel.stream_unary(
                 '/fedge.v1.Federation/SubmitUpdate',
-                request_serializer=protos_dot_fedge__pb2.UpdateChunk.SerializeToString,
-                response_deserializer=protos_dot_fedge__pb2.SubmitReply.FromString,
+                request_serializer=fedge_dot_protos_dot_fedge__pb2.UpdateChunk.SerializeToString,
+                response_deserializer=fedge_dot_protos_dot_fedge__pb2.SubmitReply.FromString,
                 _registered_method=True)
         self.ReportMetrics = channel.unary_unary(
                 '/fedge.v1.Federation/ReportMetrics',
-                request_serializer=protos_dot_fedge__pb2.MetricsReport.SerializeToString,
-                response_deserializer=protos_dot_fedge__pb2.MetricsReply.FromString,
+                request_serializer=fedge_dot_protos_dot_fedge__pb2.MetricsReport.SerializeToString,
+                response_deserializer=fedge_dot_protos_dot_fedge__pb2.MetricsReply.FromString,
                 _registered_method=True)
         self.Status = channel.unary_unary(
                 '/fedge.v1.Federation/Status',
-                request_serializer=protos_dot_fedge__pb2.StatusRequest.SerializeToString,
-                response_deserializer=protos_dot_fedge__pb2.StatusReply.FromString,
+                request_serializer=fedge_dot_protos_dot_fedge__pb2.StatusRequest.SerializeToString,
+                response_deserializer=fedge_dot_protos_dot_fedge__pb2.StatusReply.FromString,
                 _registered_method=True)
 
 
@@ -116,33 +116,33 @@ def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Join': grpc.unary_unary_rpc_method_handler(
                     servicer.Join,
-                    request_deserializer=protos_dot_fedge__pb2.JoinRequest.FromString,
-                    response_serializer=protos_dot_fedge__pb2.JoinReply.SerializeToString,
+                    request_deserializer=fedge_dot_protos_dot_fedge__pb2.JoinRequest.FromString,
+                    response_serializer=fedge_dot_protos_dot_fedge__pb2.JoinReply.SerializeToString,
             ),
             'PollTask': grpc.unary_unary_rpc_method_handler(
                     servicer.PollTask,
-                    request_deserializer=protos_dot_fedge__pb2.PollRequest.FromString,
-                    response_serializer=protos_dot_fedge__pb2.Task.SerializeToString,
+                    request_deserializer=fedge_dot_protos_dot_fedge__pb2.PollRequest.FromString,
+                    response_serializer=fedge_dot_protos_dot_fedge__pb2.Task.SerializeToString,
             ),
             'FetchModel': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchModel,
-                    request_deserializer=protos_dot_fedge__pb2.FetchRequest.FromString,
-                    response_serializer=protos_dot_fedge__pb2.ModelChunk.SerializeToString,
+                    request_deserializer=fedge_dot_protos_dot_fedge__pb2.FetchRequest.FromString,
+                    response_serializer=fedge_dot_protos_dot_fedge__pb2.ModelChunk.SerializeToString,
             ),
             'SubmitUpdate': grpc.stream_unary_rpc_method_handler(
                     servicer.SubmitUpdate,
-                    request_deserializer=protos_dot_fedge__pb2.UpdateChunk.FromString,
-                    response_serializer=protos_dot_fedge__pb2.SubmitReply.SerializeToString,
+                    request_deserializer=fedge_dot_protos_dot_fedge__pb2.UpdateChunk.FromString,
+                    response_serializer=fedge_dot_protos_dot_fedge__pb2.SubmitReply.SerializeToString,
             ),
             'ReportMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportMetrics,
-                    request_deserializer=protos_dot_fedge__pb2.MetricsReport.FromString,
-                    response_serializer=protos_dot_fedge__pb2.MetricsReply.SerializeToString,
+                    request_deserializer=fedge_dot_protos_dot_fedge__pb2.MetricsReport.FromString,
+                    response_serializer=fedge_dot_protos_dot_fedge__pb2.MetricsReply.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=protos_dot_fedge__pb2.StatusRequest.FromString,
-                    response_serializer=protos_dot_fedge__pb2.StatusReply.SerializeToString,
+                    request_deserializer=fedge_dot_protos_dot_fedge__pb2.StatusRequest.FromString,
+                    response_serializer=fedge_dot_protos_dot_fedge__pb2.StatusReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -170,8 +170,8 @@ class Federation:
             request,
             target,
             '/fedge.v1.Federation/Join',
-            protos_dot_fedge__pb2.JoinRequest.SerializeToString,
-            protos_dot_fedge__pb2.JoinReply.FromString,
+            fedge_dot_protos_dot_fedge__pb2.JoinRequest.SerializeToString,
+            fedge_dot_protos_dot_fedge__pb2.JoinReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -197,8 +197,8 @@ class Federation:
             request,
             target,
             '/fedge.v1.Federation/PollTask',
-            protos_dot_fedge__pb2.PollRequest.SerializeToString,
-            protos_dot_fedge__pb2.Task.FromString,
+            fedge_dot_protos_dot_fedge__pb2.PollRequest.SerializeToString,
+            fedge_dot_protos_dot_fedge__pb2.Task.FromString,
             options,
             channel_credentials,
             insecure,
@@ -224,8 +224,8 @@ class Federation:
             request,
             target,
             '/fedge.v1.Federation/FetchModel',
-            protos_dot_fedge__pb2.FetchRequest.SerializeToString,
-            protos_dot_fedge__pb2.ModelChunk.FromString,
+            fedge_dot_protos_dot_fedge__pb2.FetchRequest.SerializeToString,
+            fedge_dot_protos_dot_fedge__pb2.ModelChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -251,8 +251,8 @@ class Federation:
             request_iterator,
             target,
             '/fedge.v1.Federation/SubmitUpdate',
-            protos_dot_fedge__pb2.UpdateChunk.SerializeToString,
-            protos_dot_fedge__pb2.SubmitReply.FromString,
+            fedge_dot_protos_dot_fedge__pb2.UpdateChunk.SerializeToString,
+            fedge_dot_protos_dot_fedge__pb2.SubmitReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -278,8 +278,8 @@ class Federation:
             request,
             target,
             '/fedge.v1.Federation/ReportMetrics',
-            protos_dot_fedge__pb2.MetricsReport.SerializeToString,
-            protos_dot_fedge__pb2.MetricsReply.FromString,
+            fedge_dot_protos_dot_fedge__pb2.MetricsReport.SerializeToString,
+            fedge_dot_protos_dot_fedge__pb2.MetricsReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -305,8 +305,8 @@ class Federation:
             request,
             target,
             '/fedge.v1.Federation/Status',
-            protos_dot_fedge__pb2.StatusRequest.SerializeToString,
-            protos_dot_fedge__pb2.StatusReply.FromString,
+            fedge_dot_protos_dot_fedge__pb2.StatusRequest.SerializeToString,
+            fedge_dot_protos_dot_fedge__pb2.StatusReply.FromString,
             options,
             channel_credentials,
             insecure,

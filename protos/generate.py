@@ -1,4 +1,4 @@
-"""Regenerates the Python code for fedge.proto: ``python -m protos.generate``.
+"""Regenerates the Python code for fedge.proto: ``python -m fedge.protos.generate``.
 
 The generated modules are committed; ``tests/protos/test_generated.py`` checks that
 regenerating with the pinned grpcio-tools changes nothing.
@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTO = "protos/fedge.proto"
+PROTO = "fedge/protos/fedge.proto"  # through the fedge/protos link: imports say fedge.protos
 
 
 def generate(out_dir: Path) -> None:
-    """Writes fedge_pb2.py, fedge_pb2.pyi and fedge_pb2_grpc.py under out_dir/protos."""
+    """Writes fedge_pb2.py, fedge_pb2.pyi and fedge_pb2_grpc.py under out_dir/fedge/protos."""
     from grpc_tools import protoc  # only needed by developers, not at run time
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -33,7 +33,7 @@ def generate(out_dir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=ROOT, help="root to write protos/ under")
+    parser.add_argument("--out", type=Path, default=ROOT, help="root to write fedge/protos/ under")
     generate(parser.parse_args().out)
     print(f"generated Python for {PROTO}", file=sys.stderr)
 

@@ -16,20 +16,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedge.config import ServerConfig
 from fedge.errors import FedgeError
+from fedge.protos import fedge_pb2_grpc
+from fedge.server.deploy import Deployments
+from fedge.server.evaluate import Evaluator
+from fedge.server.registry import Registry
+from fedge.server.rounds import Phase, Rounds, RoundSettings
+from fedge.server.service import FederationService, Guards, poll_slots
+from fedge.server.status import snapshot
+from fedge.server.status import write as write_status
+from fedge.server.store import RoundRecord, StateStore
+from fedge.server.strategies.catalog import build_strategy
+from fedge.server.tokens import TokenStore
 from fedge.tasks import Task, load_task
 from fedge.tasks.training import weights_of
 from fedge.tensors import CHUNK_BYTES, fingerprint, from_blob
-from protos import fedge_pb2_grpc
-from server.deploy import Deployments
-from server.evaluate import Evaluator
-from server.registry import Registry
-from server.rounds import Phase, Rounds, RoundSettings
-from server.service import FederationService, Guards, poll_slots
-from server.status import snapshot
-from server.status import write as write_status
-from server.store import RoundRecord, StateStore
-from server.strategies.catalog import build_strategy
-from server.tokens import TokenStore
 
 if TYPE_CHECKING:
     from fedge.metrics import MetricsEndpoint
@@ -165,7 +165,7 @@ class FedgeServer:
                  self.port, self.config.rounds, self.config.state_dir)
         if self.config.metrics_port:
             from fedge.metrics import MetricsEndpoint
-            from server.metrics import ServerCollector
+            from fedge.server.metrics import ServerCollector
 
             self._metrics = MetricsEndpoint(ServerCollector(
                 self.rounds, self.registry, self.store, lambda: dict(self.service.refusals),

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.runtime.artifact import ArtifactError, pack, read_artifact
-from edge.runtime.verify import verify
+from fedge.edge.runtime.artifact import ArtifactError, pack, read_artifact
+from fedge.edge.runtime.verify import verify
+from fedge.refusals import StaleRequest
 from fedge.tasks import Task
 from fedge.tensors import sha256_hex
-from server.errors import StaleRequest
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Deployments:
 
     def __init__(self, task: Task, state_dir: str | Path, every: int = 0,
                  on_ready: Callable[[], None] | None = None) -> None:
-        from edge.build.keys import SigningKey  # needs cryptography: only when edge is on
+        from fedge.edge.compiler.keys import SigningKey  # needs cryptography: only when edge is on
 
         self._task = task
         self.root = Path(state_dir) / "edge"
@@ -64,7 +64,7 @@ class Deployments:
 
     @property
     def public_key_path(self) -> Path:
-        from edge.build.keys import PUBLIC_FILE
+        from fedge.edge.compiler.keys import PUBLIC_FILE
 
         return self.root.parent / PUBLIC_FILE
 
@@ -99,7 +99,7 @@ class Deployments:
         threading.Thread(target=self._work, name="edge-build", daemon=True).start()
 
     def _work(self) -> None:
-        from edge.build.artifact import build_artifact
+        from fedge.edge.compiler.artifact import build_artifact
 
         while True:
             with self._lock:

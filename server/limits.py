@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from server.errors import Exhausted
+from fedge.refusals import Busy
 
 
 class RateLimiter:
@@ -33,7 +33,7 @@ class RateLimiter:
             if tokens < 1.0:
                 self._buckets[key] = (tokens, now)
                 wait = (1.0 - tokens) / self.rate
-                raise Exhausted(f"too many requests from {key!r}: the limit is "
+                raise Busy(f"too many requests from {key!r}: the limit is "
                                 f"{self.rate:g}/s; retry in {wait:.2f} s")
             self._buckets[key] = (tokens - 1.0, now)
 
@@ -49,7 +49,7 @@ class UploadSlots:
     @contextmanager
     def hold(self) -> Iterator[None]:
         if not self._slots.acquire(blocking=False):
-            raise Exhausted(f"the server is receiving {self.limit} updates already; "
+            raise Busy(f"the server is receiving {self.limit} updates already; "
                             "retry shortly")
         try:
             yield

@@ -20,9 +20,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from server.registry import Registry
-from server.rounds import Rounds
-from server.store import StateStore
+from fedge.server.registry import Registry
+from fedge.server.rounds import Rounds
+from fedge.server.store import StateStore
 
 log = logging.getLogger(__name__)
 

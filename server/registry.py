@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from server.errors import Conflict, UnknownSession
+from fedge.refusals import Conflict, UnknownSession
 
 log = logging.getLogger(__name__)
 

@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedge.refusals import AlreadySettled, InvalidUpdate, StaleRequest
+from fedge.server.registry import Device, Registry
+from fedge.server.store import RoundRecord, StateStore
+from fedge.server.strategies.fedavg import Accumulator, FedAvg, FedAvgFold
+from fedge.server.strategies.pseudo_gradient import pseudo_gradient
+from fedge.server.validate import bound_norm, check_finite
 from fedge.tensors import Spec, from_blob, sha256_hex, to_blob
-from server.errors import Conflict, InvalidRequest, StaleRequest
-from server.registry import Device, Registry
-from server.store import RoundRecord, StateStore
-from server.strategies.fedavg import Accumulator, FedAvg, FedAvgFold
-from server.strategies.pseudo_gradient import pseudo_gradient
-from server.validate import bound_norm, check_finite
 
 if TYPE_CHECKING:
-    from server.deploy import Deployments
+    from fedge.server.deploy import Deployments
 
 log = logging.getLogger(__name__)
 
@@ -294,10 +294,10 @@ class Rounds:
             if assignment.submitted:
                 if digest and digest == assignment.digest:
                     raise AlreadyAccepted()
-                raise Conflict(f"a different update for task {task_id!r} of round {round_} "
+                raise AlreadySettled(f"a different update for task {task_id!r} of round {round_} "
                                "was already accepted")
             if not 0 < num_examples <= self.settings.max_examples:
-                raise InvalidRequest(f"num_examples must be in 1..{self.settings.max_examples}"
+                raise InvalidUpdate(f"num_examples must be in 1..{self.settings.max_examples}"
                                      f", got {num_examples}")
             return assignment
 

@@ -22,53 +22,50 @@ import grpc
 
 from fedge.encodings import decode, wire_specs
 from fedge.errors import FedgeError
+from fedge.protos import fedge_pb2, fedge_pb2_grpc
+from fedge.refusals import (
+    METADATA_KEY,
+    Corrupt,
+    InvalidRequest,
+    InvalidUpdate,
+    PermissionDenied,
+    Refused,
+    StaleRequest,
+    TooLarge,
+    Unauthenticated,
+    UnknownSession,
+    Unsupported,
+)
+from fedge.server.limits import RateLimiter, UploadSlots
+from fedge.server.registry import Device, Registry
+from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds, TaskView
+from fedge.server.status import to_proto
+from fedge.server.store import StateStore
+from fedge.server.tokens import TokenStore, check_device_id
 from fedge.tensors import (
     CHUNK_BYTES,
     ChecksumError,
     Spec,
     TensorAssembler,
     TensorError,
-    TooLarge,
     check_crc32,
     specs_from_proto,
 )
-from protos import fedge_pb2, fedge_pb2_grpc
-from server.errors import (
-    Conflict,
-    Corrupt,
-    Exhausted,
-    InvalidRequest,
-    PermissionDenied,
-    Refused,
-    StaleRequest,
-    Unauthenticated,
-    UnknownSession,
-    Unsupported,
-)
-from server.limits import RateLimiter, UploadSlots
-from server.registry import Device, Registry
-from server.rounds import AlreadyAccepted, Assignment, Rounds, TaskView
-from server.status import to_proto
-from server.store import StateStore
-from server.tokens import TokenStore, check_device_id
+from fedge.tensors import TooLarge as StreamTooLarge
+from fedge.wire import ENCODINGS, UPDATE_KINDS, enum_name
 
 log = logging.getLogger(__name__)
 
-# Most specific first: the first class an error is an instance of gives its status.
-STATUS: dict[type[Exception], grpc.StatusCode] = {
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    UnknownSession: grpc.StatusCode.NOT_FOUND,
-    Conflict: grpc.StatusCode.ALREADY_EXISTS,
-    Exhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Corrupt: grpc.StatusCode.DATA_LOSS,
-    ChecksumError: grpc.StatusCode.DATA_LOSS,
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    TensorError: grpc.StatusCode.INVALID_ARGUMENT,
-    StaleRequest: grpc.StatusCode.FAILED_PRECONDITION,
-    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
-}
+
+
+def as_refusal(exc: TensorError) -> Refused:
+    """The refusal for a tensor stream that does not decode to what was expected."""
+    if isinstance(exc, ChecksumError):
+        return Corrupt(str(exc))
+    if isinstance(exc, StreamTooLarge):
+        return TooLarge(str(exc))
+    return InvalidUpdate(str(exc))
+
 TOKEN_HEADER = "authorization"  # value: "Bearer <token>"
 
 
@@ -100,11 +97,6 @@ class Guards:
     rate_burst: float = 100.0
     max_polls: int = poll_slots(256)  # long polls held at once (ServerConfig.max_workers)
 
-# Update kinds and encodings: our names <-> the wire's enum values.
-UPDATE_KINDS = {"weights": fedge_pb2.WEIGHTS, "delta": fedge_pb2.DELTA,
-                "gradient": fedge_pb2.GRADIENT}
-ENCODINGS = {"f32": fedge_pb2.F32, "f16": fedge_pb2.F16, "int8": fedge_pb2.INT8,
-             "topk": fedge_pb2.TOPK}
 FRAME = 5  # gRPC's length-prefixed message framing: 1 flag byte + 4 length bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -120,8 +112,10 @@ def _status_boundary(method: F) -> F:
             reset = _caller.set(self._authenticate(context))
             return method(self, request, context)
         except (Refused, TensorError) as exc:
-            code = next(c for t, c in STATUS.items() if isinstance(exc, t))
+            refusal = exc if isinstance(exc, Refused) else as_refusal(exc)
+            code = grpc.StatusCode[refusal.rule.status]
             self._count_refusal(method.__name__, code)
+            context.set_trailing_metadata(((METADATA_KEY, refusal.name),))
             log.warning("%s refused (%s): %s", method.__name__, code.name, exc,
                         extra={"event": "request.refused", "method": method.__name__,
                                "status": code.name})
@@ -132,13 +126,6 @@ def _status_boundary(method: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
-
-def _enum_name(enum: Any, value: int) -> str:
-    """An enum value's name, or the number for values this build does not know."""
-    try:
-        return str(enum.Name(value))
-    except ValueError:
-        return f"unknown value {value}"
 
 
 def _size(message: Any) -> int:
@@ -350,10 +337,10 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         encoding = header.encoding or fedge_pb2.F32
         if kind != UPDATE_KINDS[settings.update_kind]:
             raise InvalidRequest(f"this run takes {settings.update_kind} updates; the device "
-                                 f"sent {_enum_name(fedge_pb2.UpdateKind, kind)}")
+                                 f"sent {enum_name(fedge_pb2.UpdateKind, kind)}")
         if encoding != ENCODINGS[settings.encoding]:
             raise InvalidRequest(f"this run takes {settings.encoding}-encoded updates; the "
-                                 f"device sent {_enum_name(fedge_pb2.Encoding, encoding)}")
+                                 f"device sent {enum_name(fedge_pb2.Encoding, encoding)}")
         try:
             assignment = self._rounds.check_submission(device, header.task_id, header.round,
                                                        header.num_examples, header.sha256)
@@ -366,9 +353,11 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             self._fold_update(request_iterator, header, assignment)
         except (StaleRequest, UnknownSession):
             raise
-        except Refused as exc:  # settled: the device does not resend a refused update
-            self._rounds.refuse(assignment, str(exc))
-            raise
+        except (Refused, TensorError) as exc:
+            refusal = exc if isinstance(exc, Refused) else as_refusal(exc)
+            if refusal.rule.settles:  # the device does not resend a refused update
+                self._rounds.refuse(assignment, str(exc))
+            raise refusal from None
         if header.metrics:
             self._store.add_metrics(header.round, device.device_id, "train",
                                     dict(header.metrics))
@@ -393,7 +382,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                 if message.WhichOneof("payload") != "tensor":
                     raise InvalidRequest("only tensor chunks may follow the header")
                 if len(message.tensor.data) > CHUNK_BYTES:
-                    raise Exhausted(f"a chunk of {len(message.tensor.data)} bytes is over the "
+                    raise TooLarge(f"a chunk of {len(message.tensor.data)} bytes is over the "
                                     f"{CHUNK_BYTES}-byte chunk limit")
                 check_crc32(message.tensor)
                 assembler.add(message.tensor)

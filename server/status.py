@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from protos import fedge_pb2
-from server.registry import Registry
-from server.rounds import Rounds
-from server.store import StateStore
+from fedge.protos import fedge_pb2
+from fedge.server.registry import Registry
+from fedge.server.rounds import Rounds
+from fedge.server.store import StateStore
 
 STATUS_FILE = "status.json"
 

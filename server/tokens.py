@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedge.errors import FedgeError
-from server.errors import Unauthenticated
+from fedge.refusals import Unauthenticated
 
 PREFIX = "fdg_"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")

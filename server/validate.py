@@ -12,7 +12,7 @@ from collections.abc import Mapping, MutableMapping
 
 import numpy as np
 
-from server.errors import InvalidRequest
+from fedge.refusals import InvalidUpdate
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
     for name, array in arrays.items():
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             what = "NaN" if np.isnan(array).any() else "infinite values"
-            raise InvalidRequest(f"tensor {name!r} holds {what}")
+            raise InvalidUpdate(f"tensor {name!r} holds {what}")
 
 
 def distance(update: Mapping[str, np.ndarray],
@@ -44,14 +44,14 @@ def bound_norm(update: MutableMapping[str, np.ndarray],
                action: str) -> float:
     """Enforces ``distance(update, reference) <= max_norm`` (0 means no bound).
 
-    action "refuse" raises InvalidRequest; "clip" scales update - reference down to the
+    action "refuse" raises InvalidUpdate; "clip" scales update - reference down to the
     bound, in place. Returns the distance before any clipping.
     """
     norm = distance(update, reference)
     if max_norm <= 0 or norm <= max_norm:
         return norm
     if action == "refuse":
-        raise InvalidRequest(f"update norm {norm:.4g} exceeds the bound of {max_norm:.4g} "
+        raise InvalidUpdate(f"update norm {norm:.4g} exceeds the bound of {max_norm:.4g} "
                              "(--max-update-norm)")
     scale = max_norm / norm
     for name, array in update.items():

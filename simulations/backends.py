@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fedge.errors import FedgeError
-from simulations.device import ClientSpec
-from simulations.host import run_group
+from fedge.simulations.device import ClientSpec
+from fedge.simulations.host import run_group
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class ProcessBackend:
             results.unlink(missing_ok=True)
             specs.write_text(json.dumps([s.to_json() for s in group]))
             with open(logs, "wb") as out:
-                proc = subprocess.Popen([sys.executable, "-m", "simulations.host", str(specs),
+                proc = subprocess.Popen([sys.executable, "-m", "fedge.simulations.host", str(specs),
                                          str(results)], stdout=out, stderr=subprocess.STDOUT)
             self._procs.append((proc, results, logs))
 

@@ -23,14 +23,14 @@ from typing import Any
 
 import grpc
 
-from client.daemon import Daemon, Stopped, open_channel
-from client.data import LocalData
-from client.trainer import Trainer
+from fedge.client.daemon import Daemon, Stopped, open_channel
+from fedge.client.data import LocalData
+from fedge.client.trainer import Trainer
 from fedge.config import ClientConfig
 from fedge.errors import FedgeError
+from fedge.protos import fedge_pb2, fedge_pb2_grpc
+from fedge.simulations.hostile import Attack, HostileTrainer
 from fedge.tasks import Task
-from protos import fedge_pb2, fedge_pb2_grpc
-from simulations.hostile import Attack, HostileTrainer
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from simulations.device import ClientSpec, SimulatedDaemon, build_daemon
+from fedge.simulations.device import ClientSpec, SimulatedDaemon, build_daemon
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ def run_group(specs: list[ClientSpec], stop: threading.Event) -> list[dict[str, 
     (None when it ended cleanly)."""
     import torch
 
+    from fedge.simulations.report import client_data
     from fedge.tasks import load_task
-    from simulations.report import client_data
 
     if not specs:
         return []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from client.trainer import Trainer
+from fedge.client.trainer import Trainer
 
 ATTACKS = ("signflip", "scale", "noise")
 

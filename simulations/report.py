@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedge.errors import FedgeError
-from server.store import RoundRecord
+from fedge.server.store import RoundRecord
 
 if TYPE_CHECKING:
-    from client.daemon import Daemon
+    from fedge.client.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ EDGE_KEYS = ("teacher_params", "student_params", "fp32_onnx_bytes", "int8_onnx_b
 def edge_block(state_dir: str | Path, round_: int) -> dict[str, Any]:
     """The report's ``edge`` entry: what the server measured building the artifact of
     round_, and what the devices reported after installing it."""
-    from edge.build.artifact import read_report
-    from server.store import StateStore
+    from fedge.edge.compiler.artifact import read_report
+    from fedge.server.store import StateStore
 
     directory = Path(state_dir) / "edge" / f"round-{round_:06d}"
     if not (directory / "build.json").exists():
@@ -81,7 +81,7 @@ def participation(records: list[RoundRecord]) -> list[dict[str, int]]:
 def write_outputs(report: dict[str, Any], out: str | Path) -> None:
     """OUT/report.json, OUT/summary.md and, when matplotlib is installed,
     OUT/accuracy.png."""
-    from simulations.plot import plot_report
+    from fedge.simulations.plot import plot_report
 
     write_report(report, out)
     (Path(out) / "summary.md").write_text(format_summary(report))

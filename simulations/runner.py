@@ -23,15 +23,15 @@ import torch
 
 from fedge.config import ServerConfig, SimulateConfig
 from fedge.errors import FedgeError
+from fedge.server.app import FedgeServer
+from fedge.server.store import RoundRecord
+from fedge.simulations.backends import RayBackend, choose, cores, make_backend, split_groups
+from fedge.simulations.device import ClientSpec
+from fedge.simulations.hostile import Attack
+from fedge.simulations.partition import split, write_partitions
+from fedge.simulations.report import build_report, edge_block, participation, write_outputs
+from fedge.simulations.scatter import write_scatters
 from fedge.tasks import Task, load_task
-from server.app import FedgeServer
-from server.store import RoundRecord
-from simulations.backends import RayBackend, choose, cores, make_backend, split_groups
-from simulations.device import ClientSpec
-from simulations.hostile import Attack
-from simulations.partition import split, write_partitions
-from simulations.report import build_report, edge_block, participation, write_outputs
-from simulations.scatter import write_scatters
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ def _images_fit(x: np.ndarray, schema: DataSchema) -> tuple[int, int] | None:
     scale, so that reading the image back gives exactly the same example."""
     import importlib.util
 
-    from client.data.images import image_size
+    from fedge.client.data.images import image_size
 
     if importlib.util.find_spec("PIL") is None:  # Pillow is optional (the data extra)
         return None

@@ -7,14 +7,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client.daemon import Daemon, DaemonStats
-from client.data import load_local_data
-from client.trainer import Trainer
+from fedge.client.daemon import Daemon, DaemonStats
+from fedge.client.data import load_local_data
+from fedge.client.trainer import Trainer
 from fedge.config import ClientConfig, ServerConfig
+from fedge.server.app import FedgeServer
+from fedge.server.tokens import TokenStore
+from fedge.simulations.partition import iid, write_partitions
 from fedge.tasks import load_task
-from server.app import FedgeServer
-from server.tokens import TokenStore
-from simulations.partition import iid, write_partitions
 
 
 def free_port() -> int:

@@ -19,8 +19,8 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.data import LocalData
-from client.trainer import Trainer
+from fedge.client.data import LocalData
+from fedge.client.trainer import Trainer
 from fedge.tasks import load_task
 
 # Kept between messages when Flower reuses the ClientApp's process.

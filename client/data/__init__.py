@@ -2,7 +2,7 @@
 JSON Lines or image folders, read and checked against the task schema; what does not fit
 is skipped with a counted reason, and a rescan picks up new files."""
 
-from client.data.schema import ReadOptions
-from client.data.sources import LocalData, inspect_sources, load_local_data
+from fedge.client.data.schema import ReadOptions
+from fedge.client.data.sources import LocalData, inspect_sources, load_local_data
 
 __all__ = ["LocalData", "ReadOptions", "inspect_sources", "load_local_data"]

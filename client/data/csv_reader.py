@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client.data.detect import delimiter
-from client.data.schema import (
+from fedge.client.data.detect import delimiter
+from fedge.client.data.schema import (
     BAD_ENCODING,
     CORRUPT,
     NO_LABEL_COLUMN,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client.data.schema import (
+from fedge.client.data.schema import (
     BAD_ENCODING,
     MISSING_FIELD,
     NOT_A_NUMBER,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client.data.schema import (
+from fedge.client.data.schema import (
     CORRUPT,
     MISSING_ARRAY,
     UNPAIRED,

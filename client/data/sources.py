@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from client.data import detect
-from client.data.csv_reader import read_csv
-from client.data.images import read_image
-from client.data.inventory import FileReport, Inventory, SourceReport
-from client.data.jsonl_reader import read_jsonl
-from client.data.numpy_reader import inputs_path, labels_path, read_npy_pair, read_npz
-from client.data.schema import (
+from fedge.client.data import detect
+from fedge.client.data.csv_reader import read_csv
+from fedge.client.data.images import read_image
+from fedge.client.data.inventory import FileReport, Inventory, SourceReport
+from fedge.client.data.jsonl_reader import read_jsonl
+from fedge.client.data.numpy_reader import inputs_path, labels_path, read_npy_pair, read_npz
+from fedge.client.data.schema import (
     EMPTY_FILE,
     UNKNOWN_FORMAT,
     UNREADABLE,

@@ -5,10 +5,10 @@ Needs only numpy and onnxruntime (and uses ``cryptography`` for signature checks
 is installed, a pure-Python Ed25519 verifier otherwise): no torch, no gRPC.
 """
 
-from edge.runtime.artifact import ArtifactError, ArtifactFiles, Manifest, pack, read_artifact
-from edge.runtime.infer import EdgeModel
-from edge.runtime.install import ModelDir
-from edge.runtime.verify import load_public_key, verify
+from fedge.edge.runtime.artifact import ArtifactError, ArtifactFiles, Manifest, pack, read_artifact
+from fedge.edge.runtime.infer import EdgeModel
+from fedge.edge.runtime.install import ModelDir
+from fedge.edge.runtime.verify import load_public_key, verify
 
 __all__ = ["ArtifactError", "ArtifactFiles", "EdgeModel", "Manifest", "ModelDir",
            "load_public_key", "pack", "read_artifact", "verify"]

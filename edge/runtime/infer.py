@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.runtime.artifact import ArtifactError, ArtifactFiles, Manifest, read_artifact
-from edge.runtime.verify import verify
+from fedge.edge.runtime.artifact import ArtifactError, ArtifactFiles, Manifest, read_artifact
+from fedge.edge.runtime.verify import verify
 
 
 class EdgeModel:
@@ -44,7 +44,7 @@ class EdgeModel:
         if public_key is not None:
             manifest = verify(files, public_key)
         else:
-            from edge.runtime.artifact import parse_manifest
+            from fedge.edge.runtime.artifact import parse_manifest
 
             manifest = Manifest(parse_manifest(files.manifest))
         return cls(files, manifest, threads)

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edge.runtime.artifact import (
+from fedge.edge.runtime.artifact import (
     MANIFEST_FILE,
     MODEL_FILE,
     ArtifactError,
@@ -30,7 +30,7 @@ from edge.runtime.artifact import (
     Manifest,
     read_artifact,
 )
-from edge.runtime.verify import verify
+from fedge.edge.runtime.verify import verify
 
 log = logging.getLogger(__name__)
 

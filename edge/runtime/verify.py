@@ -9,8 +9,8 @@ import hashlib
 import logging
 from pathlib import Path
 
-from edge.runtime import ed25519
-from edge.runtime.artifact import (
+from fedge.edge.runtime import ed25519
+from fedge.edge.runtime.artifact import (
     MANIFEST_FILE,
     MODEL_FILE,
     ArtifactError,

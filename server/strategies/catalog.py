@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from server.strategies.fedadagrad import FedAdagrad
-from server.strategies.fedadam import FedAdam
-from server.strategies.fedavg import FedAvg
-from server.strategies.fedavgm import FedAvgM
-from server.strategies.fedprox import FedProx
-from server.strategies.fedyogi import FedYogi
-from server.strategies.krum import Krum, MultiKrum
-from server.strategies.median import Median
-from server.strategies.trimmed_mean import TrimmedMean
+from fedge.server.strategies.fedadagrad import FedAdagrad
+from fedge.server.strategies.fedadam import FedAdam
+from fedge.server.strategies.fedavg import FedAvg
+from fedge.server.strategies.fedavgm import FedAvgM
+from fedge.server.strategies.fedprox import FedProx
+from fedge.server.strategies.fedyogi import FedYogi
+from fedge.server.strategies.krum import Krum, MultiKrum
+from fedge.server.strategies.median import Median
+from fedge.server.strategies.trimmed_mean import TrimmedMean
 
 STRATEGIES: dict[str, type[FedAvg]] = {cls.name: cls for cls in (
     FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad, Median, TrimmedMean, Krum,

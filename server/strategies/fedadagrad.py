@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.strategies.fedopt import FedOpt
+from fedge.server.strategies.fedopt import FedOpt
 
 
 def adagrad_second_moment(v: np.ndarray, g: np.ndarray) -> np.ndarray:

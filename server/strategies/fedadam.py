@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.strategies.fedopt import FedOpt
+from fedge.server.strategies.fedopt import FedOpt
 
 
 def adam_second_moment(v: np.ndarray, g: np.ndarray, beta2: float) -> np.ndarray:

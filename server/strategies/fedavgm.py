@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from server.strategies.fedavg import Arrays, FedAvg, sgd_step
+from fedge.server.strategies.fedavg import Arrays, FedAvg, sgd_step
 
 
 def momentum_update(momentum: Mapping[str, np.ndarray] | None, gradient: Arrays,

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from server.strategies.fedavg import Arrays, FedAvg
+from fedge.server.strategies.fedavg import Arrays, FedAvg
 
 
 def first_moment(m: np.ndarray, g: np.ndarray, beta1: float) -> np.ndarray:

@@ -12,7 +12,7 @@ so it does not combine with gradient updates.
 
 from __future__ import annotations
 
-from server.strategies.fedavg import FedAvg
+from fedge.server.strategies.fedavg import FedAvg
 
 
 class FedProx(FedAvg):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.strategies.fedopt import FedOpt
+from fedge.server.strategies.fedopt import FedOpt
 
 
 def yogi_second_moment(v: np.ndarray, g: np.ndarray, beta2: float) -> np.ndarray:

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from server.strategies.buffer import UpdateBuffer
-from server.strategies.fedavg import Accumulator, Arrays, FedAvg, weighted_mean
+from fedge.server.strategies.buffer import UpdateBuffer
+from fedge.server.strategies.fedavg import Accumulator, Arrays, FedAvg, weighted_mean
 
 
 def pairwise_sq_distances(updates: Sequence[Arrays]) -> np.ndarray:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-UPDATE_KINDS = ("weights", "delta", "gradient")
+from fedge.wire import UPDATE_KIND_NAMES as UPDATE_KINDS
 
 
 def pseudo_gradient(kind: str, global_weights: Mapping[str, np.ndarray],

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from server.strategies.buffer import UpdateBuffer
-from server.strategies.fedavg import Accumulator, Arrays, FedAvg
+from fedge.server.strategies.buffer import UpdateBuffer
+from fedge.server.strategies.fedavg import Accumulator, Arrays, FedAvg
 
 
 def trimmed_mean(updates: Sequence[Arrays], trim: float) -> dict[str, np.ndarray]:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.data import LocalData, inspect_sources, load_local_data
-from client.data.schema import LOGGED_PER_FILE
+from fedge.client.data import LocalData, inspect_sources, load_local_data
+from fedge.client.data.schema import LOGGED_PER_FILE
 from fedge.errors import DataError
 from fedge.tasks import DataSchema
 from tests.client.data_files import (

@@ -22,7 +22,7 @@ GROWTH_BOUND_MB = 10
 
 PROBE = """
 import json, resource, sys
-from client.data import inspect_sources, load_local_data
+from fedge.client.data import inspect_sources, load_local_data
 from fedge.tasks import DataSchema
 
 def peak_kb():

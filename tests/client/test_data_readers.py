@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.data import LocalData, ReadOptions, inspect_sources, load_local_data
-from client.data.detect import sniff
+from fedge.client.data import LocalData, ReadOptions, inspect_sources, load_local_data
+from fedge.client.data.detect import sniff
 from tests.client.data_files import (
     CNN_SCHEMA,
     SCHEMA,

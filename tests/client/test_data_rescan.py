@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from client import data as data_module
-from client.daemon import Daemon
-from client.data import LocalData
-from client.trainer import Trainer
+from fedge.client import data as data_module
+from fedge.client.daemon import Daemon
+from fedge.client.data import LocalData
+from fedge.client.trainer import Trainer
 from fedge.config import ClientConfig, ServerConfig
+from fedge.server.app import FedgeServer
+from fedge.server.store import RoundRecord
 from fedge.tasks import load_task
-from server.app import FedgeServer
-from server.store import RoundRecord
 from tests.client.data_files import SCHEMA, examples, write_csv, write_jsonl
 
 

@@ -7,13 +7,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from client.trainer import Trainer
-from client.update import UpdatePlan, compute_update, encode_update
+from fedge.client.trainer import Trainer
+from fedge.client.update import UpdatePlan, compute_update, encode_update
 from fedge.encodings import ErrorFeedback, decode
+from fedge.protos import fedge_pb2
 from fedge.tasks import load_task
 from fedge.tasks.training import load_weights, weights_of
 from fedge.tensors import fingerprint
-from protos import fedge_pb2
 
 TASK = load_task("digits-mlp")
 

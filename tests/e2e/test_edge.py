@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from edge.build.keys import PUBLIC_FILE, SigningKey
-from edge.runtime import ModelDir, load_public_key, verify
-from edge.runtime.artifact import unpack
-from server.store import StateStore
+from fedge.edge.compiler.keys import PUBLIC_FILE, SigningKey
+from fedge.edge.runtime import ModelDir, load_public_key, verify
+from fedge.edge.runtime.artifact import unpack
+from fedge.server.store import StateStore
 from tests.fleet import Fleet
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fedge.protos import fedge_pb2, fedge_pb2_grpc
 from fedge.tasks import load_task
 from fedge.tasks.training import weights_of
 from fedge.tensors import fingerprint, from_blob, specs_to_proto
-from protos import fedge_pb2, fedge_pb2_grpc
 from tests.fleet import Fleet, free_port
 
 

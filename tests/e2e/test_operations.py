@@ -12,7 +12,7 @@ import pytest
 
 from fedge.cli import main
 from fedge.logs import JsonFormatter, TextFormatter
-from protos import fedge_pb2
+from fedge.protos import fedge_pb2
 from tests.faults.rawdevice import RawDevice
 from tests.fleet import Fleet, free_port
 

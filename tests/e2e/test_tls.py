@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from protos import fedge_pb2, fedge_pb2_grpc
+from fedge.protos import fedge_pb2, fedge_pb2_grpc
 from tests.certs import Authority
 from tests.fleet import Fleet
 

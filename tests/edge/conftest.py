@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from client.trainer import Trainer
-from edge.build.artifact import BuildReport, read_report
-from edge.build.keys import SigningKey
 from fedge.cli import main
+from fedge.client.trainer import Trainer
+from fedge.edge.compiler.artifact import BuildReport, read_report
+from fedge.edge.compiler.keys import SigningKey
+from fedge.server.store import RoundRecord, StateStore
+from fedge.server.strategies.fedavg import weighted_mean
+from fedge.simulations.partition import iid
 from fedge.tasks import Splits, Task, load_task
 from fedge.tasks.training import weights_of
 from fedge.tensors import fingerprint, to_blob
-from server.store import RoundRecord, StateStore
-from server.strategies.fedavg import weighted_mean
-from simulations.partition import iid
 
 
 @dataclass

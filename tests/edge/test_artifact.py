@@ -12,8 +12,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edge.build.keys import PUBLIC_FILE, SigningKey
-from edge.runtime import (
+from fedge.edge.compiler.keys import PUBLIC_FILE, SigningKey
+from fedge.edge.runtime import (
     ArtifactError,
     ArtifactFiles,
     EdgeModel,
@@ -23,7 +23,7 @@ from edge.runtime import (
     read_artifact,
     verify,
 )
-from edge.runtime.artifact import unpack
+from fedge.edge.runtime.artifact import unpack
 from tests.edge.conftest import Built
 
 

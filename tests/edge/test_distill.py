@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from edge.build.distill import UNLABELLED, DistillSettings, distill, proxy_batches
-from edge.build.export import export_onnx
+from fedge.edge.compiler.distill import UNLABELLED, DistillSettings, distill, proxy_batches
+from fedge.edge.compiler.export import export_onnx
 from fedge.tasks import load_task
 from fedge.tasks.training import evaluate, load_weights
 from tests.edge.conftest import Built

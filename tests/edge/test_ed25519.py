@@ -7,7 +7,7 @@ import os
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.runtime import ed25519
+from fedge.edge.runtime import ed25519
 
 # RFC 8032, section 7.1, TEST 2 (a one-byte message).
 RFC_KEY = bytes.fromhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c")

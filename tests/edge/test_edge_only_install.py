@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from edge.build.keys import PUBLIC_FILE
-from edge.runtime import EdgeModel, ModelDir
 from fedge.cli import main
-from server.store import StateStore
+from fedge.edge.compiler.keys import PUBLIC_FILE
+from fedge.edge.runtime import EdgeModel, ModelDir
+from fedge.server.store import StateStore
 from tests.edge.conftest import Built
 from tests.fleet import Fleet
 
@@ -38,8 +38,8 @@ PACKAGES = ("fedge", "protos", "server", "client", "edge", "simulations")
 PROBE = """
 import importlib.util, json, sys
 import numpy as np, onnxruntime
-import edge.runtime
-from edge.runtime import EdgeModel, load_public_key
+import fedge.edge.runtime
+from fedge.edge.runtime import EdgeModel, load_public_key
 artifact, key, raw = sys.argv[1:4]
 EdgeModel.open(artifact, load_public_key(key))
 try:
@@ -202,7 +202,7 @@ def test_edge_only_install_predicts_exactly_and_serves_as_an_inference_only_devi
     store.close()
     # Its accuracy on its own labelled share, as the full install measures it.
     model = EdgeModel.open(current)
-    from client.data import load_local_data
+    from fedge.client.data import load_local_data
 
     share_x, share_y = load_local_data([str(dirs[2])], built.task.schema)
     assert examples["viewer"] == len(share_y)

@@ -7,16 +7,16 @@ import sys
 
 import numpy as np
 
-from edge.build.keys import PUBLIC_FILE
+from fedge.edge.compiler.keys import PUBLIC_FILE
 from tests.edge.conftest import Built
 
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['cryptography'] = None; "
 
 
 def test_importing_the_runtime_pulls_in_no_torch() -> None:
-    code = ("import sys, edge.runtime, client.deploy; "
+    code = ("import sys, fedge.edge.runtime, fedge.client.deploy; "
             "heavy = sorted(m for m in ('torch', 'onnx', 'sklearn', 'cryptography', "
-            "'edge.build') if m in sys.modules); print(heavy)")
+            "'fedge.edge.compiler') if m in sys.modules); print(heavy)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert run.stdout.strip() == "[]", run.stdout
@@ -39,12 +39,12 @@ def test_edge_verify_and_predict_commands_work_with_torch_unimportable(built: Bu
     predicted = fedge("edge", "predict", str(built.artifact), str(tmp_path / "x.npy"),
                       "--public-key", key)
     assert predicted.returncode == 0, predicted.stderr
-    from edge.runtime import EdgeModel
+    from fedge.edge.runtime import EdgeModel
 
     expected = [str(i) for i in EdgeModel.open(built.artifact).predict(x)]
     assert predicted.stdout.split() == expected
     other = tmp_path / "other.pem"
-    from edge.build.keys import SigningKey
+    from fedge.edge.compiler.keys import SigningKey
 
     other.write_text(SigningKey.generate().public_pem())
     refused = fedge("edge", "verify", str(built.artifact), "--public-key", str(other))
@@ -54,7 +54,8 @@ def test_edge_verify_and_predict_commands_work_with_torch_unimportable(built: Bu
 def test_the_command_and_the_client_daemon_import_no_torch() -> None:
     """What an edge-only device runs, importing the daemon and its data readers."""
     code = ("import contextlib, io, sys\n"
-            "import client.daemon, client.data, client.deploy, client.inference\n"
+            "import fedge.client.daemon, fedge.client.data, fedge.client.deploy\n"
+            "import fedge.client.inference\n"
             "from fedge.cli import main\n"
             "for argv in (['--help'], ['client', '--help'], ['edge', '--help'],\n"
             "             ['edge', 'predict', '--help']):\n"
@@ -63,7 +64,7 @@ def test_the_command_and_the_client_daemon_import_no_torch() -> None:
             "        main(argv)\n"
             "from fedge.tasks import load_task\n"
             "load_task('digits-mlp'); load_task('digits-cnn')\n"
-            "print(sorted(m for m in ('torch', 'sklearn', 'onnx', 'client.trainer') "
+            "print(sorted(m for m in ('torch', 'sklearn', 'onnx', 'fedge.client.trainer') "
             "if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)

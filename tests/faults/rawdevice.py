@@ -10,10 +10,10 @@ import grpc
 import numpy as np
 import pytest
 
+from fedge.protos import fedge_pb2, fedge_pb2_grpc
 from fedge.tasks import load_task
 from fedge.tasks.training import weights_of
 from fedge.tensors import Spec, fingerprint, iter_chunks, specs_to_proto, stream_sha256
-from protos import fedge_pb2, fedge_pb2_grpc
 
 Arrays = dict[str, np.ndarray]
 

@@ -10,8 +10,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+from fedge.protos import fedge_pb2
 from fedge.tensors import from_blob
-from protos import fedge_pb2
 from tests.faults.rawdevice import RawDevice
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fedge.config import SimulateConfig
-from simulations.runner import simulate
+from fedge.simulations.runner import simulate
 from tests.fleet import Fleet, free_port
 from tests.processes import Processes, enroll
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from fedge.config import ServerConfig
+from fedge.protos import fedge_pb2
+from fedge.server.app import FedgeServer
 from fedge.tensors import from_blob
-from protos import fedge_pb2
-from server.app import FedgeServer
 from tests.faults.rawdevice import Arrays, RawDevice, digits_specs, refusal
 from tests.fleet import Fleet
 

@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from fedge.config import ServerConfig
-from protos import fedge_pb2
-from server.app import FedgeServer
+from fedge.protos import fedge_pb2
+from fedge.server.app import FedgeServer
 from tests.faults.rawdevice import RawDevice, digits_weights, refusal
 
 

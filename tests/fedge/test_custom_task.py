@@ -12,8 +12,8 @@ import torch
 
 from fedge.config import SimulateConfig
 from fedge.errors import TaskError
+from fedge.simulations.runner import simulate
 from fedge.tasks import Task, load_task
-from simulations.runner import simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = "examples.custom_task:task"

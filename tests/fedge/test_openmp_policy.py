@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-ENTRY_MODULES = ["fedge.cli", "server.app", "client.daemon", "client.trainer",
-                 "simulations.host", "simulations.runner", "edge.build.artifact"]
+ENTRY_MODULES = ["fedge.cli", "fedge.server.app", "fedge.client.daemon", "fedge.client.trainer",
+                 "fedge.simulations.host", "fedge.simulations.runner",
+                 "fedge.edge.compiler.artifact"]
 
 PROBE = """
 import sys, {module}, torch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedge.protos import fedge_pb2
 from fedge.tensors import (
     CHUNK_BYTES,
     SUPPORTED_DTYPES,
@@ -17,7 +18,6 @@ from fedge.tensors import (
     iter_chunks,
     to_blob,
 )
-from protos import fedge_pb2
 
 
 def _sample(dtype: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protos.generate import ROOT, generate
+from fedge.protos.generate import ROOT, generate
 
 GENERATED = ("fedge_pb2.py", "fedge_pb2.pyi", "fedge_pb2_grpc.py")
 
@@ -16,9 +16,9 @@ def test_regenerating_changes_nothing(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools")
     generate(tmp_path)
     for name in GENERATED:
-        fresh = (tmp_path / "protos" / name).read_text()
+        fresh = (tmp_path / "fedge" / "protos" / name).read_text()
         committed = (ROOT / "protos" / name).read_text()
-        assert fresh == committed, f"protos/{name} is stale: run python -m protos.generate"
+        assert fresh == committed, f"protos/{name} is stale: run python -m fedge.protos.generate"
 
 
 PICKLE_USE = re.compile(r"import pickle|from pickle|pickle\.|allow_pickle=True|torch\.load\(")

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from client.trainer import Trainer
-from client.update import UpdatePlan, compute_update
+from fedge.client.trainer import Trainer
+from fedge.client.update import UpdatePlan, compute_update
 from fedge.encodings import decode, encode
+from fedge.server.strategies.catalog import STRATEGIES, build_strategy
+from fedge.server.strategies.pseudo_gradient import UPDATE_KINDS, pseudo_gradient
+from fedge.simulations.partition import iid
 from fedge.tasks import load_task
 from fedge.tasks.training import evaluate, load_weights, weights_of
 from fedge.tensors import fingerprint
-from server.strategies.catalog import STRATEGIES, build_strategy
-from server.strategies.pseudo_gradient import UPDATE_KINDS, pseudo_gradient
-from simulations.partition import iid
 
 TASK = load_task("digits-mlp")
 CLIENTS = 5

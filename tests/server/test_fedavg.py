@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from server.strategies.fedavg import FedAvgFold, weighted_mean
+from fedge.server.strategies.fedavg import FedAvgFold, weighted_mean
 
 
 def test_weighted_mean_by_hand() -> None:

@@ -30,15 +30,15 @@ from flwr.server.strategy.aggregate import (  # noqa: E402
     aggregate_trimmed_avg,
 )
 
-from server.strategies.fedadagrad import FedAdagrad  # noqa: E402
-from server.strategies.fedadam import FedAdam  # noqa: E402
-from server.strategies.fedavg import FedAvg, FedAvgFold  # noqa: E402
-from server.strategies.fedavgm import FedAvgM  # noqa: E402
-from server.strategies.fedyogi import FedYogi  # noqa: E402
-from server.strategies.krum import Krum, MultiKrum  # noqa: E402
-from server.strategies.median import Median  # noqa: E402
-from server.strategies.pseudo_gradient import pseudo_gradient  # noqa: E402
-from server.strategies.trimmed_mean import TrimmedMean  # noqa: E402
+from fedge.server.strategies.fedadagrad import FedAdagrad  # noqa: E402
+from fedge.server.strategies.fedadam import FedAdam  # noqa: E402
+from fedge.server.strategies.fedavg import FedAvg, FedAvgFold  # noqa: E402
+from fedge.server.strategies.fedavgm import FedAvgM  # noqa: E402
+from fedge.server.strategies.fedyogi import FedYogi  # noqa: E402
+from fedge.server.strategies.krum import Krum, MultiKrum  # noqa: E402
+from fedge.server.strategies.median import Median  # noqa: E402
+from fedge.server.strategies.pseudo_gradient import pseudo_gradient  # noqa: E402
+from fedge.server.strategies.trimmed_mean import TrimmedMean  # noqa: E402
 
 NAMES = ("a.weight", "a.bias", "b.weight")
 SHAPES = ((16, 8), (16,), (4, 16))

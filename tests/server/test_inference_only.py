@@ -7,9 +7,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from protos import fedge_pb2
-from server.metrics import ServerCollector
-from server.status import from_proto, to_proto
+from fedge.protos import fedge_pb2
+from fedge.server.metrics import ServerCollector
+from fedge.server.status import from_proto, to_proto
 from tests.faults.rawdevice import RawDevice
 from tests.fleet import Fleet
 

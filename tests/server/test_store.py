@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fedge.errors import FedgeError
+from fedge.server.store import RoundRecord, StateStore
 from fedge.tensors import from_blob, to_blob
-from server.store import RoundRecord, StateStore
 
 
 def _record(round_: int) -> RoundRecord:

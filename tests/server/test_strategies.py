@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 
 from fedge.config import STRATEGIES as CONFIG_STRATEGIES
-from server.strategies.buffer import UpdateBuffer
-from server.strategies.catalog import STRATEGIES, build_strategy
-from server.strategies.fedadagrad import FedAdagrad
-from server.strategies.fedadam import FedAdam
-from server.strategies.fedavg import FedAvg, FedAvgFold, sgd_step, weighted_mean
-from server.strategies.fedavgm import FedAvgM
-from server.strategies.fedprox import FedProx
-from server.strategies.fedyogi import FedYogi
-from server.strategies.krum import Krum, MultiKrum, krum_scores, krum_select
-from server.strategies.median import Median, coordinate_median
-from server.strategies.pseudo_gradient import pseudo_gradient
-from server.strategies.trimmed_mean import TrimmedMean, trimmed_mean
+from fedge.server.strategies.buffer import UpdateBuffer
+from fedge.server.strategies.catalog import STRATEGIES, build_strategy
+from fedge.server.strategies.fedadagrad import FedAdagrad
+from fedge.server.strategies.fedadam import FedAdam
+from fedge.server.strategies.fedavg import FedAvg, FedAvgFold, sgd_step, weighted_mean
+from fedge.server.strategies.fedavgm import FedAvgM
+from fedge.server.strategies.fedprox import FedProx
+from fedge.server.strategies.fedyogi import FedYogi
+from fedge.server.strategies.krum import Krum, MultiKrum, krum_scores, krum_select
+from fedge.server.strategies.median import Median, coordinate_median
+from fedge.server.strategies.pseudo_gradient import pseudo_gradient
+from fedge.server.strategies.trimmed_mean import TrimmedMean, trimmed_mean
 
 
 def _a(*values: float) -> np.ndarray:

@@ -9,8 +9,8 @@ import pytest
 
 from fedge.cli import main
 from fedge.errors import FedgeError
-from server.errors import Unauthenticated
-from server.tokens import TokenStore, hash_token
+from fedge.refusals import Unauthenticated
+from fedge.server.tokens import TokenStore, hash_token
 
 
 def test_a_token_authenticates_its_device_and_only_its_hash_is_stored(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ import pytest
 
 from fedge.config import SimulateConfig
 from fedge.errors import ConfigError, FedgeError
-from simulations.backends import import_ray, split_groups
-from simulations.device import ClientSpec
-from simulations.runner import simulate
+from fedge.simulations.backends import import_ray, split_groups
+from fedge.simulations.device import ClientSpec
+from fedge.simulations.runner import simulate
 
 
 def _spec(k: int) -> ClientSpec:

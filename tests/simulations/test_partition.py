@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.data import load_local_data
+from fedge.client.data import load_local_data
 from fedge.errors import ConfigError
+from fedge.simulations.partition import dirichlet, iid, quantity, shards, write_partitions
 from fedge.tasks import DataSchema
-from simulations.partition import dirichlet, iid, quantity, shards, write_partitions
 
 LABELS = np.repeat(np.arange(10), 100)
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.data import LocalData
 from fedge.cli import main
+from fedge.client.data import LocalData
 from fedge.config import SimulateConfig
+from fedge.simulations.partition import iid
+from fedge.simulations.runner import simulate
+from fedge.simulations.scatter import write_scatter, write_scatters
 from fedge.tasks import DataSchema, load_task
-from simulations.partition import iid
-from simulations.runner import simulate
-from simulations.scatter import write_scatter, write_scatters
 from tests.client.data_files import needs_pillow
 
 

@@ -14,9 +14,9 @@ import pytest
 from fedge.config import SimulateConfig
 from fedge.errors import ConfigError
 from fedge.progress import RoundBar
-from server.store import RoundRecord
-from simulations.runner import assign_roles, simulate
-from simulations.scenario import builtin, describe, load_simulation
+from fedge.server.store import RoundRecord
+from fedge.simulations.runner import assign_roles, simulate
+from fedge.simulations.scenario import builtin, describe, load_simulation
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # Small runs: few clients and rounds, no edge artifact, short deadlines.

@@ -13,8 +13,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.runtime.artifact import canonical
-from edge.runtime.verify import key_id, public_key_pem
+from fedge.edge.runtime.artifact import canonical
+from fedge.edge.runtime.verify import key_id, public_key_pem
 from fedge.errors import FedgeError
 
 log = logging.getLogger(__name__)

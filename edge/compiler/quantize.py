@@ -18,7 +18,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from edge.build.export import INPUT_NAME, make_portable
+from fedge.edge.compiler.export import INPUT_NAME, make_portable
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ import numpy as np
 import onnxruntime
 import torch
 
-from edge.build.distill import DistillSettings, distill, proxy_batches
-from edge.build.export import (
+from fedge.edge.compiler.distill import DistillSettings, distill, proxy_batches
+from fedge.edge.compiler.export import (
     INPUT_NAME,
     IR_VERSION,
     MIN_ONNXRUNTIME,
@@ -34,10 +34,10 @@ from edge.build.export import (
     export_onnx,
     max_abs_diff,
 )
-from edge.build.keys import SigningKey
-from edge.build.measure import batch_of, latencies_ms
-from edge.build.quantize import quantize_int8
-from edge.runtime.artifact import FORMAT, MANIFEST_FILE, ArtifactFiles, write_artifact
+from fedge.edge.compiler.keys import SigningKey
+from fedge.edge.compiler.measure import batch_of, latencies_ms
+from fedge.edge.compiler.quantize import quantize_int8
+from fedge.edge.runtime.artifact import FORMAT, MANIFEST_FILE, ArtifactFiles, write_artifact
 from fedge.errors import FedgeError
 from fedge.tasks import Task
 from fedge.tasks.training import evaluate, load_weights
@@ -51,7 +51,7 @@ REPORT_FILE = "build.json"
 class BuildReport:
     """What building an artifact measured. fp32 latency is the teacher's fp32 ONNX,
     int8 the shipped student; latencies are one-thread onnxruntime, the 10th percentile
-    of round-robin call times (see edge.build.measure)."""
+    of round-robin call times (see edge.compiler.measure)."""
 
     round: int
     artifact: str
