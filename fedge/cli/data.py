@@ -55,6 +55,10 @@ def partition(args: argparse.Namespace) -> int:
 
     if args.partition not in PARTITIONS:
         raise FedgeError(f"--partition must be one of {PARTITIONS}")
+    if args.clients < 1:
+        raise FedgeError(f"--clients must be >= 1, got {args.clients}")
+    if args.alpha <= 0:
+        raise FedgeError(f"--alpha must be > 0, got {args.alpha}")
     task = load_task(args.task)
     splits = task.load_data()
     parts = split(splits.train_y, args.clients, args.partition, args.alpha, args.seed)

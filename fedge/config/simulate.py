@@ -44,7 +44,7 @@ class SimulateConfig(LocalTraining, StrategySettings):
                          "round", flag="--no-edge")
     scenario: str = setting("", "a built-in scenario (dropout, stragglers, churn, hostile, "
                             "quantity-skew, label-skew, bandwidth) or a TOML file, read "
-                            "first; --config and flags override it", group=SCENARIO)
+                            "first; --config and flags override it")
     backend: str = setting("auto", "where clients run: threads, processes, ray, or auto "
                            "(threads up to 256 clients, processes above)",
                            choices=BACKENDS, group=BACKEND)

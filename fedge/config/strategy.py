@@ -25,9 +25,9 @@ class LocalTraining:
     """The local training settings the server hands out with each task; 0 means the
     task's default."""
 
-    epochs: int = setting(0, "local epochs", shown="the task's", low=0)
-    lr: float = setting(0.0, "local learning rate", shown="the task's", low=0)
-    batch_size: int = setting(0, "local batch size", shown="the task's", low=0)
+    epochs: int = setting(0, "local epochs", shown="0 = the task's", low=0)
+    lr: float = setting(0.0, "local learning rate", shown="0 = the task's", low=0)
+    batch_size: int = setting(0, "local batch size", shown="0 = the task's", low=0)
 
 
 @dataclass(frozen=True)
