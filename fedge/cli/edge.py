@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
     edge_sub = p.add_subparsers(dest="edge_command", required=True, metavar="COMMAND")
     build_p = edge_sub.add_parser("build", help="build an artifact from a stored checkpoint")
     build_p.add_argument("--state-dir", dest="state_dir", required=True,
-                       help="the server's state dir (checkpoints and signing key)")
+                         help="the server's state dir (checkpoints and signing key)")
     build_p.add_argument("--round", type=int, help="the round to build from (default last)")
     build_p.add_argument("--task", help="the task (default: the one the state dir records)")
     build_p.add_argument("--out", required=True, help="the artifact directory to write")
@@ -26,15 +26,15 @@ def register(sub: Any) -> None:
     verify_p = edge_sub.add_parser("verify", help="check an artifact's signature and hash")
     verify_p.add_argument("artifact", help="artifact directory or packed file")
     verify_p.add_argument("--public-key", dest="public_key", required=True,
-                       help="the server's public key (PEM)")
+                          help="the server's public key (PEM)")
     verify_p.set_defaults(func=verify)
     predict_p = edge_sub.add_parser("predict", help="print one prediction per input row")
     predict_p.add_argument("artifact", help="artifact directory or packed file")
     predict_p.add_argument("input", help="a .npy array of inputs, one example per row")
     predict_p.add_argument("--public-key", dest="public_key",
-                         help="verify the artifact against this key first")
+                           help="verify the artifact against this key first")
     predict_p.add_argument("--scores", help="also save the model's output scores, one row "
-                         "per input, to this .npy file")
+                           "per input, to this .npy file")
     predict_p.set_defaults(func=predict)
 
 

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(snap, indent=2))
     else:
-        print(_format_status(snap))
+        print(format_status(snap))
     return 0
 
 
@@ -105,8 +105,12 @@ def _local_status(state_dir: str) -> dict[str, Any]:
     return snap
 
 
-def _format_status(snap: dict[str, Any]) -> str:
-    lines = [f"task {snap['task']}  phase {snap['phase']}  round {snap['round']}/"
+def format_status(snap: dict[str, Any]) -> str:
+    """A status snapshot as the tables people read."""
+    # A finished server's round counter points past its last round: show the last one,
+    # not "round 13/12".
+    shown = min(snap["round"], snap["rounds_total"])
+    lines = [f"task {snap['task']}  phase {snap['phase']}  round {shown}/"
              f"{snap['rounds_total']}  model v{snap['model_version']}  selected "
              f"{snap['selected']}  reported {snap['reported']}  up "
              f"{snap['uptime_seconds']:.0f} s"]

@@ -160,3 +160,14 @@ def test_python_dash_m_runs_the_command() -> None:
     run = subprocess.run([sys.executable, "-m", "fedge.cli", "server", "--rounds", "x"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "invalid int value: 'x'" in run.stderr.splitlines()[-1]
+
+
+def test_status_of_a_finished_run_shows_its_last_round_not_the_one_after() -> None:
+    from fedge.cli.status import format_status
+
+    snap = {"task": "digits-mlp", "phase": "done", "round": 13, "rounds_total": 12,
+            "model_version": 12, "selected": 0, "reported": 0, "uptime_seconds": 40.0,
+            "devices": [], "rounds": [], "refusals": {}}
+    first = format_status(snap).splitlines()[0]
+    assert "phase done  round 12/12  model v12" in first
+    assert "round 5/12" in format_status({**snap, "phase": "training", "round": 5})
