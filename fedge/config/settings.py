@@ -12,6 +12,7 @@ are validated (fedge.config.loading) and the README's tables are written
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import types
 import typing
@@ -99,12 +100,17 @@ class Declared:
 def declared(cls: type) -> Iterator[Declared]:
     """The declared settings of a config class: its own in field order, then those of
     its bases."""
+    return iter(_declared(cls))
+
+
+@functools.cache  # every config made checks its fields: resolve the hints once per class
+def _declared(cls: type) -> tuple[Declared, ...]:
     hints = typing.get_type_hints(cls)
     own = inspect.get_annotations(cls)
     # A class's own settings first, then those it shares through its bases.
-    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
-        if _KEY in f.metadata:
-            yield Declared(f.name, hints[f.name], f.default, f.metadata[_KEY])
+    return tuple(Declared(f.name, hints[f.name], f.default, f.metadata[_KEY])
+                 for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own)
+                 if _KEY in f.metadata)
 
 
 def check_declared(config: Any) -> None:
