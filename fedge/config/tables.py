@@ -40,11 +40,20 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def row(d: Declared) -> str:
     """One setting as a table row: option, key, default, meaning."""
     option = f"`{d.flag}`" if d.flag else ""
-    # A default derived from the value is a literal; a declared one is words.
-    default = d.shown if d.setting.shown is not None or not d.shown else f"`{d.shown}`"
+    # A default derived from the value, or a declared number, is a literal; else words.
+    literal = d.shown and (d.setting.shown is None or _is_number(d.shown))
+    default = f"`{d.shown}`" if literal else d.shown
     return f"| {option} | `{d.name}` | {_cell(default)} | {_cell(d.setting.help)} |"
 
 

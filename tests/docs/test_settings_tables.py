@@ -44,5 +44,5 @@ def test_a_stale_table_is_rewritten_and_checked(tmp_path: Path) -> None:
     stale = subprocess.run([*command, "--check"], capture_output=True, text=True, timeout=60)
     assert stale.returncode == 1 and "stale" in stale.stderr
     subprocess.run(command, check=True, timeout=60)
-    assert "| `--mu` | `mu` | 0.01 |" in readme.read_text()
+    assert "| `--mu` | `mu` | `0.01` |" in readme.read_text()
     assert subprocess.run([*command, "--check"], timeout=60).returncode == 0
