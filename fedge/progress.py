@@ -64,3 +64,20 @@ class RoundBar:
         while not self._stop.wait(0.5):
             with self._lock:
                 self._draw()
+
+
+class RoundLines:
+    """One plain line per committed round on stream: what a log file or a pipe gets
+    instead of the bar."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.stream = stream
+        self._started = time.monotonic()
+
+    def __call__(self, record: Any) -> None:
+        """Takes a committed round's record (round, accuracy, loss, clients, seconds)."""
+        print(f"round {record.round:>3}/{self.total}  accuracy {record.accuracy:.4f}  "
+              f"loss {record.loss:.4f}  clients {record.clients}  "
+              f"{record.seconds:5.2f} s  (elapsed {time.monotonic() - self._started:.1f} s)",
+              file=self.stream, flush=True)

@@ -20,7 +20,11 @@ from tests.processes import FEDGE, Processes, enroll
 pytestmark = pytest.mark.slow
 
 
-def test_sigterm_stops_client_and_server_cleanly(procs: Processes) -> None:
+# SIGTERM is how systemd stops a service: a clean stop is a success. SIGINT is Ctrl-C:
+# the same clean stop, then the exit code of an interrupted command, as the README says.
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_a_signal_stops_client_and_server_cleanly(procs: Processes, sig: signal.Signals,
+                                                  code: int) -> None:
     port = str(free_port())
     (procs.tmp / "parts").mkdir()
     subprocess.run([*FEDGE, "data", "partition", "--clients", "1", "--out", "parts"],
@@ -33,12 +37,20 @@ def test_sigterm_stops_client_and_server_cleanly(procs: Processes) -> None:
                          "parts/client-0", "--device-id", "lonely", "--insecure",
                          "--token", token)
     procs.wait_for("client", "joined")
-    client.send_signal(signal.SIGTERM)
-    assert client.wait(timeout=15) == 0, procs.log("client")
+    client.send_signal(sig)
+    assert client.wait(timeout=15) == code, procs.log("client")
     assert "stopping cleanly" in procs.log("client")
-    server.send_signal(signal.SIGTERM)
-    assert server.wait(timeout=15) == 0, procs.log("server")
+    assert "lonely: trained 0 round(s)" in procs.log("client")
+    server.send_signal(sig)
+    assert server.wait(timeout=15) == code, procs.log("server")
     assert "stopped at round 0 of 5" in procs.log("server")
+
+
+def test_ctrl_c_interrupts_a_simulation(procs: Processes) -> None:
+    sim = procs.start("simulate", "simulate", "--rounds", "200", "--no-edge", "--out", "out")
+    procs.wait_for("simulate", "round   1/200", timeout=120)
+    sim.send_signal(signal.SIGINT)
+    assert sim.wait(timeout=30) == 130, procs.log("simulate")
 
 
 def _simulate(tmp: Path, *args: str) -> tuple[dict, float]:

@@ -1,0 +1,114 @@
+"""``fedge client``: the daemon of one device, training or inference-only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from fedge.cli.options import add_config_option, add_settings, given
+from fedge.cli.signals import CleanStop
+from fedge.config import ClientConfig
+from fedge.errors import FedgeError
+
+log = logging.getLogger("fedge")
+
+
+def register(sub: Any) -> None:
+    """Adds ``fedge client`` to the command's subparsers."""
+    p = sub.add_parser("client", help="run the client daemon on a device",
+                       description="Join a server, train on local data each round it is "
+                       "picked for, and exit when the server says the run is over. "
+                       "Reconnects with backoff while the server is away.")
+    add_config_option(p, "client")
+    add_settings(p, ClientConfig)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the daemon until the server ends the run (0) or a signal stops it (0, or
+    130 on SIGINT)."""
+    from fedge.config import load
+
+    options = given(args, ClientConfig)
+    if "token" not in options and os.environ.get("FEDGE_TOKEN"):
+        options["token"] = os.environ["FEDGE_TOKEN"]
+    config = load(ClientConfig, args.config, options)
+    if config.inference_only:
+        return _run_daemon(config, _inference_only_daemon(config))
+    if not config.data:
+        raise FedgeError("the client needs local data: --data DIR (repeatable)")
+    _check_can_train()
+    from fedge.client.daemon import Daemon
+    from fedge.client.data import LocalData, ReadOptions
+    from fedge.client.trainer import Trainer
+    from fedge.tasks import load_task
+
+    task = load_task(config.task)
+    data = LocalData(config.data, task.schema, ReadOptions(
+        label_column=config.label_column, x_key=config.x_key, y_key=config.y_key))
+    data.rescan()
+    x, y = data.arrays()
+    if len(y) == 0:
+        raise FedgeError(f"no usable examples in {', '.join(config.data)}; run "
+                         "`fedge data inspect` on them to see why")
+    return _run_daemon(config, Daemon(config, task, Trainer(task, x, y, config.device), data))
+
+
+def _check_can_train() -> None:
+    """Refuses to start a training daemon where torch does not import: such a device
+    must be made inference-only on purpose, since the server then never samples it."""
+    from fedge.client.inference import torch_problem
+
+    problem = torch_problem()
+    if problem is not None:
+        raise FedgeError(f"this device cannot train: {problem}. Run it as an "
+                         "inference-only device with --inference-only (inference_only = "
+                         "true), or install torch with the train extra: pip install "
+                         "'fedge[train]'")
+
+
+def _inference_only_daemon(config: ClientConfig) -> Any:
+    """The inference-only daemon: the task (for its name and data schema), local
+    labelled data if any, no trainer, and no torch imported."""
+    import onnxruntime  # noqa: F401  (fail now, with the extra to install, not per DEPLOY)
+
+    from fedge.client.daemon import Daemon
+    from fedge.client.data import LocalData, ReadOptions
+    from fedge.tasks import load_task
+
+    # A user task whose module imports torch at the top fails here, saying so: such a
+    # task must import torch inside its model functions, as the built-in ones do.
+    task = load_task(config.task)
+    data = None
+    if config.data:
+        data = LocalData(config.data, task.schema, ReadOptions(
+            label_column=config.label_column, x_key=config.x_key, y_key=config.y_key))
+        data.rescan()
+    log.info("%s: inference-only: installs shipped edge models and never trains",
+             config.device_id)
+    return Daemon(config, task, None, data)
+
+
+def _run_daemon(config: ClientConfig, daemon: Any) -> int:
+    signals = CleanStop(daemon.stop)
+    endpoint = None
+    if config.metrics_port:
+        from fedge.metrics import MetricsEndpoint, ValuesCollector
+
+        endpoint = MetricsEndpoint(ValuesCollector(daemon.stats.metrics))
+        endpoint.start("127.0.0.1", config.metrics_port)
+    try:
+        stats = daemon.run()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
+    if config.inference_only:
+        print(f"{config.device_id}: installed {stats.edge_installed} edge model(s), refused "
+              f"{stats.edge_refused}", file=sys.stderr)
+    else:
+        print(f"{config.device_id}: trained {stats.rounds_trained} round(s)", file=sys.stderr)
+    signals.raise_if_interrupted()
+    return 0

@@ -1,0 +1,109 @@
+"""``fedge edge``: build an edge artifact from a stored checkpoint, verify one, and run
+one on inputs (verify and predict need only numpy and onnxruntime)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fedge.errors import FedgeError
+
+
+def register(sub: Any) -> None:
+    """Adds ``fedge edge`` to the command's subparsers."""
+    p = sub.add_parser("edge", help="build, verify and run edge artifacts",
+                       description="Edge artifacts: a distilled int8 ONNX student model "
+                       "with a signed manifest. verify and predict need only numpy and "
+                       "onnxruntime.")
+    edge_sub = p.add_subparsers(dest="edge_command", required=True, metavar="COMMAND")
+    build_p = edge_sub.add_parser("build", help="build an artifact from a stored checkpoint")
+    build_p.add_argument("--state-dir", dest="state_dir", required=True,
+                         help="the server's state dir (checkpoints and signing key)")
+    build_p.add_argument("--round", type=int, help="the round to build from (default last)")
+    build_p.add_argument("--task", help="the task (default: the one the state dir records)")
+    build_p.add_argument("--out", required=True, help="the artifact directory to write")
+    build_p.set_defaults(func=build)
+    verify_p = edge_sub.add_parser("verify", help="check an artifact's signature and hash")
+    verify_p.add_argument("artifact", help="artifact directory or packed file")
+    verify_p.add_argument("--public-key", dest="public_key", required=True,
+                          help="the server's public key (PEM)")
+    verify_p.set_defaults(func=verify)
+    predict_p = edge_sub.add_parser("predict", help="print one prediction per input row")
+    predict_p.add_argument("artifact", help="artifact directory or packed file")
+    predict_p.add_argument("input", help="a .npy array of inputs, one example per row")
+    predict_p.add_argument("--public-key", dest="public_key",
+                           help="verify the artifact against this key first")
+    predict_p.add_argument("--scores", help="also save the model's output scores, one row "
+                           "per input, to this .npy file")
+    predict_p.set_defaults(func=predict)
+
+
+def build(args: argparse.Namespace) -> int:
+    """Builds and signs the artifact of a committed round of a state dir."""
+    from pathlib import Path
+
+    from fedge.edge.compiler.artifact import build_artifact
+    from fedge.edge.compiler.keys import PUBLIC_FILE, SigningKey
+    from fedge.server.store import StateStore
+    from fedge.tasks import load_task
+    from fedge.tensors import from_blob
+
+    if not (Path(args.state_dir) / "fedge.db").is_file():
+        raise FedgeError(f"{args.state_dir} is not a server state dir (no fedge.db)")
+    store = StateStore(args.state_dir)
+    try:
+        recorded = store.recorded_task()
+        records = store.rounds()
+        if not records:
+            raise FedgeError(f"{args.state_dir} holds no committed round")
+        round_ = records[-1].round if args.round is None else args.round
+        if round_ not in {r.round for r in records}:
+            raise FedgeError(f"{args.state_dir} has no committed round {round_} "
+                             f"(rounds 0..{records[-1].round})")
+        weights, _ = from_blob(store.blob(round_))
+    finally:
+        store.close()
+    task = load_task(args.task or recorded or "digits-mlp")
+    key = SigningKey.load_or_create(args.state_dir)
+    report = build_artifact(task, weights, round_, key, args.out)
+    print(f"{args.out}: round {round_}, int8 {report.int8_onnx_bytes:,} bytes (teacher fp32 "
+          f"{report.fp32_onnx_bytes:,}), accuracy int8 {report.int8_accuracy:.4f} teacher "
+          f"{report.teacher_accuracy:.4f}; signed by key {key.key_id} "
+          f"({args.state_dir}/{PUBLIC_FILE})")
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    """Checks an artifact's signature and hash, and says what it holds."""
+    from fedge.edge.runtime import load_public_key, read_artifact, verify
+
+    manifest = verify(read_artifact(args.artifact), load_public_key(args.public_key))
+    raw = manifest.raw
+    print(f"{args.artifact}: OK, task {raw.get('task')} round {manifest.round}, model "
+          f"sha256 {manifest.sha256}, signed by key {raw['signature']['key_id']}, needs "
+          f"onnxruntime >= {raw.get('min_runtime', {}).get('onnxruntime', '?')}")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Prints one predicted label per input row."""
+    import numpy as np
+
+    from fedge.edge.runtime import EdgeModel, load_public_key
+
+    key = load_public_key(args.public_key) if args.public_key else None
+    model = EdgeModel.open(args.artifact, key)
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise FedgeError(f"cannot read {args.input} as a .npy array: {exc}") from exc
+    labels = model.manifest.labels
+    if args.scores:  # the raw outputs too, bit for bit, to compare runtimes with
+        scores = model.logits(x)
+        np.save(args.scores, scores, allow_pickle=False)
+        indices = scores.argmax(axis=1)
+    else:
+        indices = model.predict(x)
+    for index in indices:
+        print(labels[int(index)])
+    return 0

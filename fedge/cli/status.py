@@ -1,0 +1,137 @@
+"""``fedge status``: a server's round, devices and metrics, asked over the network as
+an operator or read from its state directory on its own machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fedge.errors import FedgeError
+
+
+def register(sub: Any) -> None:
+    """Adds ``fedge status`` to the command's subparsers."""
+    p = sub.add_parser("status", help="show a running server's round, devices and metrics",
+                       description="Ask a server for its state as an operator (--server, "
+                       "with an operator token), or read it on the server's own machine "
+                       "(--state-dir).")
+    p.add_argument("--server", help="HOST:PORT of the server")
+    p.add_argument("--state-dir", dest="state_dir", help="the server's state directory")
+    p.add_argument("--token", help="an operator token (default: $FEDGE_TOKEN)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="connect without TLS (loopback development only)")
+    p.add_argument("--tls-ca", dest="tls_ca", help="PEM CA certificate to trust")
+    p.add_argument("--tls-cert", dest="tls_cert", help="PEM client certificate (mTLS)")
+    p.add_argument("--tls-key", dest="tls_key", help="PEM key of the client certificate")
+    p.add_argument("--rounds", type=int, default=5, help="latest rounds to show (5)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prints the server's status as a table, or as JSON for scripts."""
+    if bool(args.server) == bool(args.state_dir):
+        raise FedgeError("give --server HOST:PORT (with an operator token) or --state-dir "
+                         "DIR (on the server's machine), not both")
+    snap = _remote_status(args) if args.server else _local_status(args.state_dir)
+    if args.json:
+        print(json.dumps(snap, indent=2))
+    else:
+        print(format_status(snap))
+    return 0
+
+
+def _channel(args: argparse.Namespace) -> Any:
+    """An operator's channel to args.server: plain with --insecure, else TLS trusting
+    --tls-ca (with --tls-cert/--tls-key when the server asks for a client certificate)."""
+    import grpc
+
+    if args.insecure:
+        if args.tls_ca or args.tls_cert:
+            raise FedgeError("--insecure and --tls-ca/--tls-cert exclude each other")
+        return grpc.insecure_channel(args.server)
+    if not args.tls_ca:
+        raise FedgeError("status over the network needs TLS (--tls-ca) or, for loopback "
+                         "development only, --insecure")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise FedgeError("--tls-cert and --tls-key go together: give both or neither")
+    try:
+        root = Path(args.tls_ca).read_bytes()
+        key = Path(args.tls_key).read_bytes() if args.tls_key else None
+        cert = Path(args.tls_cert).read_bytes() if args.tls_cert else None
+    except OSError as exc:
+        raise FedgeError(f"cannot read the TLS CA or client certificate: {exc}") from None
+    return grpc.secure_channel(args.server, grpc.ssl_channel_credentials(
+        root, private_key=key, certificate_chain=cert))
+
+
+def _remote_status(args: argparse.Namespace) -> dict[str, Any]:
+    import grpc
+
+    from fedge.protos import fedge_pb2, fedge_pb2_grpc
+    from fedge.server.status import from_proto
+
+    token = args.token or os.environ.get("FEDGE_TOKEN", "")
+    if not token:
+        raise FedgeError("status over the network needs an operator token: --token or "
+                         "FEDGE_TOKEN (from `fedge tokens create --role operator`)")
+    if ":" not in args.server:
+        raise FedgeError(f"--server must be HOST:PORT, got {args.server!r}")
+    with _channel(args) as channel:
+        try:
+            reply = fedge_pb2_grpc.FederationStub(channel).Status(
+                fedge_pb2.StatusRequest(last_rounds=args.rounds), timeout=15,
+                metadata=[("authorization", f"Bearer {token}")])
+        except grpc.RpcError as exc:
+            raise FedgeError(f"{args.server}: {exc.code().name}: {exc.details()}") from None
+    return from_proto(reply)
+
+
+def _local_status(state_dir: str) -> dict[str, Any]:
+    path = Path(state_dir) / "status.json"
+    try:
+        snap: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FedgeError(f"{path} does not exist: is {state_dir} a server's state "
+                         "directory, and has that server run?") from None
+    except (OSError, ValueError) as exc:
+        raise FedgeError(f"cannot read {path}: {exc}") from None
+    age = time.time() - float(snap.get("written_at", 0))
+    snap["snapshot_age_seconds"] = round(age, 1)
+    return snap
+
+
+def format_status(snap: dict[str, Any]) -> str:
+    """A status snapshot as the tables people read."""
+    # A finished server's round counter points past its last round: show the last one,
+    # not "round 13/12".
+    shown = min(snap["round"], snap["rounds_total"])
+    lines = [f"task {snap['task']}  phase {snap['phase']}  round {shown}/"
+             f"{snap['rounds_total']}  model v{snap['model_version']}  selected "
+             f"{snap['selected']}  reported {snap['reported']}  up "
+             f"{snap['uptime_seconds']:.0f} s"]
+    if snap.get("snapshot_age_seconds", 0) > 30:
+        lines.append(f"(snapshot written {snap['snapshot_age_seconds']:.0f} s ago: the "
+                     "server may not be running)")
+    lines.append(f"devices ({len(snap['devices'])}):")
+    lines.append(f"  {'device':<24} {'live':<5} {'seen':>8}  {'examples':>8}  "
+                 f"{'edge':>5}  {'accelerator':<16} platform")
+    for d in snap["devices"]:
+        lines.append(f"  {d['device_id']:<24} {'yes' if d['live'] else 'no':<5} "
+                     f"{d['last_seen_seconds']:>6.1f} s  {d['num_examples']:>8}  "
+                     f"{d['edge_model'] or '-':>5}  {d['accelerator'] or '-':<16} "
+                     f"{d['platform'] or '-'}"
+                     + ("  [inference only]" if d.get("inference_only") else ""))
+    lines.append("rounds:")
+    lines.append(f"  {'round':>5}  {'accuracy':>8}  {'loss':>7}  {'clients':>7}  "
+                 f"{'seconds':>7}")
+    for r in snap["rounds"]:
+        lines.append(f"  {r['round']:>5}  {r['accuracy']:>8.4f}  {r['loss']:>7.4f}  "
+                     f"{r['clients']:>7}  {r['seconds']:>7.2f}")
+    if snap["refusals"]:
+        lines.append("refused: " + ", ".join(f"{k} {v}" for k, v in snap["refusals"].items()))
+    return "\n".join(lines)
