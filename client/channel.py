@@ -98,6 +98,11 @@ class Refusal:
         return self.rule == RULES["unknown_session"]
 
     @property
+    def stale(self) -> bool:
+        """The round or task is not open any more: nothing wrong with what was sent."""
+        return self.rule == RULES["stale"]
+
+    @property
     def resend(self) -> bool:
         """The same request may be sent again, on the same session, after a backoff."""
         return self.rule.retry and not self.needs_new_session

@@ -252,7 +252,7 @@ class Daemon:
                 return
             # One round's update, not the device: log it and take the next task. (A
             # refused update is not resent; the server closes the round without it.)
-            log.log(logging.WARNING if refusal.name == "stale" else logging.ERROR,
+            log.log(logging.WARNING if refusal.stale else logging.ERROR,
                     "%s: round %d update refused (%s, %s): %s", self.config.device_id,
                     task.round, refusal.name or "-", refusal.code, refusal.details)
             self.stats.updates_refused += 1
