@@ -39,7 +39,6 @@ def test_an_oversize_update_is_sent_once_and_the_daemon_goes_on(fleet: Fleet) ->
     # Each refused update reached the server once: nothing was resent.
     assert {k: v for k, v in server.service.refusals.items() if k[0] == "SubmitUpdate"} == {
         ("SubmitUpdate", "RESOURCE_EXHAUSTED"): 2}
-    assert "missed its quorum 2 times" in server.rounds.failure
 
 
 def test_an_update_refused_while_the_server_is_busy_is_resent(fleet: Fleet) -> None:
