@@ -96,11 +96,14 @@ def edge_venv(tmp: Path) -> tuple[Path, float]:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
                    timeout=120)
+    # Without PYTHONPATH: a checkout on it that holds a fedge.egg-info (a wheel built
+    # from the checkout leaves one) makes pip think fedge is installed there already.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     install = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
          "-q", "--no-compile", f"{wheel}[edge]", f"onnxruntime=={OLDEST_ORT}",
          f"numpy=={OLDEST_NUMPY}"],
-        capture_output=True, text=True, timeout=400)
+        capture_output=True, text=True, timeout=400, env=env)
     assert install.returncode == 0, install.stderr[-2000:]
     return venv, time.perf_counter() - started
 
