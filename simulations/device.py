@@ -6,8 +6,9 @@ same device. The conditions act where a real device would suffer them: a dropped
 device goes silent until the round's deadline, a straggler is late, a late joiner
 connects only once the server has committed an earlier round, a leaver disconnects, a
 capped link paces every chunk of the model download and the update upload.
-Nothing here is reachable from ``fedge client``: the client daemon only offers the
-``_open_channel`` hook that the capped link uses.
+Nothing here is reachable from ``fedge client``: a simulated device is a plain Daemon
+given a channel factory (the capped link) and a TRAIN handler that wraps the daemon's
+own (dropouts, stragglers, leavers), through the daemon's public extension points.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from typing import Any
 
 import grpc
 
-from fedge.client.daemon import Daemon, Stopped, open_channel
+from fedge.client.channel import open_channel
+from fedge.client.daemon import Daemon
 from fedge.client.data import LocalData
+from fedge.client.session import Session
 from fedge.client.trainer import Trainer
 from fedge.config import ClientConfig
 from fedge.errors import FedgeError
@@ -126,34 +129,31 @@ class SimulatedDaemon(Daemon):
 
     def __init__(self, config: ClientConfig, task: Task, trainer: Trainer,
                  data: LocalData | None, spec: ClientSpec) -> None:
-        super().__init__(config, task, trainer, data)
+        super().__init__(config, task, trainer, data, channel_factory=self._channel)
         self.spec = spec
         self.dropped_rounds: list[int] = []
         self.delay_seconds = 0.0
         self._attempts: dict[int, int] = {}  # TRAIN tasks taken, by round
+        self._train_as_a_device = self.handle(fedge_pb2.TRAIN, self._train_as_scenario_says)
 
     def run(self) -> Any:
         """Waits for its join round (a late joiner), then runs as a device does."""
         if self.spec.join_round > 1:
             self._wait_for_round(self.spec.join_round - 1)
-        if self._stop.is_set():
+        if self.stopping:
             return self.stats
         return super().run()
 
-    def _open_channel(self) -> grpc.Channel:
-        channel = super()._open_channel()
+    def _channel(self, config: ClientConfig) -> grpc.Channel:
+        """The device's channel, through a capped link if the spec gives one."""
+        channel = open_channel(config)
         if self.spec.bandwidth_kbps > 0:
-            # Paced with the stop event: a stopping device's transfers end at once.
+            # Paced with wait(): a stopping device's transfers end at once.
             channel = grpc.intercept_channel(channel, Throttle(
-                self.spec.bandwidth_kbps * 1000 / 8, self._stop.wait))
+                self.spec.bandwidth_kbps * 1000 / 8, self.wait))
         return channel
 
-    def _sleep(self, seconds: float) -> None:
-        if seconds > 0 and self._stop.wait(seconds):
-            raise Stopped()
-
-    def _train(self, stub: fedge_pb2_grpc.FederationStub, session: str,
-               task: fedge_pb2.Task) -> None:
+    def _train_as_scenario_says(self, session: Session, task: fedge_pb2.Task) -> None:
         # A round retried with a new sample draws afresh (else the same devices would
         # drop out of every retry); the draws stay reproducible from the seed.
         attempt = self._attempts[task.round] = self._attempts.get(task.round, 0) + 1
@@ -163,13 +163,14 @@ class SimulatedDaemon(Daemon):
             # never reports, exactly as when a phone goes out of coverage.
             log.info("%s: round %d: dropping out", self.config.device_id, task.round)
             self.dropped_rounds.append(task.round)
-            self._sleep(max(0.0, task.deadline_unix - time.time()) + 0.1)
+            self.pause(max(0.0, task.deadline_unix - time.time()) + 0.1)
             return
         if self.spec.delay:
             delay = self._delay(rng)
             self.delay_seconds += delay
-            self._sleep(delay)
-        super()._train(stub, session, task)
+            self.pause(delay)
+        assert self._train_as_a_device is not None  # the daemon's own TRAIN handler
+        self._train_as_a_device(session, task)
         if self.spec.leave_round and task.round >= self.spec.leave_round:
             log.info("%s: leaving after round %d", self.config.device_id, task.round)
             self.stop()
@@ -188,7 +189,7 @@ class SimulatedDaemon(Daemon):
         watch = dataclasses.replace(self.config, token=self.spec.watch_token)
         with open_channel(watch) as channel:
             stub = fedge_pb2_grpc.FederationStub(channel)
-            while not self._stop.is_set():
+            while not self.stopping:
                 try:
                     reply = stub.Status(fedge_pb2.StatusRequest(last_rounds=1), timeout=10)
                     if reply.model_version >= round_ or reply.phase == "done":
@@ -200,7 +201,7 @@ class SimulatedDaemon(Daemon):
                         raise FedgeError(f"{self.config.device_id} cannot read the server's "
                                          f"progress: {exc.code().name}: {exc.details()}"
                                          ) from exc
-                self._stop.wait(0.1)
+                self.wait(0.1)
 
 
 def build_daemon(spec: ClientSpec, task: Task) -> SimulatedDaemon:

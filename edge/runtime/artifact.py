@@ -70,6 +70,14 @@ class Manifest:
     def labels(self) -> list[str]:
         return [str(label) for label in self.raw["output"]["labels"]]
 
+    @property
+    def min_onnxruntime(self) -> str | None:
+        """The oldest onnxruntime the model loads on (None: the manifest does not say)."""
+        required = self.raw.get("min_runtime", {})
+        if not isinstance(required, dict) or "onnxruntime" not in required:
+            return None
+        return str(required["onnxruntime"])
+
 
 def canonical(manifest: dict[str, Any]) -> bytes:
     """The bytes a signature covers: the manifest without its signature, canonical JSON."""

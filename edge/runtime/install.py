@@ -6,8 +6,10 @@ Layout::
     MODEL_DIR/versions/round-000010-1a2b3c4d5e6f/{model.onnx, manifest.json}
     MODEL_DIR/current.json   {"current": "round-000010-...", "previous": "round-000005-..."}
 
-An install verifies first (nothing is written for a refused artifact), writes the new
-version into a temporary directory, syncs and renames it into ``versions/``, and only
+An install verifies first, then loads the model with onnxruntime (at least the
+manifest's ``min_runtime``) and runs it on one input: nothing is written for an
+artifact that fails any of these. It then writes the new version into a temporary
+directory, syncs and renames it into ``versions/``, and only
 then replaces ``current.json`` (temporary file, sync, rename). A crash at any point
 leaves the model that was serving before. Versions other than the current and the
 previous one are removed after a successful install.
@@ -30,6 +32,7 @@ from fedge.edge.runtime.artifact import (
     Manifest,
     read_artifact,
 )
+from fedge.edge.runtime.infer import EdgeModel
 from fedge.edge.runtime.verify import verify
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,8 @@ class ModelDir:
         return self.versions / name if name else None
 
     def install(self, files: ArtifactFiles, public_key: bytes) -> Manifest:
-        """Verifies files against public_key and makes them the current model.
+        """Verifies files against public_key, checks that this device runs the model
+        (loaded by onnxruntime and run on one input), and makes them the current model.
 
         A refused artifact raises ArtifactError and changes nothing on disk.
         """
@@ -95,6 +99,9 @@ class ModelDir:
         if pointer["current"] == name:
             log.info("model %s is already installed", name)
             return manifest
+        # A signed model may still not run here (an older onnxruntime, a graph it cannot
+        # load): find out before it replaces the one serving.
+        EdgeModel(files, manifest, threads=1).probe()
         self.versions.mkdir(parents=True, exist_ok=True)
         target = self.versions / name
         if not target.exists():

@@ -1,12 +1,14 @@
 """`pip install 'fedge[edge]'` from a built wheel, in a fresh venv, with the oldest
 onnxruntime we support (1.17.3): no torch and no cryptography there, the shipped artifact
-verifies (pure-Python Ed25519) and predicts exactly as on the full install, and that
+verifies (pure-Python Ed25519) and predicts exactly as on the full install, a signed
+model that runtime cannot load is refused with the old model kept, and that
 venv's `fedge client --inference-only` joins a real server, installs the artifact the
 server ships after training and reports its on-device metrics, while daemons of the full
 install train."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,7 +24,8 @@ import torch
 
 from fedge.cli import main
 from fedge.edge.compiler.keys import PUBLIC_FILE
-from fedge.edge.runtime import EdgeModel, ModelDir
+from fedge.edge.runtime import ArtifactFiles, EdgeModel, ModelDir, read_artifact
+from fedge.edge.runtime.artifact import write_artifact
 from fedge.server.store import StateStore
 from tests.edge.conftest import Built
 from tests.fleet import Fleet
@@ -39,17 +42,28 @@ PROBE = """
 import importlib.util, json, sys
 import numpy as np, onnxruntime
 import fedge.edge.runtime
-from fedge.edge.runtime import EdgeModel, load_public_key
-artifact, key, raw = sys.argv[1:4]
+from fedge.edge.runtime import ArtifactError, EdgeModel, ModelDir, load_public_key
+from fedge.edge.runtime import read_artifact
+artifact, key, raw, signed_raw, models = sys.argv[1:6]
 EdgeModel.open(artifact, load_public_key(key))
 try:
     onnxruntime.InferenceSession(raw)
     raw_refused = False
 except Exception:
     raw_refused = True
+# A signed artifact this runtime cannot load is refused; the model serving stays.
+device = ModelDir(models)
+device.install_path(artifact, load_public_key(key))
+serving = device.current()
+try:
+    device.install_path(signed_raw, load_public_key(key))
+    install_refused = ""
+except ArtifactError as exc:
+    install_refused = str(exc)
 print(json.dumps({
     "ort": onnxruntime.__version__, "raw_refused": raw_refused,
-    "fedge_from": edge.runtime.__file__,
+    "install_refused": install_refused, "kept": device.current() == serving,
+    "fedge_from": fedge.edge.runtime.__file__,
     "missing": [m for m in ("torch", "cryptography", "sklearn", "onnx")
                 if importlib.util.find_spec(m) is None],
     "loaded": [m for m in ("torch", "cryptography") if m in sys.modules]}))
@@ -82,11 +96,14 @@ def edge_venv(tmp: Path) -> tuple[Path, float]:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
                    timeout=120)
+    # Without PYTHONPATH: a checkout on it that holds a fedge.egg-info (a wheel built
+    # from the checkout leaves one) makes pip think fedge is installed there already.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     install = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
          "-q", "--no-compile", f"{wheel}[edge]", f"onnxruntime=={OLDEST_ORT}",
          f"numpy=={OLDEST_NUMPY}"],
-        capture_output=True, text=True, timeout=400)
+        capture_output=True, text=True, timeout=400, env=env)
     assert install.returncode == 0, install.stderr[-2000:]
     return venv, time.perf_counter() - started
 
@@ -106,6 +123,16 @@ def raw_export(built: Built, x: np.ndarray, path: Path) -> None:
                                     dynamic_shapes=({0: torch.export.Dim("batch")},))
     assert program is not None and program.model_proto.ir_version >= 10
     path.write_bytes(program.model_proto.SerializeToString())
+
+
+def signed_with_model(built: Built, model: bytes, out: Path) -> Path:
+    """The built artifact with another model, properly signed (round 9)."""
+    manifest = json.loads(read_artifact(built.artifact).manifest)
+    manifest.pop("signature")
+    manifest["round"] = manifest["model_version"] = 9
+    manifest["model"] = {**manifest["model"], "sha256": hashlib.sha256(model).hexdigest()}
+    manifest = built.key.sign_manifest(manifest)
+    return write_artifact(ArtifactFiles(json.dumps(manifest).encode(), model), out)
 
 
 def test_edge_only_install_predicts_exactly_and_serves_as_an_inference_only_device(
@@ -128,14 +155,17 @@ def test_edge_only_install_predicts_exactly_and_serves_as_an_inference_only_devi
     x = built.splits.test_x
     np.save(tmp_path / "x.npy", x)
     raw_export(built, x, tmp_path / "raw.onnx")
+    signed_raw = signed_with_model(built, (tmp_path / "raw.onnx").read_bytes(),
+                                   tmp_path / "signed-raw")
     probe = edge_run(str(bin_dir / "python"), "-c", PROBE, str(built.artifact), key,
-                     str(tmp_path / "raw.onnx"))
+                     str(tmp_path / "raw.onnx"), str(signed_raw), str(tmp_path / "models"))
     assert probe.returncode == 0, probe.stderr
     found = json.loads(probe.stdout)
     assert found["ort"] == OLDEST_ORT and found["fedge_from"].startswith(str(venv))
     assert found["missing"] == ["torch", "cryptography", "sklearn", "onnx"]
     assert found["loaded"] == []  # the signature was checked by the pure-Python verifier
     assert found["raw_refused"], "the control model loaded: the old runtime is not old"
+    assert "cannot load" in found["install_refused"] and found["kept"], found
 
     assert edge_run(str(bin_dir / "fedge"), "client", "--help").returncode == 0
     predicted = edge_run(str(bin_dir / "fedge"), "edge", "predict", str(built.artifact),

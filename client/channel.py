@@ -1,0 +1,123 @@
+"""The daemon's line to the server: a gRPC channel, over TLS unless told otherwise,
+that carries the device token on every call; and what a failed call means.
+
+``open_channel`` is the default ``ChannelFactory``. A ``Daemon`` takes another one to
+change the link without touching the loop: ``fedge.simulations.device`` wraps it to cap
+a simulated device's bandwidth.
+
+A refused call carries the refusal's name in its trailing metadata (``fedge-refusal``,
+see ``fedge.refusals``); ``refusal_of`` reads it back with the rule that says whether
+the daemon may send the same request again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from fedge.config import ClientConfig
+from fedge.errors import FedgeError
+from fedge.refusals import METADATA_KEY, RULES, Rule, rule_for
+from fedge.tensors import CHUNK_BYTES
+
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 4 * CHUNK_BYTES),
+                   ("grpc.max_send_message_length", 4 * CHUNK_BYTES)]
+
+ChannelFactory = Callable[[ClientConfig], grpc.Channel]
+"""Makes the channel a daemon talks over, from its configuration."""
+
+
+class TokenMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds the device token to every call, so no call site can forget it."""
+
+    def __init__(self, token: str) -> None:
+        self._entry = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._entry]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        """A unary call, with the token."""
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        """A server-streaming call, with the token."""
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        """A client-streaming call, with the token."""
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        """A bidirectional call, with the token."""
+        return continuation(self._with_token(details), requests)
+
+
+def open_channel(config: ClientConfig) -> grpc.Channel:
+    """A channel to config.server, over TLS unless config.insecure, carrying the device
+    token (if any) on every call."""
+    if config.insecure:
+        channel = grpc.insecure_channel(config.server, options=CHANNEL_OPTIONS)
+    else:
+        try:
+            root = Path(config.tls_ca).read_bytes()
+            key = Path(config.tls_key).read_bytes() if config.tls_key else None
+            cert = Path(config.tls_cert).read_bytes() if config.tls_cert else None
+        except OSError as exc:
+            raise FedgeError(f"cannot read the TLS CA or client certificate: {exc}") from exc
+        credentials = grpc.ssl_channel_credentials(root, private_key=key, certificate_chain=cert)
+        channel = grpc.secure_channel(config.server, credentials, options=CHANNEL_OPTIONS)
+    if config.token:
+        # grpc's interceptor classes use tuple-based call details; ours only add metadata.
+        channel = grpc.intercept_channel(channel, TokenMetadata(config.token))
+    return channel
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A failed call as the daemon acts on it.
+
+    code: the gRPC status code's name; name: the server's refusal name ("" when it sent
+    none: an older server, or a status from gRPC itself); rule: its row of the table.
+    """
+
+    code: str
+    name: str
+    details: str
+    rule: Rule
+
+    @property
+    def needs_new_session(self) -> bool:
+        """The server does not know the session: only joining again helps."""
+        return self.rule == RULES["unknown_session"]
+
+    @property
+    def stale(self) -> bool:
+        """The round or task is not open any more: nothing wrong with what was sent."""
+        return self.rule == RULES["stale"]
+
+    @property
+    def resend(self) -> bool:
+        """The same request may be sent again, on the same session, after a backoff."""
+        return self.rule.retry and not self.needs_new_session
+
+    def __str__(self) -> str:
+        return f"{self.name or self.code.lower()}: {self.details}"
+
+
+def refusal_of(exc: grpc.RpcError) -> Refusal:
+    """What a failed call's status and trailing metadata say."""
+    code_of = getattr(exc, "code", None)
+    code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
+    trailing = getattr(exc, "trailing_metadata", None)
+    metadata = (trailing() if callable(trailing) else None) or ()
+    name = next((str(value) for key, value in metadata if key == METADATA_KEY), "")
+    details_of = getattr(exc, "details", None)
+    details = (details_of() if callable(details_of) else None) or str(exc)
+    return Refusal(code.name, name, details, rule_for(code.name, name))

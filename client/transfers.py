@@ -1,0 +1,98 @@
+"""Moving models and updates between the daemon and the server.
+
+Downloads resume from the last byte received when a stream breaks, and end with the
+whole blob checked against its SHA-256. An update goes up as one stream (the header,
+then tensor chunks of at most 1 MiB) and is sent again only while the server's refusal
+allows it (``Refusal.resend``: the server is busy or away) and the round's deadline is
+not past; a refusal of what was sent (too large, damaged, invalid) is final.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+from fedge.client.channel import refusal_of
+from fedge.client.session import Session
+from fedge.errors import FedgeError
+from fedge.protos import fedge_pb2
+from fedge.tensors import Spec, TensorError, fingerprint, from_blob, iter_chunks, sha256_hex
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_ATTEMPTS = 5  # a stream broken this often is the loop's problem (it rejoins)
+
+
+def download(session: Session, version: int, artifact: bool = False) -> bytes:
+    """A model version's blob (or the edge artifact built from it), resuming from the
+    last byte on a broken stream; FedgeError if it arrives damaged."""
+    parts: list[bytes] = []
+    received, total, sha = 0, -1, ""
+    for attempt in range(DOWNLOAD_ATTEMPTS):
+        request = fedge_pb2.FetchRequest(session_id=session.id, model_version=version,
+                                         offset=received, artifact=artifact)
+        try:
+            for chunk in session.stub.FetchModel(request, timeout=300):
+                if chunk.offset != received:
+                    raise FedgeError(f"model stream jumped to byte {chunk.offset}, "
+                                     f"expected {received}")
+                parts.append(chunk.data)
+                received += len(chunk.data)
+                total, sha = chunk.total_size, chunk.sha256
+            break
+        except grpc.RpcError as exc:
+            if not refusal_of(exc).resend or attempt == DOWNLOAD_ATTEMPTS - 1:
+                raise
+            log.warning("%s: model download broke at byte %d (%s); resuming",
+                        session.device_id, received, refusal_of(exc))
+            session.link.pause(session.link.backoff.next_delay())
+    blob = b"".join(parts)
+    if len(blob) != total or sha256_hex(blob) != sha:
+        raise FedgeError(f"model version {version} arrived damaged: {len(blob)} of "
+                         f"{total} bytes, SHA-256 mismatch")
+    return blob
+
+
+def decode_weights(blob: bytes, version: int, specs: list[Spec],
+                   task: str) -> dict[str, np.ndarray]:
+    """A downloaded model version's weights; FedgeError unless they fit the task."""
+    try:
+        arrays, _ = from_blob(blob)
+    except TensorError as exc:
+        raise FedgeError(f"model version {version} does not decode: {exc}") from exc
+    if fingerprint(arrays) != specs:
+        raise FedgeError(f"model version {version} does not fit task {task}")
+    return arrays
+
+
+def update_stream(header: fedge_pb2.UpdateHeader,
+                  weights: dict[str, np.ndarray]) -> Iterator[fedge_pb2.UpdateChunk]:
+    """The messages of one upload: the header, then the tensors' chunks."""
+    yield fedge_pb2.UpdateChunk(header=header)
+    for chunk in iter_chunks(weights):
+        yield fedge_pb2.UpdateChunk(tensor=chunk)
+
+
+def submit(session: Session, header: fedge_pb2.UpdateHeader,
+           weights: dict[str, np.ndarray], deadline: float) -> fedge_pb2.SubmitReply:
+    """Sends the update; resends after a backoff while the refusal allows it and the
+    deadline (unix seconds) is not reached (a resent copy of an accepted update is
+    answered, not folded twice). Raises the last grpc.RpcError otherwise."""
+    while True:
+        try:
+            reply: fedge_pb2.SubmitReply = session.stub.SubmitUpdate(
+                update_stream(header, weights), timeout=600)
+            session.link.backoff.reset()
+            return reply
+        except grpc.RpcError as exc:
+            refusal = refusal_of(exc)
+            delay = session.link.backoff.next_delay()
+            if not refusal.resend or time.time() + delay > deadline:
+                raise
+            log.info("%s: round %d update not taken (%s); resending in %.1f s",
+                     session.device_id, header.round, refusal, delay)
+            session.link.pause(delay)
