@@ -79,10 +79,15 @@ def _resume_edge(rounds: Rounds, store: StateStore, deployments: Deployments | N
 
 
 class FedgeServer:
-    """One federated run: start() binds and begins, wait() blocks until it is over."""
+    """One federated run: start() binds and begins, wait() blocks until it is over.
+
+    start_clients: devices the first round waits for (up to the round timeout) before it
+    samples; ``fedge simulate`` passes its fleet's size so round 1 samples all of it.
+    """
 
     def __init__(self, config: ServerConfig,
-                 on_round: Callable[[RoundRecord], None] | None = None) -> None:
+                 on_round: Callable[[RoundRecord], None] | None = None,
+                 start_clients: int = 0) -> None:
         self.config = config
         self.task = load_task(config.task)
         torch.manual_seed(config.seed)
@@ -100,7 +105,8 @@ class FedgeServer:
             quorum_fraction=config.quorum_fraction, max_update_norm=config.max_update_norm,
             max_round_attempts=config.max_round_attempts,
             norm_action=config.norm_action, update_kind=config.update,
-            encoding=config.encoding, topk_fraction=config.topk_fraction)
+            encoding=config.encoding, topk_fraction=config.topk_fraction,
+            start_clients=start_clients)
         strategy = build_strategy(config.strategy, config.server_lr, config.server_momentum,
                                   config.mu, config.trim, config.byzantine_f)
         if config.update == "gradient" and config.server_lr is None:

@@ -1,6 +1,6 @@
 """Edge deployments: build a signed artifact from a committed global model in the
-background, keep the newest one in the state directory, and hand it to each device once
-as a DEPLOY task.
+background, keep the newest one in the state directory, and hand it to each device as a
+DEPLOY task until the device reports it installed or refused.
 
 Builds run in one background thread, so training goes on while an artifact is made; a
 build asked for while another runs waits its turn (only the newest request is kept).
@@ -25,6 +25,13 @@ from fedge.tasks import Task
 from fedge.tensors import sha256_hex
 
 log = logging.getLogger(__name__)
+
+# A device is handed an artifact again, at its next poll, while it has not reported it
+# installed or refused: a download that broke, or a report that was lost, is retried.
+# The daemon reports before it polls again, so a poll after an unreported offer means
+# the offer failed. At most this many offers, so a device that never reports is not fed
+# the artifact forever.
+MAX_OFFERS = 5
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class Deployments:
         self._idle = threading.Condition(self._lock)
         self._pending: tuple[int, dict[str, np.ndarray]] | None = None
         self._building = False
-        self._offered: set[str] = set()
+        self._offers: dict[str, int] = {}  # device id -> offers of the newest artifact
         self.latest: Shipped | None = self._load_latest()
         self.failures = 0
         self.built = 0  # artifacts built by this process
@@ -121,7 +128,7 @@ class Deployments:
             with self._lock:
                 self.latest = Shipped(round_, blob, sha256_hex(blob), directory)
                 self.built += 1
-                self._offered.clear()
+                self._offers.clear()
             if self.on_ready is not None:
                 self.on_ready()
 
@@ -135,13 +142,32 @@ class Deployments:
         with self._idle:
             return self._idle.wait_for(lambda: not self._building, timeout)
 
-    def offer(self, device_id: str) -> Shipped | None:
-        """The newest artifact if device_id has not been handed it yet (and marks it)."""
+    def offer(self, device_id: str,
+              reported: Callable[[str, int], bool] | None = None) -> Shipped | None:
+        """The newest artifact if device_id should be handed it now (and counts it).
+
+        reported(device_id, round) says whether the device reported the artifact of that
+        round installed or refused; it is asked only once an offer is outstanding.
+        """
         with self._lock:
-            if self.latest is None or device_id in self._offered:
+            latest = self.latest
+            offers = self._offers.get(device_id, 0)
+            if latest is None or offers >= MAX_OFFERS:
                 return None
-            self._offered.add(device_id)
-            return self.latest
+        # Outside the lock: reported() may read the state database.
+        if offers and (reported is None or reported(device_id, latest.round)):
+            with self._lock:
+                if self.latest is latest:
+                    self._offers[device_id] = MAX_OFFERS  # settled: never again
+            return None
+        with self._lock:
+            if self.latest is not latest:  # a newer artifact arrived: offer that one
+                return None
+            self._offers[device_id] = offers + 1
+        if offers:
+            log.info("offering the edge artifact of round %d to %s again (offer %d): it "
+                     "has not reported it installed", latest.round, device_id, offers + 1)
+        return latest
 
     def blob(self, round_: int) -> tuple[bytes, str]:
         """The packed artifact of round_ (only the newest is served)."""

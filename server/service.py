@@ -281,7 +281,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
             proximal_mu=self._rounds.strategy.proximal_mu,
             update_kind=UPDATE_KINDS[s.update_kind], encoding=ENCODINGS[s.encoding],
-            seed=s.seed * 1_000_003 + a.round, topk_fraction=s.topk_fraction)
+            seed=a.seed, topk_fraction=s.topk_fraction)
         return fedge_pb2.Task(kind=kind, task_id=a.task_id, round=a.round,
                               model_version=view.model_version, train=train,
                               deadline_unix=a.deadline)

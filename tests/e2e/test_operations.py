@@ -79,6 +79,8 @@ def test_metrics_and_status_follow_a_real_run(fleet: Fleet,
     assert main(["status", "--state-dir", str(fleet.tmp / "state")]) == 0
     text = capsys.readouterr().out
     assert "phase done" in text and "dev-2" in text and "Join/INVALID_ARGUMENT 1" in text
+    # After the last round, the round shown is the last one, not one that never opens.
+    assert "round 3/3" in text and "round 4/3" not in text
 
 
 def test_metrics_count_rounds_updates_and_refusals(fleet: Fleet) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from fedge.config import SimulateConfig
 from fedge.simulations.runner import simulate
+from tests.faults.rawdevice import RawDevice, digits_weights
 from tests.fleet import Fleet, free_port
 from tests.processes import Processes, enroll
 
@@ -92,3 +94,27 @@ def test_a_server_killed_mid_round_resumes_and_devices_rejoin_alone(
     reference = simulate(SimulateConfig(clients=2, rounds=rounds, epochs=EPOCHS,
                                          out=str(tmp_path / "ref")))
     assert abs(accuracy - reference["final"]["accuracy"]) <= 0.01, (accuracy, reference)
+
+
+def test_a_driver_that_cannot_commit_stops_the_server_with_exit_status_1(
+        procs: Processes, tmp_path: Path) -> None:
+    token = enroll(tmp_path, "dev-0")
+    port = free_port()
+    server = procs.start("server", "server", "--insecure", "--host", "127.0.0.1", "--port",
+                         str(port), "--rounds", "2", "--min-clients", "1", "--state-dir",
+                         "state", "--poll-seconds", "1")
+    procs.wait_for("server", "serving task")
+    # The disk goes away under the running server: round 1's checkpoint cannot be written.
+    shutil.rmtree(tmp_path / "state" / "checkpoints")
+    device = RawDevice(port, "dev-0", token)
+    try:
+        device.join()
+        task = device.poll_train()
+        device.submit(device.stream(task, digits_weights()))
+        assert server.wait(timeout=60) == 1, procs.log("server")
+    finally:
+        device.close()
+    log = procs.log("server")
+    assert "the round driver failed" in log and "Traceback" in log
+    assert "FileNotFoundError" in log
+    assert not _committed(tmp_path / "state")[1:]  # round 1 was never recorded

@@ -1,0 +1,85 @@
+"""The commit pipeline: a closed round's accumulator becomes the next global model, which
+is measured and written to the state directory.
+
+Order on disk: the server optimizer's state (if the strategy has any), then the round's
+checkpoint (temp file, fsync, rename), then its row in one SQLite transaction. A row is
+what makes a round committed, so a crash at any point leaves the last commit whole: a
+state file or checkpoint without a row is ignored and overwritten by the retry. Nothing
+here takes the round's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from fedge.server.round_state import RoundState
+from fedge.server.store import RoundRecord, StateStore
+from fedge.server.strategies.fedavg import FedAvg
+from fedge.server.strategies.pseudo_gradient import pseudo_gradient
+from fedge.tensors import from_blob, to_blob
+
+log = logging.getLogger(__name__)
+
+
+def model_blob(arrays: Mapping[str, np.ndarray], task_name: str, round_: int) -> bytes:
+    """A model as its checkpoint and download bytes (safetensors with the run's names)."""
+    return to_blob(arrays, {"task": task_name, "round": str(round_)})
+
+
+def next_model(strategy: FedAvg, update_kind: str, global_model: Mapping[str, np.ndarray],
+               state: RoundState) -> dict[str, np.ndarray]:
+    """The global model after a round: aggregate, pseudo-gradient, server step."""
+    # Every aggregate commutes with x -> w_global - x (see pseudo_gradient.py), so the
+    # round's aggregate is turned into a pseudo-gradient once, not each update.
+    with state.fold_lock:  # folds have ended when a round closes; the lock says so
+        aggregate = strategy.aggregate(state.fold)
+    gradient = pseudo_gradient(update_kind, global_model, aggregate)
+    return strategy.step(global_model, gradient)
+
+
+def write_commit(store: StateStore, strategy: FedAvg, record: RoundRecord,
+                 blob: bytes) -> RoundRecord:
+    """Writes the optimizer's state, then the checkpoint and the row (see module doc)."""
+    # The optimizer's state goes to disk before the round's row, so that a restart from
+    # this round resumes it (a state file without a row is ignored).
+    optimizer_state = strategy.state()
+    if optimizer_state:
+        store.write_server_state(record.round, to_blob(
+            optimizer_state, {"strategy": strategy.name}))
+    return store.commit(record, blob)
+
+
+def commit_round(store: StateStore, strategy: FedAvg, update_kind: str, task_name: str,
+                 global_model: Mapping[str, np.ndarray], state: RoundState, sampled: int,
+                 evaluate: Callable[[Mapping[str, np.ndarray]], dict[str, float]],
+                 ) -> tuple[RoundRecord, dict[str, np.ndarray], bytes]:
+    """Computes, measures and durably commits a closed round; returns its record, the
+    new global model and its blob."""
+    weights = next_model(strategy, update_kind, global_model, state)
+    metrics = evaluate(weights)
+    blob = model_blob(weights, task_name, state.number)
+    record = RoundRecord(
+        round=state.number, accuracy=metrics["accuracy"], loss=metrics["loss"],
+        clients=state.fold.count, examples=state.examples, bytes_up=state.bytes_up,
+        bytes_down=state.bytes_down, seconds=time.monotonic() - state.started,
+        sampled=sampled)
+    return write_commit(store, strategy, record, blob), weights, blob
+
+
+def restore_strategy(store: StateStore, strategy: FedAvg, round_: int) -> None:
+    """Loads the server optimizer's state saved with round_, if this strategy's."""
+    saved = store.read_server_state(round_)
+    if saved is None:
+        return
+    arrays, meta = from_blob(saved)
+    if meta.get("strategy") != strategy.name:
+        log.warning("round %d was committed by strategy %r; %s starts with fresh "
+                    "optimizer state", round_, meta.get("strategy"), strategy.name)
+        return
+    strategy.load_state(arrays)
+    if arrays:
+        log.info("resumed %s optimizer state from round %d", strategy.name, round_)

@@ -1,0 +1,141 @@
+"""The round driver: one thread that samples devices, opens a round, waits for it to
+settle, commits it or retries it, and after the last round waits for the final edge
+artifact and lingers while devices collect their STOP.
+
+It is also the driver's error boundary: an unexpected exception (a commit that cannot
+write, a full disk) is logged with its traceback and ends the run with Rounds.failure
+set, which stops the server and makes ``fedge server`` exit 1, so that a supervisor's
+restart-on-failure fires instead of a server that serves polls with no driver behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from fedge.server.commit import commit_round
+from fedge.server.registry import Device
+from fedge.server.round_state import Phase, sample_size, verdict
+from fedge.server.sampler import sample
+
+if TYPE_CHECKING:
+    from fedge.server.rounds import Rounds
+
+log = logging.getLogger(__name__)
+
+
+class Driver:
+    """Moves a Rounds forward from its driver thread."""
+
+    def __init__(self, rounds: Rounds) -> None:
+        self._rounds = rounds
+        settings = rounds.settings
+        # The first round this server opens waits (a while) for start_clients devices.
+        self._start_by: float | None = None
+        if settings.start_clients > settings.min_clients:
+            self._start_by = time.monotonic() + settings.round_timeout_s
+
+    def run(self) -> None:
+        """Drives rounds until all are committed (or stop), then lingers; any unexpected
+        exception sets Rounds.failure and stops the server."""
+        try:
+            self._drive()
+        except Exception as exc:
+            log.exception("the round driver failed; stopping the server",
+                          extra={"event": "run.crashed",
+                                 "round": self._rounds.current.number})
+            self._rounds.fail(f"the round driver failed: {type(exc).__name__}: {exc}")
+            self._rounds.stop()
+
+    def _drive(self) -> None:
+        rounds, settings = self._rounds, self._rounds.settings
+        failed = 0  # attempts at the current round that missed quorum, in a row
+        while rounds.phase is not Phase.DONE and not rounds.stopping:
+            chosen = self._wait_for_devices(failed)
+            if chosen is None:
+                break
+            rounds.open_round(chosen)
+            assignments = rounds.close_round(settings.round_timeout_s)
+            if rounds.stopping:
+                break
+            number = rounds.current.number
+            why = verdict(settings, assignments)
+            if not why:
+                done = sum(a.submitted for a in assignments)
+                if done < len(assignments):
+                    log.warning("round %d: %d of %d updates (%d refused); committing on "
+                                "quorum", number, done, len(assignments),
+                                sum(bool(a.refused) for a in assignments),
+                                extra={"event": "round.quorum", "round": number})
+                self._commit(len(assignments))
+                failed = 0
+                continue
+            log.warning("round %d: %s; retrying with a new sample", number, why,
+                        extra={"event": "round.retried", "round": number})
+            rounds.clear_round()
+            failed += 1
+            if failed == settings.max_round_attempts:
+                failure = (f"round {number} missed its quorum {failed} times in a row (last "
+                           f"time: {why}); the last committed model is round "
+                           f"{rounds.model_version}")
+                log.error("stopping the run: %s", failure,
+                          extra={"event": "run.failed", "round": number})
+                rounds.fail(failure)
+            else:
+                self._pause(settings.retry_backoff_s)
+        self._wait_for_edge()
+        rounds.linger()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleeps between attempts, waking early on stop."""
+        end = time.monotonic() + seconds
+        with self._rounds.cond:
+            while not self._rounds.stopping and time.monotonic() < end:
+                self._rounds.cond.wait(end - time.monotonic())
+
+    def _wait_for_devices(self, attempt: int) -> list[Device] | None:
+        """The round's sample, once enough trainable devices are live (None on stop)."""
+        rounds, settings = self._rounds, self._rounds.settings
+        announced = False
+        with rounds.cond:
+            while not rounds.stopping:
+                # Only devices that can train are sampled and count toward min_clients.
+                live = [d for d in rounds.registry.live() if not d.inference_only]
+                wanted = settings.min_clients
+                if self._start_by is not None and time.monotonic() < self._start_by:
+                    wanted = settings.start_clients
+                size = sample_size(settings, len(live)) if len(live) >= wanted else 0
+                if size:
+                    self._start_by = None
+                    return sample(live, size, settings.seed, rounds.current.number, attempt)
+                if not announced:
+                    log.info("round %d: waiting for devices (%d of %d connected)",
+                             rounds.current.number, len(live), wanted)
+                    announced = True
+                rounds.cond.wait(0.5)
+        return None
+
+    def _commit(self, sampled: int) -> None:
+        rounds, settings = self._rounds, self._rounds.settings
+        state = rounds.current
+        record, weights, blob = commit_round(
+            rounds.store, rounds.strategy, settings.update_kind, rounds.task_name,
+            rounds.global_model, state, sampled, rounds.evaluate)
+        last = state.number >= settings.rounds
+        if rounds.deploy is not None and rounds.deploy.due(state.number, last):
+            rounds.deploy.request(state.number, weights)  # before DONE: polls wait for it
+        rounds.install(record, weights, blob)
+        log.info("round %d committed: accuracy %.4f, loss %.4f, %d client(s), %.2f s",
+                 record.round, record.accuracy, record.loss, record.clients, record.seconds,
+                 extra={"event": "round.committed", "round": record.round,
+                        "accuracy": record.accuracy, "clients": record.clients})
+        if rounds.on_commit is not None:
+            rounds.on_commit(record)
+
+    def _wait_for_edge(self) -> None:
+        """After the last round, waits for the final edge artifact's build."""
+        deploy = self._rounds.deploy
+        while deploy is not None and not self._rounds.stopping:
+            if deploy.wait_idle(0.5):
+                return

@@ -1,0 +1,182 @@
+"""A round's state and its settlement rules, with no threads, clocks of our own or I/O.
+
+What a round is (its sampled devices' assignments, its accumulator, its counters), when
+an assignment is settled, when a round may close, whether it has quorum, and which seed
+each device shuffles its data with. The driver and the gRPC handlers share these values
+behind the locks of :class:`fedge.server.rounds.Rounds`; the rules here only read them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from fedge.server.strategies.fedavg import Accumulator, FedAvgFold
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """What the driver needs to know to run rounds (see ServerConfig for meanings).
+
+    start_clients: devices the first round of a run waits for (at most round_timeout_s)
+    before it samples, so that it samples the whole fleet and not its first joiners
+    (``fedge simulate`` sets it to its fleet's size); 0: min_clients suffice.
+    """
+
+    rounds: int
+    min_clients: int
+    fraction: float
+    round_timeout_s: float
+    retry_backoff_s: float
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    linger_s: float
+    max_examples: int = 1 << 40
+    quorum_fraction: float = 0.0  # 0: min_clients updates commit a round
+    max_update_norm: float = 0.0  # 0: no bound
+    norm_action: str = "refuse"
+    max_round_attempts: int = 5  # failed attempts in a row that end the run; 0: never
+    update_kind: str = "weights"  # announced in each TRAIN task, required of updates
+    encoding: str = "f32"
+    topk_fraction: float = 0.1
+    start_clients: int = 0
+
+    def quorum(self, sampled: int) -> int:
+        """Updates needed to commit a round of sampled devices at its deadline."""
+        return quorum(self, sampled)
+
+
+def quorum(settings: RoundSettings, sampled: int) -> int:
+    """Updates needed to commit a round of sampled devices at its deadline."""
+    if settings.quorum_fraction > 0:
+        return max(1, math.ceil(settings.quorum_fraction * sampled))
+    return settings.min_clients
+
+
+def sample_size(settings: RoundSettings, live: int) -> int:
+    """How many of live trainable devices a round samples (0: too few to start)."""
+    if live < settings.min_clients:
+        return 0
+    return min(live, max(settings.min_clients, math.ceil(settings.fraction * live)))
+
+
+def shuffle_seed(run_seed: int, device_id: str, round_: int) -> int:
+    """The seed a device shuffles its data with in a round: the same for the same run,
+    device and round (across restarts), different between devices of a round."""
+    digest = hashlib.sha256(f"{run_seed}/{device_id}/{round_}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # fits the wire's int64
+
+
+@dataclass
+class Assignment:
+    """A TRAIN task handed to one device for one round."""
+
+    task_id: str
+    device_id: str  # a device that rejoins with a new session keeps its task
+    round: int
+    deadline: float  # time.time()
+    submitted: bool = False
+    digest: str = ""  # SHA-256 of the accepted update's stream
+    refused: str = ""  # why its update was refused (the device does not resend it)
+    seed: int = 0  # the device's data-shuffling seed for this round (shuffle_seed)
+    folding: bool = False  # its update is being folded (outside the round lock)
+
+    @property
+    def settled(self) -> bool:
+        """Whether the round waits for nothing more from this device."""
+        return self.submitted or bool(self.refused)
+
+
+class AlreadyAccepted(Exception):
+    """A resent copy of an update that was already accepted: answer it, fold nothing."""
+
+
+class Phase(Enum):
+    """Where the run stands."""
+
+    WAITING = "waiting"    # for devices, or between rounds
+    TRAINING = "training"  # a round is open
+    DONE = "done"          # all rounds committed, or the run failed (Rounds.failure)
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What PollTask answers, independent of the wire types."""
+
+    kind: str  # "TRAIN", "WAIT", "STOP" or "DEPLOY"
+    assignment: Assignment | None = None
+    model_version: int = 0  # for DEPLOY: the round the artifact was built from
+    retry_after_s: float = 1.0
+    message: str = ""
+    artifact_sha256: str = ""  # for DEPLOY
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A consistent snapshot of the round in progress."""
+
+    phase: str
+    round: int
+    model_version: int
+    selected: int  # devices handed this round's TRAIN task
+    reported: int  # of them, those whose update was accepted
+
+
+@dataclass
+class Totals:
+    """Counts since the server started (for metrics)."""
+
+    bytes_up: int = 0
+    bytes_down: int = 0
+    updates_accepted: int = 0
+    aggregation_seconds: float = 0.0
+
+
+@dataclass
+class RoundState:
+    """One round: its assignments by device id, its accumulator and its counters.
+
+    fold_lock guards the accumulator alone, so that folding an update (one pass over the
+    model) never holds the lock every poll and join waits on.
+    """
+
+    number: int
+    started: float = field(default_factory=time.monotonic)
+    assignments: dict[str, Assignment] = field(default_factory=dict)  # by device id
+    fold: Accumulator = field(default_factory=FedAvgFold)
+    fold_lock: threading.Lock = field(default_factory=threading.Lock)
+    examples: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+def all_settled(assignments: Iterable[Assignment]) -> bool:
+    """Whether every sampled device has had its update accepted or refused."""
+    return all(a.settled for a in assignments)
+
+
+def folding(assignments: Iterable[Assignment]) -> int:
+    """Updates accepted but still being folded (the round must not aggregate yet)."""
+    return sum(a.folding for a in assignments)
+
+
+def verdict(settings: RoundSettings, assignments: Iterable[Assignment]) -> str:
+    """"" when a closed round has quorum and commits, else why it does not."""
+    listed = list(assignments)
+    done = sum(a.submitted for a in listed)
+    needed = quorum(settings, len(listed))
+    if done >= needed:
+        return ""
+    refusals = sorted({a.refused for a in listed if a.refused})
+    why = f"{done} of {needed} required updates"
+    if refusals:
+        refused = sum(bool(a.refused) for a in listed)
+        why += f", {refused} refused: {'; '.join(refusals[:3])}"
+    return why
