@@ -18,16 +18,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedge.refusals import AlreadySettled, InvalidUpdate, StaleRequest
+from fedge.server.intake import prepare
 from fedge.server.registry import Device, Registry
 from fedge.server.store import RoundRecord, StateStore
 from fedge.server.strategies.fedavg import Accumulator, FedAvg, FedAvgFold
-from fedge.server.strategies.pseudo_gradient import pseudo_gradient
-from fedge.server.validate import bound_norm, check_finite
+from fedge.server.strategies.spec import Strategy
 from fedge.tensors import Spec, from_blob, sha256_hex, to_blob
 
 if TYPE_CHECKING:
@@ -152,11 +152,11 @@ class Rounds:
         initial: Mapping[str, np.ndarray],
         task_name: str,
         on_commit: Callable[[RoundRecord], None] | None = None,
-        strategy: FedAvg | None = None,
+        strategy: Strategy[Any] | None = None,
         deployments: Deployments | None = None,
     ) -> None:
         self.settings = settings
-        self.strategy = strategy if strategy is not None else FedAvg()
+        self.strategy: Strategy[Any] = strategy if strategy is not None else FedAvg()
         self.specs = specs
         self._registry = registry
         self._store = store
@@ -282,7 +282,9 @@ class Rounds:
                          num_examples: int, digest: str = "") -> Assignment:
         """Refuses an update that does not answer the device's open TRAIN task.
 
-        Raises AlreadyAccepted for a resent copy (same digest) of the accepted update.
+        Raises AlreadyAccepted for a resent copy (same digest) of the accepted update, and
+        AlreadySettled for any other update of a task that has its update or had one
+        refused. A refusal that settles (see fedge.refusals) settles the task here.
         """
         with self._cond:
             assignment = self._round.assignments.get(device.device_id)
@@ -294,32 +296,39 @@ class Rounds:
             if assignment.submitted:
                 if digest and digest == assignment.digest:
                     raise AlreadyAccepted()
-                raise AlreadySettled(f"a different update for task {task_id!r} of round {round_} "
-                               "was already accepted")
+                raise AlreadySettled(f"a different update for task {task_id!r} of round "
+                                     f"{round_} was already accepted")
+            if assignment.refused:  # final: the round stopped waiting for this task
+                raise AlreadySettled(f"task {task_id!r} of round {round_} is settled: its "
+                                     f"update was refused ({assignment.refused}); it takes no "
+                                     "other update")
             if not 0 < num_examples <= self.settings.max_examples:
-                raise InvalidUpdate(f"num_examples must be in 1..{self.settings.max_examples}"
-                                     f", got {num_examples}")
+                refusal = InvalidUpdate(f"num_examples must be in 1.."
+                                        f"{self.settings.max_examples}, got {num_examples}")
+                self.refuse(assignment, str(refusal))
+                raise refusal
             return assignment
 
     def accept(self, assignment: Assignment, arrays: dict[str, np.ndarray],
                num_examples: int, digest: str = "") -> None:
-        """Validates a complete, decoded update and folds it into the round (the caller
-        gives up arrays: clipping works in place)."""
-        check_finite(arrays)
-        # A weights update is bounded by its distance from the global model; a delta or
-        # a gradient by its own length.
-        reference = None
-        if self.settings.update_kind == "weights":
-            with self._cond:
-                reference = self._global
-        bound_norm(arrays, reference, self.settings.max_update_norm, self.settings.norm_action)
+        """Turns a decoded update into a checked pseudo-gradient against this round's
+        global model (the intake's last filters, fedge.server.intake.prepare) and hands
+        it to the strategy's accumulator. The caller gives up arrays (reused in place)."""
         with self._cond:
+            reference = self._global  # replaced, never mutated, at commit
+        gradient = prepare(arrays, reference, self.settings.update_kind,
+                           self.settings.max_update_norm, self.settings.norm_action)
+        with self._cond:
+            if assignment.settled:
+                raise AlreadySettled(f"task {assignment.task_id!r} of round "
+                                     f"{assignment.round} was settled while this update "
+                                     "arrived")
             if (self._round.assignments.get(assignment.device_id) is not assignment
-                    or assignment.submitted or self.phase is not Phase.TRAINING):
+                    or self.phase is not Phase.TRAINING):
                 raise StaleRequest(f"round {assignment.round} closed before the update "
                                    "was complete")
             started = time.perf_counter()
-            self._round.fold.add(arrays, float(num_examples))
+            self._round.fold.add(gradient, float(num_examples))
             self.totals.aggregation_seconds += time.perf_counter() - started
             self.totals.updates_accepted += 1
             self._round.examples += num_examples
@@ -330,11 +339,11 @@ class Rounds:
                   assignment.device_id, num_examples)
 
     def refuse(self, assignment: Assignment, reason: str) -> None:
-        """Settles an assignment whose update was refused: the device does not resend
-        it, so the round need not wait for it until the deadline."""
+        """Settles an assignment whose update was refused for good (its refusal's rule
+        settles): the round stops waiting for it and the task takes nothing more."""
         with self._cond:
             if (self._round.assignments.get(assignment.device_id) is assignment
-                    and not assignment.submitted and self.phase is Phase.TRAINING):
+                    and not assignment.settled and self.phase is Phase.TRAINING):
                 assignment.refused = reason
                 self._cond.notify_all()
 
@@ -410,7 +419,7 @@ class Rounds:
             number = self._round.number
             self._round = _RoundState(number, bytes_up=self._round.bytes_up,
                                       bytes_down=self._round.bytes_down,
-                                      fold=self.strategy.new_round())
+                                      fold=self.strategy.new_accumulator())
             for device in sample:
                 self._round.assignments[device.device_id] = Assignment(
                     secrets.token_hex(8), device.device_id, number, deadline)
@@ -468,10 +477,8 @@ class Rounds:
 
     def _commit(self) -> None:
         state = self._round
-        # Every aggregate commutes with x -> w_global - x (see pseudo_gradient.py), so the
-        # round's aggregate is turned into a pseudo-gradient once, not each update.
-        gradient = pseudo_gradient(self.settings.update_kind, self._global,
-                                   self.strategy.aggregate(state.fold))
+        # The accumulator holds pseudo-gradients already (see fedge.server.intake).
+        gradient = self.strategy.aggregate(state.fold)
         weights = self.strategy.step(self._global, gradient)
         metrics = self._evaluate(weights)
         blob = self._blob(weights, state.number)
