@@ -306,10 +306,10 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     def SubmitUpdate(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
                      context: grpc.ServicerContext) -> fedge_pb2.SubmitReply:
         with self._uploads.hold():
-            return self._receive_update(request_iterator)
+            return self._receive_update(request_iterator, context)
 
     def _receive_update(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
-                        ) -> fedge_pb2.SubmitReply:
+                        context: grpc.ServicerContext) -> fedge_pb2.SubmitReply:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("payload") != "header":
             raise InvalidRequest("an update stream must start with an UpdateHeader")
@@ -330,7 +330,10 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                              header.sha256)
             self._rounds.accept(assignment, arrays, header.num_examples, header.sha256)
         except Refused as refusal:
-            if refusal.rule.settles:  # the table: the device will not send it again
+            # The table: the device will not send it again, so the round stops waiting.
+            # A stream that ended because its device hung up (the call is no longer
+            # active) is not the device's final word: it may resend after reconnecting.
+            if refusal.rule.settles and context.is_active():
                 self._rounds.refuse(assignment, str(refusal))
             raise
         if header.metrics:

@@ -87,12 +87,14 @@ def test_every_strategy_and_update_kind_improves_the_model(strategy: str, kind: 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_weights_and_deltas_give_the_same_global_model(strategy: str) -> None:
-    """Both become the same pseudo-gradient, so every strategy must land on the same
-    model (to float32 rounding) whichever of the two the clients send."""
+    """Each update becomes its pseudo-gradient against the global model before the
+    fold: ``fl(w_g - w_k) == -fl(w_k - w_g)``, so every strategy lands on the very same
+    model whichever of the two the clients send (folding weights and converting the
+    aggregate, as the server once did, differed by float32 cancellation)."""
     from_weights = _aggregate(strategy, "weights")
     from_delta = _aggregate(strategy, "delta")
     for name in from_weights:
-        np.testing.assert_allclose(from_delta[name], from_weights[name], atol=2e-6)
+        np.testing.assert_array_equal(from_delta[name], from_weights[name])
 
 
 def test_lossy_encodings_stay_close_to_f32() -> None:
