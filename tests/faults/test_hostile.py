@@ -36,7 +36,8 @@ def server(tmp_path: Path) -> Iterator[FedgeServer]:
     server = FedgeServer(ServerConfig(
         host="127.0.0.1", port=0, rounds=2, min_clients=DEVICES, quorum_fraction=0.1,
         round_timeout_s=60.0, poll_seconds=2.0, state_dir=str(tmp_path / "state"),
-        insecure=True, max_update_norm=NORM_BOUND, max_examples=10_000, linger_s=1.0))
+        insecure=True, edge=False, max_update_norm=NORM_BOUND, max_examples=10_000,
+        linger_s=1.0))
     yield server
     server.shutdown(grace=0.1)
 
@@ -232,11 +233,10 @@ def test_every_kind_of_hostile_input_is_refused_and_the_round_is_unharmed(
     assert b.submit(b.stream(tasks["honest-b"], updates["honest-b"],
                              num_examples=examples["honest-b"])).accepted
 
-    # Every sampled device has sent its update or had it refused: the round closes now,
-    # not at its 60 s deadline.
-    started = time.monotonic()
     records = server.wait(timeout=60)
-    assert time.monotonic() - started < 20
+    # Every sampled device sent its update or had it refused: the round closed then,
+    # not at its 60 s deadline.
+    assert records[2].seconds < 50, records[2]
     assert [r.round for r in records] == [0, 1, 2]
     assert records[2].clients == 2
     committed, _ = from_blob(server.store.checkpoint_path(2).read_bytes())
