@@ -211,10 +211,13 @@ def bound_norm(gradient: MutableMapping[str, np.ndarray], max_norm: float,
     """10. Enforces ``||gradient|| <= max_norm`` (0 means no bound).
 
     action "refuse" raises InvalidUpdate; "clip" scales gradient down to the bound, in
-    place. Returns the norm before any clipping.
+    place. Returns the norm before any clipping (0.0 without a bound: not computed, as
+    it costs a float64 pass over the model).
     """
+    if max_norm <= 0:
+        return 0.0
     length = norm(gradient)
-    if max_norm <= 0 or length <= max_norm:
+    if length <= max_norm:
         return length
     if action == "refuse":
         raise InvalidUpdate(f"update norm {length:.4g} exceeds the bound of {max_norm:.4g} "

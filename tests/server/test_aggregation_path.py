@@ -13,8 +13,8 @@ import torch
 from fedge.client.trainer import Trainer
 from fedge.client.update import UpdatePlan, compute_update
 from fedge.encodings import decode, encode
-from fedge.server.strategies.catalog import STRATEGIES, build_strategy
 from fedge.server.intake import prepare
+from fedge.server.strategies.catalog import STRATEGIES, build_strategy
 from fedge.simulations.partition import iid
 from fedge.tasks import load_task
 from fedge.tasks.training import evaluate, load_weights, weights_of

@@ -148,7 +148,8 @@ def test_the_norm_bound_refuses_or_clips_the_pseudo_gradient_to_exactly_the_boun
               "b": np.array([1.0, 1.0, 1.0, 5.0], np.float32)}
     gradient = pseudo_gradient("weights", glob, {k: v.copy() for k, v in client.items()})
     assert norm(gradient) == pytest.approx(5.0)
-    assert bound_norm(gradient, 0.0, "refuse") == pytest.approx(5.0)
+    assert bound_norm(gradient, 0.0, "refuse") == 0.0  # no bound: nothing to compute
+    assert bound_norm(gradient, 6.0, "refuse") == pytest.approx(5.0)
     _refused(lambda: bound_norm(gradient, 2.0, "refuse"), InvalidUpdate,
              "exceeds the bound of 2")
     _refused(lambda: prepare({k: v.copy() for k, v in client.items()}, glob, "weights", 2.0,
