@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from fedge.server.intake import prepare
+from fedge.server.strategies.fedadam import FedAdam
 from fedge.server.strategies.fedavg import FedAvg
 
 CLIENTS, PARAMS, POOL = 1_000, 100_000, 64
@@ -61,3 +62,7 @@ def test_a_round_in_which_nothing_changed_has_a_zero_pseudo_gradient() -> None:
     counts = [int(n) for n in rng.integers(10, 500, CLIENTS)]
     gradient = _aggregate("weights", glob, (glob.copy() for _ in range(CLIENTS)), counts)
     assert not gradient.any()
+    # So even an adaptive optimizer with a tiny tau, which turns any noise into steps of
+    # eta, leaves the model as it is.
+    adam = FedAdam(server_lr=0.01, tau=1e-9)
+    np.testing.assert_array_equal(adam.step({"w": glob}, {"w": gradient})["w"], glob)
