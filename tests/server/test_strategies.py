@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -176,3 +177,45 @@ def test_build_strategy_uses_defaults_and_settings() -> None:
         build_strategy("fedsomething")
     with pytest.raises(ValueError, match="server_lr"):
         build_strategy("fedavg", server_lr=0.0)
+
+
+class _Sum:
+    """An accumulator that is no fold or buffer: a plain unweighted sum."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, np.ndarray] = {}
+        self.count, self.total_weight = 0, 0.0
+
+    def add(self, update: Mapping[str, np.ndarray], weight: float) -> None:
+        for name, array in update.items():
+            self.total[name] = self.total.get(name, 0) + array
+        self.count += 1
+        self.total_weight += weight
+
+
+class _UnweightedMean(Strategy[_Sum]):
+    """A strategy written against the spec alone, with its own accumulator type."""
+
+    name = "unweighted"
+
+    def new_accumulator(self) -> _Sum:
+        return _Sum()
+
+    def aggregate(self, accumulator: _Sum) -> dict[str, np.ndarray]:
+        return {n: a / accumulator.count for n, a in accumulator.total.items()}
+
+    def step(self, weights: Mapping[str, np.ndarray],
+             gradient: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return sgd_step(weights, gradient, 1.0)
+
+
+def test_a_strategy_needs_only_the_spec() -> None:
+    glob = {"w": _a(1.0, 1.0)}
+    strategy = _UnweightedMean()
+    acc = strategy.new_accumulator()
+    for model, n in (({"w": _a(2.0, 0.0)}, 1), ({"w": _a(4.0, 2.0)}, 99)):
+        acc.add(pseudo_gradient("weights", glob, model), n)
+    new = strategy.step(glob, strategy.aggregate(acc))
+    np.testing.assert_array_equal(new["w"], [3.0, 1.0])  # unweighted: examples ignored
+    assert strategy.client_config() == {} and strategy.state() == {}
+    assert not strategy.buffers and "unweighted" in strategy.describe()
