@@ -325,6 +325,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                      device.device_id)
             return fedge_pb2.SubmitReply(accepted=True, message="already accepted; the "
                                          "resent copy was ignored")
+        if len(header.sha256) != 64:  # after the task: a stale one is said to be stale
+            raise InvalidRequest("the update header must carry the SHA-256 of its stream")
         try:
             arrays = receive(self._tensor_chunks(request_iterator), self._expected,
                              header.sha256)
@@ -355,8 +357,6 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         if encoding != ENCODINGS[settings.encoding]:
             raise InvalidRequest(f"this run takes {settings.encoding}-encoded updates; the "
                                  f"device sent {enum_name(fedge_pb2.Encoding, encoding)}")
-        if len(header.sha256) != 64:
-            raise InvalidRequest("the update header must carry the SHA-256 of its stream")
 
     def _tensor_chunks(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
                        ) -> Iterator[fedge_pb2.TensorChunk]:
