@@ -201,8 +201,9 @@ def norm(arrays: Mapping[str, np.ndarray]) -> float:
     total = 0.0
     for array in arrays.values():
         if array.dtype.kind == "f":
-            flat = array.ravel().astype(np.float64, copy=False)
-            total += float(np.dot(flat, flat))
+            flat = array.ravel()
+            # einsum accumulates in float64 without a float64 copy of the model.
+            total += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
     return math.sqrt(total)
 
 
