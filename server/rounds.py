@@ -319,6 +319,8 @@ class Rounds:
         gradient = prepare(arrays, reference, self.settings.update_kind,
                            self.settings.max_update_norm, self.settings.norm_action)
         with self._cond:
+            if assignment.submitted and digest and digest == assignment.digest:
+                raise AlreadyAccepted()  # two copies of one update arrived together
             if assignment.settled:
                 raise AlreadySettled(f"task {assignment.task_id!r} of round "
                                      f"{assignment.round} was settled while this update "

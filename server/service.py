@@ -36,7 +36,7 @@ from fedge.refusals import (
 from fedge.server.intake import Expected, receive
 from fedge.server.limits import RateLimiter, UploadSlots, peer_host
 from fedge.server.registry import Device, Registry
-from fedge.server.rounds import AlreadyAccepted, Rounds, TaskView
+from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds, TaskView
 from fedge.server.status import to_proto
 from fedge.server.store import StateStore
 from fedge.server.tokens import TokenStore, check_device_id
@@ -317,25 +317,26 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         header = first.header
         device = self._device(header.session_id)
         self._check_header(header)
+        assignment: Assignment | None = None  # the task, once check_submission found it
         try:
             assignment = self._rounds.check_submission(device, header.task_id, header.round,
                                                        header.num_examples, header.sha256)
+            if len(header.sha256) != 64:  # after the task: a stale one is said to be stale
+                raise InvalidRequest("the update header must carry the SHA-256 of its "
+                                     "stream")
+            arrays = receive(self._tensor_chunks(request_iterator), self._expected,
+                             header.sha256)
+            self._rounds.accept(assignment, arrays, header.num_examples, header.sha256)
         except AlreadyAccepted:
             log.info("round %d: %s resent its accepted update; ignored", header.round,
                      device.device_id)
             return fedge_pb2.SubmitReply(accepted=True, message="already accepted; the "
                                          "resent copy was ignored")
-        if len(header.sha256) != 64:  # after the task: a stale one is said to be stale
-            raise InvalidRequest("the update header must carry the SHA-256 of its stream")
-        try:
-            arrays = receive(self._tensor_chunks(request_iterator), self._expected,
-                             header.sha256)
-            self._rounds.accept(assignment, arrays, header.num_examples, header.sha256)
         except Refused as refusal:
             # The table: the device will not send it again, so the round stops waiting.
             # A stream that ended because its device hung up (the call is no longer
             # active) is not the device's final word: it may resend after reconnecting.
-            if refusal.rule.settles and context.is_active():
+            if refusal.rule.settles and assignment is not None and context.is_active():
                 self._rounds.refuse(assignment, str(refusal))
             raise
         if header.metrics:
