@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from fedge.server.round_state import RoundState
 from fedge.server.store import RoundRecord, StateStore
-from fedge.server.strategies.fedavg import FedAvg
-from fedge.server.strategies.pseudo_gradient import pseudo_gradient
+from fedge.server.strategies.spec import Strategy
 from fedge.tensors import from_blob, to_blob
 
 log = logging.getLogger(__name__)
@@ -30,18 +30,17 @@ def model_blob(arrays: Mapping[str, np.ndarray], task_name: str, round_: int) ->
     return to_blob(arrays, {"task": task_name, "round": str(round_)})
 
 
-def next_model(strategy: FedAvg, update_kind: str, global_model: Mapping[str, np.ndarray],
+def next_model(strategy: Strategy[Any], global_model: Mapping[str, np.ndarray],
                state: RoundState) -> dict[str, np.ndarray]:
-    """The global model after a round: aggregate, pseudo-gradient, server step."""
-    # Every aggregate commutes with x -> w_global - x (see pseudo_gradient.py), so the
-    # round's aggregate is turned into a pseudo-gradient once, not each update.
+    """The global model after a round: the strategy's aggregate of the round's
+    pseudo-gradients (the intake folded differences against global_model), then its
+    server step."""
     with state.fold_lock:  # folds have ended when a round closes; the lock says so
-        aggregate = strategy.aggregate(state.fold)
-    gradient = pseudo_gradient(update_kind, global_model, aggregate)
+        gradient = strategy.aggregate(state.fold)
     return strategy.step(global_model, gradient)
 
 
-def write_commit(store: StateStore, strategy: FedAvg, record: RoundRecord,
+def write_commit(store: StateStore, strategy: Strategy[Any], record: RoundRecord,
                  blob: bytes) -> RoundRecord:
     """Writes the optimizer's state, then the checkpoint and the row (see module doc)."""
     # The optimizer's state goes to disk before the round's row, so that a restart from
@@ -53,13 +52,13 @@ def write_commit(store: StateStore, strategy: FedAvg, record: RoundRecord,
     return store.commit(record, blob)
 
 
-def commit_round(store: StateStore, strategy: FedAvg, update_kind: str, task_name: str,
+def commit_round(store: StateStore, strategy: Strategy[Any], task_name: str,
                  global_model: Mapping[str, np.ndarray], state: RoundState, sampled: int,
                  evaluate: Callable[[Mapping[str, np.ndarray]], dict[str, float]],
                  ) -> tuple[RoundRecord, dict[str, np.ndarray], bytes]:
     """Computes, measures and durably commits a closed round; returns its record, the
     new global model and its blob."""
-    weights = next_model(strategy, update_kind, global_model, state)
+    weights = next_model(strategy, global_model, state)
     metrics = evaluate(weights)
     blob = model_blob(weights, task_name, state.number)
     record = RoundRecord(
@@ -70,7 +69,7 @@ def commit_round(store: StateStore, strategy: FedAvg, update_kind: str, task_nam
     return write_commit(store, strategy, record, blob), weights, blob
 
 
-def restore_strategy(store: StateStore, strategy: FedAvg, round_: int) -> None:
+def restore_strategy(store: StateStore, strategy: Strategy[Any], round_: int) -> None:
     """Loads the server optimizer's state saved with round_, if this strategy's."""
     saved = store.read_server_state(round_)
     if saved is None:

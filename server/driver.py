@@ -120,7 +120,7 @@ class Driver:
         rounds, settings = self._rounds, self._rounds.settings
         state = rounds.current
         record, weights, blob = commit_round(
-            rounds.store, rounds.strategy, settings.update_kind, rounds.task_name,
+            rounds.store, rounds.strategy, rounds.task_name,
             rounds.global_model, state, sampled, rounds.evaluate)
         last = state.number >= settings.rounds
         if rounds.deploy is not None and rounds.deploy.due(state.number, last):

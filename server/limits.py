@@ -23,7 +23,7 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
 
     def admit(self, key: str) -> None:
-        """Takes one request from key's bucket, or raises Exhausted."""
+        """Takes one request from key's bucket, or raises Busy."""
         if self.rate <= 0:
             return
         now = time.monotonic()
@@ -36,6 +36,23 @@ class RateLimiter:
                 raise Busy(f"too many requests from {key!r}: the limit is "
                                 f"{self.rate:g}/s; retry in {wait:.2f} s")
             self._buckets[key] = (tokens - 1.0, now)
+
+
+def peer_host(peer: str) -> str:
+    """The address of a gRPC peer without its port: ``ipv4:10.0.0.7:51234`` ->
+    ``ipv4:10.0.0.7``, ``ipv6:[::1]:51234`` -> ``ipv6:[::1]`` (gRPC may write the brackets
+as ``%5B``/``%5D``); others as they are.
+
+    A device's every new connection comes from a new ephemeral port, so a limit keyed on
+    the whole peer string would be per connection, not per device.
+    """
+    scheme, sep, rest = peer.partition(":")
+    if not sep or scheme not in ("ipv4", "ipv6"):
+        return peer
+    host, colon, port = rest.rpartition(":")
+    if not colon or not port.isdigit() or (scheme == "ipv6" and not host.endswith(("]", "%5D"))):
+        return peer
+    return f"{scheme}:{host}"
 
 
 class UploadSlots:

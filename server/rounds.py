@@ -18,13 +18,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedge.refusals import AlreadySettled, InvalidUpdate, StaleRequest
 from fedge.server.commit import model_blob as make_blob
 from fedge.server.commit import restore_strategy
+from fedge.server.intake import prepare
 from fedge.server.registry import Device, Registry
 from fedge.server.round_state import (
     AlreadyAccepted,
@@ -41,7 +42,7 @@ from fedge.server.round_state import (
 )
 from fedge.server.store import RoundRecord, StateStore
 from fedge.server.strategies.fedavg import FedAvg
-from fedge.server.validate import bound_norm, check_finite
+from fedge.server.strategies.spec import Strategy
 from fedge.tensors import Spec, from_blob, sha256_hex
 
 if TYPE_CHECKING:
@@ -69,11 +70,11 @@ class Rounds:
         initial: Mapping[str, np.ndarray],
         task_name: str,
         on_commit: Callable[[RoundRecord], None] | None = None,
-        strategy: FedAvg | None = None,
+        strategy: Strategy[Any] | None = None,
         deployments: Deployments | None = None,
     ) -> None:
         self.settings = settings
-        self.strategy = strategy if strategy is not None else FedAvg()
+        self.strategy: Strategy[Any] = strategy if strategy is not None else FedAvg()
         self.specs = specs
         self.registry = registry
         self.store = store
@@ -167,7 +168,9 @@ class Rounds:
                          num_examples: int, digest: str = "") -> Assignment:
         """Refuses an update that does not answer the device's open TRAIN task.
 
-        Raises AlreadyAccepted for a resent copy (same digest) of the accepted update.
+        Raises AlreadyAccepted for a resent copy (same digest) of the accepted update, and
+        AlreadySettled for any other update of a task that has its update or had one
+        refused. A refusal that settles (see fedge.refusals) settles the task here.
         """
         with self.cond:
             assignment = self.current.assignments.get(device.device_id)
@@ -179,37 +182,47 @@ class Rounds:
             if assignment.submitted:
                 if digest and digest == assignment.digest:
                     raise AlreadyAccepted()
-                raise AlreadySettled(f"a different update for task {task_id!r} of round {round_} "
-                               "was already accepted")
+                raise AlreadySettled(f"a different update for task {task_id!r} of round "
+                                     f"{round_} was already accepted")
+            if assignment.refused:  # final: the round stopped waiting for this task
+                raise AlreadySettled(f"task {task_id!r} of round {round_} is settled: its "
+                                     f"update was refused ({assignment.refused}); it takes no "
+                                     "other update")
             if not 0 < num_examples <= self.settings.max_examples:
-                raise InvalidUpdate(f"num_examples must be in 1..{self.settings.max_examples}"
-                                     f", got {num_examples}")
+                refusal = InvalidUpdate(f"num_examples must be in 1.."
+                                        f"{self.settings.max_examples}, got {num_examples}")
+                self.refuse(assignment, str(refusal))
+                raise refusal
             return assignment
 
     def accept(self, assignment: Assignment, arrays: dict[str, np.ndarray],
                num_examples: int, digest: str = "") -> None:
-        """Validates a complete, decoded update and folds it into the round (the caller
-        gives up arrays: clipping works in place)."""
-        check_finite(arrays)
-        # A weights update is bounded by its distance from the global model; a delta or
-        # a gradient by its own length.
-        reference = None
-        if self.settings.update_kind == "weights":
-            with self.cond:
-                reference = self.global_model
-        bound_norm(arrays, reference, self.settings.max_update_norm, self.settings.norm_action)
+        """Turns a decoded update into a checked pseudo-gradient against this round's
+        global model (the intake's last filters, fedge.server.intake.prepare) and hands
+        it to the strategy's accumulator. The caller gives up arrays (reused in place)."""
         with self.cond:
+            reference = self.global_model  # replaced, never mutated, at commit
+        gradient = prepare(arrays, reference, self.settings.update_kind,
+                           self.settings.max_update_norm, self.settings.norm_action)
+        with self.cond:
+            busy = assignment.submitted or assignment.folding
+            if busy and digest and digest == assignment.digest:
+                raise AlreadyAccepted()  # two copies of one update arrived together
+            if assignment.settled or assignment.folding:
+                raise AlreadySettled(f"task {assignment.task_id!r} of round "
+                                     f"{assignment.round} was settled while this update "
+                                     "arrived")
             if (self.current.assignments.get(assignment.device_id) is not assignment
-                    or assignment.submitted or assignment.folding
                     or self.phase is not Phase.TRAINING):
                 raise StaleRequest(f"round {assignment.round} closed before the update "
                                    "was complete")
             assignment.folding = True  # a closing round waits for this fold to end
+            assignment.digest = digest
             state = self.current
         folded, started = False, time.perf_counter()
         try:
             with state.fold_lock:  # the accumulator's own lock, not the round's
-                state.fold.add(arrays, float(num_examples))
+                state.fold.add(gradient, float(num_examples))
             folded = True
         finally:
             with self.cond:
@@ -219,17 +232,19 @@ class Rounds:
                     self.totals.updates_accepted += 1
                     state.examples += num_examples
                     assignment.submitted = True
-                    assignment.digest = digest
+                else:
+                    assignment.digest = ""
                 self.cond.notify_all()
         log.debug("round %d: accepted update from %s (%d examples)", assignment.round,
                   assignment.device_id, num_examples)
 
     def refuse(self, assignment: Assignment, reason: str) -> None:
-        """Settles an assignment whose update was refused: the device does not resend
-        it, so the round need not wait for it until the deadline."""
+        """Settles an assignment whose update was refused for good (its refusal's rule
+        settles): the round stops waiting for it and the task takes nothing more."""
         with self.cond:
             if (self.current.assignments.get(assignment.device_id) is assignment
-                    and not assignment.submitted and self.phase is Phase.TRAINING):
+                    and not assignment.settled and not assignment.folding
+                    and self.phase is Phase.TRAINING):
                 assignment.refused = reason
                 self.cond.notify_all()
 
@@ -315,7 +330,7 @@ class Rounds:
             number = self.current.number
             self.current = RoundState(number, bytes_up=self.current.bytes_up,
                                       bytes_down=self.current.bytes_down,
-                                      fold=self.strategy.new_round())
+                                      fold=self.strategy.new_accumulator())
             for device in sample:
                 self.current.assignments[device.device_id] = Assignment(
                     secrets.token_hex(8), device.device_id, number, deadline,

@@ -1,7 +1,11 @@
-"""The gRPC face of the server, and the one place our errors become status codes.
+"""The gRPC face of the server, and the one place our refusals become status codes.
 
-Handlers convert wire messages to our types at once, call the registry and the round
-state machine, and count the bytes that cross the wire for the round in progress.
+Handlers authenticate, convert wire messages to our types at once, call the registry and
+the round state machine, and count the bytes that cross the wire for the round in
+progress. An update's header is read here; its stream goes through the intake pipeline
+(fedge.server.intake) and into the round. Any refusal raised on the way reaches
+:func:`_status_boundary`, which sends its rule's status and its name (trailing metadata
+``fedge-refusal``); a refusal whose rule settles the task settles it first.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ import collections
 import contextvars
 import dataclasses
 import functools
-import hashlib
 import logging
 import random
 import threading
@@ -20,51 +23,29 @@ from typing import Any, TypeVar
 
 import grpc
 
-from fedge.encodings import decode, wire_specs
 from fedge.errors import FedgeError
 from fedge.protos import fedge_pb2, fedge_pb2_grpc
 from fedge.refusals import (
     METADATA_KEY,
-    Corrupt,
     InvalidRequest,
-    InvalidUpdate,
     PermissionDenied,
     Refused,
-    StaleRequest,
-    TooLarge,
     Unauthenticated,
-    UnknownSession,
     Unsupported,
 )
-from fedge.server.limits import RateLimiter, UploadSlots
+from fedge.server.intake import Expected, receive
+from fedge.server.limits import RateLimiter, UploadSlots, peer_host
 from fedge.server.registry import Device, Registry
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds, TaskView
 from fedge.server.status import to_proto
 from fedge.server.store import StateStore
 from fedge.server.tokens import TokenStore, check_device_id
-from fedge.tensors import (
-    CHUNK_BYTES,
-    ChecksumError,
-    Spec,
-    TensorAssembler,
-    TensorError,
-    check_crc32,
-    specs_from_proto,
-)
-from fedge.tensors import TooLarge as StreamTooLarge
+from fedge.tensors import CHUNK_BYTES, Spec, specs_from_proto
 from fedge.wire import ENCODINGS, UPDATE_KINDS, enum_name
 
 log = logging.getLogger(__name__)
 
 
-
-def as_refusal(exc: TensorError) -> Refused:
-    """The refusal for a tensor stream that does not decode to what was expected."""
-    if isinstance(exc, ChecksumError):
-        return Corrupt(str(exc))
-    if isinstance(exc, StreamTooLarge):
-        return TooLarge(str(exc))
-    return InvalidUpdate(str(exc))
 
 TOKEN_HEADER = "authorization"  # value: "Bearer <token>"
 
@@ -111,21 +92,20 @@ def _status_boundary(method: F) -> F:
         try:
             reset = _caller.set(self._authenticate(context))
             return method(self, request, context)
-        except (Refused, TensorError) as exc:
-            refusal = exc if isinstance(exc, Refused) else as_refusal(exc)
+        except Refused as refusal:
             code = grpc.StatusCode[refusal.rule.status]
             self._count_refusal(method.__name__, code)
             context.set_trailing_metadata(((METADATA_KEY, refusal.name),))
-            log.warning("%s refused (%s): %s", method.__name__, code.name, exc,
+            log.warning("%s refused (%s, %s): %s", method.__name__, code.name, refusal.name,
+                        refusal,
                         extra={"event": "request.refused", "method": method.__name__,
                                "status": code.name})
-            context.abort(code, str(exc))
+            context.abort(code, str(refusal))
         finally:
             if reset is not None:
                 _caller.reset(reset)
 
     return wrapper  # type: ignore[return-value]
-
 
 
 def _size(message: Any) -> int:
@@ -144,15 +124,17 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds = rounds
         self._store = store
         self._poll_seconds = poll_seconds
-        self._max_update_bytes = max_update_bytes
         self._tokens = tokens
         self._guards = guards or Guards(allow_anonymous=tokens is None)
         self._uploads = UploadSlots(self._guards.max_uploads)
         self._rate = RateLimiter(self._guards.rate_limit, self._guards.rate_burst)
         self._polls = threading.BoundedSemaphore(self._guards.max_polls)
-        self._refusals_lock = threading.Lock()
+        self._counts_lock = threading.Lock()
         self.refusals: collections.Counter[tuple[str, str]] = collections.Counter()
-        self.edge_installed = 0  # edge artifacts devices reported installed
+        self.edge_installed = 0  # edge artifacts devices reported installed (under the lock)
+        settings = rounds.settings
+        self._expected = Expected(tuple(specs), settings.encoding, settings.topk_fraction,
+                                  max_update_bytes)
         # Set by the server: the status snapshot for the last N rounds.
         self.status: Callable[[int], dict[str, Any]] | None = None
 
@@ -174,7 +156,10 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         else:
             raise Unauthenticated("no device token: give the daemon --token or FEDGE_TOKEN "
                                   "(from `fedge tokens create`)")
-        self._rate.admit(caller.name if caller is not None else f"peer {context.peer()}")
+        # Anonymous devices are limited per address, not per connection: a device that
+        # opens a new channel (a new ephemeral port) must not get a fresh bucket.
+        self._rate.admit(caller.name if caller is not None
+                         else f"peer {peer_host(context.peer())}")
         return caller
 
     @staticmethod
@@ -201,7 +186,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         return device
 
     def _count_refusal(self, method: str, code: grpc.StatusCode) -> None:
-        with self._refusals_lock:
+        with self._counts_lock:
             self.refusals[(method, code.name)] += 1
 
     @_status_boundary
@@ -279,9 +264,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         s = self._rounds.settings
         train = fedge_pb2.TrainConfig(
             epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
-            proximal_mu=self._rounds.strategy.proximal_mu,
             update_kind=UPDATE_KINDS[s.update_kind], encoding=ENCODINGS[s.encoding],
-            seed=a.seed, topk_fraction=s.topk_fraction)
+            seed=a.seed, topk_fraction=s.topk_fraction,
+            **self._rounds.strategy.client_config())  # what the strategy asks of devices
         return fedge_pb2.Task(kind=kind, task_id=a.task_id, round=a.round,
                               model_version=view.model_version, train=train,
                               deadline_unix=a.deadline)
@@ -321,16 +306,48 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     def SubmitUpdate(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
                      context: grpc.ServicerContext) -> fedge_pb2.SubmitReply:
         with self._uploads.hold():
-            return self._receive_update(request_iterator)
+            return self._receive_update(request_iterator, context)
 
     def _receive_update(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
-                        ) -> fedge_pb2.SubmitReply:
+                        context: grpc.ServicerContext) -> fedge_pb2.SubmitReply:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("payload") != "header":
             raise InvalidRequest("an update stream must start with an UpdateHeader")
         self._rounds.count_bytes(up=_size(first))
         header = first.header
         device = self._device(header.session_id)
+        self._check_header(header)
+        assignment: Assignment | None = None  # the task, once check_submission found it
+        try:
+            assignment = self._rounds.check_submission(device, header.task_id, header.round,
+                                                       header.num_examples, header.sha256)
+            if len(header.sha256) != 64:  # after the task: a stale one is said to be stale
+                raise InvalidRequest("the update header must carry the SHA-256 of its "
+                                     "stream")
+            arrays = receive(self._tensor_chunks(request_iterator), self._expected,
+                             header.sha256)
+            self._rounds.accept(assignment, arrays, header.num_examples, header.sha256)
+        except AlreadyAccepted:
+            log.info("round %d: %s resent its accepted update; ignored", header.round,
+                     device.device_id)
+            return fedge_pb2.SubmitReply(accepted=True, message="already accepted; the "
+                                         "resent copy was ignored")
+        except Refused as refusal:
+            # The table: the device will not send it again, so the round stops waiting.
+            # A stream that ended because its device hung up (the call is no longer
+            # active) is not the device's final word: it may resend after reconnecting.
+            if refusal.rule.settles and assignment is not None and context.is_active():
+                self._rounds.refuse(assignment, str(refusal))
+            raise
+        if header.metrics:
+            self._store.add_metrics(header.round, device.device_id, "train",
+                                    dict(header.metrics))
+        reply = fedge_pb2.SubmitReply(accepted=True, message="update accepted")
+        self._rounds.count_bytes(down=_size(reply))
+        return reply
+
+    def _check_header(self, header: fedge_pb2.UpdateHeader) -> None:
+        """Refuses a header this run cannot take, before its task is looked at."""
         settings = self._rounds.settings
         # Unspecified means WEIGHTS and F32, what devices sent before these existed.
         kind = header.kind or fedge_pb2.WEIGHTS
@@ -341,59 +358,19 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         if encoding != ENCODINGS[settings.encoding]:
             raise InvalidRequest(f"this run takes {settings.encoding}-encoded updates; the "
                                  f"device sent {enum_name(fedge_pb2.Encoding, encoding)}")
-        try:
-            assignment = self._rounds.check_submission(device, header.task_id, header.round,
-                                                       header.num_examples, header.sha256)
-        except AlreadyAccepted:
-            log.info("round %d: %s resent its accepted update; ignored", header.round,
-                     device.device_id)
-            return fedge_pb2.SubmitReply(accepted=True, message="already accepted; the "
-                                         "resent copy was ignored")
-        try:
-            self._fold_update(request_iterator, header, assignment)
-        except (StaleRequest, UnknownSession):
-            raise
-        except (Refused, TensorError) as exc:
-            refusal = exc if isinstance(exc, Refused) else as_refusal(exc)
-            if refusal.rule.settles:  # the device does not resend a refused update
-                self._rounds.refuse(assignment, str(exc))
-            raise refusal from None
-        if header.metrics:
-            self._store.add_metrics(header.round, device.device_id, "train",
-                                    dict(header.metrics))
-        reply = fedge_pb2.SubmitReply(accepted=True, message="update accepted")
-        self._rounds.count_bytes(down=_size(reply))
-        return reply
 
-    def _fold_update(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
-                     header: fedge_pb2.UpdateHeader, assignment: Assignment) -> None:
-        """Receives, checks, decodes and folds the tensors of an assigned update."""
-        settings = self._rounds.settings
-        if len(header.sha256) != 64:
-            raise InvalidRequest("the update header must carry the SHA-256 of its stream")
-        assembler = TensorAssembler(
-            wire_specs(self._specs, settings.encoding, settings.topk_fraction),
-            self._max_update_bytes)
-        digest = hashlib.sha256()
+    def _tensor_chunks(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
+                       ) -> Iterator[fedge_pb2.TensorChunk]:
+        """The tensor chunks that follow the header, their wire bytes counted."""
         received = 0
         try:
             for message in request_iterator:
                 received += _size(message)
                 if message.WhichOneof("payload") != "tensor":
                     raise InvalidRequest("only tensor chunks may follow the header")
-                if len(message.tensor.data) > CHUNK_BYTES:
-                    raise TooLarge(f"a chunk of {len(message.tensor.data)} bytes is over the "
-                                    f"{CHUNK_BYTES}-byte chunk limit")
-                check_crc32(message.tensor)
-                assembler.add(message.tensor)
-                digest.update(message.tensor.data)
+                yield message.tensor
         finally:  # counted once per stream, refused streams included
             self._rounds.count_bytes(up=received)
-        wire = assembler.finish()
-        if digest.hexdigest() != header.sha256:
-            raise Corrupt("the update's bytes do not match the SHA-256 in its header")
-        arrays = decode(wire, self._specs, settings.encoding)
-        self._rounds.accept(assignment, arrays, header.num_examples, header.sha256)
 
     @_status_boundary
     def ReportMetrics(self, request: fedge_pb2.MetricsReport,
@@ -404,7 +381,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                                 dict(request.metrics))
         if request.metrics.get("edge_installed"):
             device.edge_model = str(request.model_version)
-            self.edge_installed += 1
+            with self._counts_lock:  # handlers run on many threads
+                self.edge_installed += 1
         reply = fedge_pb2.MetricsReply()
         self._rounds.count_bytes(down=_size(reply))
         return reply

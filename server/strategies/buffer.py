@@ -1,7 +1,9 @@
-"""The accumulator of robust strategies: every update of the round, kept in memory.
+"""The accumulator of robust strategies: every pseudo-gradient of the round, in memory.
 
 Median, trimmed mean and Krum need all of a round's updates at once, so memory grows
 with the number of clients (K updates of the model's size), unlike FedAvg's fold.
+:class:`Buffered` is the shape those strategies share: a buffer as accumulator and a
+plain SGD step on whatever their robust aggregate returns.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from fedge.server.strategies.fedavg import check_server_lr, sgd_step
+from fedge.server.strategies.spec import Arrays, Strategy
+
 
 class UpdateBuffer:
-    """The round's updates and their weights, in arrival order."""
+    """The round's pseudo-gradients and their weights, in arrival order."""
 
     def __init__(self) -> None:
         self.updates: list[Mapping[str, np.ndarray]] = []
@@ -30,3 +35,24 @@ class UpdateBuffer:
         self.weights.append(weight)
         self.count += 1
         self.total_weight += weight
+
+
+class Buffered(Strategy[UpdateBuffer]):
+    """A strategy that aggregates the round's buffered pseudo-gradients at once and
+    steps with SGD; subclasses define :meth:`aggregate`.
+
+    server_lr: server step size (default 1.0: adopt the robust aggregate of the models).
+    """
+
+    buffers = True
+
+    def __init__(self, server_lr: float = 1.0) -> None:
+        self.server_lr = check_server_lr(server_lr)
+
+    def new_accumulator(self) -> UpdateBuffer:
+        """A buffer: a robust aggregate needs every update at once."""
+        return UpdateBuffer()
+
+    def step(self, weights: Arrays, gradient: Arrays) -> dict[str, np.ndarray]:
+        """weights - server_lr * gradient."""
+        return sgd_step(weights, gradient, self.server_lr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fedge.server.strategies.fedadagrad import FedAdagrad
 from fedge.server.strategies.fedadam import FedAdam
 from fedge.server.strategies.fedavg import FedAvg
@@ -10,9 +12,10 @@ from fedge.server.strategies.fedprox import FedProx
 from fedge.server.strategies.fedyogi import FedYogi
 from fedge.server.strategies.krum import Krum, MultiKrum
 from fedge.server.strategies.median import Median
+from fedge.server.strategies.spec import Strategy
 from fedge.server.strategies.trimmed_mean import TrimmedMean
 
-STRATEGIES: dict[str, type[FedAvg]] = {cls.name: cls for cls in (
+STRATEGIES: dict[str, type[Strategy[Any]]] = {cls.name: cls for cls in (
     FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad, Median, TrimmedMean, Krum,
     MultiKrum)}
 
@@ -20,8 +23,11 @@ STRATEGIES: dict[str, type[FedAvg]] = {cls.name: cls for cls in (
 def build_strategy(name: str, server_lr: float | None = None,
                    server_momentum: float | None = None, mu: float | None = None,
                    trim: float | None = None,
-                   byzantine_f: int | None = None) -> FedAvg:
+                   byzantine_f: int | None = None) -> Strategy[Any]:
     """The named strategy; None leaves a parameter at the strategy's default.
+
+    A new strategy plugs in by implementing fedge.server.strategies.spec.Strategy and
+    being listed here (and in fedge.config's names); nothing else changes.
 
     Settings that do not belong to the strategy are refused by the config checks
     (fedge.config) before this is called.

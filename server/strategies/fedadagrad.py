@@ -23,7 +23,7 @@ class FedAdagrad(FedOpt):
     """Adagrad on the server.
 
     server_lr: eta (default 0.01; Flower's 0.1 is too large a first step, as for FedAdam).
-    tau: 1e-3 by default (see FedAdam: Flower's 1e-9 amplifies rounding noise).
+    tau: 1e-3 by default, for the reason given in FedAdam (Flower's default is 1e-9).
     """
 
     name = "fedadagrad"

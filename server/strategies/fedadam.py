@@ -27,8 +27,13 @@ class FedAdam(FedOpt):
     server_lr: eta (default 0.01; Flower's 0.1 moves every weight by about 0.1 on the
         first step, which wrecks a freshly initialised model's loss).
     beta1, beta2: 0.9 and 0.99 by default, as Flower's.
-    tau: 1e-3 by default (Flower's 1e-9 turns float rounding noise in coordinates whose
-        true update is zero into full steps of eta; Reddi et al. tune tau in 1e-7..1).
+    tau: 1e-3 by default: how adaptive the step is. A coordinate whose pseudo-gradient
+        is far below tau moves by about eta * m / tau instead of a full eta; with
+        Flower's 1e-9 every coordinate that changed at all moves by about eta on the first
+        step (sign descent). Reddi et al. tune tau as a hyperparameter; Flower's FedYogi
+        also defaults to 1e-3. (tau is no longer needed against float noise: updates are
+        folded as differences against the global model, so a coordinate no client
+        changed has a pseudo-gradient of exactly 0 and does not move, whatever tau.)
     """
 
     name = "fedadam"

@@ -7,7 +7,9 @@ Deep Networks from Decentralized Data". AISTATS 2017. https://arxiv.org/abs/1602
 updates arrive, folding each into a running sum at once (one fused pass per update, see
 :func:`scaled_add`), so the server holds one sum the size of the model however many
 clients report. :class:`FedAvg` is the strategy, written as a server optimizer (SGD on
-the mean pseudo-gradient, :func:`sgd_step`) that the other strategies subclass.
+the mean pseudo-gradient, :func:`sgd_step`) that the FedAvg family subclasses
+(FedAvgM, FedProx, FedOpt); it is one implementation of
+:class:`fedge.server.strategies.spec.Strategy`.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from fedge.server.strategies.spec import Accumulator, Arrays, Strategy
+
 log = logging.getLogger(__name__)
 
-Arrays = Mapping[str, np.ndarray]
+__all__ = ["Accumulator", "Arrays", "FedAvg", "FedAvgFold", "scaled_add", "sgd_step",
+           "weighted_mean"]
 
 
 def weighted_mean(updates: Sequence[Arrays], weights: Sequence[float]) -> dict[str, np.ndarray]:
@@ -41,7 +46,8 @@ def weighted_mean(updates: Sequence[Arrays], weights: Sequence[float]) -> dict[s
 
 
 def _accumulator_dtype(dtype: np.dtype) -> np.dtype:
-    # float32 sums are exact enough for model weights and keep the fold at memory speed;
+    # The fold sums pseudo-gradients (small differences from the global model, not the
+    # weights themselves), so float32 keeps them to float32 rounding at memory speed;
     # wider or integer tensors (counters, running stats) are summed in float64.
     return np.dtype(np.float32) if dtype in (np.float16, np.float32) else np.dtype(np.float64)
 
@@ -158,58 +164,38 @@ def sgd_step(weights: Arrays, gradient: Arrays, lr: float) -> dict[str, np.ndarr
     return out
 
 
-class Accumulator(Protocol):
-    """What a round collects updates into: a fold (FedAvg family) or a buffer."""
-
-    count: int
-    total_weight: float
-
-    def add(self, update: Mapping[str, np.ndarray], weight: float) -> None: ...
-
-
-class FedAvg:
+class FedAvg(Strategy[FedAvgFold]):
     """FedAvg as a server optimizer: plain SGD on the mean pseudo-gradient.
 
-    Every update arrives as a pseudo-gradient (``w_global - w_client``, a delta negated,
-    or a gradient as it is), is folded into a running example-weighted sum at once
-    (O(model) memory), and at commit the server takes one step
-    ``w <- w - server_lr * mean``. The subclasses change the step (FedAvgM, FedOpt),
-    the client's local objective (FedProx), or the aggregate (robust strategies).
+    Every update reaches the strategy as a pseudo-gradient (``w_global - w_client``, a
+    delta negated, or a gradient as it is; see fedge.server.intake), is folded into a
+    running example-weighted sum at once (O(model) memory), and at commit the server
+    takes one step ``w <- w - server_lr * mean``. The subclasses change the step (FedAvgM,
+    FedOpt) or what the clients are asked to do (FedProx).
 
     server_lr: the server step size (default 1.0: the client models' weighted mean).
     """
 
     name = "fedavg"
-    #: True for strategies that keep every update of a round in memory.
-    buffers = False
-    #: FedProx's proximal coefficient, sent to clients with each task.
-    proximal_mu = 0.0
 
     def __init__(self, server_lr: float = 1.0) -> None:
-        if server_lr <= 0:
-            raise ValueError(f"server_lr must be positive, got {server_lr}")
-        self.server_lr = server_lr
+        self.server_lr = check_server_lr(server_lr)
 
-    def new_round(self) -> Accumulator:
-        """An empty accumulator for a round's pseudo-gradients."""
+    def new_accumulator(self) -> FedAvgFold:
+        """An empty running sum."""
         return FedAvgFold()
 
-    def aggregate(self, accumulator: Accumulator) -> dict[str, np.ndarray]:
-        """The round's aggregate pseudo-gradient: here the example-weighted mean."""
-        assert isinstance(accumulator, FedAvgFold)
+    def aggregate(self, accumulator: FedAvgFold) -> dict[str, np.ndarray]:
+        """The round's aggregate pseudo-gradient: the example-weighted mean."""
         return accumulator.result()
 
     def step(self, weights: Arrays, gradient: Arrays) -> dict[str, np.ndarray]:
-        """The new global weights after one server step on the aggregate."""
+        """The new global weights after one server SGD step on the aggregate."""
         return sgd_step(weights, gradient, self.server_lr)
 
-    def state(self) -> dict[str, np.ndarray]:
-        """The server optimizer's state, checkpointed with each round (none here)."""
-        return {}
 
-    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Restores what state() returned (on a resumed run)."""
-
-    def describe(self) -> str:
-        """One line for logs."""
-        return f"{self.name} (server lr {self.server_lr:g})"
+def check_server_lr(server_lr: float) -> float:
+    """server_lr, refused unless positive."""
+    if server_lr <= 0:
+        raise ValueError(f"server_lr must be positive, got {server_lr}")
+    return server_lr

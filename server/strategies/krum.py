@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedge.server.strategies.buffer import UpdateBuffer
-from fedge.server.strategies.fedavg import Accumulator, Arrays, FedAvg, weighted_mean
+from fedge.server.strategies.buffer import Buffered, UpdateBuffer
+from fedge.server.strategies.fedavg import weighted_mean
+from fedge.server.strategies.spec import Arrays
 
 
 def pairwise_sq_distances(updates: Sequence[Arrays]) -> np.ndarray:
@@ -50,7 +51,7 @@ def krum_select(updates: Sequence[Arrays], f: int, m: int = 1) -> list[int]:
     return [int(i) for i in np.argsort(krum_scores(updates, f), kind="stable")[:m]]
 
 
-class Krum(FedAvg):
+class Krum(Buffered):
     """Krum: the server steps along the single most central update (buffers updates).
 
     server_lr: server step size (default 1.0: adopt the chosen client's model).
@@ -58,7 +59,6 @@ class Krum(FedAvg):
     """
 
     name = "krum"
-    buffers = True
 
     def __init__(self, server_lr: float = 1.0, byzantine_f: int = 1) -> None:
         super().__init__(server_lr)
@@ -70,13 +70,8 @@ class Krum(FedAvg):
         """How many updates survive selection out of count."""
         return 1
 
-    def new_round(self) -> Accumulator:
-        """A buffer: scoring needs every update at once."""
-        return UpdateBuffer()
-
-    def aggregate(self, accumulator: Accumulator) -> dict[str, np.ndarray]:
+    def aggregate(self, accumulator: UpdateBuffer) -> dict[str, np.ndarray]:
         """The selected update, or the weighted mean of the selected ones."""
-        assert isinstance(accumulator, UpdateBuffer)
         chosen = krum_select(accumulator.updates, self.byzantine_f,
                              self.keep(accumulator.count))
         return weighted_mean([accumulator.updates[i] for i in chosen],

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedge.server.strategies.buffer import UpdateBuffer
-from fedge.server.strategies.fedavg import Accumulator, Arrays, FedAvg
+from fedge.server.strategies.buffer import Buffered, UpdateBuffer
+from fedge.server.strategies.spec import Arrays
 
 
 def coordinate_median(updates: Sequence[Arrays]) -> dict[str, np.ndarray]:
@@ -27,20 +27,14 @@ def coordinate_median(updates: Sequence[Arrays]) -> dict[str, np.ndarray]:
         updates[0][name].dtype, copy=False) for name in updates[0]}
 
 
-class Median(FedAvg):
+class Median(Buffered):
     """FedAvg with the mean replaced by the coordinate-wise median (buffers updates).
 
     server_lr: server step size (default 1.0: the median of the client models).
     """
 
     name = "median"
-    buffers = True
 
-    def new_round(self) -> Accumulator:
-        """A buffer: the median needs every update at once."""
-        return UpdateBuffer()
-
-    def aggregate(self, accumulator: Accumulator) -> dict[str, np.ndarray]:
+    def aggregate(self, accumulator: UpdateBuffer) -> dict[str, np.ndarray]:
         """The coordinate-wise median of the buffered pseudo-gradients."""
-        assert isinstance(accumulator, UpdateBuffer)
         return coordinate_median(accumulator.updates)

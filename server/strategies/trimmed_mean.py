@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedge.server.strategies.buffer import UpdateBuffer
-from fedge.server.strategies.fedavg import Accumulator, Arrays, FedAvg
+from fedge.server.strategies.buffer import Buffered, UpdateBuffer
+from fedge.server.strategies.spec import Arrays
 
 
 def trimmed_mean(updates: Sequence[Arrays], trim: float) -> dict[str, np.ndarray]:
@@ -37,7 +37,7 @@ def trimmed_mean(updates: Sequence[Arrays], trim: float) -> dict[str, np.ndarray
     return out
 
 
-class TrimmedMean(FedAvg):
+class TrimmedMean(Buffered):
     """FedAvg with the mean replaced by the coordinate-wise trimmed mean (buffers).
 
     server_lr: server step size (default 1.0).
@@ -45,7 +45,6 @@ class TrimmedMean(FedAvg):
     """
 
     name = "trimmed-mean"
-    buffers = True
 
     def __init__(self, server_lr: float = 1.0, trim: float = 0.2) -> None:
         super().__init__(server_lr)
@@ -53,13 +52,8 @@ class TrimmedMean(FedAvg):
             raise ValueError(f"trim must be in [0, 0.5), got {trim}")
         self.trim = trim
 
-    def new_round(self) -> Accumulator:
-        """A buffer: the trimmed mean needs every update at once."""
-        return UpdateBuffer()
-
-    def aggregate(self, accumulator: Accumulator) -> dict[str, np.ndarray]:
+    def aggregate(self, accumulator: UpdateBuffer) -> dict[str, np.ndarray]:
         """The trimmed mean of the buffered pseudo-gradients."""
-        assert isinstance(accumulator, UpdateBuffer)
         return trimmed_mean(accumulator.updates, self.trim)
 
     def describe(self) -> str:

@@ -18,6 +18,7 @@ from fedge.simulations.runner import simulate
 from fedge.tasks import load_task
 from fedge.tasks.training import weights_of
 from fedge.tensors import fingerprint, from_blob, iter_chunks, specs_to_proto, stream_sha256
+from tests.faults.rawdevice import RawDevice
 from tests.fleet import Fleet
 
 Run = Callable[..., dict[str, Any]]
@@ -200,3 +201,17 @@ def test_the_server_refuses_updates_of_the_wrong_kind_encoding_or_shape(fleet: F
     records = server.wait(timeout=30)
     assert records[-1].round == 1  # zero deltas: the model is unchanged
     channel.close()
+
+
+def test_the_strategy_s_client_settings_reach_the_devices_tasks(fleet: Fleet) -> None:
+    """The gRPC layer copies what the strategy asks of devices (FedProx's mu) into each
+    TRAIN task without knowing what it means; FedAvg asks nothing."""
+    for strategy, mu, expected in (("fedprox", 0.3, 0.3), ("fedavg", None, 0.0)):
+        server = fleet.server(rounds=1, min_clients=1, strategy=strategy, mu=mu,
+                              allow_anonymous=True, state_dir=str(fleet.tmp / strategy))
+        port = server.start()
+        device = RawDevice(port, "probe", None)
+        device.join()
+        assert device.poll_train().train.proximal_mu == pytest.approx(expected)
+        device.close()
+        server.shutdown(grace=0.1)

@@ -37,11 +37,14 @@ class RawDevice:
     device_id: str
     token: str | None
     session: str = ""
+    own_connection: bool = False  # True: never share a TCP connection with other devices
     channel: grpc.Channel = field(init=False)
     stub: fedge_pb2_grpc.FederationStub = field(init=False)
 
     def __post_init__(self) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        # gRPC shares connections between channels to the same target unless told not to.
+        options = [("grpc.use_local_subchannel_pool", 1)] if self.own_connection else []
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=options)
         self.stub = fedge_pb2_grpc.FederationStub(self.channel)
 
     @property

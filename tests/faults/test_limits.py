@@ -59,6 +59,25 @@ def test_a_device_over_its_request_rate_is_told_to_back_off(
     calm.close()
 
 
+def test_anonymous_devices_are_limited_per_address_not_per_connection(
+        tmp_path: Path, servers: list[FedgeServer]) -> None:
+    """Two anonymous devices on one host, each over its own connection (its own
+    ephemeral port), share one bucket: a device cannot escape the limit by reconnecting."""
+    server = _server(tmp_path, allow_anonymous=True, rate_limit=0.5, rate_burst=4.0)
+    servers.append(server)
+    port = server.start()
+    first = RawDevice(port, "first", None, own_connection=True)
+    second = RawDevice(port, "second", None, own_connection=True)
+    first.join()
+    for _ in range(3):  # the rest of the burst of 4
+        refusal(lambda: first.fetch(0, offset=10**6))  # refused for its offset: admitted
+    code, message = refusal(second.join)
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED and "too many requests" in message
+    assert "peer ipv4:127.0.0.1'" in message or "peer ipv6:" in message, message
+    first.close()
+    second.close()
+
+
 def test_uploads_beyond_the_cap_are_refused_not_queued(
         tmp_path: Path, servers: list[FedgeServer]) -> None:
     server = _server(tmp_path, max_uploads=1)

@@ -1,6 +1,6 @@
 """Every strategy x update kind the math allows, through the server's aggregation path
-(decode -> pseudo-gradient -> accumulate -> aggregate -> server step) on real updates
-from the torch trainer, without gRPC."""
+(decode -> pseudo-gradient, finite, norm -> accumulate -> aggregate -> server step) on
+real updates from the torch trainer, without gRPC."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import torch
 from fedge.client.trainer import Trainer
 from fedge.client.update import UpdatePlan, compute_update
 from fedge.encodings import decode, encode
+from fedge.server.intake import prepare
 from fedge.server.strategies.catalog import STRATEGIES, build_strategy
-from fedge.server.strategies.pseudo_gradient import UPDATE_KINDS, pseudo_gradient
 from fedge.simulations.partition import iid
 from fedge.tasks import load_task
 from fedge.tasks.training import evaluate, load_weights, weights_of
 from fedge.tensors import fingerprint
+from fedge.wire import UPDATE_KIND_NAMES as UPDATE_KINDS
 
 TASK = load_task("digits-mlp")
 CLIENTS = 5
@@ -51,23 +52,20 @@ def _metrics(weights: dict[str, np.ndarray]) -> dict[str, float]:
     return evaluate(TASK, model, splits.test_x, splits.test_y)
 
 
-def _aggregate(strategy_name: str, kind: str, encoding: str = "f32",
-               per_update: bool = False) -> dict[str, np.ndarray]:
-    """One round as the server runs it: decode, accumulate, aggregate, convert the
-    aggregate to a pseudo-gradient, step (per_update: convert each update instead)."""
+def _aggregate(strategy_name: str, kind: str, encoding: str = "f32") -> dict[str, np.ndarray]:
+    """One round as the server runs it: decode, turn each update into a checked
+    pseudo-gradient, accumulate, aggregate, step."""
     glob, _ = _setup()
     specs = fingerprint(glob)
     lr = SERVER_LR.get(kind) if strategy_name in ("fedavg", "median", "trimmed-mean", "krum",
                                                   "multikrum", "fedprox") else None
     strategy = build_strategy(strategy_name, server_lr=lr, **OPTIONS.get(strategy_name, {}))
-    acc = strategy.new_round()
+    acc = strategy.new_accumulator()
     for update, n in _updates(kind):
         arrays = decode(encode({k: v.copy() for k, v in update.items()}, encoding), specs,
                         encoding)
-        acc.add(pseudo_gradient(kind, glob, arrays) if per_update else arrays, n)
-    aggregate = strategy.aggregate(acc)
-    gradient = aggregate if per_update else pseudo_gradient(kind, glob, aggregate)
-    return strategy.step(glob, gradient)
+        acc.add(prepare(arrays, glob, kind, 0.0, "refuse"), n)
+    return strategy.step(glob, strategy.aggregate(acc))
 
 
 COMBINATIONS = [(s, k) for s in STRATEGIES for k in UPDATE_KINDS
@@ -89,22 +87,14 @@ def test_every_strategy_and_update_kind_improves_the_model(strategy: str, kind: 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_weights_and_deltas_give_the_same_global_model(strategy: str) -> None:
-    """Both become the same pseudo-gradient, so every strategy must land on the same
-    model (to float32 rounding) whichever of the two the clients send."""
+    """Each update becomes its pseudo-gradient against the global model before the
+    fold: ``fl(w_g - w_k) == -fl(w_k - w_g)``, so every strategy lands on the very same
+    model whichever of the two the clients send (folding weights and converting the
+    aggregate, as the server once did, differed by float32 cancellation)."""
     from_weights = _aggregate(strategy, "weights")
     from_delta = _aggregate(strategy, "delta")
     for name in from_weights:
-        np.testing.assert_allclose(from_delta[name], from_weights[name], atol=2e-6)
-
-
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_converting_the_aggregate_equals_aggregating_converted_updates(strategy: str) -> None:
-    """The server turns the round's aggregate into a pseudo-gradient, not each update:
-    every strategy's aggregate must commute with x -> w_global - x."""
-    for kind in ("weights", "delta"):
-        once, each = _aggregate(strategy, kind), _aggregate(strategy, kind, per_update=True)
-        for name in once:
-            np.testing.assert_allclose(once[name], each[name], atol=2e-6)
+        np.testing.assert_array_equal(from_delta[name], from_weights[name])
 
 
 def test_lossy_encodings_stay_close_to_f32() -> None:

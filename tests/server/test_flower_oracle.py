@@ -30,6 +30,7 @@ from flwr.server.strategy.aggregate import (  # noqa: E402
     aggregate_trimmed_avg,
 )
 
+from fedge.server.intake import pseudo_gradient  # noqa: E402
 from fedge.server.strategies.fedadagrad import FedAdagrad  # noqa: E402
 from fedge.server.strategies.fedadam import FedAdam  # noqa: E402
 from fedge.server.strategies.fedavg import FedAvg, FedAvgFold  # noqa: E402
@@ -37,7 +38,7 @@ from fedge.server.strategies.fedavgm import FedAvgM  # noqa: E402
 from fedge.server.strategies.fedyogi import FedYogi  # noqa: E402
 from fedge.server.strategies.krum import Krum, MultiKrum  # noqa: E402
 from fedge.server.strategies.median import Median  # noqa: E402
-from fedge.server.strategies.pseudo_gradient import pseudo_gradient  # noqa: E402
+from fedge.server.strategies.spec import Strategy  # noqa: E402
 from fedge.server.strategies.trimmed_mean import TrimmedMean  # noqa: E402
 
 NAMES = ("a.weight", "a.bias", "b.weight")
@@ -62,10 +63,10 @@ def _fit_res(arrays: list[np.ndarray], n: int) -> tuple[Any, FitRes]:
     return None, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), n, {})
 
 
-def _ours(strategy: FedAvg, glob: list[np.ndarray], models: list[list[np.ndarray]],
+def _ours(strategy: Strategy[Any], glob: list[np.ndarray], models: list[list[np.ndarray]],
           counts: list[int]) -> dict[str, np.ndarray]:
     """One round of ours, from client models, as the server runs it."""
-    acc = strategy.new_round()
+    acc = strategy.new_accumulator()
     for m, n in zip(models, counts, strict=True):
         acc.add(pseudo_gradient("weights", _named(glob), _named(m)), n)
     return strategy.step(_named(glob), strategy.aggregate(acc))

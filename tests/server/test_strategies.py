@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pytest
 
 from fedge.config import STRATEGIES as CONFIG_STRATEGIES
+from fedge.server.intake import pseudo_gradient
 from fedge.server.strategies.buffer import UpdateBuffer
 from fedge.server.strategies.catalog import STRATEGIES, build_strategy
 from fedge.server.strategies.fedadagrad import FedAdagrad
@@ -16,7 +20,7 @@ from fedge.server.strategies.fedprox import FedProx
 from fedge.server.strategies.fedyogi import FedYogi
 from fedge.server.strategies.krum import Krum, MultiKrum, krum_scores, krum_select
 from fedge.server.strategies.median import Median, coordinate_median
-from fedge.server.strategies.pseudo_gradient import pseudo_gradient
+from fedge.server.strategies.spec import Strategy
 from fedge.server.strategies.trimmed_mean import TrimmedMean, trimmed_mean
 
 
@@ -24,9 +28,9 @@ def _a(*values: float) -> np.ndarray:
     return np.array(values, np.float32)
 
 
-def _round(strategy: FedAvg, updates: list[dict[str, np.ndarray]],
+def _round(strategy: Strategy[Any], updates: list[dict[str, np.ndarray]],
            weights: list[float]) -> dict[str, np.ndarray]:
-    acc = strategy.new_round()
+    acc = strategy.new_accumulator()
     for u, w in zip(updates, weights, strict=True):
         acc.add({k: v.copy() for k, v in u.items()}, w)
     return strategy.aggregate(acc)
@@ -54,7 +58,7 @@ def test_fedavg_with_lr_1_on_pseudo_gradients_is_the_weighted_mean_of_models() -
     glob = {"w": _a(1.0, 1.0, 1.0)}
     models = [{"w": _a(2.0, 0.0, 1.0)}, {"w": _a(4.0, 2.0, -3.0)}]
     strategy = FedAvg()
-    acc = strategy.new_round()
+    acc = strategy.new_accumulator()
     for m, n in zip(models, [1, 3], strict=True):
         acc.add(pseudo_gradient("weights", glob, {"w": m["w"].copy()}), n)
     new = strategy.step(glob, strategy.aggregate(acc))
@@ -84,7 +88,7 @@ def test_fedavgm_accumulates_heavy_ball_momentum_and_checkpoints_it() -> None:
 
 def test_fedprox_is_fedavg_on_the_server_with_mu_for_the_clients() -> None:
     s = FedProx(mu=0.3)
-    assert s.proximal_mu == 0.3 and FedAvg().proximal_mu == 0.0
+    assert s.client_config() == {"proximal_mu": 0.3} and FedAvg().client_config() == {}
     updates = [{"w": _a(1.0, 2.0)}, {"w": _a(3.0, 4.0)}]
     np.testing.assert_allclose(_round(s, updates, [1, 1])["w"],
                                _round(FedAvg(), updates, [1, 1])["w"])
@@ -130,7 +134,7 @@ def test_median_ignores_weights_and_outliers() -> None:
     updates = [{"w": _a(1.0, 10.0)}, {"w": _a(2.0, 20.0)}, {"w": _a(1000.0, -1e6)}]
     np.testing.assert_array_equal(coordinate_median(updates)["w"], [2.0, 10.0])
     s = Median()
-    assert s.buffers and isinstance(s.new_round(), UpdateBuffer)
+    assert s.buffers and isinstance(s.new_accumulator(), UpdateBuffer)
     np.testing.assert_array_equal(_round(s, updates, [100, 1, 1])["w"], [2.0, 10.0])
 
 
@@ -173,3 +177,45 @@ def test_build_strategy_uses_defaults_and_settings() -> None:
         build_strategy("fedsomething")
     with pytest.raises(ValueError, match="server_lr"):
         build_strategy("fedavg", server_lr=0.0)
+
+
+class _Sum:
+    """An accumulator that is no fold or buffer: a plain unweighted sum."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, np.ndarray] = {}
+        self.count, self.total_weight = 0, 0.0
+
+    def add(self, update: Mapping[str, np.ndarray], weight: float) -> None:
+        for name, array in update.items():
+            self.total[name] = self.total.get(name, 0) + array
+        self.count += 1
+        self.total_weight += weight
+
+
+class _UnweightedMean(Strategy[_Sum]):
+    """A strategy written against the spec alone, with its own accumulator type."""
+
+    name = "unweighted"
+
+    def new_accumulator(self) -> _Sum:
+        return _Sum()
+
+    def aggregate(self, accumulator: _Sum) -> dict[str, np.ndarray]:
+        return {n: a / accumulator.count for n, a in accumulator.total.items()}
+
+    def step(self, weights: Mapping[str, np.ndarray],
+             gradient: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return sgd_step(weights, gradient, 1.0)
+
+
+def test_a_strategy_needs_only_the_spec() -> None:
+    glob = {"w": _a(1.0, 1.0)}
+    strategy = _UnweightedMean()
+    acc = strategy.new_accumulator()
+    for model, n in (({"w": _a(2.0, 0.0)}, 1), ({"w": _a(4.0, 2.0)}, 99)):
+        acc.add(pseudo_gradient("weights", glob, model), n)
+    new = strategy.step(glob, strategy.aggregate(acc))
+    np.testing.assert_array_equal(new["w"], [3.0, 1.0])  # unweighted: examples ignored
+    assert strategy.client_config() == {} and strategy.state() == {}
+    assert not strategy.buffers and "unweighted" in strategy.describe()

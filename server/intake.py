@@ -1,0 +1,241 @@
+"""The intake of an update: one ordered pipeline of small filters, no gRPC.
+
+Every update a device sends passes these filters in this order before it may touch the
+round's aggregate. Each is a pure function (or a generator over the chunk stream) and
+raises exactly one kind of refusal from :mod:`fedge.refusals`, whose rule says whether
+it settles the device's task and whether the daemon may retry:
+
+==  =======================  ==========================================  ===============
+ #  filter                   checks                                      refusal
+==  =======================  ==========================================  ===============
+ 1  :func:`chunk_limit`      no chunk over ``CHUNK_BYTES``               TooLarge
+ 2  :func:`update_limit`     the stream within ``max_update_bytes``      TooLarge
+ 3  :func:`crc_checked`      each chunk's CRC-32                         Corrupt
+ 4  :class:`StreamDigest`    (records the stream's SHA-256 as it passes)
+ 5  :func:`assemble`         names, dtypes, shapes, order, completeness  InvalidUpdate
+ 6  :func:`check_digest`     the SHA-256 announced in the header         Corrupt
+ 7  :func:`decode_update`    the encoding's own checks (int8 scales,     InvalidUpdate
+                             top-k indices)
+ 8  :func:`pseudo_gradient`  (turns the update into ``g`` against the
+                             round's global model)
+ 9  :func:`check_finite`     no NaN or infinite value in ``g``           InvalidUpdate
+10  :func:`bound_norm`       ``||g|| <= max_update_norm``, or clip        InvalidUpdate
+11  the strategy's           (``accumulator.add(g, examples)``)
+    accumulator
+==  =======================  ==========================================  ===============
+
+:func:`receive` runs filters 1-7 over a stream of tensor chunks; :func:`prepare` runs
+8-10 against the global model of the update's round; the round state
+(fedge.server.rounds) calls :func:`prepare` and then its strategy's accumulator.
+
+Updates are folded as pseudo-gradients, differences against the global model, not as
+weights: ``w_global - w_k`` of two nearby float32 numbers is exact (Sterbenz), so the
+fold sums small numbers and ``weights`` and ``delta`` updates give the same aggregate
+to float32 rounding, and an update that changed nothing contributes exactly zero.
+Finiteness is checked on ``g`` rather than on the update, so that a finite but huge
+weight whose difference overflows is refused too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedge.encodings import decode, wire_specs
+from fedge.protos import fedge_pb2
+from fedge.refusals import Corrupt, InvalidUpdate, TooLarge
+from fedge.tensors import CHUNK_BYTES, ChecksumError, Spec, TensorAssembler, TensorError
+from fedge.tensors import check_crc32 as _crc32
+from fedge.wire import UPDATE_KIND_NAMES
+
+log = logging.getLogger(__name__)
+
+Chunks = Iterable[fedge_pb2.TensorChunk]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a run's updates must look like on the wire.
+
+    specs: the task's tensors; encoding, topk_fraction: how updates travel;
+    max_bytes: the largest update stream taken (``--max-update-bytes``).
+    """
+
+    specs: tuple[Spec, ...]
+    encoding: str
+    topk_fraction: float
+    max_bytes: int
+
+    @property
+    def wire(self) -> list[Spec]:
+        """The tensors an update travels as, in this run's encoding."""
+        return wire_specs(self.specs, self.encoding, self.topk_fraction)
+
+
+# ------------------------------------------------------------------ the stream (1-7)
+
+def chunk_limit(chunks: Chunks) -> Iterator[fedge_pb2.TensorChunk]:
+    """1. Refuses a chunk over CHUNK_BYTES (TooLarge)."""
+    for chunk in chunks:
+        if len(chunk.data) > CHUNK_BYTES:
+            raise TooLarge(f"a chunk of {len(chunk.data)} bytes is over the {CHUNK_BYTES}-"
+                           "byte chunk limit")
+        yield chunk
+
+
+def update_limit(chunks: Chunks, max_bytes: int) -> Iterator[fedge_pb2.TensorChunk]:
+    """2. Refuses a stream whose data grows past max_bytes (TooLarge), before it is held."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk.data)
+        if total > max_bytes:
+            raise TooLarge(f"update exceeds the maximum of {max_bytes} bytes "
+                           "(--max-update-bytes)")
+        yield chunk
+
+
+def crc_checked(chunks: Chunks) -> Iterator[fedge_pb2.TensorChunk]:
+    """3. Refuses a chunk without a CRC-32, or whose data fails it (Corrupt)."""
+    for chunk in chunks:
+        try:
+            _crc32(chunk)
+        except ChecksumError as exc:
+            raise Corrupt(str(exc)) from None
+        yield chunk
+
+
+class StreamDigest:
+    """4. The SHA-256 of the chunks' data, in stream order, computed as they pass."""
+
+    def __init__(self, chunks: Chunks) -> None:
+        self._chunks = chunks
+        self._digest = hashlib.sha256()
+
+    def __iter__(self) -> Iterator[fedge_pb2.TensorChunk]:
+        for chunk in self._chunks:
+            self._digest.update(chunk.data)
+            yield chunk
+
+    def hexdigest(self) -> str:
+        """The digest of everything that has passed so far."""
+        return self._digest.hexdigest()
+
+
+def assemble(chunks: Chunks, wire: Iterable[Spec]) -> dict[str, np.ndarray]:
+    """5. The wire tensors, each checked against its expected name, dtype and shape,
+    sent in order and whole (InvalidUpdate)."""
+    assembler = TensorAssembler(wire)
+    try:
+        for chunk in chunks:
+            assembler.add(chunk)
+        return assembler.finish()
+    except TensorError as exc:
+        raise InvalidUpdate(str(exc)) from None
+
+
+def check_digest(actual: str, announced: str) -> None:
+    """6. Refuses a stream whose SHA-256 is not the one its header announced (Corrupt)."""
+    if actual != announced:
+        raise Corrupt("the update's bytes do not match the SHA-256 in its header")
+
+
+def decode_update(wire: Mapping[str, np.ndarray], expected: Expected) -> dict[str, np.ndarray]:
+    """7. The task's tensors back from their encoding (InvalidUpdate)."""
+    try:
+        return decode(wire, expected.specs, expected.encoding)
+    except TensorError as exc:
+        raise InvalidUpdate(str(exc)) from None
+
+
+def receive(chunks: Chunks, expected: Expected, sha256: str) -> dict[str, np.ndarray]:
+    """Filters 1-7: the decoded update from a stream of tensor chunks."""
+    digest = StreamDigest(crc_checked(update_limit(chunk_limit(chunks), expected.max_bytes)))
+    wire = assemble(digest, expected.wire)
+    check_digest(digest.hexdigest(), sha256)
+    return decode_update(wire, expected)
+
+
+# ------------------------------------------------------------------ the values (8-10)
+
+def pseudo_gradient(kind: str, global_weights: Mapping[str, np.ndarray],
+                    update: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """8. The update as a pseudo-gradient, reusing its arrays (the caller gives them up).
+
+    ``weights`` (the client's new model w_k): ``g = w_global - w_k``; ``delta``
+    (``w_k - w_global``): ``g = -delta``; ``gradient`` (the mean loss gradient at
+    w_global): ``g`` as sent. A server optimizer then steps ``w <- w - lr * aggregate(g)``;
+    with lr 1 and FedAvg's mean this is the weighted mean of the client models.
+    Floating-point tensors keep their dtype (float32); integer tensors (counters)
+    become float64.
+    """
+    if kind not in UPDATE_KIND_NAMES:
+        raise ValueError(f"unknown update kind {kind!r}; use one of {UPDATE_KIND_NAMES}")
+    out = {}
+    for name, x in update.items():
+        if x.dtype.kind != "f" or not x.flags.writeable:
+            x = x.astype(np.float64 if x.dtype.kind != "f" else x.dtype)
+        if kind == "weights":
+            with np.errstate(over="ignore"):  # an overflow is refused by check_finite
+                np.subtract(global_weights[name], x, out=x, casting="unsafe")
+        elif kind == "delta":
+            np.negative(x, out=x)
+        out[name] = x
+    return out
+
+
+def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
+    """9. Refuses NaN or infinite values, naming the first such tensor (InvalidUpdate)."""
+    for name, array in arrays.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            what = "NaN" if np.isnan(array).any() else "infinite values"
+            raise InvalidUpdate(f"tensor {name!r} holds {what}")
+
+
+def norm(arrays: Mapping[str, np.ndarray]) -> float:
+    """The L2 norm over all floating tensors, summed in float64."""
+    total = 0.0
+    for array in arrays.values():
+        if array.dtype.kind == "f":
+            flat = array.ravel()
+            # einsum accumulates in float64 without a float64 copy of the model.
+            total += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
+    return math.sqrt(total)
+
+
+def bound_norm(gradient: MutableMapping[str, np.ndarray], max_norm: float,
+               action: str) -> float:
+    """10. Enforces ``||gradient|| <= max_norm`` (0 means no bound).
+
+    action "refuse" raises InvalidUpdate; "clip" scales gradient down to the bound, in
+    place. Returns the norm before any clipping (0.0 without a bound: not computed, as
+    it costs a float64 pass over the model).
+    """
+    if max_norm <= 0:
+        return 0.0
+    length = norm(gradient)
+    if length <= max_norm:
+        return length
+    if action == "refuse":
+        raise InvalidUpdate(f"update norm {length:.4g} exceeds the bound of {max_norm:.4g} "
+                            "(--max-update-norm)")
+    scale = max_norm / length
+    for array in gradient.values():
+        if array.dtype.kind == "f":
+            array *= scale
+    log.info("clipped an update of norm %.4g to %.4g", length, max_norm)
+    return length
+
+
+def prepare(update: dict[str, np.ndarray], global_weights: Mapping[str, np.ndarray],
+            kind: str, max_norm: float, action: str) -> dict[str, np.ndarray]:
+    """Filters 8-10: the checked, bounded pseudo-gradient of a decoded update against
+    the global model of its round (the caller gives up update's arrays)."""
+    gradient = pseudo_gradient(kind, global_weights, update)
+    check_finite(gradient)
+    bound_norm(gradient, max_norm, action)
+    return gradient
