@@ -13,7 +13,7 @@ import numpy as np
 from fedge.server.registry import Registry
 from fedge.server.rounds import Rounds, RoundSettings
 from fedge.server.store import StateStore
-from fedge.server.strategies.fedavg import Accumulator, FedAvg, FedAvgFold
+from fedge.server.strategies.fedavg import FedAvg, FedAvgFold
 from fedge.tensors import fingerprint
 from tests.faults.rawdevice import digits_weights
 
@@ -38,7 +38,7 @@ class HeldFedAvg(FedAvg):
         super().__init__()
         self.entered, self.release = threading.Event(), threading.Event()
 
-    def new_round(self) -> Accumulator:
+    def new_accumulator(self) -> FedAvgFold:
         return HeldFold(self.entered, self.release)
 
 
