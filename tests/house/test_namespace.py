@@ -3,6 +3,7 @@ own ``client.py``, ``server.py`` or ``edge.py`` never meets ours."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -48,8 +49,13 @@ def user_project(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_the_wheel_installs_only_fedge(tmp_path: Path) -> None:
+    # Built from a copy: a build leaves build/ and fedge.egg-info/ behind, and an
+    # egg-info in the checkout makes pip elsewhere believe fedge is installed.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "__pycache__", "runs", ".*_cache"))
     run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                          "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+                          "--no-build-isolation", "-w", str(tmp_path), str(source)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     wheel = next(tmp_path.glob("fedge-*.whl"))
