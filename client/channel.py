@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 
 from fedge.config import ClientConfig
-from fedge.errors import FedgeError
 from fedge.refusals import METADATA_KEY, RULES, Rule, rule_for
 from fedge.tensors import CHUNK_BYTES
+from fedge.tls import channel_credentials
 
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 4 * CHUNK_BYTES),
                    ("grpc.max_send_message_length", 4 * CHUNK_BYTES)]
@@ -65,13 +64,7 @@ def open_channel(config: ClientConfig) -> grpc.Channel:
     if config.insecure:
         channel = grpc.insecure_channel(config.server, options=CHANNEL_OPTIONS)
     else:
-        try:
-            root = Path(config.tls_ca).read_bytes()
-            key = Path(config.tls_key).read_bytes() if config.tls_key else None
-            cert = Path(config.tls_cert).read_bytes() if config.tls_cert else None
-        except OSError as exc:
-            raise FedgeError(f"cannot read the TLS CA or client certificate: {exc}") from exc
-        credentials = grpc.ssl_channel_credentials(root, private_key=key, certificate_chain=cert)
+        credentials = channel_credentials(config.tls_ca, config.tls_cert, config.tls_key)
         channel = grpc.secure_channel(config.server, credentials, options=CHANNEL_OPTIONS)
     if config.token:
         # grpc's interceptor classes use tuple-based call details; ours only add metadata.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fedge.errors import FedgeError
+from fedge.tls import channel_credentials
 
 
 def register(sub: Any) -> None:
@@ -59,14 +60,8 @@ def _channel(args: argparse.Namespace) -> Any:
                          "development only, --insecure")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise FedgeError("--tls-cert and --tls-key go together: give both or neither")
-    try:
-        root = Path(args.tls_ca).read_bytes()
-        key = Path(args.tls_key).read_bytes() if args.tls_key else None
-        cert = Path(args.tls_cert).read_bytes() if args.tls_cert else None
-    except OSError as exc:
-        raise FedgeError(f"cannot read the TLS CA or client certificate: {exc}") from None
-    return grpc.secure_channel(args.server, grpc.ssl_channel_credentials(
-        root, private_key=key, certificate_chain=cert))
+    return grpc.secure_channel(args.server,
+                               channel_credentials(args.tls_ca, args.tls_cert, args.tls_key))
 
 
 def _remote_status(args: argparse.Namespace) -> dict[str, Any]:
