@@ -8,12 +8,12 @@ override it. Its first comment lines say what it models.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fedge.config import SimulateConfig, build
+from fedge.config.loading import read_toml
 from fedge.errors import ConfigError
 
 FOLDER = Path(__file__).parent / "scenarios"
@@ -48,17 +48,6 @@ def resolve(name: str) -> Path:
                       "(or give the path of a TOML file)")
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        values = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    nested = [k for k, v in values.items() if isinstance(v, dict)]
-    if nested:
-        raise ConfigError(f"{path}: unexpected table [{nested[0]}]; settings are top-level "
-                          "keys")
-    return values
-
 
 def load_simulation(scenario: str | None, config: str | None,
                     overrides: Mapping[str, Any]) -> SimulateConfig:
@@ -68,14 +57,14 @@ def load_simulation(scenario: str | None, config: str | None,
     sources = []
     if scenario:
         path = resolve(scenario)
-        values.update(_read(path))
+        values.update(read_toml(path))
         values.setdefault("scenario", path.stem)
         sources.append(str(path))
     if config:
         path = Path(config)
         if not path.is_file():
             raise ConfigError(f"config file {config} does not exist")
-        values.update(_read(path))
+        values.update(read_toml(path))
         sources.append(config)
     given = {k: v for k, v in overrides.items() if v is not None}
     if given:
