@@ -4,6 +4,7 @@ as a client would read it."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from fedge.config import PARTITIONS
@@ -82,6 +83,10 @@ def inspect(args: argparse.Namespace) -> int:
     from fedge.client.data import ReadOptions, inspect_sources
     from fedge.tasks import load_task
 
+    missing = [p for p in args.paths if not set("*?[") & set(p) and not Path(p).exists()]
+    if missing:
+        raise FedgeError(f"{missing[0]} does not exist; give the directories, files or "
+                         "globs the client would read")
     task = load_task(args.task)
     inventory = inspect_sources(args.paths, task.schema, ReadOptions(
         label_column=args.label_column or "", x_key=args.x_key, y_key=args.y_key))
