@@ -13,7 +13,8 @@ from fedge.errors import FedgeError
 
 def unusable(root: Path, exc: BaseException) -> FedgeError:
     """The error for a state directory that cannot be used, naming the cause."""
-    return FedgeError(f"cannot use the state dir {root}: {exc}; give --state-dir a "
+    cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return FedgeError(f"cannot use the state dir {root}: {cause}; give --state-dir a "
                       "directory this user can create and write, or fix its permissions")
 
 
