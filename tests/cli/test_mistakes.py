@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +137,34 @@ def test_a_certificate_that_is_not_its_keys_is_named_before_anything_is_made(
                              str(other.key), "--state-dir", "state")
     assert f"TLS certificate {one.cert} does not match the key {other.key}" in line
     assert not (place / "state").exists()
+
+
+@pytest.mark.parametrize("side", ["insecure", "wrong CA"])
+def test_a_client_misconfigured_for_tls_stops_within_30_s_naming_tls(
+        place: Path, side: str) -> None:
+    ca = Authority(place / "pki")
+    pair = ca.issue("server", server=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [*FEDGE, "server", "--tls-cert", str(pair.cert), "--tls-key", str(pair.key),
+         "--host", "127.0.0.1", "--port", str(port), "--state-dir", "state"],
+        cwd=place, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        for line in server.stderr:  # serving once it says so
+            if "serving task" in line:
+                break
+        tls = (["--insecure"] if side == "insecure" else
+               ["--tls-ca", str(Authority(place / "other", "other CA").cert)])
+        started = time.monotonic()
+        line = fails_in_one_line(place, "client", "--server", f"127.0.0.1:{port}",
+                                 "--data", "good", *tls, timeout=60)
+        assert time.monotonic() - started < 30
+        assert line.startswith("fedge: error: TLS: ")
+        assert ("drop --insecure" if side == "insecure" else "CERTIFICATE_VERIFY_FAILED") \
+            in line
+    finally:
+        server.kill()
+        server.wait()
