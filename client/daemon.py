@@ -310,6 +310,14 @@ class Daemon:
         the old model kept."""
         from fedge.client.deploy import install_and_evaluate
 
+        if not self.config.trust_key:  # a choice, not a fault: say so once, calmly
+            if not self.stats.edge_refused:
+                log.info("%s: no --trust-key: this device does not install edge models "
+                         "(give it the server's public key to install them)",
+                         self.config.device_id)
+            self.stats.edge_refused += 1
+            self._report_edge(session, task, {"edge_refused": 1.0})
+            return
         try:
             blob = download(session, task.model_version, artifact=True)
             self.stats.bytes_down += len(blob)
@@ -324,6 +332,10 @@ class Daemon:
                       "model: %s", self.config.device_id, task.model_version, exc)
             self.stats.edge_refused += 1
             metrics = {"edge_refused": 1.0}
+        self._report_edge(session, task, metrics)
+
+    def _report_edge(self, session: Session, task: fedge_pb2.Task,
+                     metrics: dict[str, float]) -> None:
         report = fedge_pb2.MetricsReport(session_id=session.id, round=task.model_version,
                                          model_version=task.model_version, metrics=metrics)
         session.call(session.stub.ReportMetrics.future(report, timeout=30))
