@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     if "token" not in options and os.environ.get("FEDGE_TOKEN"):
         options["token"] = os.environ["FEDGE_TOKEN"]
     config = load(ClientConfig, args.config, options)
+    if config.trust_key and not os.path.isfile(config.trust_key):
+        # Found now, not at the first edge model, rounds into the run.
+        raise FedgeError(f"--trust-key {config.trust_key} is not a file; give the server's "
+                         "public key (edge-public-key.pem in its state dir)")
     if config.inference_only:
         return _run_daemon(config, _inference_only_daemon(config))
     if not config.data:

@@ -63,14 +63,19 @@ def partition(args: argparse.Namespace) -> int:
     task = load_task(args.task)
     splits = task.load_data()
     parts = split(splits.train_y, args.clients, args.partition, args.alpha, args.seed)
-    if args.scatter:
-        from fedge.simulations.scatter import write_scatters
+    try:
+        if args.scatter:
+            from fedge.simulations.scatter import write_scatters
 
-        scatters = write_scatters(splits.train_x, splits.train_y, parts, task.schema,
-                                  args.out, args.seed)
-        dirs = [s.directory for s in scatters]
-    else:
-        dirs = write_partitions(splits.train_x, splits.train_y, parts, args.out)
+            scatters = write_scatters(splits.train_x, splits.train_y, parts, task.schema,
+                                      args.out, args.seed)
+            dirs = [s.directory for s in scatters]
+        else:
+            dirs = write_partitions(splits.train_x, splits.train_y, parts, args.out)
+    except OSError as exc:
+        raise FedgeError(f"cannot write the partitions under --out {args.out}: "
+                         f"{exc.strerror or exc}; give a directory this user can create "
+                         "and write") from None
     for directory, part in zip(dirs, parts, strict=True):
         print(f"{directory}  {len(part)} examples")
     return 0

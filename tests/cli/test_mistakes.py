@@ -103,6 +103,14 @@ CLIENT = ("client", "--insecure", "--server", "127.0.0.1:1")
      "cannot split 1257 examples among 100000 clients"),
     (("status", "--server", "127.0.0.1:1", "--token", "t", "--tls-ca", "missing.pem"),
      "cannot read the TLS CA"),
+    (("status", "--state-dir", "afile"), "cannot read afile/status.json"),
+    ((*CLIENT, "--data", "good", "--trust-key", "missing.pem"),
+     "--trust-key missing.pem is not a file; give the server's public key"),
+    (("data", "partition", "--clients", "2", "--out", "afile"),
+     "cannot write the partitions under --out afile: Not a directory"),
+    (("simulate", "--lr", "-0.1", "--out", "s"), "lr must be >= 0, got -0.1"),
+    (("edge", "verify", "--public-key", "missing.pem", "nothing.fedge"),
+     "cannot read the artifact at nothing.fedge"),
 ])
 def test_a_mistake_ends_in_one_line_and_exit_2(place: Path, argv: tuple[str, ...],
                                                message: str) -> None:
@@ -129,13 +137,20 @@ def test_server_port_in_use_is_named_before_anything_is_made(place: Path,
     assert not (place / "state").exists()
 
 
-def test_a_certificate_that_is_not_its_keys_is_named_before_anything_is_made(
+def test_tls_files_that_do_not_fit_are_named_before_anything_is_made(
         place: Path) -> None:
     ca = Authority(place / "pki")
     one, other = ca.issue("one", server=True), ca.issue("other", server=True)
     line = fails_in_one_line(place, "server", "--tls-cert", str(one.cert), "--tls-key",
                              str(other.key), "--state-dir", "state")
     assert f"TLS certificate {one.cert} does not match the key {other.key}" in line
+    line = fails_in_one_line(place, "server", "--tls-cert", str(one.cert), "--tls-key",
+                             "bad.pem", "--state-dir", "state")
+    assert "TLS key bad.pem is not an unencrypted PEM private key" in line
+    line = fails_in_one_line(place, "server", "--tls-cert", str(one.cert), "--tls-key",
+                             str(one.key), "--tls-client-ca", "bad.pem", "--state-dir",
+                             "state")
+    assert "TLS client CA bad.pem is not a PEM certificate" in line
     assert not (place / "state").exists()
 
 
