@@ -61,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
             raise FedgeError(f"--data {missing[0]} does not exist; give the directory or "
                              "files that hold this device's examples")
         skipped = data.inventory().files_skipped
-        raise FedgeError(f"no usable examples in {', '.join(config.data)} ({skipped} "
-                         f"file(s) skipped: none fits task {task.name}); run `fedge data "
-                         "inspect` on them to see why")
+        why = (f"{skipped} file(s) skipped: none fits task {task.name}" if skipped
+               else "no files there")
+        raise FedgeError(f"no usable examples in {', '.join(config.data)} ({why}); run "
+                         "`fedge data inspect` on them to see why")
     return _run_daemon(config, Daemon(config, task, Trainer(task, x, y, config.device), data))
 
 

@@ -41,6 +41,7 @@ def place(tmp_path: Path) -> Path:
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("not data\n")
     (tmp_path / "junk" / "blob.bin").write_bytes(b"\x00\x01\x02")
+    (tmp_path / "empty").mkdir()
     (tmp_path / "unlabelled").mkdir()
     header = ",".join(f"p{i}" for i in range(64))
     (tmp_path / "unlabelled" / "a.csv").write_text(f"{header}\n{','.join(['1'] * 64)}\n")
@@ -75,6 +76,7 @@ CLIENT = ("client", "--insecure", "--server", "127.0.0.1:1")
     ((*CLIENT, "--data", "unlabelled"), "no usable examples in unlabelled"),
     ((*CLIENT, "--data", "wide"), "none fits task digits-mlp"),
     ((*CLIENT, "--data", "nowhere"), "--data nowhere does not exist"),
+    ((*CLIENT, "--data", "empty"), "no usable examples in empty (no files there)"),
     ((*CLIENT, "--data", "good", "--device", "cuda"), "CUDA is not available here"),
     ((*CLIENT, "--data", "good", "--task", "nosuch"), "unknown task 'nosuch'"),
     (("client", "--data", "good", "--tls-ca", "missing.pem"), "cannot read the TLS CA"),
