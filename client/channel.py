@@ -114,3 +114,31 @@ def refusal_of(exc: grpc.RpcError) -> Refusal:
     details_of = getattr(exc, "details", None)
     details = (details_of() if callable(details_of) else None) or str(exc)
     return Refusal(code.name, name, details, rule_for(code.name, name))
+
+
+# A TLS problem fails every handshake the same way; a server that is away does not
+# stay away with the same handshake error. After this many identical failures in a
+# row (a few seconds of backoff) the daemon stops and says what is wrong.
+TLS_FAILURES_TO_STOP = 3
+
+
+def tls_problem(config: ClientConfig, refusal: Refusal, joined: bool) -> str | None:
+    """What a failed call says about a TLS misconfiguration, in words a person can act
+    on; None when it looks like anything else (a server away, busy, restarting).
+
+    joined: the daemon has joined this server before; a plaintext channel that the
+    server closes is only taken for a TLS server before that.
+    """
+    details = refusal.details
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return (f"TLS: the certificate of server {config.server} is not signed by the CA "
+                f"in --tls-ca {config.tls_ca} (CERTIFICATE_VERIFY_FAILED); give the CA "
+                "that issued the server's certificate")
+    if "handshake failed" in details.lower() or "SSL_ERROR" in details:
+        return (f"TLS: the handshake with server {config.server} fails ({details[-160:]}); "
+                "check --tls-ca, and --tls-cert/--tls-key where the server asks for a "
+                "client certificate")
+    if config.insecure and not joined and "Socket closed" in details:
+        return (f"TLS: server {config.server} closes plaintext connections: it serves TLS; "
+                "drop --insecure and give --tls-ca with the CA that issued its certificate")
+    return None

@@ -44,7 +44,14 @@ import grpc
 import numpy as np
 
 from fedge import __version__
-from fedge.client.channel import ChannelFactory, open_channel, refusal_of
+from fedge.client.channel import (
+    TLS_FAILURES_TO_STOP,
+    ChannelFactory,
+    Refusal,
+    open_channel,
+    refusal_of,
+    tls_problem,
+)
 from fedge.client.data import LocalData
 from fedge.client.session import Backoff, Link, Session, Stopped
 from fedge.client.stats import DaemonStats
@@ -92,6 +99,8 @@ class Daemon:
         self._handlers: dict[int, TaskHandler] = {fedge_pb2.TRAIN: self.train,
                                                   fedge_pb2.DEPLOY: self.deploy}
         self._session = ""  # the last session joined, offered back when rejoining
+        self._tls_problem: str | None = None  # the last failure's TLS problem, if any
+        self._tls_failures = 0  # how many calls in a row failed with it
         # Top-k's dropped entries, carried into this device's next update.
         self._feedback = ErrorFeedback()
 
@@ -147,16 +156,33 @@ class Daemon:
                         raise FedgeError(f"server {self.config.server} refused "
                                          f"{self.config.device_id}: {refusal.code}: "
                                          f"{refusal.details}") from exc
+                    problem = self._check_tls(refusal)
                     delay = self._link.backoff.next_delay()
-                    log.warning("%s: server %s %s (%s); retrying in %.1f s",
-                                self.config.device_id, self.config.server,
-                                "is unavailable" if refusal.code == "UNAVAILABLE"
-                                else "failed the request", refusal, delay)
+                    if problem is not None:  # not the server being away: say what it is
+                        log.warning("%s: %s; retrying in %.1f s", self.config.device_id,
+                                    problem, delay)
+                    else:
+                        log.warning("%s: server %s %s (%s); retrying in %.1f s",
+                                    self.config.device_id, self.config.server,
+                                    "is unavailable" if refusal.code == "UNAVAILABLE"
+                                    else "failed the request", refusal, delay)
                     if self._link.wait(delay):
                         break
         log.info("%s: stopped after %d round(s)", self.config.device_id,
                  self.stats.rounds_trained)
         return self.stats
+
+    def _check_tls(self, refusal: Refusal) -> str | None:
+        """The TLS problem a failed call shows, if any; raises one FedgeError after a
+        few identical ones in a row: retrying a misconfigured channel helps no one."""
+        problem = tls_problem(self.config, refusal, self.stats.joins > 0)
+        if problem is None or problem != self._tls_problem:
+            self._tls_problem, self._tls_failures = problem, 0
+        if problem is not None:
+            self._tls_failures += 1
+            if self._tls_failures >= TLS_FAILURES_TO_STOP:
+                raise FedgeError(problem)
+        return problem
 
     def _join(self, stub: fedge_pb2_grpc.FederationStub) -> Session:
         request = fedge_pb2.JoinRequest(
@@ -284,6 +310,14 @@ class Daemon:
         the old model kept."""
         from fedge.client.deploy import install_and_evaluate
 
+        if not self.config.trust_key:  # a choice, not a fault: say so once, calmly
+            if not self.stats.edge_refused:
+                log.info("%s: no --trust-key: this device does not install edge models "
+                         "(give it the server's public key to install them)",
+                         self.config.device_id)
+            self.stats.edge_refused += 1
+            self._report_edge(session, task, {"edge_refused": 1.0})
+            return
         try:
             blob = download(session, task.model_version, artifact=True)
             self.stats.bytes_down += len(blob)
@@ -298,6 +332,10 @@ class Daemon:
                       "model: %s", self.config.device_id, task.model_version, exc)
             self.stats.edge_refused += 1
             metrics = {"edge_refused": 1.0}
+        self._report_edge(session, task, metrics)
+
+    def _report_edge(self, session: Session, task: fedge_pb2.Task,
+                     metrics: dict[str, float]) -> None:
         report = fedge_pb2.MetricsReport(session_id=session.id, round=task.model_version,
                                          model_version=task.model_version, metrics=metrics)
         session.call(session.stub.ReportMetrics.future(report, timeout=30))

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from fedge.errors import FedgeError
+
 log = logging.getLogger(__name__)
 
 
@@ -47,8 +49,13 @@ class MetricsEndpoint:
 
     def start(self, host: str, port: int) -> int:
         """Serves /metrics on host:port (0 picks a free port); returns the port."""
-        self._server, self._thread = start_http_server(port, addr=host,
-                                                       registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(port, addr=host,
+                                                           registry=self.registry)
+        except OSError as exc:
+            raise FedgeError(f"cannot serve metrics on {host}:{port} (--metrics-port): "
+                             f"{exc.strerror}; stop what holds it or choose another "
+                             "port") from None
         bound = int(self._server.server_port)
         log.info("metrics on http://%s:%d/metrics", host, bound)
         return bound

@@ -19,6 +19,7 @@ from fedge.errors import FedgeError
 from fedge.protos import fedge_pb2_grpc
 from fedge.server.deploy import Deployments
 from fedge.server.evaluate import Evaluator
+from fedge.server.preflight import preflight
 from fedge.server.registry import Registry
 from fedge.server.rounds import Phase, Rounds, RoundSettings
 from fedge.server.service import FederationService, Guards, poll_slots
@@ -89,6 +90,7 @@ class FedgeServer:
                  on_round: Callable[[RoundRecord], None] | None = None,
                  start_clients: int = 0) -> None:
         self.config = config
+        preflight(config)  # before a key, an evaluation or a state dir is made
         self.task = load_task(config.task)
         torch.manual_seed(config.seed)
         initial = weights_of(self.task.build_model())

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fedge.errors import FedgeError
+from fedge.server.state_db import make_dirs, open_db
 from fedge.tensors import sha256_hex
 
 SCHEMA = """
@@ -72,13 +72,11 @@ class StateStore:
     def __init__(self, state_dir: str | Path) -> None:
         self.root = Path(state_dir)
         self.checkpoints = self.root / "checkpoints"
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root, self.checkpoints)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.root / "fedge.db", check_same_thread=False, timeout=10)
         # WAL: `fedge tokens` may write while the server runs; FULL: a commit is on disk.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = open_db(self.root, ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"),
+                           SCHEMA)
 
     def close(self) -> None:
         with self._lock:

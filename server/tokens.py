@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from fedge.errors import FedgeError
 from fedge.refusals import Unauthenticated
+from fedge.server.state_db import open_db
 
 PREFIX = "fdg_"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
@@ -68,12 +68,9 @@ class TokenStore:
 
     def __init__(self, state_dir: str | Path) -> None:
         root = Path(state_dir)
-        root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # WAL lets `fedge tokens` write while a running server reads.
-        self._db = sqlite3.connect(root / "fedge.db", check_same_thread=False, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_db(root, ("PRAGMA journal_mode=WAL",), SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(tokens)")}
         if "role" not in columns:  # a state dir from before operator tokens
             with self._db:

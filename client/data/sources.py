@@ -66,6 +66,13 @@ def expand(source: str) -> list[Path]:
     return sorted(set(files))
 
 
+def _nothing_in(source: str) -> str:
+    """Why a source gave no files: it is not there, or it is there but empty."""
+    if _GLOB_CHARS & set(source):
+        return "matches no files"
+    return "holds no files" if os.path.exists(source) else "does not exist"
+
+
 def _walk(root: Path) -> list[Path]:
     out: list[Path] = []
     for folder, dirs, names in os.walk(root):
@@ -175,7 +182,7 @@ class LocalData:
         for source in self.sources:
             files = expand(source)
             if not files:
-                log.warning("data source %s holds no files", source)
+                log.warning("data source %s %s", source, _nothing_in(source))
             paths = []
             for path, partner in _units(files, self.options):
                 signature = _signature(path, partner)
@@ -216,7 +223,7 @@ class LocalData:
         else:
             x = np.concatenate([e.x for e in entries])
             y = np.concatenate([e.y for e in entries])
-        if not by_content:
+        if not by_content or len(y) == 0:  # no examples: nothing to order
             return x, y
         order = content_order(x, y)
         return x[order], y[order]
@@ -261,7 +268,7 @@ def inspect_sources(sources: Iterable[str], schema: DataSchema,
         report = SourceReport(source)
         files = expand(source)
         if not files:
-            log.warning("data source %s holds no files", source)
+            log.warning("data source %s %s", source, _nothing_in(source))
         for path, _ in _units(files, options):
             if path not in seen:  # a file two sources name is counted once, in the first
                 seen.add(path)

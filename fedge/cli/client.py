@@ -36,11 +36,15 @@ def run(args: argparse.Namespace) -> int:
     if "token" not in options and os.environ.get("FEDGE_TOKEN"):
         options["token"] = os.environ["FEDGE_TOKEN"]
     config = load(ClientConfig, args.config, options)
+    if config.trust_key and not os.path.isfile(config.trust_key):
+        # Found now, not at the first edge model, rounds into the run.
+        raise FedgeError(f"--trust-key {config.trust_key} is not a file; give the server's "
+                         "public key (edge-public-key.pem in its state dir)")
     if config.inference_only:
         return _run_daemon(config, _inference_only_daemon(config))
     if not config.data:
         raise FedgeError("the client needs local data: --data DIR (repeatable)")
-    _check_can_train()
+    _check_can_train(config.device)
     from fedge.client.daemon import Daemon
     from fedge.client.data import LocalData, ReadOptions
     from fedge.client.trainer import Trainer
@@ -52,14 +56,22 @@ def run(args: argparse.Namespace) -> int:
     data.rescan()
     x, y = data.arrays()
     if len(y) == 0:
-        raise FedgeError(f"no usable examples in {', '.join(config.data)}; run "
+        missing = [s for s in config.data if not set("*?[") & set(s) and not os.path.exists(s)]
+        if missing:
+            raise FedgeError(f"--data {missing[0]} does not exist; give the directory or "
+                             "files that hold this device's examples")
+        skipped = data.inventory().files_skipped
+        why = (f"{skipped} file(s) skipped: none fits task {task.name}" if skipped
+               else "no files there")
+        raise FedgeError(f"no usable examples in {', '.join(config.data)} ({why}); run "
                          "`fedge data inspect` on them to see why")
     return _run_daemon(config, Daemon(config, task, Trainer(task, x, y, config.device), data))
 
 
-def _check_can_train() -> None:
-    """Refuses to start a training daemon where torch does not import: such a device
-    must be made inference-only on purpose, since the server then never samples it."""
+def _check_can_train(device: str) -> None:
+    """Refuses to start a training daemon where torch does not import (such a device
+    must be made inference-only on purpose, since the server then never samples it) or
+    where the asked-for CUDA device is not there."""
     from fedge.client.inference import torch_problem
 
     problem = torch_problem()
@@ -68,6 +80,16 @@ def _check_can_train() -> None:
                          "inference-only device with --inference-only (inference_only = "
                          "true), or install torch with the train extra: pip install "
                          "'fedge[train]'")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise FedgeError(f"--device {device}: CUDA is not available here (no GPU, or "
+                             "a torch built without CUDA); use --device cpu")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise FedgeError(f"--device {device}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s), numbered from 0")
 
 
 def _inference_only_daemon(config: ClientConfig) -> Any:

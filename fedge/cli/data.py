@@ -4,6 +4,7 @@ as a client would read it."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from fedge.config import PARTITIONS
@@ -62,14 +63,19 @@ def partition(args: argparse.Namespace) -> int:
     task = load_task(args.task)
     splits = task.load_data()
     parts = split(splits.train_y, args.clients, args.partition, args.alpha, args.seed)
-    if args.scatter:
-        from fedge.simulations.scatter import write_scatters
+    try:
+        if args.scatter:
+            from fedge.simulations.scatter import write_scatters
 
-        scatters = write_scatters(splits.train_x, splits.train_y, parts, task.schema,
-                                  args.out, args.seed)
-        dirs = [s.directory for s in scatters]
-    else:
-        dirs = write_partitions(splits.train_x, splits.train_y, parts, args.out)
+            scatters = write_scatters(splits.train_x, splits.train_y, parts, task.schema,
+                                      args.out, args.seed)
+            dirs = [s.directory for s in scatters]
+        else:
+            dirs = write_partitions(splits.train_x, splits.train_y, parts, args.out)
+    except OSError as exc:
+        raise FedgeError(f"cannot write the partitions under --out {args.out}: "
+                         f"{exc.strerror or exc}; give a directory this user can create "
+                         "and write") from None
     for directory, part in zip(dirs, parts, strict=True):
         print(f"{directory}  {len(part)} examples")
     return 0
@@ -82,6 +88,10 @@ def inspect(args: argparse.Namespace) -> int:
     from fedge.client.data import ReadOptions, inspect_sources
     from fedge.tasks import load_task
 
+    missing = [p for p in args.paths if not set("*?[") & set(p) and not Path(p).exists()]
+    if missing:
+        raise FedgeError(f"{missing[0]} does not exist; give the directories, files or "
+                         "globs the client would read")
     task = load_task(args.task)
     inventory = inspect_sources(args.paths, task.schema, ReadOptions(
         label_column=args.label_column or "", x_key=args.x_key, y_key=args.y_key))

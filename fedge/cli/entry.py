@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+
+# gRPC's C core logs to stderr on its own (a line per failed TLS handshake): fedge says
+# what went wrong in its own log and error lines. Set before grpc is first imported;
+# a person debugging gRPC itself can still set GRPC_VERBOSITY.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from fedge import __version__
 from fedge.cli import client, data, edge, server, simulate, status, tokens

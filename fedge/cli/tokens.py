@@ -31,8 +31,10 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Creates, revokes or lists device tokens in a server's state directory."""
-    from fedge.server.tokens import TokenStore
+    from fedge.server.tokens import TokenStore, check_device_id
 
+    if args.tokens_command == "create":
+        check_device_id(args.device)  # a mistake makes no state dir
     store = TokenStore(args.state_dir)
     try:
         if args.tokens_command == "create":
