@@ -88,8 +88,10 @@ def inspect(args: argparse.Namespace) -> int:
     from fedge.client.data import ReadOptions, inspect_sources
     from fedge.tasks import load_task
 
+    # Nothing to read at all is a mistake; among several paths, a missing one is part of
+    # the report (a client would read the others).
     missing = [p for p in args.paths if not set("*?[") & set(p) and not Path(p).exists()]
-    if missing:
+    if missing and len(missing) == len(args.paths):
         raise FedgeError(f"{missing[0]} does not exist; give the directories, files or "
                          "globs the client would read")
     task = load_task(args.task)
