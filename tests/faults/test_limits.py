@@ -4,38 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import grpc
-import pytest
 
-from fedge.config import ServerConfig
 from fedge.protos import fedge_pb2
 from fedge.server.app import FedgeServer
 from tests.faults.rawdevice import RawDevice, digits_weights, refusal
 
 
-def _server(tmp: Path, **overrides: object) -> FedgeServer:
-    settings: dict[str, object] = dict(host="127.0.0.1", port=0, rounds=1, min_clients=2,
-                                       state_dir=str(tmp / "state"), insecure=True,
-                                       poll_seconds=1.0, linger_s=0.5)
-    settings.update(overrides)
-    return FedgeServer(ServerConfig(**settings))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def servers() -> Iterator[list[FedgeServer]]:
-    made: list[FedgeServer] = []
-    yield made
-    for server in made:
-        server.shutdown(grace=0.1)
-
-
 def test_a_device_over_its_request_rate_is_told_to_back_off(
-        tmp_path: Path, servers: list[FedgeServer]) -> None:
-    server = _server(tmp_path, rate_limit=5.0, rate_burst=5.0)
-    servers.append(server)
+        make_server: Callable[..., FedgeServer]) -> None:
+    server = make_server(rate_limit=5.0, rate_burst=5.0)
     port = server.start()
     greedy = RawDevice(port, "greedy", server.tokens.create("greedy"))
     calm = RawDevice(port, "calm", server.tokens.create("calm"))
@@ -60,11 +40,10 @@ def test_a_device_over_its_request_rate_is_told_to_back_off(
 
 
 def test_anonymous_devices_are_limited_per_address_not_per_connection(
-        tmp_path: Path, servers: list[FedgeServer]) -> None:
+        make_server: Callable[..., FedgeServer]) -> None:
     """Two anonymous devices on one host, each over its own connection (its own
     ephemeral port), share one bucket: a device cannot escape the limit by reconnecting."""
-    server = _server(tmp_path, allow_anonymous=True, rate_limit=0.5, rate_burst=4.0)
-    servers.append(server)
+    server = make_server(allow_anonymous=True, rate_limit=0.5, rate_burst=4.0)
     port = server.start()
     first = RawDevice(port, "first", None, own_connection=True)
     second = RawDevice(port, "second", None, own_connection=True)
@@ -79,9 +58,8 @@ def test_anonymous_devices_are_limited_per_address_not_per_connection(
 
 
 def test_uploads_beyond_the_cap_are_refused_not_queued(
-        tmp_path: Path, servers: list[FedgeServer]) -> None:
-    server = _server(tmp_path, max_uploads=1)
-    servers.append(server)
+        make_server: Callable[..., FedgeServer]) -> None:
+    server = make_server(max_uploads=1)
     port = server.start()
     slow = RawDevice(port, "slow", server.tokens.create("slow"))
     other = RawDevice(port, "other", server.tokens.create("other"))
@@ -111,10 +89,9 @@ def test_uploads_beyond_the_cap_are_refused_not_queued(
 
 
 def test_long_polls_beyond_the_worker_reserve_are_answered_at_once(
-        tmp_path: Path, servers: list[FedgeServer]) -> None:
+        make_server: Callable[..., FedgeServer]) -> None:
     # 8 workers keep 4 for joins, fetches and uploads: at most 4 polls are held.
-    server = _server(tmp_path, max_workers=8, poll_seconds=3.0, min_clients=10)
-    servers.append(server)
+    server = make_server(max_workers=8, poll_seconds=3.0, min_clients=10)
     port = server.start()
     devices = [RawDevice(port, f"d{k}", server.tokens.create(f"d{k}")) for k in range(6)]
     for device in devices:

@@ -4,14 +4,12 @@ has sent its update or had it refused), and the task takes nothing more."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import grpc
 import numpy as np
 import pytest
 
-from fedge.config import ServerConfig
 from fedge.protos import fedge_pb2
 from fedge.server.app import FedgeServer
 from fedge.tensors import from_blob
@@ -20,23 +18,10 @@ from tests.faults.rawdevice import Arrays, RawDevice, digits_weights, refusal
 Code = grpc.StatusCode
 Chunks = list[fedge_pb2.TensorChunk]
 DEADLINE = 120.0  # the round's deadline: a test that waits for it fails on time
+# A round that commits on one of its two devices, well inside DEADLINE if it closes early.
+SETTLING: dict[str, object] = dict(quorum_fraction=0.5, round_timeout_s=DEADLINE, edge=False)
 
 
-def _server(tmp: Path, **overrides: object) -> FedgeServer:
-    settings: dict[str, object] = dict(
-        host="127.0.0.1", port=0, rounds=1, min_clients=2, quorum_fraction=0.5,
-        round_timeout_s=DEADLINE, poll_seconds=1.0, state_dir=str(tmp / "state"),
-        insecure=True, linger_s=0.5, edge=False)
-    settings.update(overrides)
-    return FedgeServer(ServerConfig(**settings))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def servers() -> Iterator[list[FedgeServer]]:
-    made: list[FedgeServer] = []
-    yield made
-    for server in made:
-        server.shutdown(grace=0.1)
 
 
 def _near(model: Arrays, seed: int, scale: float = 0.01) -> Arrays:
@@ -87,10 +72,9 @@ KINDS: dict[str, tuple[Callable[[Chunks], None] | None, Callable[[Arrays], Array
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_a_refused_update_closes_the_round_without_waiting_for_its_deadline(
-        tmp_path: Path, servers: list[FedgeServer], kind: str) -> None:
+        make_server: Callable[..., FedgeServer], kind: str) -> None:
     edit_chunks, edit_arrays, status, words = KINDS[kind]
-    server = _server(tmp_path, max_update_norm=5.0, max_update_bytes=MODEL_BYTES)
-    servers.append(server)
+    server = make_server(**SETTLING, max_update_norm=5.0, max_update_bytes=MODEL_BYTES)
     port = server.start()
     good = RawDevice(port, "good", server.tokens.create("good"))
     bad = RawDevice(port, "bad", server.tokens.create("bad"))
@@ -112,12 +96,11 @@ def test_a_refused_update_closes_the_round_without_waiting_for_its_deadline(
 
 
 def test_after_a_refused_update_the_task_takes_nothing_more(
-        tmp_path: Path, servers: list[FedgeServer]) -> None:
+        make_server: Callable[..., FedgeServer]) -> None:
     """An update over the norm bound is refused and settles its task; a good update on
     the same task is then refused too (ALREADY_EXISTS) and not folded: the round's
     model is the other device's update alone."""
-    server = _server(tmp_path, max_update_norm=5.0)
-    servers.append(server)
+    server = make_server(**SETTLING, max_update_norm=5.0)
     port = server.start()
     good = RawDevice(port, "good", server.tokens.create("good"))
     bad = RawDevice(port, "bad", server.tokens.create("bad"))
