@@ -31,8 +31,9 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
               label="loss")
     loss.set_ylabel("loss", color="tab:red")
     title = report.get("scenario") or "default"
+    final = report["final"]["accuracy"]  # None: stopped before its first evaluation
     ax.set_title(f"{report['task']}, {report['clients']} clients ({title}): final accuracy "
-                 f"{report['final']['accuracy']:.4f}")
+                 + ("none" if final is None else f"{final:.4f}"))
     if parts:
         ax2 = axes[1][0]
         x = [p["round"] for p in parts]

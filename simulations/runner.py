@@ -107,21 +107,27 @@ def simulate(config: SimulateConfig,
             server.stop()
 
     backend.start(groups, on_exit)
+    interrupted = False
     try:
         server.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C: stop the fleet, then report the rounds that did commit (a second
+        # Ctrl-C during this clean-up ends it at once).
+        interrupted = True
+        log.warning("interrupted: stopping the clients and writing a partial report")
     finally:
         backend.stop()
         server.shutdown()
         results = backend.join(timeout=60)
     failed = [r for r in results if r["error"]]
-    if failed:
+    if failed and not interrupted:
         raise FedgeError(f"{len(failed)} client(s) failed; first: {failed[0]['client']}: "
                          f"{failed[0]['error']}")
     committed = [r for r in records if r.round > 0]
     # A run the server stopped (a round that kept missing its quorum) still gets its
     # report: how the accuracy fell is what a hostile scenario is run to see.
     failure = server.rounds.failure
-    if len(committed) < config.rounds and not failure:
+    if len(committed) < config.rounds and not failure and not interrupted:
         raise FedgeError(f"only {len(committed)} of {config.rounds} rounds committed")
     results.sort(key=lambda r: int(str(r["client"]).rsplit("-", 1)[-1]))
     report = build_report(task.name, config.clients, records,
@@ -135,9 +141,11 @@ def simulate(config: SimulateConfig,
                           scenario=config.scenario or None, backend=backend_name,
                           hosts=len(groups), participation=participation(records),
                           conditions=conditions(config, roles, results))
+    if interrupted:
+        report["interrupted"] = True
     if failure:
         report["failure"] = failure
-    elif server.deployments is not None:
+    elif server.deployments is not None and committed and not interrupted:
         report["edge"] = edge_block(out / "state", committed[-1].round)
     write_outputs(report, out)
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,11 +20,13 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None,
-              ) -> subprocess.Popen[bytes]:
+              background_job: bool = False) -> subprocess.Popen[bytes]:
+        """background_job: start it as a shell starts `cmd &`, with SIGINT ignored."""
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
         proc = subprocess.Popen([*FEDGE, *args], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=self.tmp, env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                                   **(env or {})})
+                                                   **(env or {})},
+                                preexec_fn=_ignore_sigint if background_job else None)
         self.procs.append(proc)
         return proc
 
@@ -41,6 +44,10 @@ class Processes:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def enroll(tmp: Path, device: str, state_dir: str = "state") -> str:

@@ -63,4 +63,5 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{extra} extras: pip install 'fedge[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("fedge: interrupted", file=sys.stderr)
         return 130

@@ -21,9 +21,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the simulation: 0 done, 1 when the run stopped early. Ctrl-C raises
-    KeyboardInterrupt here, which the entry point turns into 130."""
+    """Runs the simulation: 0 done, 1 when the run stopped early, 130 interrupted (Ctrl-C
+    while the clients train ends with a report of the rounds that committed)."""
     import contextlib
+    import signal
     from pathlib import Path
 
     from fedge.progress import RoundBar, RoundLines
@@ -34,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     # The scenario is read first and names itself in the report: it is not an override.
     config = load_simulation(args.scenario, args.config,
                              given(args, SimulateConfig, skip=("scenario",)))
+    # A shell starts a background job (`fedge simulate &`) with SIGINT ignored, and
+    # Python then keeps it ignored: Ctrl-C and `kill -INT` must stop a simulation anyway.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     scenario = f", scenario {config.scenario}" if config.scenario else ""
     print(f"simulating {config.clients} clients x {config.rounds} rounds of {config.task} "
           f"({config.partition}{scenario}, backend {config.backend}) into {config.out}",
@@ -46,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
                                                             "accuracy.png")
                         if (Path(config.out) / name).exists())
     print(f"outputs: {outputs}", file=sys.stderr)
+    if report.get("interrupted"):
+        done = len([r for r in report["rounds"] if r["round"] > 0])
+        print(f"interrupted after {done} of {config.rounds} rounds; the report covers the "
+              "rounds that committed", file=sys.stderr)
+        return 130
     if report.get("failure"):
         print(f"the run stopped early: {report['failure']}", file=sys.stderr)
         return 1

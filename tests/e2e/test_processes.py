@@ -46,11 +46,21 @@ def test_a_signal_stops_client_and_server_cleanly(procs: Processes, sig: signal.
     assert "stopped at round 0 of 5" in procs.log("server")
 
 
-def test_ctrl_c_interrupts_a_simulation(procs: Processes) -> None:
-    sim = procs.start("simulate", "simulate", "--rounds", "200", "--no-edge", "--out", "out")
-    procs.wait_for("simulate", "round   1/200", timeout=120)
+# Started as a background job (`fedge simulate &` in a script) SIGINT comes in ignored;
+# `kill -INT` must still stop it. Either way the rounds that committed are reported.
+@pytest.mark.parametrize("background_job", [False, True])
+def test_ctrl_c_interrupts_a_simulation(procs: Processes, background_job: bool) -> None:
+    sim = procs.start("simulate", "simulate", "--rounds", "200", "--no-edge", "--out", "out",
+                      background_job=background_job)
+    procs.wait_for("simulate", "round   2/200", timeout=120)
     sim.send_signal(signal.SIGINT)
     assert sim.wait(timeout=30) == 130, procs.log("simulate")
+    report = json.loads((procs.tmp / "out" / "report.json").read_text())
+    assert report["interrupted"] is True
+    done = len(report["rounds"])
+    assert 2 <= done < 200
+    assert f"interrupted after {done} of 200 rounds" in procs.log("simulate")
+    assert "Traceback" not in procs.log("simulate")
 
 
 def _simulate(tmp: Path, *args: str) -> tuple[dict, float]:
