@@ -38,13 +38,16 @@ log = logging.getLogger(__name__)
 
 def simulate(config: SimulateConfig,
              on_round: Callable[[RoundRecord], None] | None = None,
-             hostile: Mapping[int, Attack] | None = None) -> dict[str, Any]:
+             hostile: Mapping[int, Attack] | None = None,
+             on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Runs the simulation and writes OUT/report.json, OUT/summary.md and (with
     matplotlib) OUT/accuracy.png; returns the report.
 
     hostile: client index -> the attack that client's updates suffer, beside those the
     config's hostile_clients picks (simulation only: the hostile trainer lives here, not
     in the client daemon).
+    on_start: called once the data is split, so that a config the data cannot serve fails
+    before anything says the simulation started.
     """
     started = time.perf_counter()
     task = load_task(config.task)
@@ -52,6 +55,8 @@ def simulate(config: SimulateConfig,
     for owned in ("data", "state", "devices", "hosts"):  # a rerun starts afresh
         shutil.rmtree(out / owned, ignore_errors=True)
     dirs = _write_data(config, task, out)
+    if on_start is not None:
+        on_start()
     roles = assign_roles(config)
     attacks = {k: Attack(config.attack, config.attack_factor) for k in roles["hostile"]}
     attacks.update(hostile or {})

@@ -39,12 +39,16 @@ def run(args: argparse.Namespace) -> int:
     # Python then keeps it ignored: Ctrl-C and `kill -INT` must stop a simulation anyway.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     scenario = f", scenario {config.scenario}" if config.scenario else ""
-    print(f"simulating {config.clients} clients x {config.rounds} rounds of {config.task} "
-          f"({config.partition}{scenario}, backend {config.backend}) into {config.out}",
-          file=sys.stderr, flush=True)
+
+    def announce() -> None:
+        print(f"simulating {config.clients} clients x {config.rounds} rounds of "
+              f"{config.task} ({config.partition}{scenario}, backend {config.backend}) into "
+              f"{config.out}", file=sys.stderr, flush=True)
+
     bar = RoundBar(config.rounds, sys.stderr) if sys.stderr.isatty() else None
     with bar if bar is not None else contextlib.nullcontext():
-        report = simulate(config, on_round=bar or RoundLines(config.rounds, sys.stderr))
+        report = simulate(config, on_round=bar or RoundLines(config.rounds, sys.stderr),
+                          on_start=announce)
     print(format_table(report))
     outputs = ", ".join(f"{config.out}/{name}" for name in ("report.json", "summary.md",
                                                             "accuracy.png")

@@ -6,10 +6,12 @@ the ones about files, ports, devices, state dirs and data.)"""
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,12 @@ LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING) ")
 def fails_in_one_line(cwd: Path, *argv: str, timeout: float = 90) -> str:
     """Runs ``fedge argv`` in cwd; asserts exit 2 and one line that is not a log record
     (and no ERROR record, no traceback); returns that line."""
-    run = subprocess.run([*FEDGE, *argv], cwd=cwd, capture_output=True, text=True,
-                         timeout=timeout)
+    return one_line(subprocess.run([*FEDGE, *argv], cwd=cwd, capture_output=True, text=True,
+                                   timeout=timeout))
+
+
+def one_line(run: subprocess.CompletedProcess[str]) -> str:
+    """Asserts that a finished command failed in one line, exit 2; returns the line."""
     lines = [line for line in run.stderr.splitlines() if not LOG_RECORD.match(line)]
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr and " ERROR " not in run.stderr, run.stderr
@@ -38,6 +44,11 @@ def fails_in_one_line(cwd: Path, *argv: str, timeout: float = 90) -> str:
 @pytest.fixture
 def place(tmp_path: Path) -> Path:
     """A directory with the things people point fedge at by mistake."""
+    return make_place(tmp_path)
+
+
+def make_place(tmp_path: Path) -> Path:
+    """Fills tmp_path with the things people point fedge at by mistake."""
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("not data\n")
     (tmp_path / "junk" / "blob.bin").write_bytes(b"\x00\x01\x02")
@@ -71,7 +82,7 @@ def held_port() -> Iterator[int]:
 CLIENT = ("client", "--insecure", "--server", "127.0.0.1:1")
 
 
-@pytest.mark.parametrize(("argv", "message"), [
+MISTAKES = [
     ((*CLIENT, "--data", "junk"), "no usable examples in junk (2 file(s) skipped"),
     ((*CLIENT, "--data", "unlabelled"), "no usable examples in unlabelled"),
     ((*CLIENT, "--data", "wide"), "none fits task digits-mlp"),
@@ -113,11 +124,39 @@ CLIENT = ("client", "--insecure", "--server", "127.0.0.1:1")
     (("simulate", "--lr", "-0.1", "--out", "s"), "lr must be >= 0, got -0.1"),
     (("edge", "verify", "--public-key", "missing.pem", "nothing.fedge"),
      "cannot read the artifact at nothing.fedge"),
-])
-def test_a_mistake_ends_in_one_line_and_exit_2(place: Path, argv: tuple[str, ...],
-                                               message: str) -> None:
-    assert message in fails_in_one_line(place, *argv)
-    assert not (place / "s").exists() and not (place / "p").exists()
+    (("simulate", "--clients", "100000", "--out", "s"),
+     "cannot split 1257 examples among 100000 clients"),
+]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory,
+             ) -> dict[int, tuple[Path, subprocess.CompletedProcess[str]]]:
+    """Every mistake of the table, each in its own copy of the place, run four at a time:
+    a command spends most of its life importing, and one after another they took two
+    minutes of the suite."""
+    template = make_place(tmp_path_factory.mktemp("place"))
+
+    def run(index: int) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        cwd = tmp_path_factory.mktemp(f"mistake{index}")
+        shutil.copytree(template, cwd, dirs_exist_ok=True)
+        return cwd, subprocess.run([*FEDGE, *MISTAKES[index][0]], cwd=cwd,
+                                   capture_output=True, text=True, timeout=180)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(range(len(MISTAKES)), pool.map(run, range(len(MISTAKES))),
+                        strict=True))
+
+
+@pytest.mark.parametrize("index", range(len(MISTAKES)),
+                         ids=[" ".join(argv)[:60] for argv, _ in MISTAKES])
+def test_a_mistake_ends_in_one_line_and_exit_2(
+        outcomes: dict[int, tuple[Path, subprocess.CompletedProcess[str]]],
+        index: int) -> None:
+    cwd, run = outcomes[index]
+    assert MISTAKES[index][1] in one_line(run)
+    # Nothing was made on the way to the mistake.
+    assert not (cwd / "s").exists() and not (cwd / "p").exists()
 
 
 def test_metrics_port_in_use_is_named_by_client_and_server(place: Path,
