@@ -34,6 +34,10 @@ TABLES: dict[str, tuple[type, Select, bool]] = {
 }
 BLOCK = re.compile(r"(<!-- settings: (?P<name>[a-z]+) -->\n)(?P<body>.*?)(<!-- end settings -->)",
                    re.S)
+# Commands with no settings class (their options are plain argparse ones): a table of
+# the options of ``fedge WORDS``, between <!-- options: WORDS --> and <!-- end options -->.
+OPTIONS = re.compile(r"(<!-- options: (?P<words>[a-z ]+) -->\n)(?P<body>.*?)(<!-- end options -->)",
+                     re.S)
 
 
 def _cell(text: str) -> str:
@@ -69,15 +73,45 @@ def table(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def options_table(words: str) -> str:
+    """The markdown table of the options of ``fedge WORDS`` (e.g. "tokens create"), read
+    from the command line parser itself."""
+    from fedge.cli.entry import build_parser
+
+    parser = build_parser()
+    for word in words.split():
+        choices = next((a.choices for a in parser._actions
+                        if isinstance(a, argparse._SubParsersAction)), None)
+        if not choices or word not in choices:
+            raise ValueError(f"no command 'fedge {words}'")
+        parser = choices[word]
+    lines = ["| option | default | meaning |", "|---|---|---|"]
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        name = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest.upper()}`"
+        if action.option_strings and action.nargs != 0:
+            name += f" {action.metavar or action.dest.upper()}"
+        if action.choices:
+            name += " (" + " \\| ".join(str(c) for c in action.choices) + ")"
+        shown = ("required" if action.required else
+                 "" if action.default in (None, False) else f"`{action.default}`")
+        lines.append(f"| {name} | {shown} | {_cell(action.help or '')} |")
+    return "\n".join(lines) + "\n"
+
+
 def rewrite(text: str) -> str:
-    """text with every settings block replaced by its current table."""
+    """text with every settings and options block replaced by its current table."""
     def fill(match: re.Match[str]) -> str:
         name = match["name"]
         if name not in TABLES:
             raise ValueError(f"unknown settings table {name!r}; known: {', '.join(TABLES)}")
         return match[1] + table(name) + match[4]
 
-    return BLOCK.sub(fill, text)
+    def fill_options(match: re.Match[str]) -> str:
+        return match[1] + options_table(match["words"]) + match[4]
+
+    return OPTIONS.sub(fill_options, BLOCK.sub(fill, text))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

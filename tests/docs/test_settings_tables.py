@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fedge.config import ClientConfig, ServerConfig, SimulateConfig
 from fedge.config.settings import declared
-from fedge.config.tables import TABLES, rewrite, table
+from fedge.config.tables import TABLES, options_table, rewrite, table
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -46,3 +46,17 @@ def test_a_stale_table_is_rewritten_and_checked(tmp_path: Path) -> None:
     subprocess.run(command, check=True, timeout=60)
     assert "| `--mu` | `mu` | `0.01` |" in readme.read_text()
     assert subprocess.run([*command, "--check"], timeout=60).returncode == 0
+
+
+def test_every_command_without_settings_has_its_options_table() -> None:
+    # The commands whose options are plain argparse ones: each of their options is in the
+    # README, read from the parser (a new option without a table row fails here).
+    from fedge.cli.entry import build_parser
+
+    words = set(re.findall(r"<!-- options: ([a-z ]+) -->", README.read_text()))
+    assert {"status", "tokens create", "tokens list", "tokens revoke"} <= words
+    assert "`--role` ROLE (device \\| operator)" in options_table("tokens create")
+    status = next(a for a in build_parser()._actions if a.dest == "command").choices["status"]
+    for action in status._actions:
+        for option in action.option_strings:
+            assert option in ("-h", "--help") or f"`{option}`" in options_table("status")
