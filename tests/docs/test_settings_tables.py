@@ -56,7 +56,9 @@ def test_every_command_without_settings_has_its_options_table() -> None:
     words = set(re.findall(r"<!-- options: ([a-z ]+) -->", README.read_text()))
     assert {"status", "tokens create", "tokens list", "tokens revoke"} <= words
     assert "`--role` ROLE (device \\| operator)" in options_table("tokens create")
-    status = next(a for a in build_parser()._actions if a.dest == "command").choices["status"]
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert isinstance(commands, dict)
+    status = commands["status"]
     for action in status._actions:
         for option in action.option_strings:
             assert option in ("-h", "--help") or f"`{option}`" in options_table("status")
