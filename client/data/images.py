@@ -7,7 +7,6 @@ Pillow is optional: without it image files are skipped with a reason that says s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from fedge.client.data.schema import (
     RecordLog,
     Skip,
 )
+from fedge.edge.runtime.inputs import prepare
 from fedge.tasks import DataSchema
 
 Batch = tuple[np.ndarray, np.ndarray]
@@ -30,18 +30,7 @@ Batch = tuple[np.ndarray, np.ndarray]
 
 def image_size(schema: DataSchema) -> tuple[int, int] | None:
     """(height, width) of the schema's images: given, or read off its input shape."""
-    if schema.image_size is not None:
-        return schema.image_size
-    shape = schema.input_shape
-    if len(shape) == 3:  # (C, H, W) as torch lays images out
-        return shape[1], shape[2]
-    if len(shape) == 2:
-        return shape[0], shape[1]
-    if len(shape) == 1:
-        side = math.isqrt(shape[0])
-        if side * side == shape[0]:
-            return side, side
-    return None
+    return schema.image_hw()
 
 
 def read_image(path: Path, checker: RecordChecker, options: ReadOptions,
@@ -65,13 +54,13 @@ def read_image(path: Path, checker: RecordChecker, options: ReadOptions,
         with Image.open(path) as image:
             converted = image.convert(schema.image_mode).resize(
                 (size[1], size[0]), Image.Resampling.BILINEAR)
-            pixels = np.asarray(converted, dtype=np.float64) * schema.pixel_scale
+            pixels = np.asarray(converted)
     except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise Skip(UNREADABLE_IMAGE, f"{path}: {exc}") from exc
-    shape = schema.input_shape
-    if pixels.ndim == 3 and len(shape) == 3 and shape[0] == pixels.shape[2]:
-        pixels = pixels.transpose(2, 0, 1)  # H, W, C -> C, H, W
     if pixels.size != checker.width:
         raise Skip(BAD_SHAPE, f"{path}: a {schema.image_mode} image of {size[0]}x{size[1]} "
                    f"has {pixels.size} values, the task expects {checker.width}")
-    yield checker.keep(pixels.reshape((1, *shape)), np.array([label], np.int64), records)
+    # The steps the edge manifest records: the device trains on what its edge model is
+    # later fed from the same raw image.
+    x = prepare(pixels[None], schema.image_preprocessing())
+    yield checker.keep(x, np.array([label], np.int64), records)

@@ -132,7 +132,9 @@ def build_artifact(task: Task, weights: Mapping[str, np.ndarray], round_: int,
                   "parameters": _params(student), "opset": OPSET, "ir_version": IR_VERSION},
         "input": {"name": INPUT_NAME, "shape": ["batch", *task.schema.input_shape],
                   "dtype": task.schema.input_dtype,
-                  "preprocessing": "none: inputs as the task's data schema defines them"},
+                  # Plain data, so a runtime in any language can prepare raw inputs
+                  # (fedge.edge.runtime.inputs is the reference).
+                  "preprocessing": task.schema.preprocessing()},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", task.schema.num_classes],
                    "meaning": "class logits; the predicted class is the argmax, an index "
                               "into labels",

@@ -30,7 +30,12 @@ def register(sub: Any) -> None:
     verify_p.set_defaults(func=verify)
     predict_p = edge_sub.add_parser("predict", help="print one prediction per input row")
     predict_p.add_argument("artifact", help="artifact directory or packed file")
-    predict_p.add_argument("input", help="a .npy array of inputs, one example per row")
+    predict_p.add_argument("input", nargs="+", help="a .npy array of inputs, one example "
+                           "per row; with --raw, of raw inputs, or image files")
+    predict_p.add_argument("--raw", action="store_true",
+                           help="the inputs are raw (images in their raw pixel range, as "
+                           "the manifest's input.preprocessing.raw says): prepare them "
+                           "with its steps first; image files imply it")
     predict_p.add_argument("--public-key", dest="public_key",
                            help="verify the artifact against this key first")
     predict_p.add_argument("--scores", help="also save the model's output scores, one row "
@@ -90,13 +95,25 @@ def predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from fedge.edge.runtime import EdgeModel, load_public_key
+    from fedge.edge.runtime.inputs import load_images, prepare
 
     key = load_public_key(args.public_key) if args.public_key else None
     model = EdgeModel.open(args.artifact, key)
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise FedgeError(f"cannot read {args.input} as a .npy array: {exc}") from exc
+    preprocessing = model.manifest.raw["input"].get("preprocessing")
+    npy = len(args.input) == 1 and args.input[0].endswith(".npy")
+    raw = args.raw or not npy
+    if raw and not isinstance(preprocessing, dict):
+        raise FedgeError("this artifact's manifest does not describe raw inputs (built by "
+                         "an older fedge); give prepared inputs as a .npy")
+    if npy:
+        try:
+            x = np.load(args.input[0], allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise FedgeError(f"cannot read {args.input[0]} as a .npy array: {exc}") from exc
+    else:
+        x = load_images(args.input, preprocessing["raw"])
+    if raw:
+        x = prepare(x, preprocessing)
     labels = model.manifest.labels
     if args.scores:  # the raw outputs too, bit for bit, to compare runtimes with
         scores = model.logits(x)

@@ -8,11 +8,12 @@ Built-in tasks are named (``digits-mlp``, ``digits-cnn``); a user's task is load
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +39,11 @@ class DataSchema:
     image_mode: the Pillow mode images are converted to ("L" grayscale, "RGB").
     pixel_scale: what a pixel value is multiplied by (1/255 maps 0..255 onto 0..1).
     allow_nan: whether NaN or infinite input values are acceptable.
+    raw_range: the range of an image's raw pixel values (the digits' 4-bit intensities
+        are 0..16), written in the edge manifest for runtimes that prepare raw inputs.
+    normalize: per-channel (mean, std) applied after pixel_scale, or None.
+    raw_kind: what the edge manifest calls a raw input, "image" or "tensor" (a sensor
+        window, audio features); None decides by the shape (see raw_is_image).
     """
 
     input_shape: tuple[int, ...]
@@ -48,10 +54,67 @@ class DataSchema:
     image_mode: str = "L"
     pixel_scale: float = 1.0 / 255.0
     allow_nan: bool = False
+    raw_range: tuple[float, float] = (0.0, 255.0)
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    raw_kind: str | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def image_hw(self) -> tuple[int, int] | None:
+        """(height, width) of the schema's images: given, or read off its input shape
+        ((C, H, W), (H, W) or a square (N,)); None when the inputs are not images."""
+        if self.image_size is not None:
+            return self.image_size
+        shape = self.input_shape
+        if len(shape) == 3:  # (C, H, W) as torch lays images out
+            return shape[1], shape[2]
+        if len(shape) == 2:
+            return shape[0], shape[1]
+        if len(shape) == 1 and math.isqrt(shape[0]) ** 2 == shape[0]:
+            return math.isqrt(shape[0]), math.isqrt(shape[0])
+        return None
+
+    def raw_is_image(self) -> bool:
+        """Whether a raw input is an image: raw_kind says so, or (raw_kind None) an
+        image_size is given or the input is laid out (C, H, W) with 1, 3 or 4 channels."""
+        if self.raw_kind is not None:
+            return self.raw_kind == "image"
+        shape = self.input_shape
+        return self.image_size is not None or (len(shape) == 3 and shape[0] in (1, 3, 4))
+
+    def preprocessing(self) -> dict[str, Any]:
+        """How a raw input becomes the model's input, as plain data (the edge manifest's
+        ``input.preprocessing``; applied by ``fedge.edge.runtime.inputs.prepare``)."""
+        if not self.raw_is_image():
+            return {"raw": {"kind": "tensor", "shape": list(self.input_shape),
+                            "dtype": self.input_dtype},
+                    "steps": [{"op": "cast", "dtype": self.input_dtype}]}
+        return self.image_preprocessing()
+
+    def image_preprocessing(self) -> dict[str, Any]:
+        """How a raw image becomes the model's input (what the device's image reader
+        applies to image files, whatever the raw kind)."""
+        size = self.image_hw()
+        if size is None:
+            raise TaskError(f"the input shape {list(self.input_shape)} is not an image; "
+                            "give the schema an image_size")
+        channels = {"L": 1, "RGB": 3, "RGBA": 4}.get(self.image_mode, 1)
+        layout = "HW" if channels == 1 else "HWC"
+        steps: list[dict[str, Any]] = [{"op": "scale", "factor": self.pixel_scale}]
+        if self.normalize is not None:
+            steps.append({"op": "normalize", "mean": list(self.normalize[0]),
+                          "std": list(self.normalize[1])})
+        shape = self.input_shape
+        if channels > 1 and len(shape) == 3 and shape[0] == channels:
+            steps.append({"op": "transpose", "axes": [2, 0, 1]})  # HWC -> CHW
+        steps += [{"op": "reshape", "shape": list(shape)},
+                  {"op": "cast", "dtype": self.input_dtype}]
+        return {"raw": {"kind": "image", "mode": self.image_mode, "height": size[0],
+                        "width": size[1], "layout": layout, "dtype": "uint8",
+                        "range": list(self.raw_range)},
+                "steps": steps}
 
     def check(self, x: np.ndarray, y: np.ndarray, where: str) -> None:
         """Raises TaskError unless x and y are a batch of examples of this schema."""

@@ -84,7 +84,7 @@ def mlp_task() -> Task:
     return Task(
         name="digits-mlp",
         schema=DataSchema(input_shape=(64,), labels=LABELS, image_size=(8, 8),
-                          pixel_scale=PIXEL_SCALE),
+                          pixel_scale=PIXEL_SCALE, raw_range=(0.0, 16.0)),
         build_model=mlp,
         load_data=lambda: _splits(image=False),
         defaults=TrainDefaults(epochs=2, lr=0.1, batch_size=32),
@@ -97,7 +97,7 @@ def cnn_task() -> Task:
     return Task(
         name="digits-cnn",
         schema=DataSchema(input_shape=(1, 8, 8), labels=LABELS, image_size=(8, 8),
-                          pixel_scale=PIXEL_SCALE),
+                          pixel_scale=PIXEL_SCALE, raw_range=(0.0, 16.0)),
         build_model=cnn,
         load_data=lambda: _splits(image=True),
         # 3 epochs at 0.05: stable under Dirichlet(0.5) skew across seeds.
