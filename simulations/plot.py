@@ -25,7 +25,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
             label="accuracy")
     ax.set_xlabel("round")
     ax.set_ylabel("accuracy", color="tab:blue")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(*accuracy_limits([r["accuracy"] for r in report["rounds"]]))
     loss = ax.twinx()
     loss.plot(rounds, [r["loss"] for r in report["rounds"]], "s--", color="tab:red",
               label="loss")
@@ -49,3 +49,14 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def accuracy_limits(accuracies: list[float | None]) -> tuple[float, float]:
+    """The accuracy axis zoomed to the data (a run between 0.93 and 0.97 is not a flat
+    line at the top of 0..1), with a margin, never outside 0..1."""
+    seen = [a for a in accuracies if a is not None and a == a]  # no None, no NaN
+    if not seen:
+        return 0.0, 1.0
+    low, high = min(seen), max(seen)
+    margin = max(0.02, 0.1 * (high - low))
+    return max(0.0, low - margin), min(1.0, high + margin)
