@@ -3,9 +3,11 @@ peer, and the cap on uploads in flight."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from fedge.refusals import Busy
+from fedge.refusals import Busy, UploadInProgress
 from fedge.server.limits import RateLimiter, UploadSlots, peer_host
 
 
@@ -33,4 +35,35 @@ def test_upload_slots_refuse_past_the_cap_and_free_on_exit() -> None:
     with slots.hold(), pytest.raises(Busy, match="receiving 1 updates"), slots.hold():
         pass
     with slots.hold():
+        pass
+
+
+def test_rate_limit_memory_is_bounded_and_refilled_buckets_are_forgotten() -> None:
+    limiter = RateLimiter(rate=1.0, burst=2, max_keys=10)
+    for k in range(1000):  # a crowd of addresses or made-up tokens
+        limiter.admit(f"key-{k}")
+    assert len(limiter) == 10
+    fast = RateLimiter(rate=1000.0, burst=1)
+    fast.admit("a")
+    time.sleep(0.01)  # refilled: the bucket says nothing any more
+    fast.admit("b")
+    assert len(fast) == 1
+
+
+def test_check_refuses_an_empty_bucket_without_taking_from_it() -> None:
+    limiter = RateLimiter(rate=0.001, burst=2)
+    limiter.check("a")
+    limiter.check("a")  # took nothing
+    limiter.admit("a")
+    limiter.admit("a")
+    with pytest.raises(Busy, match="too many requests from 'peer x'"):
+        limiter.check("a", who="peer x")
+
+
+def test_one_upload_per_device_at_a_time() -> None:
+    slots = UploadSlots(4)
+    with slots.hold("d"), pytest.raises(UploadInProgress, match="one at a time"), \
+            slots.hold("d"):
+        pass
+    with slots.hold("d"), slots.hold("e"):  # freed on exit; other devices unaffected
         pass
