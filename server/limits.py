@@ -96,23 +96,26 @@ class UploadSlots:
         self._devices: set[str] = set()
 
     @contextmanager
-    def hold(self, device_id: str = "") -> Iterator[None]:
-        """Holds a slot (and device_id's own, if given) while the block runs."""
-        if device_id:
-            with self._lock:
-                if device_id in self._devices:
-                    raise UploadInProgress(f"device {device_id!r} is already sending an "
-                                           "update; one at a time (retry when it ends)")
-                self._devices.add(device_id)
+    def device(self, device_id: str) -> Iterator[None]:
+        """Holds device_id's own slot (one upload at a time) while the block runs."""
+        with self._lock:
+            if device_id in self._devices:
+                raise UploadInProgress(f"device {device_id!r} is already sending an "
+                                       "update; one at a time (retry when it ends)")
+            self._devices.add(device_id)
         try:
-            if not self._slots.acquire(blocking=False):
-                raise Busy(f"the server is receiving {self.limit} updates already; "
-                           "retry shortly")
-            try:
-                yield
-            finally:
-                self._slots.release()
+            yield
         finally:
-            if device_id:
-                with self._lock:
-                    self._devices.discard(device_id)
+            with self._lock:
+                self._devices.discard(device_id)
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Holds one of the server's upload slots while the block runs."""
+        if not self._slots.acquire(blocking=False):
+            raise Busy(f"the server is receiving {self.limit} updates already; "
+                       "retry shortly")
+        try:
+            yield
+        finally:
+            self._slots.release()

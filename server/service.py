@@ -11,6 +11,7 @@ progress. An update's header is read here; its stream goes through the intake pi
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -52,8 +53,6 @@ from fedge.wire import ENCODINGS, UPDATE_KINDS, enum_name
 
 log = logging.getLogger(__name__)
 
-
-
 TOKEN_HEADER = "authorization"  # value: "Bearer <token>"
 
 
@@ -84,7 +83,7 @@ class Guards:
     rate_limit: float = 50.0
     rate_burst: float = 100.0
     max_polls: int = poll_slots(256)  # long polls held at once (ServerConfig.max_workers)
-    stream_idle_s: float = 30.0
+    stream_idle_s: float = 60.0
     stream_max_s: float = 900.0
     anonymous_per_address: int = 64
 
@@ -343,14 +342,18 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     def SubmitUpdate(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
                      context: grpc.ServicerContext) -> fedge_pb2.SubmitReply:
         # Admission before resources: the stream is on the clock from its first byte,
-        # and takes an upload slot only once its header, session and task check out.
-        with self.watch.watch(context, "update stream") as watched:
+        # an enrolled device has one stream at a time from its first byte (an anonymous
+        # one from its header), and the stream takes one of the server's upload slots
+        # only once its header, session and task check out.
+        caller = self._device_caller()
+        with self.watch.watch(context, "update stream") as watched, \
+                self._uploads.device(caller) if caller else contextlib.nullcontext():
             return self._receive_update(watched.messages(request_iterator), context,
-                                        watched)
+                                        watched, anonymous=caller is None)
 
     def _receive_update(self, messages: Iterator[fedge_pb2.UpdateChunk],
                         context: grpc.ServicerContext, watched: Watched,
-                        ) -> fedge_pb2.SubmitReply:
+                        anonymous: bool) -> fedge_pb2.SubmitReply:
         first = next(messages, None)
         if first is None or first.WhichOneof("payload") != "header":
             raise InvalidRequest("an update stream must start with an UpdateHeader")
@@ -368,7 +371,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             wire = self._expected.wire
             check_num_tensors(header.num_tensors, wire)
             watched.end_by(assignment.deadline, f"round {assignment.round}'s deadline passed")
-            with self._uploads.hold(device.device_id):
+            with (self._uploads.device(device.device_id) if anonymous
+                  else contextlib.nullcontext()), self._uploads.hold():
                 chunks = admitted_chunks(self._tensor_chunks(messages), wire)
                 arrays = receive(chunks, self._expected, header.sha256)
             watched.finish()  # all read: the fold's time is not the device's

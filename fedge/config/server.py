@@ -66,9 +66,10 @@ class ServerConfig(LocalTraining, StrategySettings):
     rate_burst: float = setting(100.0, "requests a device may send in a burst", flag=None,
                                 low=1)
     stream_idle_s: float = setting(
-        30.0, "an upload or model download that sends or takes no message for this long "
+        60.0, "an upload or model download that sends or takes no message for this long "
         "is cut (the device sees CANCELLED and may retry); so is an upload stream whose "
-        "header does not arrive in this time", flag=None, low=0.1)
+        "header does not arrive in this time. A message is up to 1 MiB: links slower "
+        "than about 150 kbit/s need more", flag=None, low=0.1)
     stream_max_s: float = setting(
         900.0, "longest an upload or model download stream may last; an upload is also "
         "cut at its round's deadline", flag=None, low=0.1)

@@ -19,7 +19,7 @@ from tests.faults.rawdevice import RawDevice, digits_weights, refusal
 from tests.fleet import Fleet
 
 Code = grpc.StatusCode
-DEADLINE = 15.0  # a round's deadline: a round that runs into it was stopped by the attack
+DEADLINE = 20.0  # a round's deadline: a round that runs into it was stopped by the attack
 
 
 def _silent(stop: threading.Event) -> Iterator[fedge_pb2.UpdateChunk]:
@@ -60,20 +60,27 @@ def test_idle_streams_and_an_anonymous_poll_flood_do_not_stop_the_run(
         thread.start()
     try:
         data = fleet.partitions("digits-mlp", 2)
+        started = time.monotonic()
         honest = [fleet.client(port, d, f"honest-{k}",
                                token=server.tokens.create(f"honest-{k}"))
                   for k, d in enumerate(data)]
         records = server.wait(timeout=2 * DEADLINE + 30)
+        elapsed = time.monotonic() - started
     finally:
         stop.set()
         for thread in flooders:
             thread.join(10)
     fleet.join_clients()
     assert [r.round for r in records] == [0, 1, 2]
-    assert all(r.seconds < DEADLINE / 2 and r.clients == 2 for r in records[1:]), records
+    # Both rounds within one round's deadline: no attempt ran into its deadline (a
+    # round's record times only its last attempt; the wall clock times them all).
+    assert elapsed < DEADLINE and all(r.clients == 2 for r in records[1:]), (elapsed, records)
     assert all(c.stats[0].rounds_trained == 2 for c in honest)
-    assert all(f.exception(10) is not None and f.code() is Code.CANCELLED for f in idle)
-    assert server.service.watch.cuts >= 32
+    # One stream per enrolled device at a time: the first is cut when idle, the
+    # others are refused at once.
+    ends = sorted(f.code().name for f in idle if f.exception(10) is not None)
+    assert ends == ["ABORTED"] * 31 + ["CANCELLED"], ends
+    assert server.service.watch.cuts == 1
     # The flood was told who it is (no token), then to slow down (per address).
     assert Code.UNAUTHENTICATED in codes and Code.RESOURCE_EXHAUSTED in codes
     mallory.close()

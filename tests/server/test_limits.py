@@ -62,8 +62,8 @@ def test_check_refuses_an_empty_bucket_without_taking_from_it() -> None:
 
 def test_one_upload_per_device_at_a_time() -> None:
     slots = UploadSlots(4)
-    with slots.hold("d"), pytest.raises(UploadInProgress, match="one at a time"), \
-            slots.hold("d"):
+    with slots.device("d"), pytest.raises(UploadInProgress, match="one at a time"), \
+            slots.device("d"):
         pass
-    with slots.hold("d"), slots.hold("e"):  # freed on exit; other devices unaffected
+    with slots.device("d"), slots.device("e"):  # freed on exit; others unaffected
         pass
