@@ -8,12 +8,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
 
+from fedge.client.channel import open_channel
+from fedge.client.daemon import Daemon, DaemonStats
+from fedge.client.data import load_local_data
+from fedge.client.trainer import Trainer
+from fedge.config import ClientConfig
 from fedge.protos import fedge_pb2
 from fedge.server.app import FedgeServer
+from fedge.tasks import load_task
 from fedge.tensors import iter_chunks
 from tests.faults.rawdevice import RawDevice, digits_weights, refusal
 from tests.fleet import Fleet
@@ -256,3 +263,51 @@ def test_a_refusal_name_does_not_make_a_transient_status_final() -> None:
         assert Refusal(code, "", "", rule_for(code)).transient
     too_large = Refusal("RESOURCE_EXHAUSTED", "too_large", "", RULES["too_large"])
     assert too_large.transient and not too_large.resend  # an update is not resent
+
+
+class _StallFirstUpload(grpc.StreamUnaryClientInterceptor):
+    """A link that stalls the first upload's first message for a while (a flaky radio),
+    so that the server cuts that stream."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.stalled = seconds, False
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        """The first upload waits before its first message; the others go as they are."""
+        if self.stalled:
+            return continuation(details, requests)
+        self.stalled = True
+
+        def late() -> Iterator[Any]:
+            time.sleep(self.seconds)
+            yield from requests
+
+        return continuation(details, late())
+
+
+def test_the_daemon_resends_an_upload_the_server_cut(
+        make_server: Callable[..., FedgeServer], fleet: Fleet) -> None:
+    """The server cuts the daemon's stalled upload (the daemon sees CANCELLED from the
+    server): the daemon resends it, does not retrain, and does not exit."""
+    server = make_server(min_clients=1, stream_idle_s=1.0, edge=False)
+    port = server.start()
+    (data,) = fleet.partitions("digits-mlp", 1)
+    config = ClientConfig(server=f"127.0.0.1:{port}", data=(str(data),), device_id="radio",
+                          insecure=True, token=server.tokens.create("radio"),
+                          backoff_initial_s=0.05, backoff_max_s=0.5, poll_seconds=1.0)
+    task = load_task("digits-mlp")
+    x, y = load_local_data(config.data, task.schema)
+    daemon = Daemon(config, task, Trainer(task, x, y, "cpu"), channel_factory=lambda c: (
+        grpc.intercept_channel(open_channel(c), _StallFirstUpload(3.0))))
+    done: list[DaemonStats] = []
+    thread = threading.Thread(target=lambda: done.append(daemon.run()), daemon=True)
+    thread.start()
+    try:
+        records = server.wait(timeout=60)
+        thread.join(30)
+    finally:
+        daemon.stop()
+    assert records[-1].round == 1 and records[-1].clients == 1
+    assert server.service.watch.cuts == 1
+    (stats,) = done
+    assert stats.rounds_trained == 1 and stats.trainings == 1 and stats.joins == 1
