@@ -68,6 +68,35 @@ class RateLimiter:
             del self._buckets[key]
 
 
+class CallLimits:
+    """The request rates a call is held to, before any work is done for it.
+
+    A call without a token is limited per client address, not per connection (a new
+    channel has a new ephemeral port but the same address), whether or not the server
+    takes anonymous devices. A call with a token is limited per token (one token, one
+    device) before the token is looked up; a token that fails the lookup is charged to
+    its address too, in a bucket of its own (so a flood without tokens does not slow
+    enrolled devices behind the same address), and an address whose failures emptied
+    that bucket is refused before its next lookup.
+    """
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.buckets = RateLimiter(rate, burst)
+
+    def without_token(self, address: str) -> None:
+        """Admits a call without a token from address, or raises Busy."""
+        self.buckets.admit(f"anonymous {address}", who=address)
+
+    def before_lookup(self, token_hash: str, address: str) -> None:
+        """Admits a call with a token (by its hash) from address, or raises Busy."""
+        self.buckets.check(f"failed {address}", who=address)
+        self.buckets.admit(f"token {token_hash[:32]}", who="this device's token")
+
+    def failed_lookup(self, address: str) -> None:
+        """Charges a token that failed its lookup to its address (may raise Busy)."""
+        self.buckets.admit(f"failed {address}", who=address)
+
+
 def peer_host(peer: str) -> str:
     """The address of a gRPC peer without its port: ``ipv4:10.0.0.7:51234`` ->
     ``ipv4:10.0.0.7``, ``ipv6:[::1]:51234`` -> ``ipv6:[::1]`` (gRPC may write the brackets

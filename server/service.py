@@ -42,7 +42,7 @@ from fedge.server.admission import (
     check_num_tensors,
 )
 from fedge.server.intake import Expected, receive
-from fedge.server.limits import RateLimiter, UploadSlots, peer_host
+from fedge.server.limits import CallLimits, UploadSlots, peer_host
 from fedge.server.registry import Device, Registry
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds, TaskView
 from fedge.server.status import to_proto
@@ -136,7 +136,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._tokens = tokens
         self._guards = guards or Guards(allow_anonymous=tokens is None)
         self._uploads = UploadSlots(self._guards.max_uploads)
-        self._rate = RateLimiter(self._guards.rate_limit, self._guards.rate_burst)
+        self._rate = CallLimits(self._guards.rate_limit, self._guards.rate_burst)
         self._polls = threading.BoundedSemaphore(self._guards.max_polls)
         self.watch = StreamWatch(self._guards.stream_idle_s, self._guards.stream_max_s)
         self._seats = AddressSeats(self._guards.anonymous_per_address, registry.timeout)
@@ -156,36 +156,27 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self.watch.close()
 
     def _authenticate(self, context: grpc.ServicerContext) -> Caller | None:
-        """The caller from its token (None: anonymous), rate-limited before any work.
-
-        A call without a token is limited per client address, not per connection (a
-        new channel has a new ephemeral port but the same address), whether or not the
-        server takes anonymous devices. A call with a token is limited per token (one
-        token, one device) before the token is looked up; a token that fails the lookup
-        is charged to its address too, in a bucket of its own (so a flood without tokens
-        does not slow enrolled devices behind the same address), and an address whose
-        failures emptied that bucket is refused before its next lookup.
-        """
+        """The caller from its token (None: anonymous), rate-limited before any work
+        (see CallLimits)."""
         token = ""
         for key, value in context.invocation_metadata() or ():
             if key == TOKEN_HEADER and isinstance(value, str):
                 token = value.removeprefix("Bearer ").strip()
         address = f"peer {peer_host(context.peer())}"
         if not token:
-            self._rate.admit(f"anonymous {address}", who=address)
+            self._rate.without_token(address)
             if not self._guards.allow_anonymous:
                 raise Unauthenticated("no device token: give the daemon --token or "
                                       "FEDGE_TOKEN (from `fedge tokens create`)")
             return None
-        self._rate.check(f"failed {address}", who=address)
-        self._rate.admit(f"token {hash_token(token)[:32]}", who="this device's token")
+        self._rate.before_lookup(hash_token(token), address)
         try:
             if self._tokens is None:
                 raise Unauthenticated("this server has no device tokens (it runs with "
                                       "--allow-anonymous only); drop --token")
             return Caller(*self._tokens.identify(token))
         except Unauthenticated:
-            self._rate.admit(f"failed {address}", who=address)
+            self._rate.failed_lookup(address)
             raise
 
     @staticmethod

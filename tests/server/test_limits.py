@@ -8,7 +8,7 @@ import time
 import pytest
 
 from fedge.refusals import Busy, UploadInProgress
-from fedge.server.limits import RateLimiter, UploadSlots, peer_host
+from fedge.server.limits import CallLimits, RateLimiter, UploadSlots, peer_host
 
 
 def test_rate_limit_allows_a_burst_then_refuses_per_key() -> None:
@@ -67,3 +67,18 @@ def test_one_upload_per_device_at_a_time() -> None:
         pass
     with slots.device("d"), slots.device("e"):  # freed on exit; others unaffected
         pass
+
+
+def test_calls_without_a_token_do_not_slow_enrolled_devices_behind_the_same_address() -> None:
+    limits = CallLimits(rate=0.001, burst=2)
+    for _ in range(2):
+        limits.without_token("peer ipv4:10.0.0.7")
+    with pytest.raises(Busy, match=r"'peer ipv4:10\.0\.0\.7'"):
+        limits.without_token("peer ipv4:10.0.0.7")
+    limits.before_lookup("a" * 64, "peer ipv4:10.0.0.7")  # an enrolled device's own bucket
+    limits.failed_lookup("peer ipv4:10.0.0.7")
+    limits.failed_lookup("peer ipv4:10.0.0.7")
+    # Failed tokens spent the address's burst: the next token is refused before its lookup.
+    with pytest.raises(Busy):
+        limits.before_lookup("b" * 64, "peer ipv4:10.0.0.7")
+    limits.before_lookup("b" * 64, "peer ipv4:10.0.0.8")
