@@ -72,6 +72,12 @@ def open_channel(config: ClientConfig) -> grpc.Channel:
     return channel
 
 
+# Status codes that say the server is away, overloaded or cut the call, whatever
+# refusal name came with them: the daemon backs off and tries again, never exits.
+TRANSIENT = frozenset({"CANCELLED", "UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED",
+                       "ABORTED"})
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A failed call as the daemon acts on it.
@@ -94,6 +100,11 @@ class Refusal:
     def stale(self) -> bool:
         """The round or task is not open any more: nothing wrong with what was sent."""
         return self.rule == RULES["stale"]
+
+    @property
+    def transient(self) -> bool:
+        """The server is away, overloaded, or cut the call: never a reason to stop."""
+        return self.code in TRANSIENT
 
     @property
     def resend(self) -> bool:

@@ -53,6 +53,7 @@ from fedge.client.channel import (
     tls_problem,
 )
 from fedge.client.data import LocalData
+from fedge.client.ledger import TaskLedger
 from fedge.client.session import Backoff, Link, Session, Stopped
 from fedge.client.stats import DaemonStats
 from fedge.client.transfers import decode_weights, download, submit
@@ -103,6 +104,7 @@ class Daemon:
         self._tls_failures = 0  # how many calls in a row failed with it
         # Top-k's dropped entries, carried into this device's next update.
         self._feedback = ErrorFeedback()
+        self._ledger = TaskLedger()  # tasks trained, and those done with
 
     @property
     def trainer(self) -> Trainer:
@@ -152,7 +154,9 @@ class Daemon:
                     break
                 except grpc.RpcError as exc:
                     refusal = refusal_of(exc)
-                    if not refusal.rule.retry:
+                    # A server that is away, overloaded or cut a call is retried, whatever
+                    # name came with it: that is the server's state, not the device's.
+                    if not (refusal.rule.retry or refusal.transient):
                         raise FedgeError(f"server {self.config.server} refused "
                                          f"{self.config.device_id}: {refusal.code}: "
                                          f"{refusal.details}") from exc
@@ -244,10 +248,20 @@ class Daemon:
                         "inference-only; ignored", self.config.device_id, task.round)
             self.pause(1.0)
             return
+        if not self._ledger.begin(task.task_id):
+            # Done with it (or trained it too often): the server hands it out until the
+            # round stops waiting for this device. Wait, do not train it again.
+            log.debug("%s: round %d: task %s is settled here; waiting", self.config.device_id,
+                      task.round, task.task_id)
+            self.pause(max(0.5, min(self.config.poll_seconds,
+                                    task.deadline_unix - time.time())))
+            return
+        self.stats.trainings += 1
         data_metrics = self._rescan()
         if self.trainer.num_examples == 0:
             log.warning("%s: round %d: no usable local examples; not taking part",
                         self.config.device_id, task.round)
+            self._ledger.settle(task.task_id)
             return
         blob = download(session, task.model_version)
         self.stats.bytes_down += len(blob)
@@ -272,6 +286,7 @@ class Daemon:
             refusal = refusal_of(exc)
             if refusal.needs_new_session:
                 raise  # the loop joins again
+            self._ledger.settle(task.task_id)  # given up or refused: not trained again
             if refusal.rule.retry:  # busy or away until the deadline: the round is over
                 log.warning("%s: round %d update not taken before the round's deadline "
                             "(%s)", self.config.device_id, task.round, refusal)
@@ -283,6 +298,7 @@ class Daemon:
                     task.round, refusal.name or "-", refusal.code, refusal.details)
             self.stats.updates_refused += 1
             return
+        self._ledger.settle(task.task_id)
         self.stats.rounds_trained += 1
         self.stats.last_round = task.round
         self.stats.bytes_up += sum(a.nbytes for a in new_weights.values())

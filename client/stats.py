@@ -20,6 +20,7 @@ class DaemonStats:
     edge_refused: int = 0    # edge artifacts refused (the previous model kept serving)
     edge_version: int = 0    # the round of the edge model installed last (0: none yet)
     updates_refused: int = 0  # updates the server would not fold (logged with its reason)
+    trainings: int = 0  # TRAIN tasks trained (each task once, a few times at most)
 
     def metrics(self) -> dict[str, tuple[float, str]]:
         """The daemon's Prometheus values (see fedge.metrics.ValuesCollector)."""

@@ -25,6 +25,7 @@ from fedge.tensors import Spec, TensorError, fingerprint, from_blob, iter_chunks
 log = logging.getLogger(__name__)
 
 DOWNLOAD_ATTEMPTS = 5  # a stream broken this often is the loop's problem (it rejoins)
+UPLOAD_ATTEMPTS = 8  # sends of one update at most, however far off the deadline
 
 
 def download(session: Session, version: int, artifact: bool = False) -> bytes:
@@ -79,10 +80,11 @@ def update_stream(header: fedge_pb2.UpdateHeader,
 
 def submit(session: Session, header: fedge_pb2.UpdateHeader,
            weights: dict[str, np.ndarray], deadline: float) -> fedge_pb2.SubmitReply:
-    """Sends the update; resends after a backoff while the refusal allows it and the
-    deadline (unix seconds) is not reached (a resent copy of an accepted update is
-    answered, not folded twice). Raises the last grpc.RpcError otherwise."""
-    while True:
+    """Sends the update; resends after a backoff while the refusal allows it, the
+    deadline (unix seconds) is not reached and fewer than UPLOAD_ATTEMPTS were made (a
+    resent copy of an accepted update is answered, not folded twice). Raises the last
+    grpc.RpcError otherwise."""
+    for attempt in range(1, UPLOAD_ATTEMPTS + 1):
         try:
             reply: fedge_pb2.SubmitReply = session.stub.SubmitUpdate(
                 update_stream(header, weights), timeout=600)
@@ -91,8 +93,10 @@ def submit(session: Session, header: fedge_pb2.UpdateHeader,
         except grpc.RpcError as exc:
             refusal = refusal_of(exc)
             delay = session.link.backoff.next_delay()
-            if not refusal.resend or time.time() + delay > deadline:
+            if (not refusal.resend or time.time() + delay > deadline
+                    or attempt == UPLOAD_ATTEMPTS):
                 raise
             log.info("%s: round %d update not taken (%s); resending in %.1f s",
                      session.device_id, header.round, refusal, delay)
             session.link.pause(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -48,6 +48,11 @@ RULES: dict[str, Rule] = {
     "stale": Rule("FAILED_PRECONDITION", settles=False, retry=False),
     "already_settled": Rule("ALREADY_EXISTS", settles=True, retry=False),
     "unsupported": Rule("UNIMPLEMENTED", settles=False, retry=False),
+    # The device already has an upload in flight (one at a time per device).
+    "upload_in_progress": Rule("ABORTED", settles=False, retry=True),
+    # A stream idle too long, or past its total time (or its round's deadline). The
+    # server cuts it, so the device sees CANCELLED; the name is for the server's log.
+    "stream_cut": Rule("DEADLINE_EXCEEDED", settles=False, retry=True),
 }
 
 # A server that sends no refusal name (an older one, or a status from gRPC itself):
@@ -160,3 +165,15 @@ class Unsupported(Refused):
     """A feature the server was not configured for."""
 
     name = "unsupported"
+
+
+class UploadInProgress(Refused):
+    """A second update stream from a device whose first is still being received."""
+
+    name = "upload_in_progress"
+
+
+class StreamCut(Refused):
+    """A stream the server cut: idle too long, or past its time limit."""
+
+    name = "stream_cut"

@@ -129,7 +129,9 @@ class FedgeServer:
         guards = Guards(allow_anonymous=config.allow_anonymous,
                         max_uploads=config.max_uploads, rate_limit=config.rate_limit,
                         rate_burst=config.rate_burst,
-                        max_polls=poll_slots(config.max_workers))
+                        max_polls=poll_slots(config.max_workers),
+                        stream_idle_s=config.stream_idle_s, stream_max_s=config.stream_max_s,
+                        anonymous_per_address=config.anonymous_per_address)
         self.service = FederationService(self.task.name, specs, self.registry, self.rounds,
                                          self.store, config.poll_seconds,
                                          config.max_update_bytes, self.tokens, guards)
@@ -224,6 +226,7 @@ class FedgeServer:
         self.rounds.stop()
         self._health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
+        self.service.close()
         self._status_stop.set()
         if self._status_writer.is_alive():
             self._status_writer.join(5)

@@ -100,8 +100,11 @@ class Driver:
         announced = False
         with rounds.cond:
             while not rounds.stopping:
-                # Only devices that can train are sampled and count toward min_clients.
-                live = [d for d in rounds.registry.live() if not d.inference_only]
+                # Only devices that can train are sampled and count toward min_clients;
+                # an anonymous one only once it has polled for a task: joins alone (a
+                # crowd of Sybils, say) must not make a round wait for its deadline.
+                live = [d for d in rounds.registry.live()
+                        if (d.authenticated or d.polled) and not d.inference_only]
                 wanted = settings.min_clients
                 if self._start_by is not None and time.monotonic() < self._start_by:
                     wanted = settings.start_clients

@@ -26,6 +26,7 @@ class Device:
     joined_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     inference_only: bool = False  # it cannot train: never sampled, only shipped models
+    polled: bool = False  # it has asked for a task: only such devices are sampled
 
 
 class Registry:

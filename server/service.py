@@ -11,6 +11,7 @@ progress. An update's header is read here; its stream goes through the intake pi
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -33,19 +34,24 @@ from fedge.refusals import (
     Unauthenticated,
     Unsupported,
 )
+from fedge.server.admission import (
+    AddressSeats,
+    StreamWatch,
+    Watched,
+    admitted_chunks,
+    check_num_tensors,
+)
 from fedge.server.intake import Expected, receive
-from fedge.server.limits import RateLimiter, UploadSlots, peer_host
+from fedge.server.limits import CallLimits, UploadSlots, peer_host
 from fedge.server.registry import Device, Registry
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds, TaskView
 from fedge.server.status import to_proto
 from fedge.server.store import StateStore
-from fedge.server.tokens import TokenStore, check_device_id
+from fedge.server.tokens import TokenStore, check_device_id, hash_token
 from fedge.tensors import CHUNK_BYTES, Spec, specs_from_proto
 from fedge.wire import ENCODINGS, UPDATE_KINDS, enum_name
 
 log = logging.getLogger(__name__)
-
-
 
 TOKEN_HEADER = "authorization"  # value: "Bearer <token>"
 
@@ -77,6 +83,9 @@ class Guards:
     rate_limit: float = 50.0
     rate_burst: float = 100.0
     max_polls: int = poll_slots(256)  # long polls held at once (ServerConfig.max_workers)
+    stream_idle_s: float = 60.0
+    stream_max_s: float = 900.0
+    anonymous_per_address: int = 64
 
 FRAME = 5  # gRPC's length-prefixed message framing: 1 flag byte + 4 length bytes
 
@@ -127,8 +136,10 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._tokens = tokens
         self._guards = guards or Guards(allow_anonymous=tokens is None)
         self._uploads = UploadSlots(self._guards.max_uploads)
-        self._rate = RateLimiter(self._guards.rate_limit, self._guards.rate_burst)
+        self._rate = CallLimits(self._guards.rate_limit, self._guards.rate_burst)
         self._polls = threading.BoundedSemaphore(self._guards.max_polls)
+        self.watch = StreamWatch(self._guards.stream_idle_s, self._guards.stream_max_s)
+        self._seats = AddressSeats(self._guards.anonymous_per_address, registry.timeout)
         self._counts_lock = threading.Lock()
         self.refusals: collections.Counter[tuple[str, str]] = collections.Counter()
         self.edge_installed = 0  # edge artifacts devices reported installed (under the lock)
@@ -140,27 +151,33 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
 
     # ------------------------------------------------------------------ identity
 
+    def close(self) -> None:
+        """Stops the stream watch (the server is shutting down)."""
+        self.watch.close()
+
     def _authenticate(self, context: grpc.ServicerContext) -> Caller | None:
-        """The caller from its token (None: anonymous), rate-limited."""
+        """The caller from its token (None: anonymous), rate-limited before any work
+        (see CallLimits)."""
         token = ""
         for key, value in context.invocation_metadata() or ():
             if key == TOKEN_HEADER and isinstance(value, str):
                 token = value.removeprefix("Bearer ").strip()
-        if token:
+        address = f"peer {peer_host(context.peer())}"
+        if not token:
+            self._rate.without_token(address)
+            if not self._guards.allow_anonymous:
+                raise Unauthenticated("no device token: give the daemon --token or "
+                                      "FEDGE_TOKEN (from `fedge tokens create`)")
+            return None
+        self._rate.before_lookup(hash_token(token), address)
+        try:
             if self._tokens is None:
                 raise Unauthenticated("this server has no device tokens (it runs with "
                                       "--allow-anonymous only); drop --token")
-            caller: Caller | None = Caller(*self._tokens.identify(token))
-        elif self._guards.allow_anonymous:
-            caller = None
-        else:
-            raise Unauthenticated("no device token: give the daemon --token or FEDGE_TOKEN "
-                                  "(from `fedge tokens create`)")
-        # Anonymous devices are limited per address, not per connection: a device that
-        # opens a new channel (a new ephemeral port) must not get a fresh bucket.
-        self._rate.admit(caller.name if caller is not None
-                         else f"peer {peer_host(context.peer())}")
-        return caller
+            return Caller(*self._tokens.identify(token))
+        except Unauthenticated:
+            self._rate.failed_lookup(address)
+            raise
 
     @staticmethod
     def _device_caller() -> str | None:
@@ -213,6 +230,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                          if a != b), f"{len(theirs)} tensors != {len(self._specs)}")
             raise InvalidRequest(f"the device's model does not match task "
                                  f"{self._task_name!r}: {diff}")
+        address = peer_host(context.peer())
+        if caller is None:  # one host must not pass for a crowd
+            self._seats.check(address, request.device_id)
         caps = request.capabilities
         device = self._registry.join(
             request.device_id, request.num_examples,
@@ -220,6 +240,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
              "runtime": caps.runtime, "memory_bytes": str(caps.memory_bytes)},
             authenticated=caller is not None, previous_session=request.previous_session,
             inference_only=request.inference_only)
+        if caller is None:
+            self._seats.seat(address, device)
         log.info("device %s joined (%s, %d examples)%s", device.device_id,
                  caps.accelerator or "unknown accelerator", request.num_examples,
                  ", inference-only" if request.inference_only else "",
@@ -236,6 +258,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                  context: grpc.ServicerContext) -> fedge_pb2.Task:
         self._rounds.count_bytes(up=_size(request))
         device = self._device(request.session_id)
+        device.polled = True  # it is there: it may be sampled
         wait = request.wait_seconds if request.wait_seconds > 0 else self._poll_seconds
         if self._polls.acquire(blocking=False):
             try:
@@ -283,34 +306,46 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         if not 0 <= request.offset <= len(blob):
             raise InvalidRequest(f"offset {request.offset} is outside the {len(blob)}-byte "
                                  "model")
-        return self._model_chunks(request.model_version, blob, sha, request.offset)
+        return self._model_chunks(request.model_version, blob, sha, request.offset, context)
 
-    def _model_chunks(self, version: int, blob: bytes, sha: str,
-                      offset: int) -> Iterator[fedge_pb2.ModelChunk]:
+    def _model_chunks(self, version: int, blob: bytes, sha: str, offset: int,
+                      context: grpc.ServicerContext) -> Iterator[fedge_pb2.ModelChunk]:
         view = memoryview(blob)
         sent = 0
+        # A reader that takes no chunk for stream_idle_s (gRPC waits for it to make room)
+        # or reads past stream_max_s is cut: it resumes from its offset.
         try:
-            while True:
-                data = bytes(view[offset : offset + CHUNK_BYTES])
-                chunk = fedge_pb2.ModelChunk(model_version=version, offset=offset, data=data,
-                                             total_size=len(blob), sha256=sha)
-                sent += _size(chunk)
-                yield chunk
-                offset += len(data)
-                if offset >= len(blob):
-                    return
-        finally:  # counted once per stream, broken streams included
+            with self.watch.watch(context, "model download") as watched:
+                while True:
+                    watched.touch()
+                    data = bytes(view[offset : offset + CHUNK_BYTES])
+                    chunk = fedge_pb2.ModelChunk(model_version=version, offset=offset, data=data,
+                                                 total_size=len(blob), sha256=sha)
+                    sent += _size(chunk)
+                    yield chunk
+                    offset += len(data)
+                    if offset >= len(blob):
+                        return
+        finally:  # counted once per stream, broken and cut streams included
             self._rounds.count_bytes(down=sent)
 
     @_status_boundary
     def SubmitUpdate(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
                      context: grpc.ServicerContext) -> fedge_pb2.SubmitReply:
-        with self._uploads.hold():
-            return self._receive_update(request_iterator, context)
+        # Admission before resources: the stream is on the clock from its first byte,
+        # an enrolled device has one stream at a time from its first byte (an anonymous
+        # one from its header), and the stream takes one of the server's upload slots
+        # only once its header, session and task check out.
+        caller = self._device_caller()
+        with self.watch.watch(context, "update stream") as watched, \
+                self._uploads.device(caller) if caller else contextlib.nullcontext():
+            return self._receive_update(watched.messages(request_iterator), context,
+                                        watched, anonymous=caller is None)
 
-    def _receive_update(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
-                        context: grpc.ServicerContext) -> fedge_pb2.SubmitReply:
-        first = next(request_iterator, None)
+    def _receive_update(self, messages: Iterator[fedge_pb2.UpdateChunk],
+                        context: grpc.ServicerContext, watched: Watched,
+                        anonymous: bool) -> fedge_pb2.SubmitReply:
+        first = next(messages, None)
         if first is None or first.WhichOneof("payload") != "header":
             raise InvalidRequest("an update stream must start with an UpdateHeader")
         self._rounds.count_bytes(up=_size(first))
@@ -324,8 +359,14 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             if len(header.sha256) != 64:  # after the task: a stale one is said to be stale
                 raise InvalidRequest("the update header must carry the SHA-256 of its "
                                      "stream")
-            arrays = receive(self._tensor_chunks(request_iterator), self._expected,
-                             header.sha256)
+            wire = self._expected.wire
+            check_num_tensors(header.num_tensors, wire)
+            watched.end_by(assignment.deadline, f"round {assignment.round}'s deadline passed")
+            with (self._uploads.device(device.device_id) if anonymous
+                  else contextlib.nullcontext()), self._uploads.hold():
+                chunks = admitted_chunks(self._tensor_chunks(messages), wire)
+                arrays = receive(chunks, self._expected, header.sha256)
+            watched.finish()  # all read: the fold's time is not the device's
             self._rounds.accept(assignment, arrays, header.num_examples, header.sha256)
         except AlreadyAccepted:
             log.info("round %d: %s resent its accepted update; ignored", header.round,

@@ -60,9 +60,22 @@ class ServerConfig(LocalTraining, StrategySettings):
                                 "one update", shown="2147483648 = 2^31", low=1)
     max_uploads: int = setting(32, "update streams received at once; more are refused "
                                "with RESOURCE_EXHAUSTED and the device retries", low=1)
-    rate_limit: float = setting(50.0, "requests per second per device; 0: off", low=0)
+    rate_limit: float = setting(50.0, "requests per second per device (per token), and "
+                                "per client address for calls without a token; 0: off",
+                                low=0)
     rate_burst: float = setting(100.0, "requests a device may send in a burst", flag=None,
                                 low=1)
+    stream_idle_s: float = setting(
+        60.0, "an upload or model download that sends or takes no message for this long "
+        "is cut (the device sees CANCELLED and may retry); so is an upload stream whose "
+        "header does not arrive in this time. A message is up to 1 MiB: links slower "
+        "than about 150 kbit/s need more", flag=None, low=0.1)
+    stream_max_s: float = setting(
+        900.0, "longest an upload or model download stream may last; an upload is also "
+        "cut at its round's deadline", flag=None, low=0.1)
+    anonymous_per_address: int = setting(
+        64, "live anonymous devices (--allow-anonymous) one client address may hold; "
+        "more joins from it are refused with RESOURCE_EXHAUSTED", flag=None, low=1)
     metrics_port: int = setting(0, "serve Prometheus metrics on "
                                 "http://HOST:PORT/metrics; 0: off", low=0, high=65535)
     status_interval_s: float = setting(2.0, "how often STATE_DIR/status.json is rewritten "

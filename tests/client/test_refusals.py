@@ -16,7 +16,7 @@ import pytest
 from fedge.client.channel import refusal_of
 from fedge.protos import fedge_pb2
 from fedge.refusals import RULES
-from tests.faults.rawdevice import RawDevice
+from tests.faults.rawdevice import RawDevice, digits_weights
 from tests.fleet import Fleet
 
 
@@ -43,20 +43,24 @@ def test_an_oversize_update_is_sent_once_and_the_daemon_goes_on(fleet: Fleet) ->
 
 def test_an_update_refused_while_the_server_is_busy_is_resent(fleet: Fleet) -> None:
     (data,) = fleet.partitions("digits-mlp", 1)
-    server = fleet.server(rounds=1, min_clients=1, max_uploads=1)
+    server = fleet.server(rounds=1, min_clients=2, max_uploads=1)
     port = server.start()
-    # A stream that sends nothing holds the server's only upload slot until released.
+    # The hog's upload of its own task holds the server's only slot until released (a
+    # stream must answer an open task before it takes a slot).
     hog = RawDevice(port, "hog", server.tokens.create("hog"))
+    hog.join()
+    client = fleet.client(port, data, "patient")
+    stream = hog.stream(hog.poll_train(), digits_weights())
     release = threading.Event()
 
-    def nothing_until_released() -> Iterator[fedge_pb2.UpdateChunk]:
+    def held_until_released() -> Iterator[fedge_pb2.UpdateChunk]:
+        yield stream[0]
         release.wait(30)
-        yield from ()
+        yield from stream[1:]
 
     holder = threading.Thread(target=lambda: _refused(lambda: hog.submit(
-        nothing_until_released())), daemon=True)
+        held_until_released())), daemon=True)
     holder.start()
-    client = fleet.client(port, data, "patient")
     deadline = time.monotonic() + 30
     while server.service.refusals[("SubmitUpdate", "RESOURCE_EXHAUSTED")] < 2:
         assert time.monotonic() < deadline, "the daemon never met the busy server"
@@ -66,7 +70,7 @@ def test_an_update_refused_while_the_server_is_busy_is_resent(fleet: Fleet) -> N
     fleet.join_clients()
     holder.join(10)
     hog.close()
-    assert records[-1].round == 1 and records[-1].clients == 1
+    assert records[-1].round == 1 and records[-1].clients == 2
     (stats,) = client.stats
     assert stats.rounds_trained == 1 and stats.updates_refused == 0 and stats.joins == 1
 

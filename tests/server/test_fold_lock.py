@@ -53,7 +53,9 @@ def test_polls_and_progress_do_not_wait_behind_a_fold(tmp_path: Path) -> None:
     rounds = Rounds(settings, fingerprint(initial), registry, store,
                     lambda _: {"accuracy": 0.0, "loss": 0.0}, initial, "digits-mlp",
                     strategy=strategy)
-    a, b = (registry.join(name, 10, {}) for name in ("a", "b"))
+    # Enrolled: an anonymous device is sampled only once it has polled (the service
+    # marks that), and b polls only after a's task is handed out.
+    a, b = (registry.join(name, 10, {}, authenticated=True) for name in ("a", "b"))
     driver = threading.Thread(target=rounds.run, daemon=True)
     driver.start()
     try:
