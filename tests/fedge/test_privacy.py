@@ -35,7 +35,8 @@ def spread_ok(x: np.ndarray, std: float) -> bool:
 
 
 def test_clip_scales_down_to_the_bound_and_leaves_short_updates_and_counters() -> None:
-    long = {"w": np.full(100, 1.0, np.float32), "n": np.array([7], np.int64)}
+    long: dict[str, np.ndarray] = {"w": np.full(100, 1.0, np.float32),
+                                   "n": np.array([7], np.int64)}
     assert clip_in_place(long, 2.0) == pytest.approx(10.0)
     assert l2_norm(long) == pytest.approx(2.0, rel=1e-6)
     assert long["n"][0] == 7
@@ -71,7 +72,7 @@ def test_device_shares_sum_to_the_target_noise() -> None:
     rng = np.random.default_rng(2)
     target, n = 0.8, 16
     share = device_noise_std(target, n)
-    total = sum(rng.normal(0.0, share, 50_000) for _ in range(n))
+    total = rng.normal(0.0, share, (n, 50_000)).sum(axis=0)
     assert spread_ok(total, target)
     # Fewer survivors carry less noise: what the accountant must then be told.
     assert present_noise_multiplier(share, n, 2.0) == pytest.approx(target / 2.0)
