@@ -23,8 +23,8 @@ def test_the_change_is_clipped_to_the_norm(kind: str) -> None:
     weights: dict[str, np.ndarray] = {"w": rng.normal(0, 1, 500).astype(np.float32),
                                       "steps": np.array([3], np.int64)}
     change = rng.normal(0, 1, 500).astype(np.float32)  # norm about 22
-    update: dict[str, np.ndarray] = {"w": (weights["w"] + change) if kind == "weights" else change.copy(),
-              "steps": np.array([4], np.int64)}
+    sent_w = (weights["w"] + change) if kind == "weights" else change.copy()
+    update: dict[str, np.ndarray] = {"w": sent_w, "steps": np.array([4], np.int64)}
     out = privatize(update, weights, plan(kind, 1.5, 0.0))
     sent = out["w"] - weights["w"] if kind == "weights" else out["w"]
     assert l2_norm({"w": sent}) == pytest.approx(1.5, rel=1e-4)
