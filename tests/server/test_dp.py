@@ -165,3 +165,12 @@ def test_the_budget_says_when_a_round_would_exceed_the_target(tmp_path: Path) ->
     local = PrivacyBudget("local", z, delta, 0.0, store)
     assert local.event(1, 100).sampling_rate == 1.0
     store.close()
+
+
+def test_the_server_settings_ask_for_dp_accounting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dp_accounting", None)
+    with pytest.raises(ConfigError, match=r"pip install 'fedge\[privacy\]'"):
+        ServerConfig(insecure=True, dp="local")
+    ServerConfig(insecure=True)  # without DP the package is not needed
