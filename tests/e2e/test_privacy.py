@@ -6,14 +6,22 @@ model."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from fedge.cli import main
 from fedge.cli.status import format_status
 from fedge.config import SimulateConfig
+from fedge.privacy.mechanisms import l2_norm
+from fedge.server.store import StateStore
 from fedge.simulations.runner import simulate
+from fedge.tensors import from_blob
+from tests.e2e.test_operations import scrape
+from tests.fleet import Fleet, free_port
 
 dp_accounting = pytest.importorskip("dp_accounting")
 
@@ -57,3 +65,50 @@ def test_central_dp_trains_reports_epsilon_and_stops_at_the_target(tmp_path: Pat
         r["epsilon"] for r in rounds]
     shown = format_status(snap)
     assert "privacy: central DP, epsilon" in shown and f"target {target:g}" in shown
+
+
+@pytest.mark.slow
+def test_local_dp_over_grpc_with_status_and_metrics(fleet: Fleet,
+                                                    capsys: pytest.CaptureFixture[str]
+                                                    ) -> None:
+    """fedge server --dp local with a robust strategy: the devices clip and noise their
+    own updates (the server only asks them to); epsilon (no amplification by sampling:
+    the server knows who sent) is served by the Status RPC and the metrics endpoint."""
+    dirs = fleet.partitions("digits-mlp", 2)
+    server = fleet.server(rounds=2, min_clients=2, strategy="median", dp="local",
+                          dp_noise_multiplier=Z, dp_clip=0.01, dp_delta=DELTA,
+                          metrics_port=free_port(), status_interval_s=0.2)
+    port = server.start()
+    operator = server.tokens.create("ops", role="operator")
+    for k, d in enumerate(dirs):
+        fleet.client(port, d, f"dev-{k}")
+    local = dp_accounting.rdp.RdpAccountant()
+    local.compose(dp_accounting.GaussianDpEvent(Z), 1)
+    after_one = local.get_epsilon(DELTA)
+    deadline = time.monotonic() + 120
+    while server.rounds.model_version < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    samples = scrape(server.metrics_port)
+    assert samples["fedge_dp_epsilon"] >= after_one * (1 - 1e-9)  # round 1, maybe 2
+    assert main(["status", "--server", f"127.0.0.1:{port}", "--insecure", "--token",
+                 operator, "--json"]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert remote["privacy"]["mode"] == "local" and remote["privacy"]["delta"] == DELTA
+    assert remote["privacy"]["epsilon"] >= after_one * (1 - 1e-9)
+    records = server.wait(timeout=120)
+    fleet.join_clients()
+    assert records[-1].round == 2
+    local.compose(dp_accounting.GaussianDpEvent(Z), 1)
+    assert server.rounds.budget is not None
+    assert server.rounds.budget.epsilon == pytest.approx(local.get_epsilon(DELTA), rel=1e-9)
+    # The devices clipped their changes to C = 0.01 and added noise of std z C (norm
+    # about z C sqrt(26k) = 0.08): a round moved the model by little more than that,
+    # where unclipped training moves it by far more than 1.
+    store = StateStore(fleet.tmp / "state")
+    try:
+        models = [from_blob(store.blob(r))[0] for r in (0, 1, 2)]
+    finally:
+        store.close()
+    for before, after in itertools.pairwise(models):
+        step = l2_norm({k: after[k] - before[k] for k in before})
+        assert 0 < step < 0.2, step
