@@ -1,8 +1,9 @@
 """Accuracy against epsilon: central DP on a built-in task at three noise multipliers,
 and the same run without DP.
 
-    python -m bench.privacy [--clients 40] [--fraction 0.25] [--rounds 15]
-                            [--noise 0.02 0.05 0.1] [--clip 1.0] [--out bench/results/privacy.json]
+    python -m bench.privacy [--clients 40] [--fraction 0.25] [--rounds 20] [--epochs 5]
+                            [--noise 0.05 0.2 1.0] [--clip 1.0]
+                            [--out bench/results/privacy.json]
 
 Each row is one ``fedge simulate`` run (a real server and real client daemons over
 loopback gRPC) on digits-mlp, IID, with ``--dp central --dp-clip C`` and the row's noise
@@ -24,7 +25,7 @@ from fedge.config import SimulateConfig
 from fedge.simulations.runner import simulate
 
 
-def run(clients: int, fraction: float, rounds: int, noise: float | None,
+def run(clients: int, fraction: float, rounds: int, epochs: int, noise: float | None,
         clip: float, seed: int) -> dict[str, Any]:
     """One simulate run; noise None turns DP off."""
     dp: dict[str, Any] = ({} if noise is None else
@@ -33,7 +34,8 @@ def run(clients: int, fraction: float, rounds: int, noise: float | None,
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         report = simulate(SimulateConfig(out=out, clients=clients, fraction=fraction,
-                                         rounds=rounds, seed=seed, edge=False, **dp))
+                                         rounds=rounds, epochs=epochs, seed=seed,
+                                         edge=False, **dp))
     return {"noise_multiplier": noise, "clip": clip if noise is not None else None,
             "epsilon": report["privacy"]["epsilon"] if noise is not None else None,
             "accuracy": report["final"]["accuracy"], "loss": report["final"]["loss"],
@@ -58,16 +60,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=40)
     parser.add_argument("--fraction", type=float, default=0.25)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.02, 0.05, 0.1])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.05, 0.2, 1.0])
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/results/privacy.json")
     args = parser.parse_args()
-    rows = [run(args.clients, args.fraction, args.rounds, z, args.clip, args.seed)
+    rows = [run(args.clients, args.fraction, args.rounds, args.epochs, z, args.clip,
+                args.seed)
             for z in [None, *args.noise]]
     print(f"digits-mlp, {args.clients} clients, {args.fraction:g} sampled a round, "
-          f"{args.rounds} rounds, central DP")
+          f"{args.rounds} rounds of {args.epochs} local epochs, central DP")
     print(table(rows))
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
