@@ -112,3 +112,33 @@ def test_local_dp_over_grpc_with_status_and_metrics(fleet: Fleet,
     for before, after in itertools.pairwise(models):
         step = l2_norm({k: after[k] - before[k] for k in before})
         assert 0 < step < 0.2, step
+
+
+@pytest.mark.slow
+def test_a_restarted_server_honours_the_spent_budget(fleet: Fleet) -> None:
+    """The budget pays for one round of two devices (q 1): the run ends after round 1.
+    Restarted on its state dir with the same target, the server rebuilds the accountant
+    from the recorded rounds and ends before training another round."""
+    dirs = fleet.partitions("digits-mlp", 2)
+    one, two = (epsilon(k, 1.0) for k in (1, 2))
+    settings = dict(rounds=4, min_clients=2, dp="central", dp_noise_multiplier=Z,
+                    dp_clip=CLIP, dp_delta=DELTA, target_epsilon=(one + two) / 2)
+    server = fleet.server(**settings)
+    port = server.start()
+    for k, d in enumerate(dirs):
+        fleet.client(port, d, f"dev-{k}")
+    records = server.wait(timeout=120)
+    assert [r.round for r in records] == [0, 1]
+    assert "epsilon past the target" in server.rounds.ended_early
+    fleet.join_clients()
+
+    again = fleet.server(**settings)
+    assert again.rounds.budget is not None
+    assert again.rounds.budget.epsilon == pytest.approx(one, rel=1e-9)
+    port = again.start()
+    for k, d in enumerate(dirs):
+        fleet.client(port, d, f"dev-{k}")
+    records = again.wait(timeout=120)
+    assert [r.round for r in records] == [0, 1]  # no round 2
+    assert "after round 1" in again.rounds.ended_early
+    assert again.rounds.progress().phase == "done"
