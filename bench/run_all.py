@@ -34,6 +34,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "round_latency": (["--out", "{out}"], ["--clients", "4", "--rounds", "4", "--out", "{out}"]),
     "simulate_wall": (["--out", "{out}"], ["--out", "{out}"]),
     "scale": (["--out", "{dir}"], ["--clients", "10,100", "--out", "{dir}"]),
+    "privacy": (["--out", "{out}"], ["--rounds", "5", "--out", "{out}"]),
 }
 
 

@@ -105,7 +105,7 @@ class PollRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class TrainConfig(_message.Message):
-    __slots__ = ("epochs", "lr", "batch_size", "proximal_mu", "update_kind", "encoding", "seed", "topk_fraction")
+    __slots__ = ("epochs", "lr", "batch_size", "proximal_mu", "update_kind", "encoding", "seed", "topk_fraction", "dp_clip", "dp_noise_multiplier")
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LR_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,8 @@ class TrainConfig(_message.Message):
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     TOPK_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    DP_CLIP_FIELD_NUMBER: _ClassVar[int]
+    DP_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
     epochs: int
     lr: float
     batch_size: int
@@ -122,7 +124,9 @@ class TrainConfig(_message.Message):
     encoding: Encoding
     seed: int
     topk_fraction: float
-    def __init__(self, epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., update_kind: _Optional[_Union[UpdateKind, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., seed: _Optional[int] = ..., topk_fraction: _Optional[float] = ...) -> None: ...
+    dp_clip: float
+    dp_noise_multiplier: float
+    def __init__(self, epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., update_kind: _Optional[_Union[UpdateKind, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., seed: _Optional[int] = ..., topk_fraction: _Optional[float] = ..., dp_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("kind", "task_id", "round", "model_version", "train", "deadline_unix", "retry_after_seconds", "message", "artifact_sha256")
@@ -287,7 +291,7 @@ class DeviceStatus(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., last_seen_seconds: _Optional[float] = ..., platform: _Optional[str] = ..., accelerator: _Optional[str] = ..., runtime: _Optional[str] = ..., num_examples: _Optional[int] = ..., authenticated: _Optional[bool] = ..., live: _Optional[bool] = ..., edge_model: _Optional[str] = ..., inference_only: _Optional[bool] = ...) -> None: ...
 
 class RoundSummary(_message.Message):
-    __slots__ = ("round", "accuracy", "loss", "clients", "examples", "bytes_up", "bytes_down", "seconds", "committed_at")
+    __slots__ = ("round", "accuracy", "loss", "clients", "examples", "bytes_up", "bytes_down", "seconds", "committed_at", "epsilon")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +301,7 @@ class RoundSummary(_message.Message):
     BYTES_DOWN_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     round: int
     accuracy: float
     loss: float
@@ -306,10 +311,27 @@ class RoundSummary(_message.Message):
     bytes_down: int
     seconds: float
     committed_at: float
-    def __init__(self, round: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., clients: _Optional[int] = ..., examples: _Optional[int] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., committed_at: _Optional[float] = ...) -> None: ...
+    epsilon: float
+    def __init__(self, round: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., clients: _Optional[int] = ..., examples: _Optional[int] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., committed_at: _Optional[float] = ..., epsilon: _Optional[float] = ...) -> None: ...
+
+class PrivacyStatus(_message.Message):
+    __slots__ = ("mode", "noise_multiplier", "delta", "epsilon", "target_epsilon", "clip")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    TARGET_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    noise_multiplier: float
+    delta: float
+    epsilon: float
+    target_epsilon: float
+    clip: float
+    def __init__(self, mode: _Optional[str] = ..., noise_multiplier: _Optional[float] = ..., delta: _Optional[float] = ..., epsilon: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., clip: _Optional[float] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("task", "phase", "round", "rounds_total", "model_version", "devices", "rounds", "refusals", "uptime_seconds", "selected", "reported")
+    __slots__ = ("task", "phase", "round", "rounds_total", "model_version", "devices", "rounds", "refusals", "uptime_seconds", "selected", "reported", "privacy")
     class RefusalsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +350,7 @@ class StatusReply(_message.Message):
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SELECTED_FIELD_NUMBER: _ClassVar[int]
     REPORTED_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
     task: str
     phase: str
     round: int
@@ -339,4 +362,5 @@ class StatusReply(_message.Message):
     uptime_seconds: float
     selected: int
     reported: int
-    def __init__(self, task: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds_total: _Optional[int] = ..., model_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., refusals: _Optional[_Mapping[str, int]] = ..., uptime_seconds: _Optional[float] = ..., selected: _Optional[int] = ..., reported: _Optional[int] = ...) -> None: ...
+    privacy: PrivacyStatus
+    def __init__(self, task: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds_total: _Optional[int] = ..., model_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., refusals: _Optional[_Mapping[str, int]] = ..., uptime_seconds: _Optional[float] = ..., selected: _Optional[int] = ..., reported: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyStatus, _Mapping]] = ...) -> None: ...

@@ -27,6 +27,7 @@ from fedge.server.status import snapshot
 from fedge.server.status import write as write_status
 from fedge.server.store import RoundRecord, StateStore
 from fedge.server.strategies.catalog import build_strategy
+from fedge.server.strategies.dp import with_privacy
 from fedge.server.tokens import TokenStore
 from fedge.tasks import Task, load_task
 from fedge.tasks.training import weights_of
@@ -116,9 +117,16 @@ class FedgeServer:
                         "often needs a smaller one (--server-lr)", strategy.server_lr)
         self.registry = Registry(config.device_timeout_s)
         self.deployments = _deployments(config, self.task)
+        strategy = with_privacy(strategy, config)
+        budget = None
+        if config.dp != "off":
+            from fedge.server.budget import PrivacyBudget
+
+            budget = PrivacyBudget(config.dp, config.dp_noise_multiplier, config.dp_delta,
+                                   config.target_epsilon, self.store)
         self.rounds = Rounds(settings, specs, self.registry, self.store,
                              Evaluator(self.task), initial, self.task.name, on_round,
-                             strategy, self.deployments)
+                             strategy, self.deployments, budget)
         _resume_edge(self.rounds, self.store, self.deployments)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers,
@@ -187,8 +195,13 @@ class FedgeServer:
 
     def _edge_metrics(self) -> dict[str, float]:
         built = self.deployments.built if self.deployments is not None else 0
-        return {"fedge_edge_artifacts_built": float(built),
-                "fedge_edge_artifacts_installed": float(self.service.edge_installed)}
+        extra = {"fedge_edge_artifacts_built": float(built),
+                 "fedge_edge_artifacts_installed": float(self.service.edge_installed)}
+        budget = self.rounds.budget
+        if budget is not None:  # the privacy spent so far, at the run's delta
+            extra["fedge_dp_epsilon"] = budget.epsilon
+            extra["fedge_dp_delta"] = budget.delta or 0.0
+        return extra
 
     def status(self, last_rounds: int = 5) -> dict[str, Any]:
         """The run's state now (what `fedge status` prints)."""

@@ -10,6 +10,7 @@ restart-on-failure fires instead of a server that serves polls with no driver be
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ class Driver:
         settings = rounds.settings
         # The first round this server opens waits (a while) for start_clients devices.
         self._start_by: float | None = None
+        self._population = 0  # trainable devices live when the round was sampled
         if settings.start_clients > settings.min_clients:
             self._start_by = time.monotonic() + settings.round_timeout_s
 
@@ -54,6 +56,10 @@ class Driver:
         while rounds.phase is not Phase.DONE and not rounds.stopping:
             chosen = self._wait_for_devices(failed)
             if chosen is None:
+                break
+            budget = rounds.budget
+            if budget is not None and budget.exceeds(len(chosen), self._population):
+                self._end_on_budget()
                 break
             rounds.open_round(chosen)
             assignments = rounds.close_round(settings.round_timeout_s)
@@ -111,6 +117,7 @@ class Driver:
                 size = sample_size(settings, len(live)) if len(live) >= wanted else 0
                 if size:
                     self._start_by = None
+                    self._population = len(live)
                     return sample(live, size, settings.seed, rounds.current.number, attempt)
                 if not announced:
                     log.info("round %d: waiting for devices (%d of %d connected)",
@@ -122,19 +129,51 @@ class Driver:
     def _commit(self, sampled: int) -> None:
         rounds, settings = self._rounds, self._rounds.settings
         state = rounds.current
+        budget, spent = rounds.budget, False
+        if budget is not None:
+            # Accounted before the row is written: a committed round is always counted.
+            entry = budget.record(state.number, sampled, self._population,
+                                  getattr(rounds.strategy, "clip", 0.0))
+            # Another round like this one would exceed the budget: this one is the last.
+            spent = budget.exceeds(sampled, self._population)
         record, weights, blob = commit_round(
             rounds.store, rounds.strategy, rounds.task_name,
             rounds.global_model, state, sampled, rounds.evaluate)
-        last = state.number >= settings.rounds
+        if budget is not None:
+            record = dataclasses.replace(record, epsilon=entry.epsilon)
+        last = state.number >= settings.rounds or spent
         if rounds.deploy is not None and rounds.deploy.due(state.number, last):
             rounds.deploy.request(state.number, weights)  # before DONE: polls wait for it
-        rounds.install(record, weights, blob)
+        if spent and state.number < settings.rounds:
+            rounds.ended_early = self._budget_reason(state.number)
+            log.warning("round %d is the last: %s", state.number, rounds.ended_early,
+                        extra={"event": "run.budget", "round": state.number})
+        rounds.install(record, weights, blob, last=last)
         log.info("round %d committed: accuracy %.4f, loss %.4f, %d client(s), %.2f s",
                  record.round, record.accuracy, record.loss, record.clients, record.seconds,
                  extra={"event": "round.committed", "round": record.round,
                         "accuracy": record.accuracy, "clients": record.clients})
         if rounds.on_commit is not None:
             rounds.on_commit(record)
+
+    def _budget_reason(self, round_: int) -> str:
+        budget = self._rounds.budget
+        assert budget is not None
+        return (f"another round would take epsilon past the target {budget.target_epsilon:g} "
+                f"(epsilon {budget.epsilon:.4g} at delta {budget.delta or 0:.3g} after round "
+                f"{round_})")
+
+    def _end_on_budget(self) -> None:
+        """Ends the run before a round the budget cannot pay for, shipping the last
+        committed model as the final one."""
+        rounds = self._rounds
+        reason = self._budget_reason(rounds.model_version)
+        log.warning("stopping before round %d: %s", rounds.current.number, reason,
+                    extra={"event": "run.budget", "round": rounds.current.number})
+        version = rounds.model_version
+        if version > 0 and rounds.deploy is not None and rounds.deploy.due(version, True):
+            rounds.deploy.request(version, rounds.global_model)
+        rounds.end_early(reason)
 
     def _wait_for_edge(self) -> None:
         """After the last round, waits for the final edge artifact's build."""

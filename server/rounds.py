@@ -46,6 +46,7 @@ from fedge.server.strategies.spec import Strategy
 from fedge.tensors import Spec, from_blob, sha256_hex
 
 if TYPE_CHECKING:
+    from fedge.server.budget import PrivacyBudget
     from fedge.server.deploy import Deployments
 
 # Re-exported: the service and the tests import the round's values from here.
@@ -72,6 +73,7 @@ class Rounds:
         on_commit: Callable[[RoundRecord], None] | None = None,
         strategy: Strategy[Any] | None = None,
         deployments: Deployments | None = None,
+        budget: PrivacyBudget | None = None,
     ) -> None:
         self.settings = settings
         self.strategy: Strategy[Any] = strategy if strategy is not None else FedAvg()
@@ -93,6 +95,9 @@ class Rounds:
         # Why the run ended early: a round failed max_round_attempts times in a row, or
         # the driver failed.
         self.failure = ""
+        # Why the run ended before its last round without failing (the privacy budget).
+        self.ended_early = ""
+        self.budget = budget  # the DP accountant, None without DP
         self.totals = Totals()
         self.deploy = deployments
         if deployments is not None:
@@ -264,6 +269,8 @@ class Rounds:
             number = state.number
             if self.phase is Phase.DONE:
                 number = min(number, max(self.settings.rounds, self.model_version))
+                if self.ended_early:
+                    number = self.model_version
             return Progress(self.phase.value, number, self.model_version,
                             len(state.assignments),
                             sum(a.submitted for a in state.assignments.values()))
@@ -366,16 +373,25 @@ class Rounds:
             self.current.assignments.clear()
 
     def install(self, record: RoundRecord, weights: dict[str, np.ndarray],
-                blob: bytes) -> None:
-        """Makes a committed round's model the one devices train from."""
+                blob: bytes, last: bool = False) -> None:
+        """Makes a committed round's model the one devices train from (last: the run
+        ends with it even before settings.rounds)."""
         with self.cond:
             self.model_version = record.round
             self.global_model = weights
             self._blob_bytes, self._blob_sha = blob, record.sha256
             # Bytes that arrive between rounds count toward the next one.
             self.current = RoundState(record.round + 1)
-            if record.round >= self.settings.rounds:
+            if last or record.round >= self.settings.rounds:
                 self.phase = Phase.DONE
+            self._notify_everyone()
+
+    def end_early(self, reason: str) -> None:
+        """Ends the run after its last committed round, not as a failure (the privacy
+        budget allows no more rounds)."""
+        with self.cond:
+            self.ended_early = reason
+            self.phase = Phase.DONE
             self._notify_everyone()
 
     def fail(self, failure: str) -> None:

@@ -21,6 +21,7 @@ from fedge.server.rounds import Rounds
 from fedge.server.store import StateStore
 
 STATUS_FILE = "status.json"
+PRIVACY_KEYS = ("mode", "noise_multiplier", "delta", "epsilon", "target_epsilon", "clip")
 
 
 def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
@@ -44,8 +45,12 @@ def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
     times = store.committed_at()
     recent = [{**r.to_dict(), "committed_at": times.get(r.round, 0.0)}
               for r in store.rounds()[-max(0, last_rounds):]] if last_rounds else []
+    budget = rounds.budget
     for r in recent:
         r.pop("sha256", None)
+        if budget is not None:
+            r["epsilon"] = budget.epsilon_of(int(r["round"])) or 0.0
+    privacy = {"privacy": budget.summary()} if budget is not None else {}
     return {
         "task": task,
         "phase": progress.phase,
@@ -59,6 +64,7 @@ def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
         "refusals": {f"{method}/{code}": n for (method, code), n in sorted(refusals.items())},
         "uptime_seconds": round(now - started, 3),
         "written_at": time.time(),
+        **privacy,
     }
 
 
@@ -81,15 +87,18 @@ def to_proto(snap: Mapping[str, Any]) -> fedge_pb2.StatusReply:
         rounds_total=snap["rounds_total"], model_version=snap["model_version"],
         devices=devices, rounds=rounds, refusals=snap["refusals"],
         uptime_seconds=snap["uptime_seconds"], selected=snap["selected"],
-        reported=snap["reported"])
+        reported=snap["reported"],
+        privacy=fedge_pb2.PrivacyStatus(**snap["privacy"]) if "privacy" in snap else None)
 
 
 def from_proto(reply: fedge_pb2.StatusReply) -> dict[str, Any]:
     """The snapshot a StatusReply carries, as snapshot() makes it."""
     device_keys = ("device_id", "last_seen_seconds", "live", "platform", "accelerator",
                    "runtime", "num_examples", "authenticated", "edge_model", "inference_only")
-    round_keys = ("round", "accuracy", "loss", "clients", "examples", "bytes_up",
+    round_keys: tuple[str, ...] = ("round", "accuracy", "loss", "clients", "examples", "bytes_up",
                   "bytes_down", "seconds", "committed_at")
+    if reply.HasField("privacy"):
+        round_keys += ("epsilon",)
     return {
         "task": reply.task, "phase": reply.phase, "round": reply.round,
         "rounds_total": reply.rounds_total, "model_version": reply.model_version,
@@ -98,4 +107,6 @@ def from_proto(reply: fedge_pb2.StatusReply) -> dict[str, Any]:
         "rounds": [{k: getattr(r, k) for k in round_keys} for r in reply.rounds],
         "refusals": dict(sorted(reply.refusals.items())),
         "uptime_seconds": reply.uptime_seconds,
+        **({"privacy": {k: getattr(reply.privacy, k) for k in PRIVACY_KEYS}}
+           if reply.HasField("privacy") else {}),
     }

@@ -58,11 +58,15 @@ class RoundRecord:
     seconds: float
     sha256: str = ""
     sampled: int = 0  # devices handed the round's TRAIN task (not kept in the database)
+    # With DP: epsilon after this round (kept in the metrics table, see server/budget.py).
+    epsilon: float | None = None
 
     def to_dict(self) -> dict[str, float | int | str]:
-        """The recorded fields (sampled, which the database does not keep, left out)."""
+        """The recorded fields (sampled and epsilon, which the rounds table does not
+        keep, left out)."""
         values = asdict(self)
         values.pop("sampled")
+        values.pop("epsilon")
         return values
 
 

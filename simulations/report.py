@@ -23,7 +23,8 @@ def build_report(task: str, clients: int, records: list[RoundRecord],
     left out of the per-round list)."""
     rounds = [{"round": r.round, "accuracy": r.accuracy, "loss": r.loss,
                "clients": r.clients, "bytes_up": r.bytes_up, "bytes_down": r.bytes_down,
-               "seconds": r.seconds} for r in records if r.round > 0]
+               "seconds": r.seconds, **({} if r.epsilon is None else {"epsilon": r.epsilon})}
+              for r in records if r.round > 0]
     final = records[-1] if records else None
     return {
         "task": task,
@@ -120,6 +121,7 @@ def format_summary(report: dict[str, Any]) -> str:
              f"after {len(report['rounds'])} rounds, {report['seconds_total']:.1f} s in all.",
              *(["", f"**The run stopped early:** {report['failure']}"]
                if report.get("failure") else []),
+             *_privacy_lines(report),
              "", "## Settings", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in settings.items() if v is not None]
     active = {k: v for k, v in (report.get("conditions") or {}).items()
@@ -128,13 +130,16 @@ def format_summary(report: dict[str, Any]) -> str:
                   "attack_factor", "straggler_delay_s")}
     for k, v in active.items():
         lines.append(f"| {k} | {v} |")
+    dp = bool(report.get("privacy"))
     lines += ["", "## Rounds", "",
               "| round | accuracy | loss | sampled | reported | dropped | bytes up | "
-              "bytes down | seconds |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "bytes down | seconds |" + (" epsilon |" if dp else ""),
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if dp else "")]
     for r in _rows(report):
         lines.append(f"| {r['round']} | {r['accuracy']:.4f} | {r['loss']:.4f} | "
                      f"{r.get('sampled', '')} | {r['clients']} | {r.get('dropped', '')} | "
-                     f"{r['bytes_up']:,} | {r['bytes_down']:,} | {r['seconds']:.2f} |")
+                     f"{r['bytes_up']:,} | {r['bytes_down']:,} | {r['seconds']:.2f} |"
+                     + (f" {r.get('epsilon', 0):.4g} |" if dp else ""))
     edge = report.get("edge")
     if edge:
         lines += ["", "## Edge model", "", "| | value |", "|---|---:|"]
@@ -142,6 +147,21 @@ def format_summary(report: dict[str, Any]) -> str:
                   for k, v in edge.items() if k != "artifact"]
         lines += ["", f"Artifact: `{edge['artifact']}`"]
     return "\n".join(lines) + "\n"
+
+
+def _privacy_lines(report: dict[str, Any]) -> list[str]:
+    """The summary's sentence on differential privacy (none without DP)."""
+    privacy = report.get("privacy")
+    if not privacy:
+        return []
+    target = (f" (target {privacy['target_epsilon']:g})" if privacy["target_epsilon"]
+              else "")
+    lines = ["", f"Differential privacy: {privacy['mode']}, noise multiplier "
+             f"{privacy['noise_multiplier']:g}; **epsilon {privacy['epsilon']:.4g}** at delta "
+             f"{privacy['delta']:.3g}{target}."]
+    if report.get("ended_early"):
+        lines.append(f"Training ended before its last round: {report['ended_early']}.")
+    return lines
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -156,6 +176,11 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(f"task {report['task']}, {report['clients']} clients: final accuracy "
                  f"{final['accuracy']:.4f}, loss {final['loss']:.4f}, "
                  f"{report['seconds_total']:.1f} s in all")
+    privacy = report.get("privacy")
+    if privacy:
+        lines.append(f"privacy: {privacy['mode']} DP, epsilon {privacy['epsilon']:.4g} at "
+                     f"delta {privacy['delta']:.3g}"
+                     + (f"; {report['ended_early']}" if report.get("ended_early") else ""))
     edge = report.get("edge")
     if edge:
         lines.append(f"edge: int8 student {edge['int8_onnx_bytes']:,} bytes (teacher fp32 "

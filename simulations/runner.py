@@ -24,6 +24,7 @@ import torch
 from fedge.config import ServerConfig, SimulateConfig
 from fedge.errors import FedgeError
 from fedge.server.app import FedgeServer
+from fedge.server.budget import default_delta
 from fedge.server.store import RoundRecord
 from fedge.simulations.backends import RayBackend, choose, cores, make_backend, split_groups
 from fedge.simulations.device import ClientSpec
@@ -88,7 +89,14 @@ def simulate(config: SimulateConfig,
         encoding=config.encoding, server_lr=config.server_lr,
         server_momentum=config.server_momentum, mu=config.mu, trim=config.trim,
         byzantine_f=config.byzantine_f, topk_fraction=config.topk_fraction,
-        edge=config.edge, quorum_fraction=quorum,
+        edge=config.edge, quorum_fraction=quorum, dp=config.dp,
+        dp_noise_multiplier=config.dp_noise_multiplier, dp_clip=config.dp_clip,
+        dp_adaptive_clip=config.dp_adaptive_clip,
+        dp_target_quantile=config.dp_target_quantile, dp_clip_lr=config.dp_clip_lr,
+        # delta's default is for the fleet, which the simulation knows from the start
+        dp_delta=config.dp_delta or (default_delta(config.clients) if config.dp != "off"
+                                     else None),
+        target_epsilon=config.target_epsilon,
         # A worker per device keeps every long poll parked: round starts reach all
         # clients at once instead of at their next jittered retry.
         max_workers=max(256, config.clients + 64)), on_round=record,
@@ -132,7 +140,9 @@ def simulate(config: SimulateConfig,
     # A run the server stopped (a round that kept missing its quorum) still gets its
     # report: how the accuracy fell is what a hostile scenario is run to see.
     failure = server.rounds.failure
-    if len(committed) < config.rounds and not failure and not interrupted:
+    ended_early = server.rounds.ended_early  # the privacy budget
+    if len(committed) < config.rounds and not failure and not ended_early \
+            and not interrupted:
         raise FedgeError(f"only {len(committed)} of {config.rounds} rounds committed")
     results.sort(key=lambda r: int(str(r["client"]).rsplit("-", 1)[-1]))
     report = build_report(task.name, config.clients, records,
@@ -148,6 +158,11 @@ def simulate(config: SimulateConfig,
                           conditions=conditions(config, roles, results))
     if interrupted:
         report["interrupted"] = True
+    budget = server.rounds.budget
+    if budget is not None:
+        report["privacy"] = budget.summary()
+    if ended_early:
+        report["ended_early"] = ended_early
     if failure:
         report["failure"] = failure
     elif server.deployments is not None and committed and not interrupted:

@@ -12,7 +12,8 @@ from fedge.config.settings import Declared, declared
 
 # argparse group titles of the declared groups ("" is the command's own options).
 GROUP_TITLES = {"strategy": "strategy and updates",
-                "scenario": "scenarios (each also a config key)", "backend": "backends"}
+                "scenario": "scenarios (each also a config key)", "backend": "backends",
+                "privacy": "differential privacy (docs/privacy.md)"}
 
 
 def help_of(d: Declared) -> str:

@@ -39,7 +39,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"the run failed: {server.rounds.failure}. State is kept in "
               f"{config.state_dir}; a restart resumes from round {last}", file=sys.stderr)
         return 1
-    if last < config.rounds:
+    if server.rounds.ended_early:
+        print(f"done at round {last} of {config.rounds}: {server.rounds.ended_early}; "
+              f"final accuracy {records[-1].accuracy:.4f}; checkpoints in "
+              f"{config.state_dir}/checkpoints", file=sys.stderr)
+    elif last < config.rounds:
         print(f"stopped at round {last} of {config.rounds}; state is kept in "
               f"{config.state_dir} and a restart resumes from there", file=sys.stderr)
     else:

@@ -121,12 +121,20 @@ def format_status(snap: dict[str, Any]) -> str:
                      f"{d['edge_model'] or '-':>5}  {d['accelerator'] or '-':<16} "
                      f"{d['platform'] or '-'}"
                      + ("  [inference only]" if d.get("inference_only") else ""))
+    privacy = snap.get("privacy")
+    if privacy:
+        target = (f", target {privacy['target_epsilon']:g}" if privacy["target_epsilon"]
+                  else "")
+        lines.append(f"privacy: {privacy['mode']} DP, epsilon {privacy['epsilon']:.4g} at "
+                     f"delta {privacy['delta']:.3g}{target} (noise multiplier "
+                     f"{privacy['noise_multiplier']:g}, clip {privacy['clip']:.4g})")
     lines.append("rounds:")
     lines.append(f"  {'round':>5}  {'accuracy':>8}  {'loss':>7}  {'clients':>7}  "
-                 f"{'seconds':>7}")
+                 f"{'seconds':>7}" + (f"  {'epsilon':>8}" if privacy else ""))
     for r in snap["rounds"]:
         lines.append(f"  {r['round']:>5}  {r['accuracy']:>8.4f}  {r['loss']:>7.4f}  "
-                     f"{r['clients']:>7}  {r['seconds']:>7.2f}")
+                     f"{r['clients']:>7}  {r['seconds']:>7.2f}"
+                     + (f"  {r.get('epsilon', 0):>8.4g}" if privacy else ""))
     if snap["refusals"]:
         lines.append("refused: " + ", ".join(f"{k} {v}" for k, v in snap["refusals"].items()))
     return "\n".join(lines)

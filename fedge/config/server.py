@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedge.config.privacy import PrivacySettings, check_privacy
 from fedge.config.settings import check_declared, check_tls, setting
 from fedge.config.strategy import LocalTraining, StrategySettings, check_strategy
 from fedge.errors import ConfigError
@@ -12,7 +13,7 @@ NORM_ACTIONS = ("refuse", "clip")
 
 
 @dataclass(frozen=True)
-class ServerConfig(LocalTraining, StrategySettings):
+class ServerConfig(LocalTraining, StrategySettings, PrivacySettings):
     """Settings of ``fedge server``: each field's declaration says what it does."""
 
     task: str = setting("digits-mlp", "built-in task name or package.module:attr")
@@ -93,6 +94,7 @@ class ServerConfig(LocalTraining, StrategySettings):
 
     def __post_init__(self) -> None:
         check_declared(self)
+        check_privacy(self)
         check_strategy(self, self.min_clients)
         check_tls(self.insecure, bool(self.tls_cert), "server", "--tls-cert/--tls-key")
         if bool(self.tls_cert) != bool(self.tls_key):

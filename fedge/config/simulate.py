@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fedge.config.privacy import PrivacySettings, check_privacy
 from fedge.config.settings import check_declared, check_range, setting
 from fedge.config.strategy import LocalTraining, StrategySettings, check_strategy
 from fedge.errors import ConfigError
@@ -19,7 +20,7 @@ BACKEND = "backend"  # the docs group of the backends
 
 
 @dataclass(frozen=True)
-class SimulateConfig(LocalTraining, StrategySettings):
+class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings):
     """Settings of ``fedge simulate``: one real server and N real client daemons on
     loopback gRPC, each client training on its own partition written to disk."""
 
@@ -89,6 +90,7 @@ class SimulateConfig(LocalTraining, StrategySettings):
 
     def __post_init__(self) -> None:
         check_declared(self)
+        check_privacy(self)
         check_strategy(self, max(1, math.ceil(self.fraction * self.clients)))
         if self.late_joiners + self.leavers + self.hostile_clients > 1.0:
             raise ConfigError("late_joiners + leavers + hostile_clients must be at most 1 "

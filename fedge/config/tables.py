@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fedge.config.client import ClientConfig
+from fedge.config.privacy import PRIVACY, PrivacySettings
 from fedge.config.server import ServerConfig
 from fedge.config.settings import Declared, declared
 from fedge.config.simulate import BACKEND, SCENARIO, SimulateConfig
@@ -26,11 +27,12 @@ from fedge.config.strategy import STRATEGY, StrategySettings
 Select = Callable[[Declared], bool]
 # name: (the config class, which of its settings, whether the command takes --config)
 TABLES: dict[str, tuple[type, Select, bool]] = {
-    "server": (ServerConfig, lambda d: d.setting.group != STRATEGY, True),
+    "server": (ServerConfig, lambda d: d.setting.group not in (STRATEGY, PRIVACY), True),
     "client": (ClientConfig, lambda d: True, True),
     "simulate": (SimulateConfig, lambda d: d.setting.group in ("", BACKEND), True),
     "scenario": (SimulateConfig, lambda d: d.setting.group == SCENARIO, False),
     "strategy": (StrategySettings, lambda d: True, False),
+    "privacy": (PrivacySettings, lambda d: True, False),
 }
 BLOCK = re.compile(r"(<!-- settings: (?P<name>[a-z]+) -->\n)(?P<body>.*?)(<!-- end settings -->)",
                    re.S)

@@ -1,0 +1,72 @@
+"""The differential-privacy settings `fedge server` and `fedge simulate` share, declared
+once (see docs/privacy.md for what each protects and how to choose them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fedge.config.settings import setting
+from fedge.errors import ConfigError
+
+DP_MODES = ("off", "central", "local")
+PRIVACY = "privacy"  # the docs group of the privacy settings
+# Strategies whose aggregate is a (weighted) mean: a noised sum of clipped updates is
+# the Gaussian mechanism there. The robust ones pick or sort updates, whose sensitivity
+# to one device is not bounded by the clip norm, so central DP refuses them.
+MEAN_STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad")
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """Differential privacy: where noise is added, how much, and the budget."""
+
+    dp: str = setting("off", "differential privacy: central (the server clips each update "
+                      "and noises the sum), local (each device clips and noises its own "
+                      "update) or off", choices=DP_MODES, group=PRIVACY)
+    dp_noise_multiplier: float = setting(1.0, "z: the Gaussian noise std is z x the clip "
+                                         "norm", low=0, group=PRIVACY)
+    dp_clip: float = setting(1.0, "C: each update's L2 norm (its distance from the global "
+                             "model) is clipped to C; with adaptive clipping, the first C",
+                             low=0, low_open=True, group=PRIVACY)
+    dp_adaptive_clip: bool = setting(False, "central only: move C each round toward the "
+                                     "target quantile of the update norms (Andrew et al. "
+                                     "2021)", group=PRIVACY)
+    dp_target_quantile: float = setting(0.5, "adaptive clipping: the share of updates C "
+                                        "should leave unclipped", low=0, high=1,
+                                        group=PRIVACY)
+    dp_clip_lr: float = setting(0.2, "adaptive clipping: the geometric step of C",
+                                low=0, low_open=True, group=PRIVACY)
+    dp_delta: float | None = setting(None, "the delta epsilon is reported at",
+                                     shown="min(1e-5, 1/fleet size)", low=0, high=1,
+                                     low_open=True, high_open=True, group=PRIVACY)
+    target_epsilon: float = setting(0.0, "end training, committing and shipping the model, "
+                                    "before epsilon would exceed this; 0: no budget", low=0,
+                                    group=PRIVACY)
+
+
+def check_privacy(config: Any) -> None:
+    """Checks how the privacy settings combine with each other and the strategy; asks for
+    dp-accounting when DP is on (a missing package is one line, exit 2)."""
+    if config.dp == "off":
+        for key, off in (("dp_adaptive_clip", False), ("target_epsilon", 0.0)):
+            if getattr(config, key) != off:
+                raise ConfigError(f"{key} needs differential privacy on (--dp central or "
+                                  "--dp local)")
+        return
+    from fedge.privacy.accounting import require
+
+    require()
+    if config.dp == "central" and config.strategy not in MEAN_STRATEGIES:
+        raise ConfigError(f"--dp central adds noise to a mean of clipped updates and "
+                          f"cannot protect strategy {config.strategy!r}, which picks or "
+                          f"sorts updates; use one of {', '.join(MEAN_STRATEGIES)}, or "
+                          "--dp local")
+    if config.dp_adaptive_clip and config.dp != "central":
+        raise ConfigError("dp_adaptive_clip applies to --dp central")
+    if config.dp_adaptive_clip and config.dp_noise_multiplier <= 0:
+        raise ConfigError("dp_adaptive_clip needs dp_noise_multiplier > 0 (the clipped "
+                          "count is released with noise too)")
+    if config.target_epsilon > 0 and config.dp_noise_multiplier <= 0:
+        raise ConfigError("target_epsilon needs dp_noise_multiplier > 0: without noise "
+                          "epsilon is infinite")
