@@ -21,6 +21,7 @@ def _predict(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     return np.asarray(logits)
 
 
+@pytest.mark.slow  # torch's ONNX exporter takes seconds a model
 @pytest.mark.parametrize("name", ["cifar10-resnet", "keywords-cnn", "har-cnn"])
 def test_the_student_exports_to_static_int8(name: str) -> None:
     torch.set_num_threads(1)
@@ -46,5 +47,6 @@ def test_the_student_exports_to_static_int8(name: str) -> None:
     assert float((int8_pred == fp32_pred).mean()) >= 0.85
     assert float((int8_pred == test_y).mean()) >= fp32_acc - 0.1
 
-    teacher = task.build_model()  # the teacher exports too (group norm, residuals)
-    assert max_abs_diff(teacher, export_onnx(teacher, test_x[:2]), test_x[:8]) < 1e-3
+    if name == "cifar10-resnet":  # the teacher with group norm and residuals exports too
+        teacher = task.build_model()
+        assert max_abs_diff(teacher, export_onnx(teacher, test_x[:2]), test_x[:8]) < 1e-3
