@@ -97,7 +97,7 @@ def synthetic(n_train: int = 900, n_test: int = 300, seed: int = 0) -> Splits:
             x[i, 3:] += swing[c] * np.cos(2 * np.pi * hz * t + phase + np.arange(3)[:, None])
         return x, y
 
-    n_proxy = int(round(n_train / 9))  # the proxy is 10% of train + proxy
+    n_proxy = round(n_train / 9)  # the proxy is 10% of train + proxy
     train_x, train_y = draw(n_train + n_proxy)
     return with_proxy(train_x, train_y, *draw(n_test))
 

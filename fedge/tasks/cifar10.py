@@ -73,7 +73,7 @@ def synthetic(n_train: int = 1200, n_test: int = 300, seed: int = 0) -> Splits:
     coarse = rng.normal(0.0, 1.0, (len(LABELS), 3, 4, 4)).astype(np.float32)
     colours = rng.normal(0.0, 0.7, (len(LABELS), 3, 1, 1)).astype(np.float32)
     patterns = coarse.repeat(8, axis=2).repeat(8, axis=3) + colours  # (10, 3, 32, 32)
-    n_proxy = int(round(n_train / 9))  # so that the proxy is 10% of train + proxy
+    n_proxy = round(n_train / 9)  # so that the proxy is 10% of train + proxy
 
     def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
         y = np.arange(n, dtype=np.int64) % len(LABELS)

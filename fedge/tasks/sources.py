@@ -45,7 +45,7 @@ def with_proxy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     """Splits with a fixed PROXY_FRACTION of the training set (chosen by SPLIT_SEED) held
     out as the proxy set no client holds."""
     order = np.random.default_rng(SPLIT_SEED).permutation(len(train_y))
-    n_proxy = int(round(PROXY_FRACTION * len(train_y)))
+    n_proxy = round(PROXY_FRACTION * len(train_y))
     proxy, rest = np.sort(order[:n_proxy]), np.sort(order[n_proxy:])
     return Splits(train_x[rest], train_y[rest], test_x, test_y, train_x[proxy],
                   train_y[proxy])

@@ -83,7 +83,7 @@ def test_cifar10_refuses_the_wrong_files(tmp_path: Path) -> None:
     (tmp_path / "data_batch_1.bin").write_bytes(b"\x00" * 100)
     with pytest.raises(TaskError, match="not a whole number of CIFAR-10 records"):
         cifar10.read_batch(tmp_path / "data_batch_1.bin")
-    with pytest.raises(TaskError, match="missing data_batch_2.bin"):
+    with pytest.raises(TaskError, match=r"missing data_batch_2\.bin"):
         cifar10.read_cifar10(tmp_path)
 
 
@@ -133,7 +133,7 @@ def test_speech_commands_refuses_a_stereo_clip(tmp_path: Path) -> None:
         f.writeframes(b"\x00" * 400)
     with pytest.raises(TaskError, match="2 channel"):
         keywords.read_wav(path)
-    with pytest.raises(TaskError, match="missing testing_list.txt"):
+    with pytest.raises(TaskError, match=r"missing testing_list\.txt"):
         keywords.read_speech_commands(tmp_path)
 
 
