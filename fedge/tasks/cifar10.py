@@ -127,7 +127,7 @@ def resnet() -> nn.Module:
 
 def mobilenet_student() -> nn.Module:
     """Student: a MobileNet-style stack of depthwise-separable convolutions (plain conv
-    and ReLU, which int8 QDQ quantisation handles whole), about 5k parameters."""
+    and ReLU, which int8 QDQ quantisation handles whole), about 9k parameters."""
     from torch import nn
 
     def separable(cin: int, cout: int, stride: int) -> list[nn.Module]:
