@@ -4,8 +4,21 @@ extra); the caller skips the picture without it."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
+
+
+def accuracy_limits(values: list[float]) -> tuple[float, float]:
+    """The accuracy axis zoomed to the data: its range with a margin of a tenth of it (at
+    least 0.01 each side), within 0..1, so that 0.95 against 0.97 is not a flat line at
+    the top of a 0..1 axis."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return 0.0, 1.0
+    low, high = min(finite), max(finite)
+    margin = max(0.1 * (high - low), 0.01)
+    return max(0.0, low - margin), min(1.0, high + margin)
 
 
 def plot_report(report: dict[str, Any], path: str | Path) -> Path:
@@ -25,7 +38,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
             label="accuracy")
     ax.set_xlabel("round")
     ax.set_ylabel("accuracy", color="tab:blue")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(*accuracy_limits([r["accuracy"] for r in report["rounds"]]))
     loss = ax.twinx()
     loss.plot(rounds, [r["loss"] for r in report["rounds"]], "s--", color="tab:red",
               label="loss")
