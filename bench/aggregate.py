@@ -1,22 +1,40 @@
-"""FedAvg aggregation throughput and memory: fedge's fold vs Flower's in-place FedAvg vs
-a plain numpy copy of the same bytes (the memory-bandwidth limit).
+"""FedAvg aggregation throughput and memory, fedge against Flower doing the same work
+inside the same timer, and a plain numpy copy of the same bytes (the memory-bandwidth
+limit).
 
     python -m bench.aggregate [--ks 10 100 1000] [--out bench/results/aggregate.json]
 
 K updates of a 1M-parameter float32 model (4 MB each) arrive one after another; each
-method turns them into their example-weighted mean:
+method turns them into their example-weighted mean. Two pairs, so that each comparison
+puts the same work inside both timers:
 
-* ``fedge fold``: :class:`server.strategies.fedavg.FedAvgFold`, which folds each update
-  into a running sum as it arrives, so memory stays one sum plus one update;
-* ``flower inplace``: ``flwr.server.strategy.aggregate.aggregate_inplace`` over the
-  round's list of ``FitRes`` (how a Flower server holds results: all K, serialized);
-* ``numpy copy``: ``np.copyto`` of each update into one buffer, the floor any method
-  that reads every byte once must pay.
+* from the wire (decoding inside the timer, on both sides):
 
-Updates are copied from a pool of 16 distinct arrays (64 MB, more than the last-level
-cache) right before they are handed over, as if just assembled from the wire; only the
-aggregation itself is timed, and the best of ``--repeats`` runs is reported (the median
-is in the JSON too), since the machine may be shared. Every (method, K) runs in a fresh
+  * ``fedge intake+fold``: each update as the TensorChunk messages it arrives in; the
+    timer holds the server's intake filters 1-7 (:func:`server.intake.receive`: chunk
+    and size limits, each chunk's CRC-32, assembling the tensors, the stream's SHA-256,
+    decoding) and the fold into :class:`server.strategies.fedavg.FedAvgFold`'s running
+    sum (memory: one sum plus one update);
+  * ``flower inplace``: ``flwr.server.strategy.aggregate.aggregate_inplace`` over the
+    round's list of ``FitRes`` (how a Flower server holds results: all K, serialized);
+    it deserializes each (``np.load`` of the bytes) inside the timer;
+
+* already decoded (no decoding in either timer):
+
+  * ``fedge fold``: ``FedAvgFold`` over decoded arrays;
+  * ``flower aggregate``: ``flwr.server.strategy.aggregate.aggregate`` over the round's
+    decoded ``(ndarrays, num_examples)`` list (what Flower's FedAvg runs without
+    ``inplace``);
+
+* ``numpy copy``: ``np.copyto`` of each decoded update into one buffer, the floor any
+  method that reads every byte once must pay.
+
+Everything an update is made of before it reaches the server (its chunks, its FitRes,
+its arrays) is built outside the timers, from a pool of 16 distinct updates (64 MB, more
+than the last-level cache); fedge's decoded updates are copied right before they are
+handed over, as if just assembled, since the fold reuses their memory. The best of
+``--repeats`` runs is reported (the median is in the JSON too), since the machine may be
+shared. Every (method, K) runs in a fresh
 subprocess so that its peak resident memory (ru_maxrss) is its own; the table shows it
 above the process's baseline after setup. Flower is optional: without it its rows are
 skipped (install with ``pip install --no-deps -r bench/flower-requirements.txt``).
@@ -39,7 +57,11 @@ import numpy as np
 SHAPES = {"l0.weight": (1024, 768), "l0.bias": (1024,), "l1.weight": (208, 1024),
           "l1.bias": (208,)}  # 1,000,656 parameters
 POOL = 16
-METHODS = ("fedge fold", "flower inplace", "numpy copy")
+METHODS = ("fedge intake+fold", "flower inplace", "fedge fold", "flower aggregate",
+           "numpy copy")
+# Each fedge method and the Flower method doing the same work in its timer.
+PEERS = {"fedge intake+fold": "flower inplace", "fedge fold": "flower aggregate"}
+FLOWER = ("flower inplace", "flower aggregate")
 
 
 def _rss_mb() -> float:
@@ -71,6 +93,32 @@ def _time_fold(pool: list[dict[str, np.ndarray]], counts: list[int]) -> float:
     return seconds + time.perf_counter() - start
 
 
+def _wire(pool: list[dict[str, np.ndarray]]) -> tuple[list[list[Any]], list[str]]:
+    """Each pooled update as the chunks it travels in, and its SHA-256 (untimed)."""
+    from fedge.tensors import iter_chunks, stream_sha256
+
+    return ([list(iter_chunks(update)) for update in pool],
+            [stream_sha256(update) for update in pool])
+
+
+def _time_intake(pool: list[dict[str, np.ndarray]], counts: list[int],
+                 wire: tuple[list[list[Any]], list[str]]) -> float:
+    from fedge.server.intake import Expected, receive
+    from fedge.server.strategies.fedavg import FedAvgFold
+    from fedge.tensors import fingerprint
+
+    chunks, digests = wire
+    expected = Expected(tuple(fingerprint(pool[0])), "f32", 0.1, 1 << 40)
+    fold, seconds = FedAvgFold(), 0.0
+    for i, count in enumerate(counts):
+        start = time.perf_counter()
+        fold.add(receive(chunks[i % POOL], expected, digests[i % POOL]), count)
+        seconds += time.perf_counter() - start
+    start = time.perf_counter()
+    fold.result()
+    return seconds + time.perf_counter() - start
+
+
 def _time_copy(pool: list[dict[str, np.ndarray]], counts: list[int]) -> float:
     target = {n: np.empty(s, np.float32) for n, s in SHAPES.items()}
     seconds = 0.0
@@ -90,14 +138,19 @@ def run_one(method: str, k: int, repeats: int) -> dict[str, Any]:
     pool = _pool()
     counts = [10 + (i * 37) % 500 for i in range(k)]
     model_bytes = sum(a.nbytes for a in pool[0].values())
-    if method == "fedge fold":
+    if method in ("fedge fold", "fedge intake+fold"):
         from fedge.server.strategies.fedavg import FedAvgFold
 
         warm = FedAvgFold()  # the second add imports scipy's BLAS, once per process
         for _ in range(2):
             warm.add({"w": np.ones(8, np.float32)}, 1.0)
-        base = _rss_mb()
-        times = [_time_fold(pool, counts) for _ in range(repeats)]
+        if method == "fedge fold":
+            base = _rss_mb()
+            times = [_time_fold(pool, counts) for _ in range(repeats)]
+        else:  # the pool's wire form is the bench's, not memory the server holds
+            wire = _wire(pool)
+            base = _rss_mb()
+            times = [_time_intake(pool, counts, wire) for _ in range(repeats)]
     elif method == "numpy copy":
         base = _rss_mb()
         times = [_time_copy(pool, counts) for _ in range(repeats)]
@@ -114,6 +167,17 @@ def run_one(method: str, k: int, repeats: int) -> dict[str, Any]:
         for _ in range(repeats):
             start = time.perf_counter()
             aggregate_inplace(results)  # type: ignore[arg-type]
+            times.append(time.perf_counter() - start)
+    elif method == "flower aggregate":
+        from flwr.server.strategy.aggregate import aggregate
+
+        base = _rss_mb()
+        names = list(SHAPES)
+        decoded = [([pool[i % POOL][n] for n in names], counts[i]) for i in range(k)]
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            aggregate(decoded)
             times.append(time.perf_counter() - start)
     else:
         raise ValueError(f"unknown method {method!r}")
@@ -134,14 +198,14 @@ def _flower_available() -> bool:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'K':>5}  {'method':<15} {'seconds':>8} {'GB/s':>7} {'updates/s':>10} "
+    lines = [f"{'K':>5}  {'method':<17} {'seconds':>8} {'GB/s':>7} {'updates/s':>10} "
              f"{'extra RSS MB':>12} {'vs copy':>8} {'vs flower':>9}"]
     for row in rows:
         peers = {r["method"]: r for r in rows if r["k"] == row["k"]}
         vs_copy = row["gb_per_s"] / peers["numpy copy"]["gb_per_s"]
-        flower = peers.get("flower inplace")
+        flower = peers.get(PEERS.get(row["method"], ""))  # the same work in its timer
         vs_flower = f"{row['gb_per_s'] / flower['gb_per_s']:>8.2f}x" if flower else "       -"
-        lines.append(f"{row['k']:>5}  {row['method']:<15} {row['seconds']:>8.3f} "
+        lines.append(f"{row['k']:>5}  {row['method']:<17} {row['seconds']:>8.3f} "
                      f"{row['gb_per_s']:>7.2f} {row['updates_per_s']:>10.1f} "
                      f"{row['extra_rss_mb']:>12.1f} {vs_copy:>7.0%} {vs_flower}")
     return "\n".join(lines)
@@ -160,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(run_one(args.one[0], int(args.one[1]), args.repeats)))
         return 0
-    methods = [m for m in METHODS if m != "flower inplace" or _flower_available()]
+    methods = [m for m in METHODS if m not in FLOWER or _flower_available()]
     if "flower inplace" not in methods:
         print("flwr is not installed: skipping Flower (pip install --no-deps -r "
               "bench/flower-requirements.txt)", file=sys.stderr)

@@ -53,18 +53,20 @@ class Trainer:
         self.y = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
 
     def train(self, weights: dict[str, np.ndarray], epochs: int, lr: float, batch_size: int,
-              seed: int, proximal_mu: float = 0.0
+              seed: int, proximal_mu: float = 0.0, momentum: float | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Trains from weights for some epochs of SGD; returns new weights and metrics.
 
         proximal_mu: FedProx's coefficient; > 0 adds mu/2 * ||w - weights||^2 to the loss
         (as its gradient, mu * (w - weights), added to each parameter's gradient).
+        momentum: SGD momentum; None takes the task's default.
         """
         load_weights(self.model, weights)
         self.model.train()
         hooks = self._proximal_hooks(proximal_mu) if proximal_mu > 0 else []
         optimizer = torch.optim.SGD(self.model.parameters(), lr=lr,
-                                    momentum=self.task.defaults.momentum)
+                                    momentum=self.task.defaults.momentum if momentum is None
+                                    else momentum)
         generator = torch.Generator().manual_seed(seed)
         started = time.perf_counter()
         losses: list[float] = []

@@ -45,6 +45,7 @@ class UpdatePlan:
     topk_fraction: float = 0.1
     dp_clip: float = 0.0  # local DP: the clip norm of the update's change (0: off)
     dp_noise_multiplier: float = 0.0
+    momentum: float | None = None  # None: the task's default
 
     @classmethod
     def from_proto(cls, cfg: fedge_pb2.TrainConfig) -> UpdatePlan:
@@ -54,7 +55,8 @@ class UpdatePlan:
                              f"{cfg.encoding}, which this client does not know; upgrade it")
         return cls(cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, cfg.proximal_mu,
                    KIND_NAMES[cfg.update_kind], ENCODING_NAMES[cfg.encoding],
-                   cfg.topk_fraction or 0.1, cfg.dp_clip, cfg.dp_noise_multiplier)
+                   cfg.topk_fraction or 0.1, cfg.dp_clip, cfg.dp_noise_multiplier,
+                   cfg.momentum if cfg.HasField("momentum") else None)
 
 
 def compute_update(trainer: Trainer, weights: dict[str, np.ndarray], plan: UpdatePlan
@@ -65,7 +67,7 @@ def compute_update(trainer: Trainer, weights: dict[str, np.ndarray], plan: Updat
         return privatize(gradient, weights, plan), metrics
     new, metrics = trainer.train(weights, epochs=plan.epochs, lr=plan.lr,
                                  batch_size=plan.batch_size, seed=plan.seed,
-                                 proximal_mu=plan.proximal_mu)
+                                 proximal_mu=plan.proximal_mu, momentum=plan.momentum)
     if plan.kind == "delta":
         for name, w in new.items():
             np.subtract(w, weights[name], out=w, casting="unsafe")

@@ -105,7 +105,7 @@ class PollRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class TrainConfig(_message.Message):
-    __slots__ = ("epochs", "lr", "batch_size", "proximal_mu", "update_kind", "encoding", "seed", "topk_fraction", "dp_clip", "dp_noise_multiplier")
+    __slots__ = ("epochs", "lr", "batch_size", "proximal_mu", "update_kind", "encoding", "seed", "topk_fraction", "momentum", "dp_clip", "dp_noise_multiplier")
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LR_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class TrainConfig(_message.Message):
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     TOPK_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
     DP_CLIP_FIELD_NUMBER: _ClassVar[int]
     DP_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
     epochs: int
@@ -124,9 +125,10 @@ class TrainConfig(_message.Message):
     encoding: Encoding
     seed: int
     topk_fraction: float
+    momentum: float
     dp_clip: float
     dp_noise_multiplier: float
-    def __init__(self, epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., update_kind: _Optional[_Union[UpdateKind, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., seed: _Optional[int] = ..., topk_fraction: _Optional[float] = ..., dp_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ...) -> None: ...
+    def __init__(self, epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., update_kind: _Optional[_Union[UpdateKind, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., seed: _Optional[int] = ..., topk_fraction: _Optional[float] = ..., momentum: _Optional[float] = ..., dp_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("kind", "task_id", "round", "model_version", "train", "deadline_unix", "retry_after_seconds", "message", "artifact_sha256")

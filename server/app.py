@@ -104,6 +104,7 @@ class FedgeServer:
             round_timeout_s=config.round_timeout_s, retry_backoff_s=config.retry_backoff_s,
             epochs=config.epochs or defaults.epochs, lr=config.lr or defaults.lr,
             batch_size=config.batch_size or defaults.batch_size, seed=config.seed,
+            momentum=defaults.momentum if config.momentum is None else config.momentum,
             linger_s=config.linger_s, max_examples=config.max_examples,
             quorum_fraction=config.quorum_fraction, max_update_norm=config.max_update_norm,
             max_round_attempts=config.max_round_attempts,

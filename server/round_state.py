@@ -47,6 +47,7 @@ class RoundSettings:
     encoding: str = "f32"
     topk_fraction: float = 0.1
     start_clients: int = 0
+    momentum: float = 0.9  # local SGD momentum, sent with each TRAIN task
 
     def quorum(self, sampled: int) -> int:
         """Updates needed to commit a round of sampled devices at its deadline."""

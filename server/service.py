@@ -288,7 +288,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         train = fedge_pb2.TrainConfig(
             epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
             update_kind=UPDATE_KINDS[s.update_kind], encoding=ENCODINGS[s.encoding],
-            seed=a.seed, topk_fraction=s.topk_fraction,
+            seed=a.seed, topk_fraction=s.topk_fraction, momentum=s.momentum,
             **self._rounds.strategy.client_config())  # what the strategy asks of devices
         return fedge_pb2.Task(kind=kind, task_id=a.task_id, round=a.round,
                               model_version=view.model_version, train=train,

@@ -4,8 +4,21 @@ extra); the caller skips the picture without it."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
+
+
+def accuracy_limits(values: list[float]) -> tuple[float, float]:
+    """The accuracy axis zoomed to the data: its range with a margin of a tenth of it (at
+    least 0.01 each side), within 0..1, so that 0.95 against 0.97 is not a flat line at
+    the top of a 0..1 axis."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return 0.0, 1.0
+    low, high = min(finite), max(finite)
+    margin = max(0.1 * (high - low), 0.01)
+    return max(0.0, low - margin), min(1.0, high + margin)
 
 
 def plot_report(report: dict[str, Any], path: str | Path) -> Path:
@@ -50,13 +63,3 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     plt.close(fig)
     return out
 
-
-def accuracy_limits(accuracies: list[float | None]) -> tuple[float, float]:
-    """The accuracy axis zoomed to the data (a run between 0.93 and 0.97 is not a flat
-    line at the top of 0..1), with a margin, never outside 0..1."""
-    seen = [a for a in accuracies if a is not None and a == a]  # no None, no NaN
-    if not seen:
-        return 0.0, 1.0
-    low, high = min(seen), max(seen)
-    margin = max(0.02, 0.1 * (high - low))
-    return max(0.0, low - margin), min(1.0, high + margin)

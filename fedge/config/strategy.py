@@ -22,12 +22,15 @@ STRATEGY = "strategy"  # the docs group of the strategy settings
 
 @dataclass(frozen=True)
 class LocalTraining:
-    """The local training settings the server hands out with each task; 0 means the
-    task's default."""
+    """The local training settings the server hands out with each task; 0 (None for
+    momentum, where 0 is a value) means the task's default."""
 
     epochs: int = setting(0, "local epochs", shown="0 = the task's", low=0)
     lr: float = setting(0.0, "local learning rate", shown="0 = the task's", low=0)
     batch_size: int = setting(0, "local batch size", shown="0 = the task's", low=0)
+    momentum: float | None = setting(None, "local SGD momentum (0: plain SGD, as many "
+                                     "papers' FedAvg)", shown="the task's", low=0, high=1,
+                                     high_open=True)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Tasks: what a federation trains. A task is a model factory, a data schema, data
 splits, and a train step and eval step.
 
-Built-in tasks are named (``digits-mlp``, ``digits-cnn``); a user's task is loaded from
+Built-in tasks are named (``digits-mlp``, ``digits-cnn``, ``cifar10-resnet``,
+``keywords-cnn``, ``har-cnn``); a user's task is loaded from
 ``package.module:attr``, where attr is a :class:`Task` or a function returning one.
 """
 
@@ -197,9 +198,11 @@ class Task:
 
 
 def builtin_tasks() -> dict[str, Callable[[], Task]]:
-    from fedge.tasks import digits
+    from fedge.tasks import activity, cifar10, digits, keywords
 
-    return {"digits-mlp": digits.mlp_task, "digits-cnn": digits.cnn_task}
+    return {"digits-mlp": digits.mlp_task, "digits-cnn": digits.cnn_task,
+            "cifar10-resnet": cifar10.resnet_task, "keywords-cnn": keywords.cnn_task,
+            "har-cnn": activity.cnn_task}
 
 
 def load_task(spec: str) -> Task:

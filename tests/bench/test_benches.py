@@ -75,3 +75,20 @@ def test_round_latency_runs_fedge_deployment(tmp_path):
     assert row["system"] == "fedge" and row["clients"] == 2
     assert sorted(row["round_s"]) == ["1", "2", "3"]
     assert row["s_per_round"] > 0 and row["accuracy"] > 0.5
+
+
+def test_aggregate_pairs_each_fedge_method_with_flower_doing_the_same_work() -> None:
+    """Both timers of a pair decode (from the wire) or neither does (decoded), and every
+    method runs; the table compares each fedge row with its own peer only."""
+    from bench import aggregate
+
+    assert aggregate.PEERS == {"fedge intake+fold": "flower inplace",
+                               "fedge fold": "flower aggregate"}
+    methods = [m for m in aggregate.METHODS
+               if m not in aggregate.FLOWER or aggregate._flower_available()]
+    rows = [aggregate.run_one(m, 3, 1) for m in methods]
+    assert all(r["seconds"] > 0 and r["k"] == 3 for r in rows)
+    table = aggregate._table(rows).splitlines()
+    if "flower inplace" in methods:  # a ratio for the paired rows, none for the rest
+        assert table[1].split()[1:3] == ["fedge", "intake+fold"] and table[1].endswith("x")
+        assert table[-1].split()[1:3] == ["numpy", "copy"] and table[-1].endswith("-")

@@ -83,3 +83,28 @@ def test_the_plan_comes_from_the_task_and_topk_carries_a_residual() -> None:
     for name in grad:
         np.testing.assert_allclose(sent[name] + feedback.residual[name], grad[name],
                                    atol=1e-7)
+
+
+def test_the_task_s_momentum_applies_unless_the_server_sends_one() -> None:
+    assert UpdatePlan.from_proto(fedge_pb2.TrainConfig(momentum=0.0)).momentum == 0.0
+    assert UpdatePlan.from_proto(fedge_pb2.TrainConfig()).momentum is None  # an old server
+    trainer, weights = _trainer(96)
+    runs = {m: compute_update(trainer, {k: v.copy() for k, v in weights.items()},
+                              UpdatePlan(epochs=1, lr=0.1, batch_size=32, seed=3, momentum=m))[0]
+            for m in (None, 0.9, 0.0)}
+    for name in weights:  # None is the task's 0.9; 0 is plain SGD, a different model
+        np.testing.assert_array_equal(runs[None][name], runs[0.9][name])
+    assert not np.allclose(runs[0.0]["0.weight"], runs[0.9]["0.weight"])
+    # Plain SGD by hand: the same three batches, w -= lr * grad.
+    model = TASK.build_model()
+    load_weights(model, weights)
+    order = torch.randperm(96, generator=torch.Generator().manual_seed(3))
+    for batch in torch.tensor_split(order, 3):
+        model.zero_grad()
+        F.cross_entropy(model(trainer.x[batch]), trainer.y[batch]).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                assert p.grad is not None
+                p.sub_(0.1 * p.grad)
+    for name, value in weights_of(model).items():
+        np.testing.assert_allclose(runs[0.0][name], value, rtol=1e-5, atol=1e-6)

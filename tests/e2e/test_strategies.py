@@ -215,3 +215,18 @@ def test_the_strategy_s_client_settings_reach_the_devices_tasks(fleet: Fleet) ->
         assert device.poll_train().train.proximal_mu == pytest.approx(expected)
         device.close()
         server.shutdown(grace=0.1)
+
+
+def test_the_momentum_setting_reaches_the_devices_tasks(fleet: Fleet) -> None:
+    """--momentum goes out with each TRAIN task; without it, the task's default (0.9 for
+    digits-mlp) does, and 0 (plain SGD) is a value, not "the default"."""
+    for momentum, expected in ((0.0, 0.0), (0.5, 0.5), (None, 0.9)):
+        server = fleet.server(rounds=1, min_clients=1, momentum=momentum,
+                              allow_anonymous=True, state_dir=str(fleet.tmp / str(momentum)))
+        port = server.start()
+        device = RawDevice(port, "probe", None)
+        device.join()
+        train = device.poll_train().train
+        assert train.HasField("momentum") and train.momentum == pytest.approx(expected)
+        device.close()
+        server.shutdown(grace=0.1)
