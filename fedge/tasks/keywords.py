@@ -193,7 +193,7 @@ def cnn_task() -> Task:
     """Keyword spotting on log-mel spectrograms with a small CNN and a DS-CNN student."""
     return Task(
         name="keywords-cnn",
-        schema=DataSchema(input_shape=SHAPE, labels=LABELS),
+        schema=DataSchema(input_shape=SHAPE, labels=LABELS, raw_kind="tensor"),
         build_model=cnn,
         load_data=load_data,
         defaults=TrainDefaults(epochs=1, lr=0.05, batch_size=32, momentum=0.9),

@@ -141,3 +141,17 @@ def test_colour_images_are_normalized_per_channel_then_laid_out_channels_first()
             "steps": [{"op": "cast", "dtype": "float32"}]}
     assert DataSchema(input_shape=(6, 128), labels=("a",)).image_preprocessing()[
         "raw"]["kind"] == "image"
+
+
+def test_each_builtin_task_describes_its_raw_inputs() -> None:
+    from fedge.tasks import builtin_tasks
+
+    kinds = {name: make().schema.preprocessing()["raw"]["kind"]
+             for name, make in builtin_tasks().items()}
+    # Camera tasks take images; the microphone's log-mel features and the IMU's windows
+    # are tensors (their raw audio and sensor streams are the task's own business).
+    assert kinds == {"digits-mlp": "image", "digits-cnn": "image", "cifar10-resnet": "image",
+                     "keywords-cnn": "tensor", "har-cnn": "tensor"}
+    cifar = builtin_tasks()["cifar10-resnet"]().schema.preprocessing()
+    assert cifar["raw"]["mode"] == "RGB" and {"op": "transpose", "axes": [2, 0, 1]} in \
+        cifar["steps"]
