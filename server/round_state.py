@@ -47,6 +47,11 @@ class RoundSettings:
     encoding: str = "f32"
     topk_fraction: float = 0.1
     start_clients: int = 0
+    secure: bool = False  # SecAgg+ rounds (fedge.server.secure_round)
+    secure_threshold: float = 0.5
+    secure_neighbours: int = 0
+    secure_clip: float = 10.0
+    secure_stage_timeout_s: float = 30.0
 
     def quorum(self, sampled: int) -> int:
         """Updates needed to commit a round of sampled devices at its deadline."""

@@ -84,6 +84,9 @@ def simulate(config: SimulateConfig,
         server_momentum=config.server_momentum, mu=config.mu, trim=config.trim,
         byzantine_f=config.byzantine_f, topk_fraction=config.topk_fraction,
         edge=config.edge, quorum_fraction=quorum,
+        secure_aggregation=config.secure_aggregation,
+        secure_threshold=config.secure_threshold, secure_neighbours=config.secure_neighbours,
+        secure_clip=config.secure_clip, secure_stage_timeout_s=config.secure_stage_timeout_s,
         # A worker per device keeps every long poll parked: round starts reach all
         # clients at once instead of at their next jittered retry.
         max_workers=max(256, config.clients + 64)), on_round=record,
