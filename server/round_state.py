@@ -15,8 +15,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from fedge.server.strategies.fedavg import Accumulator, FedAvgFold
+
+if TYPE_CHECKING:
+    from fedge.server.secure_round import SecureRound
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ class RoundState:
     examples: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    secure: SecureRound | None = None  # a secure round's stages and masked sum
 
 
 def all_settled(assignments: Iterable[Assignment]) -> bool:
