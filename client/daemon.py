@@ -104,6 +104,7 @@ class Daemon:
         self._tls_failures = 0  # how many calls in a row failed with it
         # Top-k's dropped entries, carried into this device's next update.
         self._feedback = ErrorFeedback()
+        self._secure_missed = ""  # the secure task whose key stages closed without us
 
     @property
     def trainer(self) -> Trainer:
@@ -252,8 +253,13 @@ class Daemon:
             return
         cfg = task.train
         secure = SecureTask(session, task) if cfg.HasField("secure") else None
-        if secure is not None and attempt(secure.keys, session.device_id, task.round) is None:
-            return  # the round's key stages went on without this device
+        if secure is not None:
+            if task.task_id == self._secure_missed:  # until the round settles it
+                self.pause(1.0)
+                return
+            if attempt(secure.keys, session.device_id, task.round) is None:
+                self._secure_missed = task.task_id  # its key stages went on without us
+                return
         blob = download(session, task.model_version)
         self.stats.bytes_down += len(blob)
         weights = decode_weights(blob, task.model_version, self._specs, self.task.name)

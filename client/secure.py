@@ -107,8 +107,9 @@ class SecureTask:
             if reply.ready:
                 return reply
 
-    def keys(self) -> None:
-        """Stages 1 and 2: advertise keys, share secrets with the neighbours."""
+    def keys(self) -> bool:
+        """Stages 1 and 2: advertise keys, share secrets with the neighbours (True when
+        both went through)."""
         a = self.device.advertise()
         reply = self._step(stage=fedge_pb2.SECURE_ADVERTISE, advert=fedge_pb2.SecureAdvert(
             device_id=a.device_id, encrypt_public=a.encrypt_public,
@@ -119,6 +120,7 @@ class SecureTask:
         reply = self._step(stage=fedge_pb2.SECURE_SHARE, shares=[
             fedge_pb2.PeerBytes(peer=p, data=d) for p, d in sorted(sealed.items())])
         self._messages = {m.peer: m.data for m in reply.shares}
+        return True
 
     def submit(self, gradient: np.ndarray, num_examples: int,
                metrics: Mapping[str, float]) -> int:
