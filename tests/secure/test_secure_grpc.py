@@ -149,11 +149,11 @@ def test_too_few_survivors_retry_the_round(fleet: Fleet,
     port = server.start()
     for i, part in enumerate(parts):
         fleet.client(port, part, f"dev-{i}")
-    server.wait(120)
+    records = server.wait(120)
     assert not spy.totals  # never unmasked: too few shares of anyone's seed
     assert "missed its quorum" in server.rounds.failure
     assert "could not unmask" in server.rounds.failure
-    assert [r.round for r in server.store.rounds()] == [0]
+    assert [r.round for r in records] == [0]
 
 
 def test_quantization_bound_used_above_is_the_modules() -> None:
