@@ -181,6 +181,11 @@ class Rounds:
             if assignment.round != round_ or assignment.task_id != task_id:
                 raise StaleRequest(f"task {task_id!r} of round {round_} is not this device's "
                                    f"open task (round {assignment.round})")
+            if self.current.secure is not None:  # never fold a plain update into it
+                refusal = InvalidUpdate(f"round {round_} is secure: the update must be masked "
+                                        "(SubmitMasked); this device's fedge is too old")
+                self.refuse(assignment, str(refusal))
+                raise refusal
             if assignment.submitted:
                 if digest and digest == assignment.digest:
                     raise AlreadyAccepted()
