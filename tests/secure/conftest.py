@@ -1,4 +1,5 @@
-"""Servers for the secure-aggregation wire tests (as in tests/faults): a real FedgeServer on 127.0.0.1, shut down at teardown."""
+"""Servers for the secure wire tests (as in tests/faults): a real FedgeServer on
+127.0.0.1, shut down at teardown."""
 
 from __future__ import annotations
 
