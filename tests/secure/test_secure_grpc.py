@@ -159,3 +159,37 @@ def test_too_few_survivors_retry_the_round(fleet: Fleet,
 def test_quantization_bound_used_above_is_the_modules() -> None:
     scale = quantize.round_scale(10.0, 500, 4)
     assert 4 / (2 * scale) < 1e-4  # the tolerance above is tight, not vacuous
+
+
+@pytest.mark.slow
+def test_devices_refuse_a_lying_server_over_grpc(fleet: Fleet,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # The server claims every surviving neighbour also dropped: it asks each device for
+    # both the self-mask share and the mask-key share of the same peers.
+    def lying(self: MaskedSum, device_id: str) -> tuple[list[str], list[str]]:
+        alive = [p for p in self.neighbours(device_id) if p in self.weights]
+        return alive, alive
+
+    reveals: list[str] = []
+    add_reveal = MaskedSum.add_reveal
+
+    def spy(self: MaskedSum, device_id: str, *shares: Any) -> None:
+        reveals.append(device_id)
+        add_reveal(self, device_id, *shares)
+
+    monkeypatch.setattr(MaskedSum, "request", lying)
+    monkeypatch.setattr(MaskedSum, "add_reveal", spy)
+    parts = fleet.partitions("digits-mlp", 3)
+    server = fleet.server(rounds=1, min_clients=3, secure_aggregation=True,
+                          secure_stage_timeout_s=2.0, round_timeout_s=20.0,
+                          max_round_attempts=1)
+    port = server.start()
+    for i, part in enumerate(parts):
+        fleet.client(port, part, f"dev-{i}")
+    records = server.wait(120)
+    assert reveals == []  # no device answered: each refused instead
+    refused = [r for r in caplog.records if "refusing to unmask" in r.getMessage()]
+    assert {r.getMessage().split(":")[0] for r in refused} == {"dev-0", "dev-1", "dev-2"}
+    assert [r.round for r in records] == [0]
+    assert "could not unmask" in server.rounds.failure
