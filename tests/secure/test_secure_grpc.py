@@ -193,3 +193,20 @@ def test_devices_refuse_a_lying_server_over_grpc(fleet: Fleet,
     assert {r.getMessage().split(":")[0] for r in refused} == {"dev-0", "dev-1", "dev-2"}
     assert [r.round for r in records] == [0]
     assert "could not unmask" in server.rounds.failure
+
+
+@pytest.mark.slow
+def test_fedadam_on_delta_updates_matches_plain(fleet: Fleet, tmp_path: Path) -> None:
+    # The server optimizer (with state) steps on the unmasked aggregate of deltas.
+    parts = fleet.partitions("digits-mlp", 3)
+    models = []
+    for secure in (False, True):
+        server = _run(fleet, parts, rounds=2, state_dir=str(tmp_path / f"s{secure}"),
+                      strategy="fedadam", update="delta", secure_aggregation=secure)
+        records = server.wait(120)
+        fleet.join_clients()
+        fleet.clients.clear()
+        assert [r.round for r in records] == [0, 1, 2]
+        models.append(from_blob(server.store.blob(2))[0])
+    worst = max(float(np.max(np.abs(models[0][k] - models[1][k]))) for k in models[0])
+    assert worst < 1e-4, worst
