@@ -54,6 +54,7 @@ from fedge.client.channel import (
 )
 from fedge.client.data import LocalData
 from fedge.client.ledger import TaskLedger
+from fedge.client.secure import SecureTask, attempt, pseudo_gradient
 from fedge.client.session import Backoff, Link, Session, Stopped
 from fedge.client.stats import DaemonStats
 from fedge.client.transfers import decode_weights, download, submit
@@ -105,6 +106,7 @@ class Daemon:
         # Top-k's dropped entries, carried into this device's next update.
         self._feedback = ErrorFeedback()
         self._ledger = TaskLedger()  # tasks trained, and those done with
+        self._secure_missed = ""  # the secure task whose key stages closed without us
 
     @property
     def trainer(self) -> Trainer:
@@ -263,15 +265,32 @@ class Daemon:
                         self.config.device_id, task.round)
             self._ledger.settle(task.task_id)
             return
+        cfg = task.train
+        secure = SecureTask(session, task) if cfg.HasField("secure") else None
+        if secure is not None:
+            if task.task_id == self._secure_missed:  # until the round settles it
+                self.pause(1.0)
+                return
+            if attempt(secure.keys, session.device_id, task.round) is None:
+                self._secure_missed = task.task_id  # its key stages went on without us
+                return
         blob = download(session, task.model_version)
         self.stats.bytes_down += len(blob)
         weights = decode_weights(blob, task.model_version, self._specs, self.task.name)
-        cfg = task.train
         plan = UpdatePlan.from_proto(cfg)
         started = time.perf_counter()
         update, metrics = compute_update(self.trainer, weights, plan)
         self.stats.train_seconds += time.perf_counter() - started
         metrics.update(data_metrics)
+        if secure is not None:  # masked, never sent in the clear
+            gradient = pseudo_gradient(plan.kind, weights, update)
+            sent = attempt(lambda: secure.submit(gradient, self.trainer.num_examples,
+                                                 metrics), session.device_id, task.round)
+            if sent is not None:
+                self.stats.rounds_trained += 1
+                self.stats.last_round = task.round
+                self.stats.bytes_up += sent
+            return
         carried = self._feedback.residual
         new_weights = encode_update(update, plan, self._feedback)
         header = fedge_pb2.UpdateHeader(

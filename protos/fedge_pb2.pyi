@@ -29,6 +29,14 @@ class Encoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     F16: _ClassVar[Encoding]
     INT8: _ClassVar[Encoding]
     TOPK: _ClassVar[Encoding]
+
+class SecureStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SECURE_STAGE_UNSPECIFIED: _ClassVar[SecureStage]
+    SECURE_ADVERTISE: _ClassVar[SecureStage]
+    SECURE_SHARE: _ClassVar[SecureStage]
+    SECURE_UNMASK: _ClassVar[SecureStage]
+    SECURE_REVEAL: _ClassVar[SecureStage]
 TASK_KIND_UNSPECIFIED: TaskKind
 TRAIN: TaskKind
 WAIT: TaskKind
@@ -43,6 +51,11 @@ F32: Encoding
 F16: Encoding
 INT8: Encoding
 TOPK: Encoding
+SECURE_STAGE_UNSPECIFIED: SecureStage
+SECURE_ADVERTISE: SecureStage
+SECURE_SHARE: SecureStage
+SECURE_UNMASK: SecureStage
+SECURE_REVEAL: SecureStage
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "dtype", "shape")
@@ -105,7 +118,7 @@ class PollRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class TrainConfig(_message.Message):
-    __slots__ = ("epochs", "lr", "batch_size", "proximal_mu", "update_kind", "encoding", "seed", "topk_fraction", "momentum", "dp_clip", "dp_noise_multiplier")
+    __slots__ = ("epochs", "lr", "batch_size", "proximal_mu", "update_kind", "encoding", "seed", "topk_fraction", "momentum", "dp_clip", "dp_noise_multiplier", "secure")
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LR_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +130,7 @@ class TrainConfig(_message.Message):
     MOMENTUM_FIELD_NUMBER: _ClassVar[int]
     DP_CLIP_FIELD_NUMBER: _ClassVar[int]
     DP_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
     epochs: int
     lr: float
     batch_size: int
@@ -128,7 +142,8 @@ class TrainConfig(_message.Message):
     momentum: float
     dp_clip: float
     dp_noise_multiplier: float
-    def __init__(self, epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., update_kind: _Optional[_Union[UpdateKind, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., seed: _Optional[int] = ..., topk_fraction: _Optional[float] = ..., momentum: _Optional[float] = ..., dp_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ...) -> None: ...
+    secure: SecureParams
+    def __init__(self, epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., update_kind: _Optional[_Union[UpdateKind, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., seed: _Optional[int] = ..., topk_fraction: _Optional[float] = ..., momentum: _Optional[float] = ..., dp_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., secure: _Optional[_Union[SecureParams, _Mapping]] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("kind", "task_id", "round", "model_version", "train", "deadline_unix", "retry_after_seconds", "message", "artifact_sha256")
@@ -366,3 +381,110 @@ class StatusReply(_message.Message):
     reported: int
     privacy: PrivacyStatus
     def __init__(self, task: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds_total: _Optional[int] = ..., model_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., refusals: _Optional[_Mapping[str, int]] = ..., uptime_seconds: _Optional[float] = ..., selected: _Optional[int] = ..., reported: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyStatus, _Mapping]] = ...) -> None: ...
+
+class SecureParams(_message.Message):
+    __slots__ = ("threshold", "degree", "seed", "size", "clip", "weight_cap", "scale")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DEGREE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_CAP_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    threshold: int
+    degree: int
+    seed: bytes
+    size: int
+    clip: float
+    weight_cap: int
+    scale: float
+    def __init__(self, threshold: _Optional[int] = ..., degree: _Optional[int] = ..., seed: _Optional[bytes] = ..., size: _Optional[int] = ..., clip: _Optional[float] = ..., weight_cap: _Optional[int] = ..., scale: _Optional[float] = ...) -> None: ...
+
+class SecureAdvert(_message.Message):
+    __slots__ = ("device_id", "encrypt_public", "mask_public")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPT_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    MASK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    encrypt_public: bytes
+    mask_public: bytes
+    def __init__(self, device_id: _Optional[str] = ..., encrypt_public: _Optional[bytes] = ..., mask_public: _Optional[bytes] = ...) -> None: ...
+
+class PeerBytes(_message.Message):
+    __slots__ = ("peer", "data")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    data: bytes
+    def __init__(self, peer: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class SecureRequest(_message.Message):
+    __slots__ = ("session_id", "task_id", "round", "stage", "advert", "shares", "seed_shares", "key_shares", "wait_seconds")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    ADVERT_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    task_id: str
+    round: int
+    stage: SecureStage
+    advert: SecureAdvert
+    shares: _containers.RepeatedCompositeFieldContainer[PeerBytes]
+    seed_shares: _containers.RepeatedCompositeFieldContainer[PeerBytes]
+    key_shares: _containers.RepeatedCompositeFieldContainer[PeerBytes]
+    wait_seconds: float
+    def __init__(self, session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., stage: _Optional[_Union[SecureStage, str]] = ..., advert: _Optional[_Union[SecureAdvert, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., seed_shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., key_shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+
+class SecureReply(_message.Message):
+    __slots__ = ("ready", "adverts", "shares", "survivors", "dropped", "message")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    ADVERTS_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    adverts: _containers.RepeatedCompositeFieldContainer[SecureAdvert]
+    shares: _containers.RepeatedCompositeFieldContainer[PeerBytes]
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    message: str
+    def __init__(self, ready: _Optional[bool] = ..., adverts: _Optional[_Iterable[_Union[SecureAdvert, _Mapping]]] = ..., shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class MaskedHeader(_message.Message):
+    __slots__ = ("session_id", "task_id", "round", "num_examples", "size", "sha256", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    task_id: str
+    round: int
+    num_examples: int
+    size: int
+    sha256: str
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., num_examples: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class MaskedChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: MaskedHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[MaskedHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...

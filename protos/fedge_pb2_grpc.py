@@ -64,6 +64,16 @@ class FederationStub:
                 request_serializer=fedge_dot_protos_dot_fedge__pb2.StatusRequest.SerializeToString,
                 response_deserializer=fedge_dot_protos_dot_fedge__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.SecureStep = channel.unary_unary(
+                '/fedge.v1.Federation/SecureStep',
+                request_serializer=fedge_dot_protos_dot_fedge__pb2.SecureRequest.SerializeToString,
+                response_deserializer=fedge_dot_protos_dot_fedge__pb2.SecureReply.FromString,
+                _registered_method=True)
+        self.SubmitMasked = channel.stream_unary(
+                '/fedge.v1.Federation/SubmitMasked',
+                request_serializer=fedge_dot_protos_dot_fedge__pb2.MaskedChunk.SerializeToString,
+                response_deserializer=fedge_dot_protos_dot_fedge__pb2.SubmitReply.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -111,6 +121,22 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecureStep(self, request, context):
+        """Secure aggregation (SecAgg+), stages 1, 2 and 4 of a secure round: advertise keys,
+        relay share messages, unmask. Held open until the stage closes (or wait_seconds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitMasked(self, request_iterator, context):
+        """Secure aggregation, stage 3: the device's masked input (a MaskedHeader, then
+        chunks of at most 1 MiB of little-endian uint32).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +169,16 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=fedge_dot_protos_dot_fedge__pb2.StatusRequest.FromString,
                     response_serializer=fedge_dot_protos_dot_fedge__pb2.StatusReply.SerializeToString,
+            ),
+            'SecureStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecureStep,
+                    request_deserializer=fedge_dot_protos_dot_fedge__pb2.SecureRequest.FromString,
+                    response_serializer=fedge_dot_protos_dot_fedge__pb2.SecureReply.SerializeToString,
+            ),
+            'SubmitMasked': grpc.stream_unary_rpc_method_handler(
+                    servicer.SubmitMasked,
+                    request_deserializer=fedge_dot_protos_dot_fedge__pb2.MaskedChunk.FromString,
+                    response_serializer=fedge_dot_protos_dot_fedge__pb2.SubmitReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +343,60 @@ class Federation:
             '/fedge.v1.Federation/Status',
             fedge_dot_protos_dot_fedge__pb2.StatusRequest.SerializeToString,
             fedge_dot_protos_dot_fedge__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecureStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.Federation/SecureStep',
+            fedge_dot_protos_dot_fedge__pb2.SecureRequest.SerializeToString,
+            fedge_dot_protos_dot_fedge__pb2.SecureReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitMasked(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/fedge.v1.Federation/SubmitMasked',
+            fedge_dot_protos_dot_fedge__pb2.MaskedChunk.SerializeToString,
+            fedge_dot_protos_dot_fedge__pb2.SubmitReply.FromString,
             options,
             channel_credentials,
             insecure,

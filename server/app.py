@@ -110,7 +110,10 @@ class FedgeServer:
             max_round_attempts=config.max_round_attempts,
             norm_action=config.norm_action, update_kind=config.update,
             encoding=config.encoding, topk_fraction=config.topk_fraction,
-            start_clients=start_clients)
+            start_clients=start_clients, secure=config.secure_aggregation,
+            secure_threshold=config.secure_threshold,
+            secure_neighbours=config.secure_neighbours, secure_clip=config.secure_clip,
+            secure_stage_timeout_s=config.secure_stage_timeout_s)
         strategy = build_strategy(config.strategy, config.server_lr, config.server_momentum,
                                   config.mu, config.trim, config.byzantine_f)
         if config.update == "gradient" and config.server_lr is None:

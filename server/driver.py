@@ -19,6 +19,7 @@ from fedge.server.commit import commit_round
 from fedge.server.registry import Device
 from fedge.server.round_state import Phase, sample_size, verdict
 from fedge.server.sampler import sample
+from fedge.server.secure_round import close_secure_round
 
 if TYPE_CHECKING:
     from fedge.server.rounds import Rounds
@@ -62,11 +63,15 @@ class Driver:
                 self._end_on_budget()
                 break
             rounds.open_round(chosen)
-            assignments = rounds.close_round(settings.round_timeout_s)
+            if settings.secure:  # its stages, then the unmasked sum folded (or why not)
+                why = close_secure_round(rounds)
+                assignments = list(rounds.current.assignments.values())
+            else:
+                assignments = rounds.close_round(settings.round_timeout_s)
+                why = verdict(settings, assignments)
             if rounds.stopping:
                 break
             number = rounds.current.number
-            why = verdict(settings, assignments)
             if not why:
                 done = sum(a.submitted for a in assignments)
                 if done < len(assignments):

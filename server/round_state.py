@@ -15,8 +15,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from fedge.server.strategies.fedavg import Accumulator, FedAvgFold
+
+if TYPE_CHECKING:
+    from fedge.server.secure_round import SecureRound
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,11 @@ class RoundSettings:
     topk_fraction: float = 0.1
     start_clients: int = 0
     momentum: float = 0.9  # local SGD momentum, sent with each TRAIN task
+    secure: bool = False  # SecAgg+ rounds (fedge.server.secure_round)
+    secure_threshold: float = 0.5
+    secure_neighbours: int = 0
+    secure_clip: float = 10.0
+    secure_stage_timeout_s: float = 30.0
 
     def quorum(self, sampled: int) -> int:
         """Updates needed to commit a round of sampled devices at its deadline."""
@@ -156,6 +165,7 @@ class RoundState:
     examples: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    secure: SecureRound | None = None  # a secure round's stages and masked sum
 
 
 def all_settled(assignments: Iterable[Assignment]) -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedge.refusals import AlreadySettled, InvalidUpdate, StaleRequest
+from fedge.secure.vector import size_of
 from fedge.server.commit import model_blob as make_blob
 from fedge.server.commit import restore_strategy
 from fedge.server.intake import prepare
@@ -40,6 +41,7 @@ from fedge.server.round_state import (
     folding,
     shuffle_seed,
 )
+from fedge.server.secure_round import SecureRound, make_params
 from fedge.server.store import RoundRecord, StateStore
 from fedge.server.strategies.fedavg import FedAvg
 from fedge.server.strategies.spec import Strategy
@@ -184,6 +186,11 @@ class Rounds:
             if assignment.round != round_ or assignment.task_id != task_id:
                 raise StaleRequest(f"task {task_id!r} of round {round_} is not this device's "
                                    f"open task (round {assignment.round})")
+            if self.current.secure is not None:  # never fold a plain update into it
+                refusal = InvalidUpdate(f"round {round_} is secure: the update must be masked "
+                                        "(SubmitMasked); this device's fedge is too old")
+                self.refuse(assignment, str(refusal))
+                raise refusal
             if assignment.submitted:
                 if digest and digest == assignment.digest:
                     raise AlreadyAccepted()
@@ -342,6 +349,10 @@ class Rounds:
                 self.current.assignments[device.device_id] = Assignment(
                     secrets.token_hex(8), device.device_id, number, deadline,
                     seed=shuffle_seed(self.settings.seed, device.device_id, number))
+            if self.settings.secure:
+                self.current.secure = SecureRound(make_params(
+                    self.settings, number, sample, size_of(self.global_model)),
+                    [d.device_id for d in sample])
             self.phase = Phase.TRAINING
             self._notify_everyone()
         log.info("round %d: training on %d device(s)", number, len(sample),

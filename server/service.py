@@ -45,6 +45,7 @@ from fedge.server.intake import Expected, receive
 from fedge.server.limits import CallLimits, UploadSlots, peer_host
 from fedge.server.registry import Device, Registry
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds, TaskView
+from fedge.server.secure_service import secure_step, submit_masked
 from fedge.server.status import to_proto
 from fedge.server.store import StateStore
 from fedge.server.tokens import TokenStore, check_device_id, hash_token
@@ -288,8 +289,15 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         train = fedge_pb2.TrainConfig(
             epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
             update_kind=UPDATE_KINDS[s.update_kind], encoding=ENCODINGS[s.encoding],
-            seed=a.seed, topk_fraction=s.topk_fraction, momentum=s.momentum,
-            **self._rounds.strategy.client_config())  # what the strategy asks of devices
+            seed=a.seed, topk_fraction=s.topk_fraction, momentum=s.momentum)
+        for key, value in self._rounds.strategy.client_config().items():
+            setattr(train, key, value)  # what the strategy asks of devices
+        secure = self._rounds.current.secure
+        if secure is not None:  # the device learns here that the round is secure
+            p = secure.params
+            train.secure.CopyFrom(fedge_pb2.SecureParams(
+                threshold=p.threshold, degree=p.degree, seed=p.seed, size=p.size,
+                clip=p.clip, weight_cap=p.weight_cap, scale=p.scale))
         return fedge_pb2.Task(kind=kind, task_id=a.task_id, round=a.round,
                               model_version=view.model_version, train=train,
                               deadline_unix=a.deadline)
@@ -412,6 +420,31 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                 yield message.tensor
         finally:  # counted once per stream, refused streams included
             self._rounds.count_bytes(up=received)
+
+    @_status_boundary
+    def SecureStep(self, request: fedge_pb2.SecureRequest,
+                   context: grpc.ServicerContext) -> fedge_pb2.SecureReply:
+        self._rounds.count_bytes(up=_size(request))
+        reply = secure_step(self._rounds, self._device(request.session_id), request)
+        self._rounds.count_bytes(down=_size(reply))
+        return reply
+
+    @_status_boundary
+    def SubmitMasked(self, request_iterator: Iterator[fedge_pb2.MaskedChunk],
+                     context: grpc.ServicerContext) -> fedge_pb2.SubmitReply:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("payload") != "header":
+            raise InvalidRequest("a masked input must start with a MaskedHeader")
+        header = first.header
+        device = self._device(header.session_id)
+        with self._uploads.hold():
+            got = submit_masked(self._rounds, device, header,
+                                (m.data for m in request_iterator))
+        self._rounds.count_bytes(up=_size(first) + got)
+        if header.metrics:
+            self._store.add_metrics(header.round, device.device_id, "train",
+                                    dict(header.metrics))
+        return fedge_pb2.SubmitReply(accepted=True, message="masked input added")
 
     @_status_boundary
     def ReportMetrics(self, request: fedge_pb2.MetricsReport,

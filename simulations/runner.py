@@ -98,6 +98,9 @@ def simulate(config: SimulateConfig,
         dp_delta=config.dp_delta or (default_delta(config.clients) if config.dp != "off"
                                      else None),
         target_epsilon=config.target_epsilon,
+        secure_aggregation=config.secure_aggregation,
+        secure_threshold=config.secure_threshold, secure_neighbours=config.secure_neighbours,
+        secure_clip=config.secure_clip, secure_stage_timeout_s=config.secure_stage_timeout_s,
         # A worker per device keeps every long poll parked: round starts reach all
         # clients at once instead of at their next jittered retry.
         max_workers=max(256, config.clients + 64)), on_round=record,

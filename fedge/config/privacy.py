@@ -62,6 +62,12 @@ def check_privacy(config: Any) -> None:
                           f"cannot protect strategy {config.strategy!r}, which picks or "
                           f"sorts updates; use one of {', '.join(MEAN_STRATEGIES)}, or "
                           "--dp local")
+    if config.dp == "central" and getattr(config, "secure_aggregation", False):
+        # The server would clip and weigh the one unmasked mean, not each device's update:
+        # no device's influence would be bounded by C, and the accounting would be wrong.
+        raise ConfigError("--dp central clips each device's update on the server, which "
+                          "secure aggregation hides from it; use --dp local with "
+                          "--secure-aggregation (devices clip and noise before masking)")
     if config.dp_adaptive_clip and config.dp != "central":
         raise ConfigError("dp_adaptive_clip applies to --dp central")
     if config.dp_adaptive_clip and config.dp_noise_multiplier <= 0:

@@ -18,6 +18,8 @@ ENCODINGS = ENCODING_NAMES
 _OWNERS = {"server_momentum": ("fedavgm",), "mu": ("fedprox",), "trim": ("trimmed-mean",),
            "byzantine_f": ("krum", "multikrum")}
 STRATEGY = "strategy"  # the docs group of the strategy settings
+# Strategies that need each update in the clear (they buffer a round's updates).
+BUFFERING = ("median", "trimmed-mean", "krum", "multikrum")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,22 @@ class StrategySettings:
         "updates a round)", shown="1", low=0, group=STRATEGY)
     topk_fraction: float = setting(0.1, "topk only: the share of each tensor's entries sent",
                                    low=0, high=1, low_open=True, group=STRATEGY)
+    secure_aggregation: bool = setting(
+        False, "SecAgg+: devices mask their updates and the server learns only their sum "
+        "(docs/secure-aggregation.md); FedAvg family and FedOpt only", group=STRATEGY)
+    secure_threshold: float = setting(
+        0.5, "secure aggregation: a secret is rebuilt from more than this share of a "
+        "device's neighbours (at least 0.5, so that a lying server cannot get both)",
+        low=0.5, high=1, high_open=True, group=STRATEGY)
+    secure_neighbours: int = setting(
+        0, "secure aggregation: neighbours each device pairs with", shown="4 x ceil(log2 "
+        "n), at least 8", low=0, group=STRATEGY)
+    secure_clip: float = setting(
+        10.0, "secure aggregation: the L2 bound devices clip their update (distance from "
+        "the global model) to before quantizing", low=0, low_open=True, group=STRATEGY)
+    secure_stage_timeout_s: float = setting(
+        30.0, "secure aggregation: how long the key and unmasking stages wait for "
+        "devices", flag="--secure-stage-timeout", low=0.1, group=STRATEGY)
 
 
 def check_strategy(config: Any, updates_per_round: int) -> None:
@@ -79,9 +97,26 @@ def check_strategy(config: Any, updates_per_round: int) -> None:
     if config.strategy == "fedprox" and config.update == "gradient":
         raise ConfigError("strategy 'fedprox' adds a proximal term to local training; "
                           "update 'gradient' takes no local step (use 'weights' or 'delta')")
+    if config.secure_aggregation:
+        check_secure(config)
     if config.strategy in ("krum", "multikrum"):
         f = 1 if config.byzantine_f is None else config.byzantine_f
         if updates_per_round < 2 * f + 3:
             raise ConfigError(f"strategy {config.strategy!r} with byzantine_f {f} needs at "
                               f"least {2 * f + 3} updates per round (min_clients), got "
                               f"{updates_per_round}")
+
+
+def check_secure(config: Any) -> None:
+    """Refuses what cannot run on masked updates (secure aggregation on)."""
+    if config.strategy in BUFFERING:
+        raise ConfigError(f"strategy {config.strategy!r} needs every update in the clear; "
+                          "secure aggregation gives the server only their sum (use the "
+                          "FedAvg family or FedOpt)")
+    if getattr(config, "norm_action", "refuse") == "clip":
+        raise ConfigError("norm_action 'clip' is a per-update server check, impossible on "
+                          "masked updates; with secure aggregation devices clip to "
+                          "secure_clip")
+    if config.encoding != "f32":
+        raise ConfigError(f"encoding {config.encoding!r} applies to plain updates; a secure "
+                          "update travels masked in Z_2^32 (use encoding 'f32')")

@@ -1,0 +1,170 @@
+"""Secure aggregation's cost: per-device work and bytes, server work, and whole rounds
+over gRPC, with and without SecAgg+.
+
+    python -m bench.secure [--ns 10 50 100] [--sizes 26122 1000000] [--grpc 10]
+                           [--out bench/results/secure.json]
+
+Protocol rows run the real device and server state machines (fedge.secure) in one
+process, with real cryptography and no dropouts: ``device s`` is one device's mean
+compute for all four stages (keys, shares, masking, reveal), ``server s`` the server's
+for relaying, summing and unmasking the whole round, ``up B`` and ``down B`` one
+device's bytes as the protobuf messages it would send and receive (the masked input is
+4 bytes a parameter, as an f32 update). Plain rows: the same update as f32 bytes and the
+server's float32 fold. The grpc rows run ``fedge simulate`` (digits-mlp, 1 round, thread
+backend) with and without --secure-aggregation and report the round's seconds and bytes
+up per device from its record. Flower's SecAgg+ is not driven here (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedge.protos import fedge_pb2
+from fedge.secure import graph, quantize
+from fedge.secure.device import MaskingDevice
+from fedge.secure.masked_sum import MaskedSum
+from fedge.secure.masks import Params
+
+FRAME = 5
+
+
+def _bytes(message: Any) -> int:
+    return int(message.ByteSize()) + FRAME
+
+
+def protocol_row(n: int, size: int) -> dict[str, Any]:
+    """One secure round of n devices and a model of size parameters, in process."""
+    k = graph.default_degree(n)
+    params = Params(round=1, threshold=k // 2 + 1, degree=k, seed=b"bench", size=size,
+                    clip=10.0, weight_cap=100, scale=quantize.round_scale(10.0, 100, n))
+    rng = np.random.default_rng(0)
+    ids = [f"device-{i:04d}" for i in range(n)]
+    inputs = {d: quantize.encode(quantize.clip_norm(rng.normal(0, 0.01, size), 10.0), 50.0,
+                                 params.scale) for d in ids}
+    devices = {d: MaskingDevice(d, params) for d in ids}
+    server = MaskedSum(params)
+    device_s, server_s = 0.0, 0.0
+    up = dict.fromkeys(ids, 0)
+    down = dict.fromkeys(ids, 0)
+
+    def timed(fn: Any, *args: Any) -> tuple[Any, float]:
+        t = time.perf_counter()
+        out = fn(*args)
+        return out, time.perf_counter() - t
+
+    for d in ids:
+        advert, s = timed(devices[d].advertise)
+        device_s += s
+        up[d] += _bytes(fedge_pb2.SecureRequest(advert=fedge_pb2.SecureAdvert(
+            device_id=d, encrypt_public=advert.encrypt_public, mask_public=advert.mask_public)))
+        _, s = timed(server.add_advert, advert)
+        server_s += s
+    _, s = timed(server.close_adverts)
+    server_s += s
+    roster = fedge_pb2.SecureReply(adverts=[fedge_pb2.SecureAdvert(
+        device_id=a.device_id, encrypt_public=a.encrypt_public, mask_public=a.mask_public)
+        for a in server.adverts.values()])
+    for d in ids:
+        down[d] += _bytes(roster)
+        sealed, s = timed(devices[d].share, server.adverts)
+        device_s += s
+        up[d] += _bytes(fedge_pb2.SecureRequest(shares=[
+            fedge_pb2.PeerBytes(peer=p, data=v) for p, v in sealed.items()]))
+        server.add_shares(d, sealed)
+    for d in ids:
+        messages = server.messages_for(d)
+        down[d] += _bytes(fedge_pb2.SecureReply(shares=[
+            fedge_pb2.PeerBytes(peer=p, data=v) for p, v in messages.items()]))
+        masked, s = timed(devices[d].mask, inputs[d], messages)
+        device_s += s
+        up[d] += masked.nbytes + _bytes(fedge_pb2.MaskedHeader(
+            session_id="x" * 32, task_id="x" * 16, round=1, num_examples=50, size=size,
+            sha256="0" * 64))
+        _, s = timed(server.add_masked, d, masked, 50.0)
+        server_s += s
+    for d in ids:
+        alive, gone = server.request(d)
+        (seeds, keys_), s = timed(devices[d].reveal, alive, gone)
+        device_s += s
+        up[d] += _bytes(fedge_pb2.SecureRequest(seed_shares=[
+            fedge_pb2.PeerBytes(peer=p, data=v) for p, v in seeds.items()]))
+        server.add_reveal(d, seeds, keys_)
+    total, s = timed(server.unmask)
+    server_s += s
+    expected = np.zeros(size, np.uint32)
+    for v in inputs.values():
+        expected += v
+    assert np.array_equal(total, expected)
+    # Plain: the same update as f32 bytes, folded into a float32 sum.
+    updates = [rng.normal(0, 0.01, size).astype(np.float32) for _ in range(min(n, 10))]
+    acc = np.zeros(size, np.float32)
+    t = time.perf_counter()
+    for u in updates:
+        acc += 50.0 * u
+    plain_server = (time.perf_counter() - t) * n / len(updates)
+    return {"n": n, "size": size, "k": k, "t": params.threshold,
+            "device_s": device_s / n, "server_s": server_s,
+            "up_bytes": int(np.mean(list(up.values()))),
+            "down_bytes": int(np.mean(list(down.values()))),
+            "plain_up_bytes": 4 * size, "plain_server_s": plain_server}
+
+
+def grpc_row(clients: int, secure: bool) -> dict[str, Any]:
+    """One round of fedge simulate (digits-mlp, threads) and its record."""
+    from fedge.config import SimulateConfig
+    from fedge.simulations.runner import simulate
+
+    with tempfile.TemporaryDirectory() as out:
+        config = SimulateConfig(clients=clients, rounds=1, out=out, edge=False,
+                                backend="threads", secure_aggregation=secure,
+                                round_timeout_s=600.0)
+        report = simulate(config)
+    row = report["rounds"][-1]
+    return {"clients": clients, "secure": secure, "round_s": row["seconds"],
+            "up_bytes_per_device": row["bytes_up"] / clients}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark, prints its tables and writes the JSON."""
+    parser = argparse.ArgumentParser(prog="python -m bench.secure")
+    parser.add_argument("--ns", type=int, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[26122, 1_000_000])
+    parser.add_argument("--grpc", type=int, nargs="*", default=[10],
+                        help="fleet sizes of the gRPC rounds (none: skip)")
+    parser.add_argument("--out", default="bench/results/secure.json")
+    args = parser.parse_args(argv)
+    rows = []
+    print(f"{'n':>4} {'params':>9} {'k':>3} {'device s':>9} {'server s':>9} "
+          f"{'plain srv s':>11} {'up B':>10} {'plain up B':>10} {'down B':>8}")
+    for size in args.sizes:
+        for n in args.ns:
+            r = protocol_row(n, size)
+            rows.append(r)
+            print(f"{n:>4} {size:>9} {r['k']:>3} {r['device_s']:>9.3f} {r['server_s']:>9.3f} "
+                  f"{r['plain_server_s']:>11.4f} {r['up_bytes']:>10} "
+                  f"{r['plain_up_bytes']:>10} {r['down_bytes']:>8}", flush=True)
+    grpc = []
+    for clients in args.grpc or []:
+        for secure in (False, True):
+            g = grpc_row(clients, secure)
+            grpc.append(g)
+            print(f"grpc {clients:>4} clients {'secure' if secure else 'plain ':>6}: "
+                  f"round {g['round_s']:.2f} s, {g['up_bytes_per_device']:.0f} B up/device",
+                  flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"protocol": rows, "grpc": grpc,
+                               "machine": platform.platform()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""The device's side of a secure round (SecAgg+) over gRPC.
+
+A TRAIN task whose TrainConfig carries SecureParams is secure: before training the
+device advertises its keys and shares its secrets with its neighbours (stages 1-2);
+after training it clips its pseudo-gradient, weights it by its example count, quantizes
+it into Z_{2^32}, masks it and streams it (stage 3); then it answers the server's
+unmasking request (stage 4), refusing one that asks for both kinds of share of a peer
+(fedge.secure.device). The server never receives the update in the clear.
+
+A step the server refuses, or a stage that closes without this device, ends the
+device's part in the round (logged); the loop takes its next task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from fedge.client.channel import refusal_of
+from fedge.client.session import Session
+from fedge.errors import FedgeError
+from fedge.protos import fedge_pb2
+from fedge.secure import quantize, vector
+from fedge.secure.device import MaskingDevice
+from fedge.secure.masks import Advert, Params
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20  # bytes per masked-input chunk
+WAIT_S = 10.0  # how long each SecureStep call may be held for its stage
+
+
+T = TypeVar("T")
+
+
+def attempt(step: Callable[[], T], device_id: str, round_: int) -> T | None:
+    """Runs a secure step; a refusal or a protocol failure ends this device's part in
+    the round (logged, None) instead of the daemon. A lost session still rejoins."""
+    try:
+        return step()
+    except grpc.RpcError as exc:
+        refusal = refusal_of(exc)
+        if refusal.needs_new_session:
+            raise
+        log.warning("%s: round %d: secure aggregation went on without this device (%s: "
+                    "%s)", device_id, round_, refusal.code, refusal.details)
+    except (FedgeError, ValueError) as exc:  # UnmaskRefused, a bad roster, NaN update
+        log.error("%s: round %d: secure aggregation step refused: %s", device_id, round_,
+                  exc)
+    return None
+
+
+def params_of(task: fedge_pb2.Task) -> Params:
+    """A secure TRAIN task's public parameters."""
+    p = task.train.secure
+    return Params(round=task.round, threshold=p.threshold, degree=p.degree, seed=p.seed,
+                  size=p.size, clip=p.clip, weight_cap=p.weight_cap, scale=p.scale)
+
+
+def pseudo_gradient(kind: str, global_weights: Mapping[str, np.ndarray],
+                    update: Mapping[str, np.ndarray]) -> np.ndarray:
+    """What the server would fold, flattened: w_global - w, -delta, or the gradient."""
+    if kind == "weights":
+        return vector.flatten(global_weights) - vector.flatten(update)
+    if kind == "delta":
+        return -vector.flatten(update)
+    return vector.flatten(update)
+
+
+def masked_chunks(header: fedge_pb2.MaskedHeader, masked: np.ndarray
+                  ) -> Iterator[fedge_pb2.MaskedChunk]:
+    """The messages of one masked upload: the header, then chunks of at most 1 MiB."""
+    yield fedge_pb2.MaskedChunk(header=header)
+    raw = masked.astype("<u4", copy=False).tobytes()
+    for offset in range(0, len(raw), CHUNK):
+        yield fedge_pb2.MaskedChunk(data=raw[offset:offset + CHUNK])
+
+
+class SecureTask:
+    """One device's secure round: keys() before training, submit() after.
+
+    session: the daemon's joined session (fedge.client.session.Session).
+    """
+
+    def __init__(self, session: Session, task: fedge_pb2.Task) -> None:
+        self._session = session
+        self._task = task
+        self.params = params_of(task)
+        self.device = MaskingDevice(session.device_id, self.params)
+        self._messages: dict[str, bytes] = {}
+
+    def _step(self, **fields: Any) -> fedge_pb2.SecureReply:
+        """Calls SecureStep until the stage closes (ready) or the round's deadline."""
+        s, task = self._session, self._task
+        request = fedge_pb2.SecureRequest(session_id=s.id, task_id=task.task_id,
+                                          round=task.round, wait_seconds=WAIT_S,
+                                          **fields)
+        while True:
+            reply: fedge_pb2.SecureReply = s.call(
+                s.stub.SecureStep.future(request, timeout=WAIT_S + 30))
+            if reply.ready:
+                return reply
+
+    def keys(self) -> bool:
+        """Stages 1 and 2: advertise keys, share secrets with the neighbours (True when
+        both went through)."""
+        a = self.device.advertise()
+        reply = self._step(stage=fedge_pb2.SECURE_ADVERTISE, advert=fedge_pb2.SecureAdvert(
+            device_id=a.device_id, encrypt_public=a.encrypt_public,
+            mask_public=a.mask_public))
+        adverts = {v.device_id: Advert(v.device_id, v.encrypt_public, v.mask_public)
+                   for v in reply.adverts}
+        sealed = self.device.share(adverts)
+        reply = self._step(stage=fedge_pb2.SECURE_SHARE, shares=[
+            fedge_pb2.PeerBytes(peer=p, data=d) for p, d in sorted(sealed.items())])
+        self._messages = {m.peer: m.data for m in reply.shares}
+        return True
+
+    def submit(self, gradient: np.ndarray, num_examples: int,
+               metrics: Mapping[str, float]) -> int:
+        """Stages 3 and 4: mask and send the update, then unmask; returns the bytes of
+        the masked input."""
+        p = self.params
+        weight = max(1, min(num_examples, p.weight_cap))
+        clipped = quantize.clip_norm(gradient, p.clip)
+        masked = self.device.mask(quantize.encode(clipped, float(weight), p.scale),
+                                  self._messages)
+        s, task = self._session, self._task
+        header = fedge_pb2.MaskedHeader(
+            session_id=s.id, task_id=task.task_id, round=task.round,
+            num_examples=weight, size=p.size, metrics=dict(metrics),
+            sha256=hashlib.sha256(masked.astype("<u4", copy=False).tobytes()).hexdigest())
+        s.stub.SubmitMasked(masked_chunks(header, masked),
+                            timeout=max(30.0, task.deadline_unix - time.time() + 30))
+        reply = self._step(stage=fedge_pb2.SECURE_UNMASK)
+        seeds, keys = self.device.reveal(list(reply.survivors), list(reply.dropped))
+        self._step(stage=fedge_pb2.SECURE_REVEAL,
+                   seed_shares=[fedge_pb2.PeerBytes(peer=k, data=v) for k, v in seeds.items()],
+                   key_shares=[fedge_pb2.PeerBytes(peer=k, data=v) for k, v in keys.items()])
+        return int(masked.nbytes)

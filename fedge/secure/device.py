@@ -1,0 +1,126 @@
+"""The device's side of SecAgg+: four steps, one object per device and round.
+
+1. ``advertise()``: fresh key pairs; the public halves go to the server.
+2. ``share(adverts)``: the round's roster fixes the neighbour graph; the device draws
+   its self-mask seed b, splits b and its mask private key into Shamir shares among its
+   neighbours and seals each neighbour's pair of shares under their pairwise key.
+3. ``mask(vector, messages)``: the neighbours whose share messages arrived are the ones
+   it masks against: y = x + PRG(b) + sum_j ±PRG(s_ij) (mod 2^32).
+4. ``reveal(survivors, dropped)``: for each neighbour the server says survived, its
+   share of that neighbour's b; for each it says dropped, its share of that neighbour's
+   mask key. Never both for one neighbour, across all requests: a server that claims a
+   device both dropped and survived would learn both its masks and so its input. That
+   request is refused (:class:`UnmaskRefused`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from fedge.errors import FedgeError
+from fedge.secure import graph, keys, masks, prg, shamir
+from fedge.secure.masks import Advert, Params
+
+
+class UnmaskRefused(FedgeError):
+    """The server asked for shares that would reveal a device's input."""
+
+
+class ProtocolError(FedgeError):
+    """A step arrived out of order or with messages this device cannot accept."""
+
+
+class MaskingDevice:
+    """One device's secrets and state for one secure round."""
+
+    def __init__(self, device_id: str, params: Params) -> None:
+        self.device_id = device_id
+        self.params = params
+        self._encrypt = keys.generate()
+        self._mask = keys.generate()
+        self._seed = os.urandom(masks.SEED_BYTES)
+        self._roster: list[str] = []
+        self._adverts: dict[str, Advert] = {}
+        self._neighbours: list[str] = []
+        self._masked_with: list[str] = []  # neighbours whose share messages arrived
+        self._held: dict[str, tuple[bytes, bytes]] = {}  # peer -> (seed share, key share)
+        self._given: dict[str, str] = {}  # peer -> "seed" or "key", once revealed
+
+    def advertise(self) -> Advert:
+        """Stage 1: this round's public keys."""
+        return Advert(self.device_id, self._encrypt.public, self._mask.public)
+
+    def share(self, adverts: Mapping[str, Advert]) -> dict[str, bytes]:
+        """Stage 2: a sealed share message for each neighbour, by neighbour id."""
+        if self.device_id not in adverts:
+            raise ProtocolError("the roster does not list this device")
+        for device_id, advert in adverts.items():
+            if advert.device_id != device_id:
+                raise ProtocolError(f"advert of {advert.device_id!r} listed as {device_id!r}")
+        self._adverts = dict(adverts)
+        self._roster = sorted(adverts)
+        self._neighbours = graph.neighbours(self._roster, self.params.degree,
+                                            self.params.seed)[self.device_id]
+        if len(self._neighbours) < self.params.threshold:
+            raise ProtocolError(f"{len(self._neighbours)} neighbours cannot hold a "
+                                f"{self.params.threshold}-of-n sharing")
+        points = [masks.point(self._roster, peer) for peer in self._neighbours]
+        seed_shares = shamir.split_bytes(self._seed, self.params.threshold, points)
+        key_shares = shamir.split_bytes(self._mask.private, self.params.threshold, points)
+        out = {}
+        for peer, x in zip(self._neighbours, points, strict=True):
+            key = masks.encryption_key(self._encrypt.private, adverts[peer].encrypt_public,
+                                       self.params.round, self.device_id, peer)
+            out[peer] = keys.seal(key, masks.pack_shares(seed_shares[x], key_shares[x]),
+                                  masks.associated_data(self.params.round, self.device_id,
+                                                        peer))
+        return out
+
+    def mask(self, vector: np.ndarray, messages: Mapping[str, bytes]) -> np.ndarray:
+        """Stage 3: the encoded input plus the self mask and the pair masks of the
+        neighbours whose share messages (by sender id) arrived."""
+        if not self._roster:
+            raise ProtocolError("mask() before share()")
+        if vector.dtype != np.uint32 or vector.shape != (self.params.size,):
+            raise ProtocolError(f"the input must be {self.params.size} uint32 values")
+        for sender, sealed in messages.items():
+            if sender not in self._neighbours:
+                raise ProtocolError(f"a share message from {sender!r}, not a neighbour")
+            key = masks.encryption_key(self._encrypt.private,
+                                       self._adverts[sender].encrypt_public,
+                                       self.params.round, self.device_id, sender)
+            plaintext = keys.open_sealed(key, sealed, masks.associated_data(
+                self.params.round, sender, self.device_id))
+            self._held[sender] = masks.unpack_shares(plaintext)
+        self._masked_with = sorted(messages)
+        out = vector + prg.expand(self._seed, self.params.size)
+        for peer in self._masked_with:
+            out += masks.signed_pair_mask(self._mask.private, self._adverts[peer].mask_public,
+                                          self.params.round, self.device_id, peer,
+                                          self.params.size)
+        return out
+
+    def reveal(self, survivors: Iterable[str], dropped: Iterable[str]
+               ) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """Stage 4: (seed shares of survivors, key shares of dropped), by peer id."""
+        alive, gone = set(survivors), set(dropped)
+        both = alive & gone | {p for p in alive if self._given.get(p) == "key"} | {
+            p for p in gone if self._given.get(p) == "seed"}
+        if both:
+            raise UnmaskRefused(f"asked for both the self-mask share and the mask-key "
+                                f"share of {sorted(both)}: refusing to unmask")
+        if self.device_id in gone:
+            raise UnmaskRefused("asked to reveal this device's own mask key")
+        unknown = (alive | gone) - set(self._held) - {self.device_id}
+        if unknown:
+            raise ProtocolError(f"holds no shares of {sorted(unknown)}")
+        alive.discard(self.device_id)
+        for peer in alive:
+            self._given[peer] = "seed"
+        for peer in gone:
+            self._given[peer] = "key"
+        return ({p: self._held[p][0] for p in sorted(alive)},
+                {p: self._held[p][1] for p in sorted(gone)})

@@ -1,0 +1,91 @@
+"""What the device and the server must compute alike: labels, pair seeds, mask signs,
+share points and the layout of one share message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedge.secure import keys, prg, shamir
+
+SEED_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Advert:
+    """A device's public keys for one round (stage 1)."""
+
+    device_id: str
+    encrypt_public: bytes  # keys the share messages sent to it
+    mask_public: bytes  # agrees the pairwise mask seeds
+
+
+@dataclass(frozen=True)
+class Params:
+    """A secure round's public parameters, the same for the server and every device.
+
+    threshold: shares (of a neighbourhood's k) that reconstruct a secret.
+    degree: k, the neighbours each device pairs with (see fedge.secure.graph).
+    seed: the round's public randomness (the neighbour graph).
+    """
+
+    round: int
+    threshold: int
+    degree: int
+    seed: bytes
+    size: int  # entries of the flattened model
+    clip: float
+    weight_cap: int
+    scale: float
+
+
+def _label(kind: str, round_: int, *ids: str) -> bytes:
+    return "\x00".join(["fedge-secagg", kind, str(round_), *ids]).encode()
+
+
+def pair_ids(a: str, b: str) -> tuple[str, str]:
+    """A pair of ids in sorted order (labels must not depend on who computes them)."""
+    return (a, b) if a < b else (b, a)
+
+
+def encryption_key(private: bytes, peer_public: bytes, round_: int, me: str, peer: str
+                   ) -> bytes:
+    """The AES-GCM key of the pair's share messages in this round."""
+    return keys.agree(private, peer_public, _label("encrypt", round_, *pair_ids(me, peer)))
+
+
+def associated_data(round_: int, sender: str, recipient: str) -> bytes:
+    """What a share message is bound to: the round and who sent it to whom."""
+    return _label("share", round_, sender, recipient)
+
+
+def pair_mask(private: bytes, peer_public: bytes, round_: int, me: str, peer: str,
+              size: int) -> np.ndarray:
+    """The pair's mask vector; me adds it if me < peer, subtracts it otherwise."""
+    seed = keys.agree(private, peer_public, _label("mask", round_, *pair_ids(me, peer)))
+    return prg.expand(seed, size)
+
+
+def signed_pair_mask(private: bytes, peer_public: bytes, round_: int, me: str, peer: str,
+                     size: int) -> np.ndarray:
+    """The pair mask with the sign me applies to its input (mod 2^32)."""
+    mask = pair_mask(private, peer_public, round_, me, peer, size)
+    return mask if me < peer else (np.uint32(0) - mask).astype(np.uint32)
+
+
+def point(roster: list[str], device_id: str) -> int:
+    """A device's Shamir share point: 1 + its index among the round's sorted ids."""
+    return 1 + roster.index(device_id)
+
+
+def pack_shares(seed_share: bytes, key_share: bytes) -> bytes:
+    """A share message's plaintext: the self-mask seed's share, then the mask key's."""
+    return seed_share + key_share
+
+
+def unpack_shares(plaintext: bytes) -> tuple[bytes, bytes]:
+    """(seed share, key share) of a share message's plaintext."""
+    if len(plaintext) != 2 * shamir.SHARE_BYTES:
+        raise ValueError("a share message holds two shares")
+    return plaintext[:shamir.SHARE_BYTES], plaintext[shamir.SHARE_BYTES:]

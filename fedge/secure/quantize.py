@@ -1,0 +1,60 @@
+"""Fixed-point quantization of clipped float updates into Z_{2^32} and back.
+
+A device clips its pseudo-gradient to L2 norm ``clip`` (so every entry is within
+[-clip, clip]), multiplies it by its weight (its example count, capped at the round's
+``weight_cap``), and rounds ``value * scale`` to an integer taken mod 2^32. The round's
+scale is 2^30 / (clip * weight_cap * sampled): the sum of all sampled devices' weighted
+entries stays under 2^30 in magnitude, so the sum mod 2^32 read as a signed 32-bit
+integer is the true integer sum, with room to spare for rounding. The rounding error of
+one entry of the mean is at most ``survivors / (2 * scale * total_weight)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MODULUS_BITS = 32
+HEADROOM = float(1 << 30)  # |true sum| stays below this, half of int32's range
+
+
+def round_scale(clip: float, weight_cap: int, sampled: int) -> float:
+    """The fixed-point scale of a round (see the module docstring)."""
+    if clip <= 0 or weight_cap < 1 or sampled < 1:
+        raise ValueError("clip, weight_cap and sampled must be positive")
+    return HEADROOM / (clip * weight_cap * sampled)
+
+
+def clip_norm(vector: np.ndarray, clip: float) -> np.ndarray:
+    """vector scaled down to L2 norm clip when it is longer (never up); non-finite
+    entries are refused, as the plain intake refuses them."""
+    if not np.all(np.isfinite(vector)):
+        raise ValueError("the update has non-finite values")
+    norm = float(np.linalg.norm(vector))
+    if norm > clip:
+        return vector * (clip / norm)
+    return vector
+
+
+def encode(vector: np.ndarray, weight: float, scale: float) -> np.ndarray:
+    """round(weight * vector * scale) mod 2^32 as uint32 (two's complement for
+    negatives)."""
+    fixed = np.rint(vector.astype(np.float64) * (weight * scale)).astype(np.int64)
+    return (fixed & 0xFFFFFFFF).astype(np.uint32)
+
+
+def decode(total: np.ndarray, scale: float) -> np.ndarray:
+    """A sum of encoded vectors (mod 2^32) as float64: read as signed, divided by
+    scale (the division by the total weight is the caller's)."""
+    return total.astype(np.uint32).view(np.int32).astype(np.float64) / scale
+
+
+def in_range(total: np.ndarray, clip: float, weight: float, scale: float,
+             survivors: int) -> bool:
+    """Whether an unmasked sum can be the sum of honest clipped updates: no entry
+    beyond clip * total weight * scale plus the rounding of each survivor. A sum that
+    wrapped, or masks that did not cancel, fail this with overwhelming probability."""
+    limit = math.ceil(clip * weight * scale) + survivors
+    return bool(np.all(np.abs(total.astype(np.uint32).view(np.int32).astype(np.int64))
+                       <= limit))

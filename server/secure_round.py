@@ -1,0 +1,192 @@
+"""A secure round (SecAgg+) on the server: its stages, their deadlines, and the commit
+of the unmasked sum.
+
+The sampled devices get TRAIN tasks that carry the round's SecureParams. Then, with
+U1..U4 as in fedge.secure.masked_sum:
+
+1. advertise: until every sampled device sent keys, or secure_stage_timeout_s;
+2. share: until every device of U1 sent its share messages, or the stage timeout;
+3. masked input: until every device of U2 sent one, or the round's deadline (training
+   happens here);
+4. unmask: until every device of U3 answered, or the stage timeout.
+
+Handlers (fedge.server.secure_service) add messages and wait for their stage to close
+under the round's lock (Rounds.cond); the driver calls :func:`close_secure_round`,
+which moves the stages and, when at least max(quorum, threshold) devices' inputs are in
+and every mask can be removed, folds the survivors' weighted mean into the round's
+accumulator, so the strategy steps on it like on a plain round. Otherwise it says why,
+and the driver retries the round like one that missed its quorum. Nothing waits past a
+deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from fedge.secure import graph, quantize, vector
+from fedge.secure.masked_sum import MaskedSum, UnmaskFailed
+from fedge.secure.masks import Params
+from fedge.server.registry import Device
+from fedge.server.round_state import Phase, RoundSettings, quorum
+
+if TYPE_CHECKING:
+    from fedge.server.rounds import Rounds
+
+log = logging.getLogger(__name__)
+
+ADVERTISE, SHARE, MASKED, UNMASK, DONE = 1, 2, 3, 4, 5
+STAGE_NAMES = {ADVERTISE: "advertise keys", SHARE: "share keys", MASKED: "masked input",
+               UNMASK: "unmasking", DONE: "done"}
+
+
+class SecureRound:
+    """One secure round's server state; every method runs under Rounds.cond."""
+
+    def __init__(self, params: Params, sampled: list[str]) -> None:
+        self.params = params
+        self.sum = MaskedSum(params)
+        self.sampled = sorted(sampled)
+        self.stage = ADVERTISE
+        self.failure = ""
+
+    def expected(self) -> set[str]:
+        """The devices the open stage waits for."""
+        if self.stage == ADVERTISE:
+            return set(self.sampled)
+        if self.stage == SHARE:
+            return set(self.sum.adverts)
+        if self.stage == MASKED:
+            return self.sum.shared
+        if self.stage == UNMASK:
+            return set(self.sum.weights)
+        return set()
+
+    def arrived(self) -> set[str]:
+        """Of those, the devices whose message of the open stage arrived."""
+        if self.stage == ADVERTISE:
+            return set(self.sum.adverts)
+        if self.stage == SHARE:
+            return self.sum.shared
+        if self.stage == MASKED:
+            return set(self.sum.weights)
+        if self.stage == UNMASK:
+            return set(self.sum.answered)
+        return set()
+
+
+def make_params(settings: RoundSettings, number: int, sample: list[Device],
+                size: int) -> Params:
+    """A secure round's public parameters for the sampled devices."""
+    n = len(sample)
+    degree = min(n - 1, settings.secure_neighbours or graph.default_degree(n))
+    threshold = max(1, min(degree, math.floor(settings.secure_threshold * degree) + 1))
+    cap = max([1, *(d.num_examples for d in sample)])
+    return Params(round=number, threshold=threshold, degree=degree,
+                  seed=secrets.token_bytes(16), size=size, clip=settings.secure_clip,
+                  weight_cap=cap, scale=quantize.round_scale(settings.secure_clip, cap, n))
+
+
+def _wait_stage(rounds: Rounds, secure: SecureRound, until: float) -> None:
+    """Waits (holding Rounds.cond) until the open stage has all it expects, or until."""
+    while not rounds.stopping and not secure.expected() <= secure.arrived():
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            return
+        rounds.cond.wait(remaining)
+
+
+def _advance(rounds: Rounds, secure: SecureRound, stage: int) -> None:
+    secure.stage = stage
+    rounds.cond.notify_all()
+    log.debug("round %d: secure stage %s", secure.params.round, STAGE_NAMES[stage])
+
+
+def close_secure_round(rounds: Rounds) -> str:
+    """Runs the open secure round's stages to their end; "" when its aggregate is folded
+    into the round's accumulator, else why the round cannot commit."""
+    settings = rounds.settings
+    stage_s = settings.secure_stage_timeout_s
+    deadline = time.monotonic() + settings.round_timeout_s
+    with rounds.cond:
+        state = rounds.current
+        secure = state.secure
+        assert secure is not None
+        try:
+            for stage, until in ((ADVERTISE, stage_s), (SHARE, stage_s),
+                                 (MASKED, None), (UNMASK, stage_s)):
+                end = deadline if until is None else min(deadline, time.monotonic() + until)
+                if stage == UNMASK:  # unmasking gets its own time after the deadline
+                    end = time.monotonic() + stage_s
+                _wait_stage(rounds, secure, end)
+                if rounds.stopping:
+                    return "the server is stopping"
+                if stage == ADVERTISE:
+                    secure.sum.close_adverts()
+                for device_id in secure.expected() - secure.arrived():
+                    assignment = state.assignments.get(device_id)
+                    if assignment is not None and not assignment.settled:
+                        assignment.refused = f"missed the {STAGE_NAMES[stage]} stage"
+                _advance(rounds, secure, stage + 1)
+                why = _short(settings, secure, stage)
+                if why:
+                    return why
+            return _fold(rounds, secure)
+        finally:
+            if secure.stage != DONE:
+                _advance(rounds, secure, DONE)
+            rounds.phase = Phase.WAITING
+            rounds.cond.notify_all()
+
+
+def _short(settings: RoundSettings, secure: SecureRound, stage: int) -> str:
+    """Why the round cannot reach its quorum after stage, or ""."""
+    have = {ADVERTISE: len(secure.sum.adverts), SHARE: len(secure.sum.shared),
+            MASKED: len(secure.sum.weights), UNMASK: len(secure.sum.weights)}[stage]
+    needed = max(quorum(settings, len(secure.sampled)), secure.params.threshold, 1)
+    if have < needed:
+        return (f"{have} of {needed} required devices reached the secure round's "
+                f"{STAGE_NAMES[stage]} stage")
+    return ""
+
+
+def _fold(rounds: Rounds, secure: SecureRound) -> str:
+    """Unmasks the sum, checks its range, and folds the weighted mean into the round's
+    accumulator; returns why not, or ""."""
+    params, state = secure.params, rounds.current
+    try:
+        total = secure.sum.unmask()
+    except UnmaskFailed as exc:
+        return f"secure aggregation could not unmask the sum: {exc}"
+    weight = float(sum(secure.sum.weights.values()))
+    survivors = len(secure.sum.weights)
+    if not quantize.in_range(total, params.clip, weight, params.scale, survivors):
+        return ("the unmasked secure sum is out of range (a device sent a bad input or "
+                "masks did not cancel)")
+    mean = quantize.decode(total, params.scale) / weight
+    gradient = vector.unflatten(mean, rounds.global_model)
+    with state.fold_lock:
+        state.fold.add(gradient, weight)
+        state.fold.count = survivors
+    log.info("round %d: unmasked the sum of %d device(s) (%d dropped after sharing keys)",
+             params.round, survivors, len(secure.sum.shared) - survivors,
+             extra={"event": "round.unmasked", "round": params.round,
+                    "survivors": survivors})
+    return ""
+
+
+def check_stage(secure: SecureRound | None, stage: int, round_: int) -> SecureRound:
+    """The secure round a request of stage belongs to, refused when that stage is not
+    open (the handler waits for it to close)."""
+    from fedge.refusals import StaleRequest
+
+    if secure is None or secure.params.round != round_:
+        raise StaleRequest(f"round {round_} is not an open secure round")
+    if secure.stage != stage:
+        raise StaleRequest(f"round {round_}'s {STAGE_NAMES[stage]} stage is closed "
+                           f"(now: {STAGE_NAMES[secure.stage]})")
+    return secure
+

@@ -1,0 +1,76 @@
+"""Key agreement and sealing, the mask generator, quantization and the neighbour graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from fedge.secure import graph, keys, prg, quantize
+
+
+def test_both_sides_agree_and_labels_separate_keys() -> None:
+    a, b = keys.generate(), keys.generate()
+    assert keys.agree(a.private, b.public, b"x") == keys.agree(b.private, a.public, b"x")
+    assert keys.agree(a.private, b.public, b"x") != keys.agree(a.private, b.public, b"y")
+    assert keys.public_of(a.private) == a.public
+
+
+def test_sealed_message_opens_only_with_its_key_and_binding() -> None:
+    key, other = bytes(range(32)), bytes(32)
+    sealed = keys.seal(key, b"share", b"round 1 a->b")
+    assert keys.open_sealed(key, sealed, b"round 1 a->b") == b"share"
+    for k, aad, blob in ((other, b"round 1 a->b", sealed), (key, b"round 1 a->c", sealed),
+                         (key, b"round 1 a->b", sealed[:-1] + bytes([sealed[-1] ^ 1]))):
+        with pytest.raises(InvalidTag):
+            keys.open_sealed(k, blob, aad)
+
+
+def test_prg_is_chacha20_keystream_and_looks_uniform() -> None:
+    seed = bytes(range(32))
+    mask = prg.expand(seed, 100_000)
+    stream = Cipher(algorithms.ChaCha20(seed, bytes(16)), None).encryptor().update(bytes(8))
+    assert mask[:2].tolist() == np.frombuffer(stream, "<u4").tolist()
+    assert np.array_equal(prg.expand(seed, 10), mask[:10])
+    assert not np.array_equal(prg.expand(bytes(32), 10), mask[:10])
+    # Each of the 32 bits is set in half the words (binomial sd ~158 of 50,000).
+    bits = np.unpackbits(mask.view(np.uint8)).reshape(-1, 32).sum(axis=0).astype(np.int64)
+    assert np.all(np.abs(bits - 50_000) < 1000)
+
+
+def test_quantized_sum_decodes_to_weighted_sum_within_rounding() -> None:
+    rng = np.random.default_rng(0)
+    clip, cap, n = 2.0, 100, 7
+    scale = quantize.round_scale(clip, cap, n)
+    xs = [quantize.clip_norm(rng.normal(0, 1, 1000), clip) for _ in range(n)]
+    weights = rng.integers(1, cap + 1, n)
+    assert all(np.linalg.norm(x) <= clip + 1e-9 for x in xs)
+    total = np.zeros(1000, np.uint32)
+    for x, w in zip(xs, weights, strict=True):
+        total += quantize.encode(x, float(w), scale)
+    exact = sum(w * x for x, w in zip(xs, weights, strict=True))
+    assert np.max(np.abs(quantize.decode(total, scale) - exact)) <= n * 0.5 / scale
+    assert quantize.in_range(total, clip, float(weights.sum()), scale, n)
+    assert not quantize.in_range(total + np.uint32(1 << 31), clip, float(weights.sum()),
+                                 scale, n)
+
+
+def test_clip_norm_refuses_non_finite_and_never_scales_up() -> None:
+    small = np.array([0.1, 0.2])
+    assert np.array_equal(quantize.clip_norm(small, 1.0), small)
+    with pytest.raises(ValueError, match="non-finite"):
+        quantize.clip_norm(np.array([1.0, np.nan]), 1.0)
+
+
+def test_graph_is_regular_symmetric_deterministic_and_order_free() -> None:
+    ids = [f"dev-{i:03d}" for i in range(100)]
+    k = graph.default_degree(len(ids))
+    assert k == 28
+    g = graph.neighbours(ids, k, b"round-seed")
+    assert g == graph.neighbours(list(reversed(ids)), k, b"round-seed")
+    assert g != graph.neighbours(ids, k, b"another-seed")
+    assert all(len(peers) == k for peers in g.values())
+    assert all(d in g[p] and d not in peers for d, peers in g.items() for p in peers)
+    full = graph.neighbours(ids[:5], 8, b"s")
+    assert all(len(peers) == 4 for peers in full.values())

@@ -1,0 +1,107 @@
+"""SecAgg+ end to end in process: exact sums of the survivors with dropouts at every
+stage, failure below the threshold, masked inputs that say nothing of their plaintexts,
+and a device that refuses a lying server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedge.secure import quantize
+from fedge.secure.device import MaskingDevice, UnmaskRefused
+from fedge.secure.masked_sum import MaskedSum
+from tests.secure import rounds
+
+
+def _inputs(n: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"dev-{i:02d}": rng.integers(0, 1 << 20, size, dtype=np.uint32)
+            for i in range(n)}
+
+
+def _sum(inputs: dict[str, np.ndarray], ids: list[str]) -> np.ndarray:
+    total = np.zeros(next(iter(inputs.values())).size, np.uint32)
+    for d in ids:
+        total += inputs[d]
+    return total
+
+
+def test_no_dropouts_sum_is_exact() -> None:
+    inputs = _inputs(12, 50)
+    out = rounds.run(inputs, rounds.params_for(12, 50))
+    assert out.error == ""
+    assert out.total is not None and np.array_equal(out.total, _sum(inputs, sorted(inputs)))
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_thirty_percent_dropped_at_each_stage_leaves_the_survivors_exact_sum(
+        stage: int) -> None:
+    inputs = _inputs(20, 64, seed=stage)
+    ids = sorted(inputs)
+    gone = set(ids[::3][:6])  # 30%
+    out = rounds.run(inputs, rounds.params_for(20, 64), {stage: gone})
+    assert out.error == ""
+    survivors = [d for d in ids if d not in gone] if stage < 3 else ids
+    assert out.survivors == survivors
+    assert out.total is not None and np.array_equal(out.total, _sum(inputs, survivors))
+
+
+def test_too_many_dropouts_fail_to_unmask_instead_of_a_wrong_sum() -> None:
+    inputs = _inputs(10, 16)
+    ids = sorted(inputs)
+    out = rounds.run(inputs, rounds.params_for(10, 16), {3: set(ids[:7])})
+    assert out.total is None and "shares" in out.error
+
+
+def test_server_sees_masked_inputs_uncorrelated_with_plaintexts() -> None:
+    n, size = 10, 20_000
+    rng = np.random.default_rng(3)
+    clip = 1.0
+    params = rounds.params_for(n, size, clip=clip, cap=1)
+    plain = {f"dev-{i}": quantize.clip_norm(rng.normal(0, 1, size), clip) for i in range(n)}
+    inputs = {d: quantize.encode(x, 1.0, params.scale) for d, x in plain.items()}
+    out = rounds.run(inputs, params, {3: {"dev-0"}})
+    for d, masked in out.masked.items():
+        signed = masked.view(np.int32).astype(np.float64)
+        corr = np.corrcoef(signed, plain[d])[0, 1]
+        assert abs(corr) < 4 / np.sqrt(size)  # what two independent vectors give
+        # and uniform over Z_2^32: every top byte value about equally often
+        counts = np.bincount(masked >> 24, minlength=256)
+        assert counts.min() > 40 and counts.max() < 120
+    assert out.total is not None
+    mean = quantize.decode(out.total, params.scale) / n
+    exact = np.mean([plain[d] for d in sorted(plain)], axis=0)
+    worst = float(np.max(np.abs(mean - exact)))
+    print(f"largest difference from the plain mean: {worst:.3g}")
+    assert worst <= 0.5 / params.scale
+
+
+def test_device_refuses_to_reveal_both_shares_of_one_peer() -> None:
+    inputs = _inputs(6, 8)
+    params = rounds.params_for(6, 8)
+    devices = {d: MaskingDevice(d, params) for d in inputs}
+    server = MaskedSum(params)
+    for d in sorted(devices):
+        server.add_advert(devices[d].advertise())
+    server.close_adverts()
+    for d in sorted(devices):
+        server.add_shares(d, devices[d].share(server.adverts))
+    for d in sorted(devices):
+        server.add_masked(d, devices[d].mask(inputs[d], server.messages_for(d)), 1.0)
+    victim, asked = "dev-01", devices["dev-00"]
+    with pytest.raises(UnmaskRefused, match="both"):
+        asked.reveal([victim], [victim])
+    asked.reveal([victim], [])  # honestly: victim survived
+    with pytest.raises(UnmaskRefused, match="both"):
+        asked.reveal([], [victim])  # a second request claiming it dropped
+
+
+def test_sparse_graph_survives_dropouts_it_can_afford() -> None:
+    # 40 devices: k = 24 < 39, t = 13; losing 8 can never leave a neighbourhood short.
+    inputs = _inputs(40, 32, seed=9)
+    ids = sorted(inputs)
+    params = rounds.params_for(40, 32)
+    assert params.degree == 24
+    out = rounds.run(inputs, params, {3: set(ids[1::5])})
+    assert out.error == ""
+    assert out.total is not None and np.array_equal(out.total, _sum(inputs, ids))
