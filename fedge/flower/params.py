@@ -62,3 +62,25 @@ def read_params(path: Path) -> list[np.ndarray] | dict[str, np.ndarray]:
         if keys and all(k == f"arr_{i}" for i, k in enumerate(keys)):
             return [npz[f"arr_{i}"] for i in range(len(keys))]
         return {k: npz[k] for k in keys}
+
+
+def name_params(params: Sequence[np.ndarray] | Mapping[str, np.ndarray],
+                specs: Sequence[Spec]) -> dict[str, np.ndarray]:
+    """Saved parameters named by the task's tensors: a list (or arrays named by
+    position: ``0``.., ``arr_0``.., ``param_0``..) in the task's order, or arrays that
+    already carry the task's names."""
+    if isinstance(params, Mapping):
+        if set(params) == {s.name for s in specs}:
+            return to_named([params[s.name] for s in specs], specs)
+        positions = {_position(k): v for k, v in params.items()}
+        if sorted(k if k is not None else -1 for k in positions) != list(range(len(params))):
+            raise FedgeError(f"the saved parameters are named {sorted(params)[:4]}..., "
+                             "neither the task's tensor names nor positions")
+        params = [positions[i] for i in range(len(params))]
+    return to_named(list(params), specs)
+
+
+def _position(key: str) -> int | None:
+    """The list position a key names ("3", "arr_3", "param_3"), or None."""
+    tail = key.rpartition("_")[2] if key.startswith(("arr_", "param_")) else key
+    return int(tail) if tail.isdigit() else None

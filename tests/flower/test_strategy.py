@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("flwr", reason="Flower is not installed: pip install 'fedge[flower]'")
 
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict  # noqa: E402
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords  # noqa: E402
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from fedge.flower.strategy import fold_round  # noqa: E402
-from fedge.server.strategies.catalog import build_strategy  # noqa: E402
+from fedge.flower.strategy import fold_round
+from fedge.server.strategies.catalog import build_strategy
 
 NODES = 4
 
