@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def flower_final_parameters() -> list[np.ndarray]:
     splits = task.load_data()
     halves = np.array_split(np.arange(len(splits.train_y)), 2)
     start = weights_of(task.build_model())
-    results = []
+    results: list[tuple[Any, FitRes]] = []
     for part in halves:
         trainer = Trainer(task, splits.train_x[part], splits.train_y[part], "cpu")
         new, _ = trainer.train(start, epochs=5, lr=0.1, batch_size=32, seed=0)
@@ -84,7 +85,7 @@ def test_saved_parameters_are_named_by_the_tasks_state_dict_order(tmp_path: Path
     weights = weights_of(task.build_model())
     specs = [spec_of(n, a) for n, a in weights.items()]
     np.savez(tmp_path / "list.npz", *weights.values())
-    np.savez(tmp_path / "named.npz", **weights)
+    np.savez(tmp_path / "named.npz", **weights)  # type: ignore[arg-type]
     for name in ("list.npz", "named.npz"):
         named = name_params(read_params(tmp_path / name), specs)
         assert list(named) == list(weights)
