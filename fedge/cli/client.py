@@ -120,10 +120,6 @@ def _flower_daemon(config: ClientConfig) -> Any:
     """The daemon whose trainer is a Flower client (fedge/flower/client.py); its local
     data, if given, is what shipped edge models are measured on."""
     _check_can_train(config.device)
-    try:
-        import flwr  # noqa: F401
-    except ImportError as exc:
-        raise FedgeError("--flower-client needs Flower: pip install 'fedge[flower]'") from exc
     from fedge.client.daemon import Daemon
     from fedge.client.data import LocalData, ReadOptions
     from fedge.flower.client import FlowerTrainer, load_flower_client, parse_node_config

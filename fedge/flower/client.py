@@ -72,7 +72,10 @@ def load_flower_client(spec: str, node_config: Mapping[str, Any] | None = None,
                        node_id: int = 0) -> Any:
     """The Flower client named by ``module:attr``: a NumPyClient or Client instance, a
     class of one (made with no arguments), or a ``client_fn(context)``."""
-    from flwr.client import Client, NumPyClient
+    try:
+        from flwr.client import Client, NumPyClient
+    except ImportError as exc:
+        raise FedgeError("--flower-client needs Flower: pip install 'fedge[flower]'") from exc
 
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
