@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import math
 import os
 import sys
 import time
@@ -116,7 +117,7 @@ def flower_config(round_: int, epochs: int, lr: float, batch_size: int, seed: in
 def _numbers(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """The numeric metrics (the update header carries doubles only)."""
     return {prefix + k: float(v) for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 class FlowerTrainer(Trainer):
@@ -157,7 +158,9 @@ class FlowerTrainer(Trainer):
             raise FedgeError(f"the Flower client's fit returned {count} examples")
         self._num_examples = int(count)
         metrics.update(_numbers(fit_metrics))
-        metrics.setdefault("train_loss", float(fit_metrics.get("loss", float("nan"))))
+        # The daemon logs and reports train_loss; a client that names it otherwise (or
+        # not at all) reports its "loss", else 0 (a metric, never a NaN in the store).
+        metrics.setdefault("train_loss", metrics.get("loss", 0.0))
         metrics["train_seconds"] = time.perf_counter() - started
         return to_named(new, self.specs), metrics
 

@@ -66,5 +66,6 @@ def test_a_flower_client_reaches_its_flower_accuracy_under_fedge(tmp_path: Path)
     flower_dir = write_project(tmp_path / "under-flower")
     fedge_accuracy = run_fedge(fedge_dir)
     flower_accuracy = run_flower(flower_dir)
+    print(f"final accuracy: fedge {fedge_accuracy:.4f}, Flower {flower_accuracy:.4f}")
     assert fedge_accuracy > 0.6, fedge_accuracy  # it learned: 10 classes, chance is 0.1
     assert abs(fedge_accuracy - flower_accuracy) <= 0.01, (fedge_accuracy, flower_accuracy)
