@@ -2,7 +2,8 @@
 
 ``fedge client --flower-client module:attr`` (and ``fedge simulate --flower-client``)
 runs a Flower ``NumPyClient`` (``get_parameters``, ``fit``, ``evaluate``), a Flower
-``Client``, or a ``client_fn(context)`` returning either, as a fedge device: it joins,
+``Client``, a ``client_fn(context)`` returning either, or a Message-API ``ClientApp``
+(its ``@app.train()`` function), as a fedge device: it joins,
 long-polls and uploads as every fedge device does (resumable, checked transfers, the
 refusal table, TLS and tokens), and its own ``fit`` does the training.
 
@@ -39,7 +40,7 @@ from fedge.client.daemon import Daemon
 from fedge.client.session import Session
 from fedge.client.trainer import Trainer
 from fedge.errors import FedgeError
-from fedge.flower.params import to_list, to_named
+from fedge.flower.params import name_params, to_list, to_named
 from fedge.protos import fedge_pb2
 from fedge.tasks import Task
 from fedge.tasks.training import weights_of
@@ -89,21 +90,53 @@ def load_flower_client(spec: str, node_config: Mapping[str, Any] | None = None,
         raise FedgeError(f"--flower-client: cannot import {module_name!r}: {exc}") from exc
     except AttributeError as exc:
         raise FedgeError(f"--flower-client: {module_name!r} has no {attr!r}") from exc
+    from flwr.clientapp import ClientApp
+    from flwr.common import Context, RecordDict
+
+    context = Context(run_id=0, node_id=node_id, node_config=dict(node_config or {}),
+                      state=RecordDict(), run_config={})
+    if isinstance(obj, ClientApp):
+        if getattr(obj, "_call", None) is not None:  # ClientApp(client_fn=...)
+            raise FedgeError(f"{spec} is a ClientApp made from a client_fn: give the "
+                             "client_fn itself (module:client_fn)")
+        return MessageClient(obj, context)
     if inspect.isclass(obj) and issubclass(obj, NumPyClient | Client):
         obj = obj()
     elif callable(obj) and not isinstance(obj, NumPyClient | Client):
-        if type(obj).__name__ == "ClientApp":
-            raise FedgeError(f"{spec} is a Flower ClientApp: give its client_fn or the "
-                             "NumPyClient instead (Message-API ClientApps are not run yet)")
-        from flwr.common import Context, RecordDict
-
-        context = Context(run_id=0, node_id=node_id, node_config=dict(node_config or {}),
-                          state=RecordDict(), run_config={})
         obj = obj(context)
     if not isinstance(obj, NumPyClient | Client):
         raise FedgeError(f"{spec} gave a {type(obj).__name__}, not a Flower NumPyClient "
                          "or Client")
     return obj
+
+
+class MessageClient:
+    """A Message-API ClientApp (``@app.train()``), called as Flower's SuperNode calls
+    it: a "train" Message of ``arrays`` (named as the task's tensors) and ``config``."""
+
+    def __init__(self, app: Any, context: Any) -> None:
+        self.app = app
+        self.context = context
+
+    def fit(self, arrays: Mapping[str, np.ndarray], config: Mapping[str, Scalar]
+            ) -> tuple[Mapping[str, np.ndarray], int, dict[str, Any]]:
+        """The app's train reply: its arrays, num-examples and metrics."""
+        from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+
+        content = RecordDict({
+            "arrays": ArrayRecord({n: Array(np.ascontiguousarray(a)) for n, a in
+                                   arrays.items()}),
+            "config": ConfigRecord(dict(config))})
+        reply = self.app(Message(content=content, dst_node_id=self.context.node_id,
+                                 message_type="train"), self.context)
+        if reply.has_error():
+            raise FedgeError(f"the ClientApp's train failed: {reply.error.reason}")
+        record = next(iter(reply.content.array_records.values()))
+        metrics: dict[str, Any] = {}
+        for metric_record in reply.content.metric_records.values():
+            metrics.update(metric_record)
+        count = int(metrics.pop("num-examples", 0))
+        return {n: np.asarray(a.numpy()) for n, a in record.items()}, count, metrics
 
 
 def flower_config(round_: int, epochs: int, lr: float, batch_size: int, seed: int,
@@ -187,6 +220,10 @@ class FlowerTrainer(Trainer):
         from flwr.client import NumPyClient
         from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
 
+        if isinstance(self.client, MessageClient):
+            named, count, metrics = self.client.fit(dict(zip([s.name for s in self.specs],
+                                                              arrays, strict=True)), config)
+            return list(name_params(named, self.specs).values()), count, metrics
         if isinstance(self.client, NumPyClient):
             new, count, metrics = self.client.fit(arrays, config)
             return list(new), int(count), metrics or {}
@@ -200,6 +237,8 @@ class FlowerTrainer(Trainer):
         from flwr.client.numpy_client import has_evaluate
         from flwr.common import Code, EvaluateIns, ndarrays_to_parameters
 
+        if isinstance(self.client, MessageClient):
+            return {}  # a ClientApp's evaluate runs on Flower's schedule, not per update
         if isinstance(self.client, NumPyClient):
             if not has_evaluate(self.client):  # evaluation is optional in Flower
                 return {}

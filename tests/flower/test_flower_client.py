@@ -77,12 +77,46 @@ def test_node_config_and_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         monkeypatch.delitem(sys.modules, name, raising=False)
     client = load_flower_client("client:client_fn", {"partition-id": 0, "num-partitions": 2})
     assert hasattr(client, "fit")
-    with pytest.raises(FedgeError, match="ClientApp"):
+    with pytest.raises(FedgeError, match="give the client_fn"):
         load_flower_client("client:app")
     with pytest.raises(FedgeError, match="module:attr"):
         load_flower_client("client")
     for name in ("client", "task"):
         sys.modules.pop(name, None)
+
+
+MESSAGE_APP = """
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg, context):
+    arrays = msg.content["arrays"].to_numpy_ndarrays()
+    keys = list(msg.content["arrays"].keys())
+    step = float(msg.content["config"]["lr"]) * (1 + context.node_config["partition-id"])
+    new = ArrayRecord({k: Array(a + step) for k, a in zip(keys, arrays)})
+    return Message(RecordDict({"arrays": new, "metrics": MetricRecord(
+        {"num-examples": 5, "train_loss": 0.25})}), reply_to=msg)
+"""
+
+
+def test_a_message_api_client_app_trains(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "message_app.py").write_text(MESSAGE_APP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "message_app", raising=False)
+    task = load_task("digits-mlp")
+    trainer = FlowerTrainer(task, load_flower_client("message_app:app", {"partition-id": 1}))
+    start = weights_of(task.build_model())
+    new, metrics = trainer.train(start, epochs=1, lr=0.5, batch_size=16, seed=0)
+    for name in start:  # lr 0.5 * (1 + partition 1)
+        np.testing.assert_allclose(new[name], start[name] + 1.0, rtol=1e-6)
+    assert trainer.num_examples == 5 and metrics["train_loss"] == 0.25
+    sys.modules.pop("message_app", None)
 
 
 @pytest.mark.slow
