@@ -37,7 +37,7 @@ handed over, as if just assembled, since the fold reuses their memory. The best 
 shared. Every (method, K) runs in a fresh
 subprocess so that its peak resident memory (ru_maxrss) is its own; the table shows it
 above the process's baseline after setup. Flower is optional: without it its rows are
-skipped (install with ``pip install --no-deps -r bench/flower-requirements.txt``).
+skipped (install with ``pip install 'fedge[flower]'``).
 """
 
 from __future__ import annotations
@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     methods = [m for m in METHODS if m not in FLOWER or _flower_available()]
     if "flower inplace" not in methods:
-        print("flwr is not installed: skipping Flower (pip install --no-deps -r "
-              "bench/flower-requirements.txt)", file=sys.stderr)
+        print("flwr is not installed: skipping Flower (pip install 'fedge[flower]')",
+              file=sys.stderr)
     rows = []
     for k in args.ks:
         for method in methods:

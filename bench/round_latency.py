@@ -8,7 +8,7 @@ as a person would start them:
 
 * fedge: one ``fedge server`` (``--insecure --allow-anonymous --no-edge``) and N
   ``fedge client`` processes, each with ``--data`` pointing at its partition;
-* Flower (``flwr`` from ``bench/flower-requirements.txt``): one ``flower-superlink``,
+* Flower (``flwr``, from the flower extra): one ``flower-superlink``,
   N ``flower-supernode`` processes (``--node-config data-dir=...``) and ``flwr run`` of
   the Flower App in ``bench/flower_app`` (copied next to a generated pyproject.toml):
   its ClientApp trains with fedge's own ``client.trainer.Trainer`` on the same
@@ -375,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 2 (round 1 is start-up)")
     systems = list(args.systems)
     if "flower" in systems and not _flower_available():
-        print("flwr is not installed: skipping Flower (pip install --no-deps -r "
-              "bench/flower-requirements.txt)", file=sys.stderr)
+        print("flwr is not installed: skipping Flower (pip install 'fedge[flower]')",
+              file=sys.stderr)
         systems.remove("flower")
     if args.threads > 0:  # inherited by every process of both systems
         os.environ["OMP_NUM_THREADS"] = str(args.threads)

@@ -16,8 +16,8 @@ start-up of the engine, all rounds, shut-down) is what is compared:
   per-round seed; the global model is evaluated centrally each round), on Flower's
   default Ray backend and default client resources.
 
-Flower needs ``flwr`` and Ray (``pip install --no-deps -r bench/flower-requirements.txt``
-pins ray==2.51.1, the version flwr[simulation] 1.30.0 requires). With ``--repeats`` > 1
+Flower needs ``flwr`` and Ray (``pip install 'fedge[flower]'`` brings ray==2.51.1, the
+version flwr[simulation] 1.30.0 requires). With ``--repeats`` > 1
 each system runs that many times (alternating) and the median wall time is reported.
 """
 
@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     systems = list(args.systems)
     if "flower" in systems and not _flower_available():
-        print("flwr or ray is not installed: skipping Flower (pip install --no-deps -r "
-              "bench/flower-requirements.txt)", file=sys.stderr)
+        print("flwr or ray is not installed: skipping Flower (pip install 'fedge[flower]')",
+              file=sys.stderr)
         systems.remove("flower")
     runners = {"fedge": ("fedge simulate", run_fedge),
                "flower": ("flower run_simulation", run_flower)}

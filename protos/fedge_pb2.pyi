@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -95,7 +94,7 @@ class JoinRequest(_message.Message):
     num_examples: int
     previous_session: str
     inference_only: bool
-    def __init__(self, device_id: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., num_examples: _Optional[int] = ..., previous_session: _Optional[str] = ..., inference_only: _Optional[bool] = ...) -> None: ...
+    def __init__(self, device_id: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., num_examples: _Optional[int] = ..., previous_session: _Optional[str] = ..., inference_only: bool = ...) -> None: ...
 
 class JoinReply(_message.Message):
     __slots__ = ("session_id", "round", "model_version", "poll_seconds")
@@ -177,7 +176,7 @@ class FetchRequest(_message.Message):
     model_version: int
     offset: int
     artifact: bool
-    def __init__(self, session_id: _Optional[str] = ..., model_version: _Optional[int] = ..., offset: _Optional[int] = ..., artifact: _Optional[bool] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., model_version: _Optional[int] = ..., offset: _Optional[int] = ..., artifact: bool = ...) -> None: ...
 
 class ModelChunk(_message.Message):
     __slots__ = ("model_version", "offset", "data", "total_size", "sha256")
@@ -252,7 +251,7 @@ class SubmitReply(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     message: str
-    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(self, accepted: bool = ..., message: _Optional[str] = ...) -> None: ...
 
 class MetricsReport(_message.Message):
     __slots__ = ("session_id", "round", "model_version", "metrics")
@@ -305,7 +304,7 @@ class DeviceStatus(_message.Message):
     live: bool
     edge_model: str
     inference_only: bool
-    def __init__(self, device_id: _Optional[str] = ..., last_seen_seconds: _Optional[float] = ..., platform: _Optional[str] = ..., accelerator: _Optional[str] = ..., runtime: _Optional[str] = ..., num_examples: _Optional[int] = ..., authenticated: _Optional[bool] = ..., live: _Optional[bool] = ..., edge_model: _Optional[str] = ..., inference_only: _Optional[bool] = ...) -> None: ...
+    def __init__(self, device_id: _Optional[str] = ..., last_seen_seconds: _Optional[float] = ..., platform: _Optional[str] = ..., accelerator: _Optional[str] = ..., runtime: _Optional[str] = ..., num_examples: _Optional[int] = ..., authenticated: bool = ..., live: bool = ..., edge_model: _Optional[str] = ..., inference_only: bool = ...) -> None: ...
 
 class RoundSummary(_message.Message):
     __slots__ = ("round", "accuracy", "loss", "clients", "examples", "bytes_up", "bytes_down", "seconds", "committed_at", "epsilon")
@@ -454,7 +453,7 @@ class SecureReply(_message.Message):
     survivors: _containers.RepeatedScalarFieldContainer[str]
     dropped: _containers.RepeatedScalarFieldContainer[str]
     message: str
-    def __init__(self, ready: _Optional[bool] = ..., adverts: _Optional[_Iterable[_Union[SecureAdvert, _Mapping]]] = ..., shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(self, ready: bool = ..., adverts: _Optional[_Iterable[_Union[SecureAdvert, _Mapping]]] = ..., shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class MaskedHeader(_message.Message):
     __slots__ = ("session_id", "task_id", "round", "num_examples", "size", "sha256", "metrics")

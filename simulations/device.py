@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 
 from fedge.client.channel import open_channel
 from fedge.client.daemon import Daemon
@@ -70,6 +71,8 @@ class ClientSpec:
     attack: str = ""
     attack_factor: float = 4.0
     bandwidth_kbps: float = 0.0
+    flower_client: str = ""
+    num_clients: int = 0
     watch_token: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -216,7 +219,23 @@ def build_daemon(spec: ClientSpec, task: Task) -> SimulatedDaemon:
     x, y = data.arrays()
     if len(y) == 0:
         raise FedgeError(f"{spec.device_id} found no usable examples in {spec.data}")
+    if spec.flower_client:
+        return _flower_daemon(spec, task, config, data, x, y)
     trainer = (Trainer(task, x, y, config.device) if not spec.attack else HostileTrainer(
         task, x, y, config.device, attack=Attack(spec.attack, spec.attack_factor),
         seed=spec.seed + spec.index))
     return SimulatedDaemon(config, task, trainer, data, spec)
+
+
+def _flower_daemon(spec: ClientSpec, task: Task, config: ClientConfig, data: LocalData,
+                   x: np.ndarray, y: np.ndarray) -> SimulatedDaemon:
+    """The simulated device whose trainer is a Flower client (fedge/flower/client.py),
+    its node_config the one run_simulation gives node spec.index."""
+    from fedge.flower.client import FlowerTrainer, load_flower_client
+
+    node = {"partition-id": spec.index, "num-partitions": spec.num_clients}
+    trainer = FlowerTrainer(task, load_flower_client(spec.flower_client, node, spec.index),
+                            x, y)
+    daemon = SimulatedDaemon(config, task, trainer, data, spec)
+    trainer.attach(daemon)
+    return daemon

@@ -237,7 +237,8 @@ def client_specs(config: SimulateConfig, dirs: list[Path], server: FedgeServer,
             leave_round=config.leave_round if k in roles["leave"] else 0,
             attack=attack.kind if attack else "",
             attack_factor=attack.factor if attack else config.attack_factor,
-            bandwidth_kbps=config.bandwidth_kbps,
+            bandwidth_kbps=config.bandwidth_kbps, flower_client=config.flower_client,
+            num_clients=len(dirs),
             watch_token=watch if k in roles["late"] else ""))
     return specs
 

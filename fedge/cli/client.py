@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
                          "public key (edge-public-key.pem in its state dir)")
     if config.inference_only:
         return _run_daemon(config, _inference_only_daemon(config))
+    if config.flower_client:
+        return _run_daemon(config, _flower_daemon(config))
     if not config.data:
         raise FedgeError("the client needs local data: --data DIR (repeatable)")
     _check_can_train(config.device)
@@ -112,6 +114,32 @@ def _inference_only_daemon(config: ClientConfig) -> Any:
     log.info("%s: inference-only: installs shipped edge models and never trains",
              config.device_id)
     return Daemon(config, task, None, data)
+
+
+def _flower_daemon(config: ClientConfig) -> Any:
+    """The daemon whose trainer is a Flower client (fedge/flower/client.py); its local
+    data, if given, is what shipped edge models are measured on."""
+    _check_can_train(config.device)
+    from fedge.client.daemon import Daemon
+    from fedge.client.data import LocalData, ReadOptions
+    from fedge.flower.client import FlowerTrainer, load_flower_client, parse_node_config
+    from fedge.tasks import load_task
+
+    task = load_task(config.task)
+    client = load_flower_client(config.flower_client,
+                                parse_node_config(config.flower_node_config))
+    data, x, y = None, None, None
+    if config.data:
+        data = LocalData(config.data, task.schema, ReadOptions(
+            label_column=config.label_column, x_key=config.x_key, y_key=config.y_key))
+        data.rescan()
+        x, y = data.arrays()
+    log.info("%s: training with the Flower client %s", config.device_id,
+             config.flower_client)
+    trainer = FlowerTrainer(task, client, x, y)
+    daemon = Daemon(config, task, trainer, data)
+    trainer.attach(daemon)
+    return daemon
 
 
 def _run_daemon(config: ClientConfig, daemon: Any) -> int:

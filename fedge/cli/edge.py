@@ -16,9 +16,15 @@ def register(sub: Any) -> None:
                        "with a signed manifest. verify and predict need only numpy and "
                        "onnxruntime.")
     edge_sub = p.add_subparsers(dest="edge_command", required=True, metavar="COMMAND")
-    build_p = edge_sub.add_parser("build", help="build an artifact from a stored checkpoint")
+    build_p = edge_sub.add_parser("build", help="build an artifact from a stored checkpoint "
+                                  "or from saved parameters (a Flower run's)")
     build_p.add_argument("--state-dir", dest="state_dir", required=True,
-                         help="the server's state dir (checkpoints and signing key)")
+                         help="the server's state dir (checkpoints and signing key); with "
+                         "--from-params, where the signing key is kept (made if missing)")
+    build_p.add_argument("--from-params", dest="from_params",
+                         help="build from this .npz or .safetensors of final parameters "
+                         "(a Flower run's list, in the task model's state_dict order, or "
+                         "named as the task's tensors); needs --task")
     build_p.add_argument("--round", type=int, help="the round to build from (default last)")
     build_p.add_argument("--task", help="the task (default: the one the state dir records)")
     build_p.add_argument("--out", required=True, help="the artifact directory to write")
@@ -53,6 +59,8 @@ def build(args: argparse.Namespace) -> int:
     from fedge.tasks import load_task
     from fedge.tensors import from_blob
 
+    if args.from_params:
+        return _build_from_params(args)
     if not (Path(args.state_dir) / "fedge.db").is_file():
         raise FedgeError(f"{args.state_dir} is not a server state dir (no fedge.db)")
     store = StateStore(args.state_dir)
@@ -74,6 +82,33 @@ def build(args: argparse.Namespace) -> int:
     print(f"{args.out}: round {round_}, int8 {report.int8_onnx_bytes:,} bytes (teacher fp32 "
           f"{report.fp32_onnx_bytes:,}), accuracy int8 {report.int8_accuracy:.4f} teacher "
           f"{report.teacher_accuracy:.4f}; signed by key {key.key_id} "
+          f"({args.state_dir}/{PUBLIC_FILE})")
+    return 0
+
+
+def _build_from_params(args: argparse.Namespace) -> int:
+    """Builds and signs the artifact of saved parameters (fedge/flower/params.py)."""
+    from pathlib import Path
+
+    from fedge.edge.compiler.artifact import build_artifact
+    from fedge.edge.compiler.keys import PUBLIC_FILE, SigningKey
+    from fedge.flower.params import name_params, read_params
+    from fedge.tasks import load_task
+    from fedge.tasks.training import weights_of
+    from fedge.tensors import spec_of
+
+    if not args.task:
+        raise FedgeError("--from-params needs --task: the model the parameters belong to")
+    task = load_task(args.task)
+    specs = [spec_of(n, a) for n, a in weights_of(task.build_model()).items()]
+    weights = name_params(read_params(Path(args.from_params)), specs)
+    round_ = args.round or 0
+    Path(args.state_dir).mkdir(parents=True, exist_ok=True)
+    key = SigningKey.load_or_create(args.state_dir)
+    report = build_artifact(task, weights, round_, key, args.out)
+    print(f"{args.out}: {args.from_params}, int8 {report.int8_onnx_bytes:,} bytes (teacher "
+          f"fp32 {report.fp32_onnx_bytes:,}), accuracy int8 {report.int8_accuracy:.4f} "
+          f"teacher {report.teacher_accuracy:.4f}; signed by key {key.key_id} "
           f"({args.state_dir}/{PUBLIC_FILE})")
     return 0
 

@@ -51,6 +51,12 @@ class ClientConfig:
     inference_only: bool = setting(False, "never train: only install shipped edge models "
                                    "and report how they do on the data given (needs "
                                    "--trust-key; no torch)")
+    # A Flower project moves to fedge by how it is launched (fedge/flower/client.py).
+    flower_client: str = setting("", "run a Flower NumPyClient, Client or client_fn "
+                                 "(module:attr) as this device's trainer (needs the "
+                                 "flower extra); --data becomes optional")
+    flower_node_config: str = setting("", "the Flower client_fn's node_config, as "
+                                      "key=value pairs (partition-id=0 num-partitions=4)")
 
     def __post_init__(self) -> None:
         check_declared(self)
@@ -68,3 +74,5 @@ class ClientConfig:
             raise ConfigError("inference_only needs trust_key (--trust-key): such a device "
                               "only installs shipped models, and refuses them all without "
                               "the server's public key")
+        if self.flower_client and self.inference_only:
+            raise ConfigError("flower_client trains; it does not go with inference_only")

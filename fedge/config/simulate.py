@@ -72,6 +72,10 @@ class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings):
     leavers: float = setting(0.0, "fraction of clients that disconnect after leave_round",
                              low=0, high=1, group=SCENARIO)
     leave_round: int = setting(2, "the last round leavers take part in", group=SCENARIO)
+    flower_client: str = setting("", "run every client as this Flower NumPyClient, Client "
+                                 "or client_fn (module:attr; needs the flower extra); a "
+                                 "client_fn gets partition-id and num-partitions as "
+                                 "run_simulation gives them")
     hostile_clients: float = setting(0.0, "fraction of clients whose updates are attacks",
                                      low=0, high=1, group=SCENARIO)
     attack: str = setting("signflip", "signflip (-factor x the honest step), scale (factor "

@@ -23,11 +23,13 @@ def _imports(path: Path) -> set[str]:
 
 
 def _core_files() -> list[Path]:
-    """fedge/ itself, without the rooms it links to and without the CLI (the
-    composition root, which may import everything)."""
+    """fedge/ itself, without the rooms it links to, the CLI (the composition root,
+    which may import everything) and the Flower adapters (fedge/flower: a Flower client
+    as the daemon's trainer, fedge strategies in Flower's server; above the rooms)."""
     core = ROOT / "fedge"
     return [p for p in core.rglob("*.py")
-            if not any(p.is_relative_to(core / room) for room in (*ROOMS, "protos", "cli"))
+            if not any(p.is_relative_to(core / room)
+                       for room in (*ROOMS, "protos", "cli", "flower"))
             and p.name != "cli.py"]
 
 
@@ -45,6 +47,14 @@ def test_server_and_client_never_import_each_other() -> None:
         for path in (ROOT / room).rglob("*.py"):
             bad = sorted(n for n in _imports(path) if n.startswith(f"fedge.{other}"))
             assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_the_flower_adapters_keep_to_their_side() -> None:
+    # The client adapter runs on devices, the strategies on servers: neither needs the other.
+    flower = ROOT / "fedge" / "flower"
+    for name, other in (("client.py", "fedge.server"), ("strategy.py", "fedge.client")):
+        bad = sorted(n for n in _imports(flower / name) if n.startswith(other))
+        assert not bad, f"fedge/flower/{name} imports {bad}"
 
 
 def test_the_edge_runtime_imports_no_build_side() -> None:

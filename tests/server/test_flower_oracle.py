@@ -1,8 +1,8 @@
 """Flower as an oracle: the same arrays and weights through Flower's implementation and
 ours must agree to float32 tolerance.
 
-Flower is not a fedge dependency (no flwr release resolves with fedge's protobuf 7):
-install it with ``pip install --no-deps -r bench/flower-requirements.txt``, as CI does.
+Flower comes with the flower extra (``pip install 'fedge[flower]'``), which the dev
+extra, and so CI, includes.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 flwr = pytest.importorskip(
-    "flwr", reason="Flower is not installed; CI installs it with "
-    "`pip install --no-deps -r bench/flower-requirements.txt`")
+    "flwr", reason="Flower is not installed: pip install 'fedge[flower]'")
 
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters  # noqa: E402
 from flwr.common import parameters_to_ndarrays as to_arrays  # noqa: E402
