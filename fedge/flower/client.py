@@ -179,10 +179,12 @@ class FlowerTrainer(Trainer):
         return self._num_examples
 
     def train(self, weights: dict[str, np.ndarray], epochs: int, lr: float, batch_size: int,
-              seed: int, proximal_mu: float = 0.0
+              seed: int, proximal_mu: float = 0.0, momentum: float | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """The client's evaluate (if any) and fit from weights; new weights and metrics."""
         config = flower_config(self.round, epochs, lr, batch_size, seed, proximal_mu)
+        if momentum is not None:  # the server's --momentum; a Flower client may read it
+            config["momentum"] = momentum
         arrays = to_list(weights, self.specs)
         metrics = self._evaluate(arrays, config)
         started = time.perf_counter()
