@@ -48,7 +48,22 @@ RULES: dict[str, Rule] = {
     "stale": Rule("FAILED_PRECONDITION", settles=False, retry=False),
     "already_settled": Rule("ALREADY_EXISTS", settles=True, retry=False),
     "unsupported": Rule("UNIMPLEMENTED", settles=False, retry=False),
+    # A string, map or count a device sent past its limit, or a value out of its range.
+    "over_limit": Rule("INVALID_ARGUMENT", settles=False, retry=False),
 }
+
+# A refusal's message never grows with the input: it quotes at most QUOTE_CHARS of any
+# value a device sent (quote()), and is cut at MESSAGE_CHARS whatever it holds.
+QUOTE_CHARS = 64
+MESSAGE_CHARS = 1000
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """repr() of at most limit characters of value, saying how long it was when cut."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 # A server that sends no refusal name (an older one, or a status from gRPC itself):
 # what the daemon assumes from the status code alone.
@@ -83,6 +98,11 @@ class Refused(FedgeError):
     """A request the server will not act on; the subclass's ``name`` picks its rule."""
 
     name: ClassVar[str] = "invalid_request"
+
+    def __init__(self, message: str = "") -> None:
+        if len(message) > MESSAGE_CHARS:
+            message = message[:MESSAGE_CHARS] + "... (cut)"
+        super().__init__(message)
 
     @property
     def rule(self) -> Rule:
@@ -160,3 +180,10 @@ class Unsupported(Refused):
     """A feature the server was not configured for."""
 
     name = "unsupported"
+
+
+class OverLimit(Refused):
+    """A field over its limit: a string too long, a map with too many entries, a count
+    or round out of range, a value that is not finite."""
+
+    name = "over_limit"

@@ -108,7 +108,8 @@ class FedgeServer:
             max_round_attempts=config.max_round_attempts,
             norm_action=config.norm_action, update_kind=config.update,
             encoding=config.encoding, topk_fraction=config.topk_fraction,
-            start_clients=start_clients)
+            start_clients=start_clients, examples_factor=config.examples_factor,
+            norm_factor=config.norm_factor, warmup_norm_ratio=config.warmup_norm_ratio)
         strategy = build_strategy(config.strategy, config.server_lr, config.server_momentum,
                                   config.mu, config.trim, config.byzantine_f)
         if config.update == "gradient" and config.server_lr is None:

@@ -30,8 +30,18 @@ from fedge.refusals import (
     InvalidRequest,
     PermissionDenied,
     Refused,
+    StaleRequest,
     Unauthenticated,
     Unsupported,
+    quote,
+)
+from fedge.server.fields import (
+    HEADER_METRICS,
+    check_count,
+    check_join,
+    check_metrics,
+    check_report,
+    check_text,
 )
 from fedge.server.intake import Expected, receive
 from fedge.server.limits import RateLimiter, UploadSlots, peer_host
@@ -198,11 +208,12 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         caller = self._device_caller()
         if caller is not None and caller != request.device_id:
             raise PermissionDenied(f"this token belongs to device {caller!r}, not "
-                                   f"{request.device_id!r}")
+                                   f"{quote(request.device_id)}")
         try:
             check_device_id(request.device_id)
         except FedgeError as exc:
             raise InvalidRequest(str(exc)) from None
+        check_join(request, self._rounds.settings.max_examples)
         if request.task != self._task_name:
             raise InvalidRequest(f"this server runs task {self._task_name!r}, the device "
                                  f"runs {request.task!r}")
@@ -316,7 +327,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(first))
         header = first.header
         device = self._device(header.session_id)
-        self._check_header(header)
+        metrics = self._check_header(header)
         assignment: Assignment | None = None  # the task, once check_submission found it
         try:
             assignment = self._rounds.check_submission(device, header.task_id, header.round,
@@ -339,15 +350,18 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             if refusal.rule.settles and assignment is not None and context.is_active():
                 self._rounds.refuse(assignment, str(refusal))
             raise
-        if header.metrics:
-            self._store.add_metrics(header.round, device.device_id, "train",
-                                    dict(header.metrics))
+        if metrics:
+            self._store.add_metrics(header.round, device.device_id, "train", metrics)
         reply = fedge_pb2.SubmitReply(accepted=True, message="update accepted")
         self._rounds.count_bytes(down=_size(reply))
         return reply
 
-    def _check_header(self, header: fedge_pb2.UpdateHeader) -> None:
-        """Refuses a header this run cannot take, before its task is looked at."""
+    def _check_header(self, header: fedge_pb2.UpdateHeader) -> dict[str, float]:
+        """Refuses a header this run cannot take, before its task is looked at; returns
+        its metrics, checked (fedge.server.fields) before anything is folded."""
+        check_text("task_id", header.task_id, 128)
+        check_count("round", header.round, 0, self._rounds.model_version + 1)
+        metrics = check_metrics(header.metrics, HEADER_METRICS)
         settings = self._rounds.settings
         # Unspecified means WEIGHTS and F32, what devices sent before these existed.
         kind = header.kind or fedge_pb2.WEIGHTS
@@ -358,6 +372,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         if encoding != ENCODINGS[settings.encoding]:
             raise InvalidRequest(f"this run takes {settings.encoding}-encoded updates; the "
                                  f"device sent {enum_name(fedge_pb2.Encoding, encoding)}")
+        return metrics
 
     def _tensor_chunks(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
                        ) -> Iterator[fedge_pb2.TensorChunk]:
@@ -377,9 +392,13 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                       context: grpc.ServicerContext) -> fedge_pb2.MetricsReply:
         self._rounds.count_bytes(up=_size(request))
         device = self._device(request.session_id)
-        self._store.add_metrics(request.round, device.device_id, "device",
-                                dict(request.metrics))
-        if request.metrics.get("edge_installed"):
+        metrics = check_report(request, self._rounds.model_version)
+        if ("edge_installed" in metrics or "edge_refused" in metrics) and not (
+                self._rounds.artifact_built(request.model_version)):
+            raise StaleRequest(f"no edge artifact was built from round "
+                               f"{request.model_version}")
+        self._store.add_metrics(request.round, device.device_id, "device", metrics)
+        if metrics.get("edge_installed"):
             device.edge_model = str(request.model_version)
             with self._counts_lock:  # handlers run on many threads
                 self.edge_installed += 1
