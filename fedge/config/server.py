@@ -59,11 +59,11 @@ class ServerConfig(LocalTraining, StrategySettings):
     max_examples: int = setting(1 << 31, "largest example count a device may declare for "
                                 "one update", shown="2147483648 = 2^31", low=1)
     examples_factor: float = setting(
-        2.0, "an update weighs at most this many times the median example count its "
+        1.0, "an update weighs at most this many times the median example count its "
         "round's devices declared at Join (and at most this many times its own); 0: as "
         "declared", low=0)
     norm_factor: float = setting(
-        3.0, "updates farther from the global model than this many times the median "
+        1.5, "updates farther from the global model than this many times the median "
         "distance of the last round's updates are clipped to that; 0: off", low=0)
     warmup_norm_ratio: float = setting(
         1.0, "before any round has a median distance, updates are clipped to this many "
