@@ -21,6 +21,7 @@ METRIC_KEY_CHARS = 256
 HEADER_METRICS = 1024  # an update's training and data metrics (a label each, per task)
 REPORT_METRICS = 64  # a ReportMetrics message (the daemon sends edge metrics: 4)
 FINGERPRINT_TENSORS = 4096
+JOIN_BYTES = 1 << 20  # fingerprints of 4096 tensors with 256-character names fit
 # The largest count or round taken: far beyond any real one, far below int64's end, so
 # sums and products of them stay exact in a float64.
 MAX_COUNT = 1 << 50
@@ -60,6 +61,11 @@ def check_metrics(metrics: Mapping[str, float], limit: int) -> dict[str, float]:
 
 def check_join(request: fedge_pb2.JoinRequest, max_examples: int) -> None:
     """The bounds of a JoinRequest's fields (the device id has its own pattern)."""
+    # First the whole message's size, counted by the protobuf runtime: a 4 MiB string is
+    # refused before it is ever copied into a Python string.
+    if request.ByteSize() > JOIN_BYTES:
+        raise OverLimit(f"a join request of {request.ByteSize()} bytes, over the limit of "
+                        f"{JOIN_BYTES}")
     check_text("the task name", request.task)
     check_text("previous_session", request.previous_session, ID_CHARS)
     if len(request.fingerprint) > FINGERPRINT_TENSORS:

@@ -79,7 +79,7 @@ def test_strings_and_ids_are_bounded_and_cannot_forge_log_lines(
     ops = server.tokens.create("ops", role="operator")
     evil = RawDevice(port, "evil", server.tokens.create("evil"))
     refused_as(lambda: join(evil, platform="x" * ((4 << 20) - 4096)), Code.INVALID_ARGUMENT,
-               "over the limit of 256")
+               "over the limit of")
     forged = f"Linux\r\n2026-01-01 00:00:00,000 INFO fedge.server.driver [round.committed] " \
              f"{FORGED}"
     refused_as(lambda: join(evil, accelerator=forged), Code.INVALID_ARGUMENT,
