@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -28,15 +29,28 @@ def event_of(record: logging.LogRecord) -> str:
     return f"{record.name}.{record.funcName.strip('_')}"
 
 
+# Every control character (CR, LF, ESC, ...) but none of the printable ones.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape(text: str) -> str:
+    """text with each control character written as an escape (``\\n``, ``\\x1b``):
+    one message stays on one line whatever a device put in the strings it sent."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class TextFormatter(logging.Formatter):
-    """``TIME LEVEL logger [event] message``."""
+    """``TIME LEVEL logger [event] message``, one line per message: control characters
+    in the message are escaped, so a device-supplied string cannot start a line of its
+    own (a traceback, which is ours, still follows on its own lines)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(event_name)s] %(message)s")
 
-    def format(self, record: logging.LogRecord) -> str:
+    def formatMessage(self, record: logging.LogRecord) -> str:
         record.event_name = event_of(record)
-        return super().format(record)
+        record.message = escape(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):

@@ -53,7 +53,22 @@ RULES: dict[str, Rule] = {
     # A stream idle too long, or past its total time (or its round's deadline). The
     # server cuts it, so the device sees CANCELLED; the name is for the server's log.
     "stream_cut": Rule("DEADLINE_EXCEEDED", settles=False, retry=True),
+    # A string, map or count a device sent past its limit, or a value out of its range.
+    "over_limit": Rule("INVALID_ARGUMENT", settles=False, retry=False),
 }
+
+# A refusal's message never grows with the input: it quotes at most QUOTE_CHARS of any
+# value a device sent (quote()), and is cut at MESSAGE_CHARS whatever it holds.
+QUOTE_CHARS = 64
+MESSAGE_CHARS = 1000
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """repr() of at most limit characters of value, saying how long it was when cut."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 # A server that sends no refusal name (an older one, or a status from gRPC itself):
 # what the daemon assumes from the status code alone.
@@ -88,6 +103,11 @@ class Refused(FedgeError):
     """A request the server will not act on; the subclass's ``name`` picks its rule."""
 
     name: ClassVar[str] = "invalid_request"
+
+    def __init__(self, message: str = "") -> None:
+        if len(message) > MESSAGE_CHARS:
+            message = message[:MESSAGE_CHARS] + "... (cut)"
+        super().__init__(message)
 
     @property
     def rule(self) -> Rule:
@@ -177,3 +197,10 @@ class StreamCut(Refused):
     """A stream the server cut: idle too long, or past its time limit."""
 
     name = "stream_cut"
+
+
+class OverLimit(Refused):
+    """A field over its limit: a string too long, a map with too many entries, a count
+    or round out of range, a value that is not finite."""
+
+    name = "over_limit"

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
@@ -217,3 +218,23 @@ class AddressSeats:
     def __len__(self) -> int:
         with self._lock:
             return sum(len(s) for s in self._by_address.values())
+
+
+def poll_slots(workers: int) -> int:
+    """How many long polls may hold one of `workers` RPC threads at once: all but an
+    eighth (at least 4), which stay free for joins, fetches and uploads."""
+    return workers - max(4, workers // 8)
+
+
+@dataclass(frozen=True)
+class Guards:
+    """Who may call and how much (see ServerConfig for meanings)."""
+
+    allow_anonymous: bool = False
+    max_uploads: int = 32
+    rate_limit: float = 50.0
+    rate_burst: float = 100.0
+    max_polls: int = poll_slots(256)  # long polls held at once (ServerConfig.max_workers)
+    stream_idle_s: float = 60.0
+    stream_max_s: float = 900.0
+    anonymous_per_address: int = 64

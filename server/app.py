@@ -17,12 +17,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from fedge.config import ServerConfig
 from fedge.errors import FedgeError
 from fedge.protos import fedge_pb2_grpc
+from fedge.server.admission import Guards, poll_slots
 from fedge.server.deploy import Deployments
 from fedge.server.evaluate import Evaluator
 from fedge.server.preflight import preflight
 from fedge.server.registry import Registry
 from fedge.server.rounds import Phase, Rounds, RoundSettings
-from fedge.server.service import FederationService, Guards, poll_slots
+from fedge.server.service import FederationService
 from fedge.server.status import snapshot
 from fedge.server.status import write as write_status
 from fedge.server.store import RoundRecord, StateStore
@@ -113,7 +114,9 @@ class FedgeServer:
             start_clients=start_clients, secure=config.secure_aggregation,
             secure_threshold=config.secure_threshold,
             secure_neighbours=config.secure_neighbours, secure_clip=config.secure_clip,
-            secure_stage_timeout_s=config.secure_stage_timeout_s)
+            secure_stage_timeout_s=config.secure_stage_timeout_s,
+            examples_factor=config.examples_factor,
+            norm_factor=config.norm_factor, warmup_norm_ratio=config.warmup_norm_ratio)
         strategy = build_strategy(config.strategy, config.server_lr, config.server_momentum,
                                   config.mu, config.trim, config.byzantine_f)
         if config.update == "gradient" and config.server_lr is None:

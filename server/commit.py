@@ -82,3 +82,24 @@ def restore_strategy(store: StateStore, strategy: Strategy[Any], round_: int) ->
     strategy.load_state(arrays)
     if arrays:
         log.info("resumed %s optimizer state from round %d", strategy.name, round_)
+
+
+def starting_point(store: StateStore, evaluate: Callable[[Mapping[str, np.ndarray]],
+                                                         dict[str, float]],
+                   initial: Mapping[str, np.ndarray], task_name: str,
+                   ) -> tuple[RoundRecord, bytes]:
+    """The committed round a server starts from: the last one in store (a resume), or
+    round 0, the initial model, evaluated and committed first."""
+    latest = store.latest()
+    if latest is not None:
+        record, blob = latest
+        log.info("resuming from committed round %d (accuracy %.4f)", record.round,
+                 record.accuracy, extra={"event": "run.resumed", "round": record.round})
+        return record, blob
+    metrics = evaluate(initial)
+    blob = model_blob(initial, task_name, 0)
+    record = store.commit(RoundRecord(0, metrics["accuracy"], metrics["loss"], 0, 0, 0, 0,
+                                      0.0), blob)
+    log.info("round 0 (initial model): accuracy %.4f", record.accuracy,
+             extra={"event": "round.initial", "accuracy": record.accuracy})
+    return record, blob

@@ -169,6 +169,15 @@ class Deployments:
                      "has not reported it installed", latest.round, device_id, offers + 1)
         return latest
 
+    def built_for(self, round_: int) -> bool:
+        """Whether an artifact of round_ was built (the newest, or an older one kept in
+        the state directory)."""
+        with self._lock:
+            latest = self.latest
+        if latest is not None and latest.round == round_:
+            return True
+        return round_ >= 0 and (self.root / f"round-{round_:06d}").is_dir()
+
     def blob(self, round_: int) -> tuple[bytes, str]:
         """The packed artifact of round_ (only the newest is served)."""
         with self._lock:

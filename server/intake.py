@@ -20,12 +20,14 @@ it settles the device's task and whether the daemon may retry:
                              round's global model)
  9  :func:`check_finite`     no NaN or infinite value in ``g``           InvalidUpdate
 10  :func:`bound_norm`       ``||g|| <= max_update_norm``, or clip        InvalidUpdate
-11  the strategy's           (``accumulator.add(g, examples)``)
-    accumulator
+11  :func:`clip_distance`    ``||g|| <= the round's bound`` (clips)
+                             (fedge.server.bounds)
+12  the strategy's           (``accumulator.add(g, weight)``, the weight
+    accumulator              capped by fedge.server.bounds)
 ==  =======================  ==========================================  ===============
 
 :func:`receive` runs filters 1-7 over a stream of tensor chunks; :func:`prepare` runs
-8-10 against the global model of the update's round; the round state
+8-11 against the global model of the update's round; the round state
 (fedge.server.rounds) calls :func:`prepare` and then its strategy's accumulator.
 
 Updates are folded as pseudo-gradients, differences against the global model, not as
@@ -48,7 +50,7 @@ import numpy as np
 
 from fedge.encodings import decode, wire_specs
 from fedge.protos import fedge_pb2
-from fedge.refusals import Corrupt, InvalidUpdate, TooLarge
+from fedge.refusals import Corrupt, InvalidUpdate, TooLarge, quote
 from fedge.tensors import CHUNK_BYTES, ChecksumError, Spec, TensorAssembler, TensorError
 from fedge.tensors import check_crc32 as _crc32
 from fedge.wire import UPDATE_KIND_NAMES
@@ -56,6 +58,7 @@ from fedge.wire import UPDATE_KIND_NAMES
 log = logging.getLogger(__name__)
 
 Chunks = Iterable[fedge_pb2.TensorChunk]
+NAME_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,12 @@ class Expected:
 # ------------------------------------------------------------------ the stream (1-7)
 
 def chunk_limit(chunks: Chunks) -> Iterator[fedge_pb2.TensorChunk]:
-    """1. Refuses a chunk over CHUNK_BYTES (TooLarge)."""
+    """1. Refuses a chunk over CHUNK_BYTES (TooLarge), or whose tensor name is over
+    NAME_CHARS (it is quoted in refusals and logs)."""
     for chunk in chunks:
+        if len(chunk.name) > NAME_CHARS:
+            raise TooLarge(f"a tensor name of {len(chunk.name)} characters is over the "
+                           f"limit of {NAME_CHARS}: {quote(chunk.name)}")
         if len(chunk.data) > CHUNK_BYTES:
             raise TooLarge(f"a chunk of {len(chunk.data)} bytes is over the {CHUNK_BYTES}-"
                            "byte chunk limit")
@@ -207,35 +214,72 @@ def norm(arrays: Mapping[str, np.ndarray]) -> float:
     return math.sqrt(total)
 
 
+def _scale(gradient: MutableMapping[str, np.ndarray], scale: float) -> None:
+    for array in gradient.values():
+        if array.dtype.kind == "f":
+            array *= scale
+
+
 def bound_norm(gradient: MutableMapping[str, np.ndarray], max_norm: float,
-               action: str) -> float:
+               action: str, length: float | None = None) -> float:
     """10. Enforces ``||gradient|| <= max_norm`` (0 means no bound).
 
     action "refuse" raises InvalidUpdate; "clip" scales gradient down to the bound, in
-    place. Returns the norm before any clipping (0.0 without a bound: not computed, as
-    it costs a float64 pass over the model).
+    place. length: the gradient's norm if already known. Returns the norm before any
+    clipping (0.0 without a bound and length: not computed, as it costs a float64 pass
+    over the model).
     """
     if max_norm <= 0:
-        return 0.0
-    length = norm(gradient)
+        return length or 0.0
+    length = norm(gradient) if length is None else length
     if length <= max_norm:
         return length
     if action == "refuse":
         raise InvalidUpdate(f"update norm {length:.4g} exceeds the bound of {max_norm:.4g} "
                             "(--max-update-norm)")
-    scale = max_norm / length
-    for array in gradient.values():
-        if array.dtype.kind == "f":
-            array *= scale
+    _scale(gradient, max_norm / length)
     log.info("clipped an update of norm %.4g to %.4g", length, max_norm)
     return length
+
+
+def clip_distance(gradient: MutableMapping[str, np.ndarray], length: float,
+                  bound: float) -> bool:
+    """11. Clips a gradient of norm length to the round's distance bound, in place
+    (0: no bound; see fedge.server.bounds for how the bound is chosen); True if it did."""
+    if bound <= 0 or length <= bound:
+        return False
+    _scale(gradient, bound / length)
+    return True
 
 
 def prepare(update: dict[str, np.ndarray], global_weights: Mapping[str, np.ndarray],
             kind: str, max_norm: float, action: str) -> dict[str, np.ndarray]:
     """Filters 8-10: the checked, bounded pseudo-gradient of a decoded update against
     the global model of its round (the caller gives up update's arrays)."""
+    return prepare_bounded(update, global_weights, kind, max_norm, action).gradient
+
+
+@dataclass
+class Prepared:
+    """An update ready to fold: its pseudo-gradient, its norm before any clipping
+    (0.0 when nothing asked for it) and whether the round's bound clipped it."""
+
+    gradient: dict[str, np.ndarray]
+    norm: float
+    clipped: bool
+
+
+def prepare_bounded(update: dict[str, np.ndarray], global_weights: Mapping[str, np.ndarray],
+                    kind: str, max_norm: float, action: str, round_bound: float = 0.0,
+                    measure: bool = False) -> Prepared:
+    """Filters 8-11, the norm computed once: round_bound is the round's distance bound
+    (0: none); measure: compute the norm even without any bound (for the next round's
+    reference distance)."""
     gradient = pseudo_gradient(kind, global_weights, update)
     check_finite(gradient)
-    bound_norm(gradient, max_norm, action)
-    return gradient
+    length = norm(gradient) if (measure or round_bound > 0 or max_norm > 0) else 0.0
+    bound_norm(gradient, max_norm, action, length)
+    # A gradient bound_norm clipped is now max_norm long.
+    after = min(length, max_norm) if max_norm > 0 else length
+    clipped = clip_distance(gradient, after, round_bound)
+    return Prepared(gradient, length, clipped)

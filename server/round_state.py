@@ -57,6 +57,9 @@ class RoundSettings:
     secure_neighbours: int = 0
     secure_clip: float = 10.0
     secure_stage_timeout_s: float = 30.0
+    examples_factor: float = 0.0  # fleet-relative bounds (fedge.server.bounds); 0: off
+    norm_factor: float = 0.0
+    warmup_norm_ratio: float = 0.0
 
     def quorum(self, sampled: int) -> int:
         """Updates needed to commit a round of sampled devices at its deadline."""
@@ -97,6 +100,7 @@ class Assignment:
     refused: str = ""  # why its update was refused (the device does not resend it)
     seed: int = 0  # the device's data-shuffling seed for this round (shuffle_seed)
     folding: bool = False  # its update is being folded (outside the round lock)
+    joined_examples: int = 0  # the example count its device declared at Join
 
     @property
     def settled(self) -> bool:
@@ -166,6 +170,12 @@ class RoundState:
     bytes_up: int = 0
     bytes_down: int = 0
     secure: SecureRound | None = None  # a secure round's stages and masked sum
+    # The fleet-relative bounds (fedge.server.bounds): the sampled devices' median Join
+    # count, the distance updates are clipped to, and the distances (floats, never the
+    # updates) its updates had, the next round's reference.
+    median_examples: float = 0.0
+    distance_bound: float = 0.0
+    distances: list[float] = field(default_factory=list)
 
 
 def all_settled(assignments: Iterable[Assignment]) -> bool:

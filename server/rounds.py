@@ -24,9 +24,9 @@ import numpy as np
 
 from fedge.refusals import AlreadySettled, InvalidUpdate, StaleRequest
 from fedge.secure.vector import size_of
-from fedge.server.commit import model_blob as make_blob
-from fedge.server.commit import restore_strategy
-from fedge.server.intake import prepare
+from fedge.server.bounds import Bounds, distance_bound, example_weight, median
+from fedge.server.commit import restore_strategy, starting_point
+from fedge.server.intake import norm, prepare_bounded
 from fedge.server.registry import Device, Registry
 from fedge.server.round_state import (
     AlreadyAccepted,
@@ -101,22 +101,15 @@ class Rounds:
         self.ended_early = ""
         self.budget = budget  # the DP accountant, None without DP
         self.totals = Totals()
+        self.bounds = Bounds(settings.examples_factor, settings.norm_factor,
+                             settings.warmup_norm_ratio)
+        # The median distance of the last attempt's updates (0: none yet, warm-up).
+        self.reference_distance = 0.0
         self.deploy = deployments
         if deployments is not None:
             deployments.on_ready = self._wake
 
-        latest = store.latest()
-        if latest is None:
-            metrics = evaluate(initial)
-            blob = make_blob(initial, task_name, 0)
-            record = store.commit(RoundRecord(0, metrics["accuracy"], metrics["loss"],
-                                              0, 0, 0, 0, 0.0), blob)
-            log.info("round 0 (initial model): accuracy %.4f", record.accuracy,
-                     extra={"event": "round.initial", "accuracy": record.accuracy})
-        else:
-            record, blob = latest
-            log.info("resuming from committed round %d (accuracy %.4f)", record.round,
-                     record.accuracy, extra={"event": "run.resumed", "round": record.round})
+        record, blob = starting_point(store, evaluate, initial, task_name)
         self.model_version = record.round
         self.global_model, _ = from_blob(blob)
         restore_strategy(store, self.strategy, record.round)
@@ -143,6 +136,7 @@ class Rounds:
                     if deploy is not None:
                         return deploy
                     self._stopped.add(device.session_id)
+                    self.registry.leave(device.session_id)  # its daemon exits now
                     self.cond.notify_all()
                     return TaskView("STOP", model_version=self.model_version,
                                     message=(f"the run stopped: {self.failure}"
@@ -214,8 +208,18 @@ class Rounds:
         it to the strategy's accumulator. The caller gives up arrays (reused in place)."""
         with self.cond:
             reference = self.global_model  # replaced, never mutated, at commit
-        gradient = prepare(arrays, reference, self.settings.update_kind,
-                           self.settings.max_update_norm, self.settings.norm_action)
+            state = self.current
+        prepared = prepare_bounded(arrays, reference, self.settings.update_kind,
+                                   self.settings.max_update_norm, self.settings.norm_action,
+                                   state.distance_bound, measure=self.bounds.norm_factor > 0)
+        gradient = prepared.gradient
+        weight = example_weight(num_examples, assignment.joined_examples,
+                                state.median_examples, self.bounds.examples_factor)
+        if prepared.clipped or weight < num_examples:
+            log.info("round %d: %s's update bounded: distance %.4g (bound %.4g), %d "
+                     "examples weighted as %g", assignment.round, assignment.device_id,
+                     prepared.norm, state.distance_bound, num_examples, weight,
+                     extra={"event": "update.bounded", "round": assignment.round})
         with self.cond:
             busy = assignment.submitted or assignment.folding
             if busy and digest and digest == assignment.digest:
@@ -231,10 +235,12 @@ class Rounds:
             assignment.folding = True  # a closing round waits for this fold to end
             assignment.digest = digest
             state = self.current
+            if self.bounds.norm_factor > 0:  # one per task: a resent copy never gets here
+                state.distances.append(prepared.norm)
         folded, started = False, time.perf_counter()
         try:
             with state.fold_lock:  # the accumulator's own lock, not the round's
-                state.fold.add(gradient, float(num_examples))
+                state.fold.add(gradient, weight)
             folded = True
         finally:
             with self.cond:
@@ -242,7 +248,7 @@ class Rounds:
                 if folded:
                     self.totals.aggregation_seconds += time.perf_counter() - started
                     self.totals.updates_accepted += 1
-                    state.examples += num_examples
+                    state.examples += round(weight)  # as weighed, not as declared
                     assignment.submitted = True
                 else:
                     assignment.digest = ""
@@ -311,6 +317,10 @@ class Rounds:
         return any(device_id in self.store.metric_values(round_, "device", name)
                    for name in ("edge_installed", "edge_refused"))
 
+    def artifact_built(self, round_: int) -> bool:
+        """Whether an edge artifact was built from round_ (a device may report it)."""
+        return self.deploy is not None and self.deploy.built_for(round_)
+
     def artifact_blob(self, round_: int) -> tuple[bytes, str]:
         """The packed edge artifact built from round_ and its SHA-256."""
         if self.deploy is None:
@@ -342,13 +352,20 @@ class Rounds:
         deadline = time.time() + self.settings.round_timeout_s
         with self.cond:
             number = self.current.number
-            self.current = RoundState(number, bytes_up=self.current.bytes_up,
-                                      bytes_down=self.current.bytes_down,
-                                      fold=self.strategy.new_accumulator())
+            global_norm = (norm(self.global_model)
+                           if self.bounds.norm_factor > 0 and not self.reference_distance
+                           else 0.0)
+            self.current = RoundState(
+                number, bytes_up=self.current.bytes_up, bytes_down=self.current.bytes_down,
+                fold=self.strategy.new_accumulator(),
+                median_examples=median(d.num_examples for d in sample),
+                distance_bound=distance_bound(self.reference_distance, global_norm,
+                                              self.bounds))
             for device in sample:
                 self.current.assignments[device.device_id] = Assignment(
                     secrets.token_hex(8), device.device_id, number, deadline,
-                    seed=shuffle_seed(self.settings.seed, device.device_id, number))
+                    seed=shuffle_seed(self.settings.seed, device.device_id, number),
+                    joined_examples=device.num_examples)
             if self.settings.secure:
                 self.current.secure = SecureRound(make_params(
                     self.settings, number, sample, size_of(self.global_model)),
@@ -381,13 +398,21 @@ class Rounds:
     def clear_round(self) -> None:
         """Forgets a failed attempt's assignments (the round is sampled again)."""
         with self.cond:
+            self._update_reference()
             self.current.assignments.clear()
+
+    def _update_reference(self) -> None:
+        """Takes the closing attempt's median update distance as the next reference
+        (the lock must be held; an attempt without updates keeps the old one)."""
+        if self.current.distances:
+            self.reference_distance = median(self.current.distances)
 
     def install(self, record: RoundRecord, weights: dict[str, np.ndarray],
                 blob: bytes, last: bool = False) -> None:
         """Makes a committed round's model the one devices train from (last: the run
         ends with it even before settings.rounds)."""
         with self.cond:
+            self._update_reference()
             self.model_version = record.round
             self.global_model = weights
             self._blob_bytes, self._blob_sha = blob, record.sha256

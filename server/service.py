@@ -31,25 +31,38 @@ from fedge.refusals import (
     InvalidRequest,
     PermissionDenied,
     Refused,
+    StaleRequest,
     Unauthenticated,
     Unsupported,
+    quote,
 )
 from fedge.server.admission import (
     AddressSeats,
+    Guards,
     StreamWatch,
     Watched,
     admitted_chunks,
     check_num_tensors,
 )
+from fedge.server.downloads import model_chunks
+from fedge.server.fields import (
+    HEADER_METRICS,
+    check_count,
+    check_join,
+    check_metrics,
+    check_report,
+    check_text,
+)
 from fedge.server.intake import Expected, receive
 from fedge.server.limits import CallLimits, UploadSlots, peer_host
 from fedge.server.registry import Device, Registry
-from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds, TaskView
+from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds
 from fedge.server.secure_service import secure_step, submit_masked
 from fedge.server.status import to_proto
 from fedge.server.store import StateStore
+from fedge.server.task_message import task_message
 from fedge.server.tokens import TokenStore, check_device_id, hash_token
-from fedge.tensors import CHUNK_BYTES, Spec, specs_from_proto
+from fedge.tensors import Spec, specs_from_proto
 from fedge.wire import ENCODINGS, UPDATE_KINDS, enum_name
 
 log = logging.getLogger(__name__)
@@ -68,25 +81,6 @@ class Caller:
 # The authenticated caller of the request being handled (None: anonymous).
 _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 
-
-def poll_slots(workers: int) -> int:
-    """How many long polls may hold one of `workers` RPC threads at once: all but an
-    eighth (at least 4), which stay free for joins, fetches and uploads."""
-    return workers - max(4, workers // 8)
-
-
-@dataclass(frozen=True)
-class Guards:
-    """Who may call and how much (see ServerConfig for meanings)."""
-
-    allow_anonymous: bool = False
-    max_uploads: int = 32
-    rate_limit: float = 50.0
-    rate_burst: float = 100.0
-    max_polls: int = poll_slots(256)  # long polls held at once (ServerConfig.max_workers)
-    stream_idle_s: float = 60.0
-    stream_max_s: float = 900.0
-    anonymous_per_address: int = 64
 
 FRAME = 5  # gRPC's length-prefixed message framing: 1 flag byte + 4 length bytes
 
@@ -216,11 +210,12 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         caller = self._device_caller()
         if caller is not None and caller != request.device_id:
             raise PermissionDenied(f"this token belongs to device {caller!r}, not "
-                                   f"{request.device_id!r}")
+                                   f"{quote(request.device_id)}")
         try:
             check_device_id(request.device_id)
         except FedgeError as exc:
             raise InvalidRequest(str(exc)) from None
+        check_join(request, self._rounds.settings.max_examples)
         if request.task != self._task_name:
             raise InvalidRequest(f"this server runs task {self._task_name!r}, the device "
                                  f"runs {request.task!r}")
@@ -274,33 +269,11 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             if view.kind == "WAIT":
                 view = dataclasses.replace(
                     view, retry_after_s=self._poll_seconds * random.uniform(0.25, 0.75))
-        reply = self._task_message(view)
+        reply = task_message(view, self._rounds.settings,
+                             self._rounds.strategy.client_config(),
+                             self._rounds.current.secure)
         self._rounds.count_bytes(down=_size(reply))
         return reply
-
-    def _task_message(self, view: TaskView) -> fedge_pb2.Task:
-        kind = view.kind  # protobuf takes an enum's name
-        a = view.assignment
-        if a is None:
-            return fedge_pb2.Task(kind=kind, model_version=view.model_version,
-                                  retry_after_seconds=view.retry_after_s, message=view.message,
-                                  artifact_sha256=view.artifact_sha256)
-        s = self._rounds.settings
-        train = fedge_pb2.TrainConfig(
-            epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
-            update_kind=UPDATE_KINDS[s.update_kind], encoding=ENCODINGS[s.encoding],
-            seed=a.seed, topk_fraction=s.topk_fraction, momentum=s.momentum)
-        for key, value in self._rounds.strategy.client_config().items():
-            setattr(train, key, value)  # what the strategy asks of devices
-        secure = self._rounds.current.secure
-        if secure is not None:  # the device learns here that the round is secure
-            p = secure.params
-            train.secure.CopyFrom(fedge_pb2.SecureParams(
-                threshold=p.threshold, degree=p.degree, seed=p.seed, size=p.size,
-                clip=p.clip, weight_cap=p.weight_cap, scale=p.scale))
-        return fedge_pb2.Task(kind=kind, task_id=a.task_id, round=a.round,
-                              model_version=view.model_version, train=train,
-                              deadline_unix=a.deadline)
 
     @_status_boundary
     def FetchModel(self, request: fedge_pb2.FetchRequest,
@@ -314,28 +287,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         if not 0 <= request.offset <= len(blob):
             raise InvalidRequest(f"offset {request.offset} is outside the {len(blob)}-byte "
                                  "model")
-        return self._model_chunks(request.model_version, blob, sha, request.offset, context)
-
-    def _model_chunks(self, version: int, blob: bytes, sha: str, offset: int,
-                      context: grpc.ServicerContext) -> Iterator[fedge_pb2.ModelChunk]:
-        view = memoryview(blob)
-        sent = 0
-        # A reader that takes no chunk for stream_idle_s (gRPC waits for it to make room)
-        # or reads past stream_max_s is cut: it resumes from its offset.
-        try:
-            with self.watch.watch(context, "model download") as watched:
-                while True:
-                    watched.touch()
-                    data = bytes(view[offset : offset + CHUNK_BYTES])
-                    chunk = fedge_pb2.ModelChunk(model_version=version, offset=offset, data=data,
-                                                 total_size=len(blob), sha256=sha)
-                    sent += _size(chunk)
-                    yield chunk
-                    offset += len(data)
-                    if offset >= len(blob):
-                        return
-        finally:  # counted once per stream, broken and cut streams included
-            self._rounds.count_bytes(down=sent)
+        return model_chunks(request.model_version, blob, sha, request.offset,
+                            self.watch.watch(context, "model download"),
+                            self._rounds.count_bytes)
 
     @_status_boundary
     def SubmitUpdate(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
@@ -359,7 +313,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(first))
         header = first.header
         device = self._device(header.session_id)
-        self._check_header(header)
+        metrics = self._check_header(header)
         assignment: Assignment | None = None  # the task, once check_submission found it
         try:
             assignment = self._rounds.check_submission(device, header.task_id, header.round,
@@ -388,15 +342,18 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             if refusal.rule.settles and assignment is not None and context.is_active():
                 self._rounds.refuse(assignment, str(refusal))
             raise
-        if header.metrics:
-            self._store.add_metrics(header.round, device.device_id, "train",
-                                    dict(header.metrics))
+        if metrics:
+            self._store.add_metrics(header.round, device.device_id, "train", metrics)
         reply = fedge_pb2.SubmitReply(accepted=True, message="update accepted")
         self._rounds.count_bytes(down=_size(reply))
         return reply
 
-    def _check_header(self, header: fedge_pb2.UpdateHeader) -> None:
-        """Refuses a header this run cannot take, before its task is looked at."""
+    def _check_header(self, header: fedge_pb2.UpdateHeader) -> dict[str, float]:
+        """Refuses a header this run cannot take, before its task is looked at; returns
+        its metrics, checked (fedge.server.fields) before anything is folded."""
+        check_text("task_id", header.task_id, 128)
+        check_count("round", header.round, 0, self._rounds.model_version + 1)
+        metrics = check_metrics(header.metrics, HEADER_METRICS)
         settings = self._rounds.settings
         # Unspecified means WEIGHTS and F32, what devices sent before these existed.
         kind = header.kind or fedge_pb2.WEIGHTS
@@ -407,6 +364,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         if encoding != ENCODINGS[settings.encoding]:
             raise InvalidRequest(f"this run takes {settings.encoding}-encoded updates; the "
                                  f"device sent {enum_name(fedge_pb2.Encoding, encoding)}")
+        return metrics
 
     def _tensor_chunks(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
                        ) -> Iterator[fedge_pb2.TensorChunk]:
@@ -451,9 +409,13 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                       context: grpc.ServicerContext) -> fedge_pb2.MetricsReply:
         self._rounds.count_bytes(up=_size(request))
         device = self._device(request.session_id)
-        self._store.add_metrics(request.round, device.device_id, "device",
-                                dict(request.metrics))
-        if request.metrics.get("edge_installed"):
+        metrics = check_report(request, self._rounds.model_version)
+        if ("edge_installed" in metrics or "edge_refused" in metrics) and not (
+                self._rounds.artifact_built(request.model_version)):
+            raise StaleRequest(f"no edge artifact was built from round "
+                               f"{request.model_version}")
+        self._store.add_metrics(request.round, device.device_id, "device", metrics)
+        if metrics.get("edge_installed"):
             device.edge_model = str(request.model_version)
             with self._counts_lock:  # handlers run on many threads
                 self.edge_installed += 1

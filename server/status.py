@@ -22,6 +22,10 @@ from fedge.server.store import StateStore
 
 STATUS_FILE = "status.json"
 PRIVACY_KEYS = ("mode", "noise_multiplier", "delta", "epsilon", "target_epsilon", "clip")
+# The devices a snapshot lists (live first, then the most recently seen): a fleet of
+# thousands is summarized by its counts, not sent whole in every Status reply.
+DEVICES_SHOWN = 100
+ROUNDS_SHOWN = 1000
 
 
 def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
@@ -30,10 +34,13 @@ def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
     """The run's state now; started is the server's time.monotonic() at start."""
     progress = rounds.progress()
     now = time.monotonic()
+    everyone = registry.all()
+    live = {d.device_id for d in everyone if registry.is_live(d, now)}
+    shown = sorted(everyone, key=lambda d: (d.device_id not in live, -d.last_seen))
     devices = [{
         "device_id": d.device_id,
         "last_seen_seconds": round(now - d.last_seen, 3),
-        "live": now - d.last_seen < registry.timeout(),
+        "live": d.device_id in live,
         "platform": d.capabilities.get("platform", ""),
         "accelerator": d.capabilities.get("accelerator", ""),
         "runtime": d.capabilities.get("runtime", ""),
@@ -41,8 +48,9 @@ def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
         "authenticated": d.authenticated,
         "edge_model": d.edge_model,
         "inference_only": d.inference_only,
-    } for d in registry.all()]
+    } for d in shown[:DEVICES_SHOWN]]
     times = store.committed_at()
+    last_rounds = min(max(0, last_rounds), ROUNDS_SHOWN)
     recent = [{**r.to_dict(), "committed_at": times.get(r.round, 0.0)}
               for r in store.rounds()[-max(0, last_rounds):]] if last_rounds else []
     budget = rounds.budget
@@ -60,6 +68,8 @@ def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
         "selected": progress.selected,
         "reported": progress.reported,
         "devices": devices,
+        "devices_total": len(everyone),
+        "devices_live": len(live),
         "rounds": recent,
         "refusals": {f"{method}/{code}": n for (method, code), n in sorted(refusals.items())},
         "uptime_seconds": round(now - started, 3),
@@ -87,7 +97,8 @@ def to_proto(snap: Mapping[str, Any]) -> fedge_pb2.StatusReply:
         rounds_total=snap["rounds_total"], model_version=snap["model_version"],
         devices=devices, rounds=rounds, refusals=snap["refusals"],
         uptime_seconds=snap["uptime_seconds"], selected=snap["selected"],
-        reported=snap["reported"],
+        reported=snap["reported"], devices_total=snap["devices_total"],
+        devices_live=snap["devices_live"],
         privacy=fedge_pb2.PrivacyStatus(**snap["privacy"]) if "privacy" in snap else None)
 
 
@@ -104,6 +115,7 @@ def from_proto(reply: fedge_pb2.StatusReply) -> dict[str, Any]:
         "rounds_total": reply.rounds_total, "model_version": reply.model_version,
         "selected": reply.selected, "reported": reply.reported,
         "devices": [{k: getattr(d, k) for k in device_keys} for d in reply.devices],
+        "devices_total": reply.devices_total, "devices_live": reply.devices_live,
         "rounds": [{k: getattr(r, k) for k in round_keys} for r in reply.rounds],
         "refusals": dict(sorted(reply.refusals.items())),
         "uptime_seconds": reply.uptime_seconds,

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedge.errors import FedgeError
-from fedge.refusals import Unauthenticated
+from fedge.refusals import Unauthenticated, quote
 from fedge.server.state_db import open_db
 
 PREFIX = "fdg_"
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+# Matched whole (fullmatch): "$" would also admit a trailing newline.
+DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
     device_id TEXT PRIMARY KEY,
@@ -57,8 +58,8 @@ def hash_token(token: str) -> str:
 
 def check_device_id(device_id: str) -> str:
     """Returns device_id if it is a usable identity, else raises FedgeError."""
-    if not DEVICE_ID.match(device_id):
-        raise FedgeError(f"device id {device_id!r} must be 1-128 characters of letters, "
+    if not DEVICE_ID.fullmatch(device_id):
+        raise FedgeError(f"device id {quote(device_id)} must be 1-128 characters of letters, "
                          "digits and . _ : @ -, starting with a letter or digit")
     return device_id
 

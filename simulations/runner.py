@@ -103,7 +103,10 @@ def simulate(config: SimulateConfig,
         secure_clip=config.secure_clip, secure_stage_timeout_s=config.secure_stage_timeout_s,
         # A worker per device keeps every long poll parked: round starts reach all
         # clients at once instead of at their next jittered retry.
-        max_workers=max(256, config.clients + 64)), on_round=record,
+        max_workers=max(256, config.clients + 64),
+        # A simulated fleet is honest and trusted: it aggregates plain FedAvg weights,
+        # not the fleet-relative bounds a server facing real devices applies.
+        examples_factor=0.0, norm_factor=0.0), on_round=record,
         # Round 1 samples the whole fleet present at the start, not its first joiners.
         start_clients=present)
     port = server.start()

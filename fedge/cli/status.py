@@ -112,7 +112,12 @@ def format_status(snap: dict[str, Any]) -> str:
     if snap.get("snapshot_age_seconds", 0) > 30:
         lines.append(f"(snapshot written {snap['snapshot_age_seconds']:.0f} s ago: the "
                      "server may not be running)")
-    lines.append(f"devices ({len(snap['devices'])}):")
+    listed = len(snap["devices"])
+    total = snap.get("devices_total", listed)  # a status.json of an older server lacks it
+    live = snap.get("devices_live", sum(bool(d["live"]) for d in snap["devices"]))
+    lines.append(f"devices ({live} live of {total}"
+                 + (f"; the {listed} listed are live first, then the latest seen):"
+                    if listed < total else "):"))
     lines.append(f"  {'device':<24} {'live':<5} {'seen':>8}  {'examples':>8}  "
                  f"{'edge':>5}  {'accelerator':<16} platform")
     for d in snap["devices"]:

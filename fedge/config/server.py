@@ -59,6 +59,16 @@ class ServerConfig(LocalTraining, StrategySettings, PrivacySettings):
                                "the bound", choices=NORM_ACTIONS)
     max_examples: int = setting(1 << 31, "largest example count a device may declare for "
                                 "one update", shown="2147483648 = 2^31", low=1)
+    examples_factor: float = setting(
+        1.0, "an update weighs at most this many times the median example count its "
+        "round's devices declared at Join (and at most this many times its own); 0: as "
+        "declared", low=0)
+    norm_factor: float = setting(
+        1.5, "updates farther from the global model than this many times the median "
+        "distance of the last round's updates are clipped to that; 0: off", low=0)
+    warmup_norm_ratio: float = setting(
+        1.0, "before any round has a median distance, updates are clipped to this many "
+        "times the global model's norm", flag=None, low=0)
     max_uploads: int = setting(32, "update streams received at once; more are refused "
                                "with RESOURCE_EXHAUSTED and the device retries", low=1)
     rate_limit: float = setting(50.0, "requests per second per device (per token), and "

@@ -37,7 +37,10 @@ def server(tmp_path: Path) -> Iterator[FedgeServer]:
         host="127.0.0.1", port=0, rounds=2, min_clients=DEVICES, quorum_fraction=0.1,
         round_timeout_s=60.0, poll_seconds=2.0, state_dir=str(tmp_path / "state"),
         insecure=True, edge=False, max_update_norm=NORM_BOUND, max_examples=10_000,
-        linger_s=1.0))
+        linger_s=1.0,
+        # The round's aggregate is checked to be the exact FedAvg of the declared counts,
+        # which the fleet-relative bounds (tested in test_poisoning.py) would cap.
+        examples_factor=0.0, norm_factor=0.0))
     yield server
     server.shutdown(grace=0.1)
 

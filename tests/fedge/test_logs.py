@@ -30,3 +30,19 @@ def test_logs_follow_stderr_even_after_a_stand_in_is_closed(
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_a_text_log_message_stays_on_one_line_whatever_its_strings_hold() -> None:
+    """A CR/LF (or an escape) in a device-supplied string cannot start a forged line."""
+    import logging
+
+    from fedge.logs import TextFormatter
+
+    record = logging.LogRecord("fedge.server.service", logging.INFO, __file__, 1,
+                               "device %s joined", ("dev\r\n2026 INFO round 99 committed"
+                                                    "\x1b[2J\u2028",), None, "Join")
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line, line
+    assert "\u2028" not in line
+    assert line.endswith("joined")
+    assert "dev\\r\\n2026 INFO round 99 committed\\x1b[2J\\u2028 joined" in line
