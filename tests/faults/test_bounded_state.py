@@ -159,8 +159,9 @@ def test_metrics_must_be_finite_few_and_about_things_that_exist(
 
 def test_a_device_told_stop_is_not_live_and_status_is_bounded(
         make_server: Callable[..., FedgeServer]) -> None:
+    # (150 anonymous devices from one address: over the Sybil cap, lifted here.)
     server = make_server(allow_anonymous=True, rate_limit=0, min_clients=1, rounds=1,
-                         edge=False)
+                         edge=False, anonymous_per_address=1000)
     port = server.start()
     worker = RawDevice(port, "worker", None)
     join(worker)
