@@ -72,10 +72,12 @@ def test_a_daemon_trains_on_files_that_appear_between_rounds(tmp_path: Path) -> 
                       header=",".join([f"p{i}" for i in range(64)] + ["label"]))
             (source / "broken.npz").write_bytes(b"PK\x03\x04 cut short")
 
+    # The round's examples are the counts the device declares: the fleet-relative cap on
+    # an update's weight (a hostile-device defence) is off, as it is in a simulation.
     server = FedgeServer(ServerConfig(
         task="digits-mlp", host="127.0.0.1", port=0, rounds=2, min_clients=1,
         state_dir=str(tmp_path / "state"), insecure=True, round_timeout_s=60.0,
-        linger_s=2.0, poll_seconds=2.0), on_round=grow)
+        linger_s=2.0, examples_factor=0.0, poll_seconds=2.0), on_round=grow)
     port = server.start()
     config = ClientConfig(server=f"127.0.0.1:{port}", data=(str(source),),
                           device_id="phone", insecure=True, backoff_initial_s=0.05,

@@ -41,10 +41,12 @@ def test_a_deleted_data_file_is_dropped_and_the_rescan_never_raises(
             (sources["phone"] / "data.npz").unlink()
             (sources["phone"] / "notes.txt").write_text("not data\n")
 
+    # The round's examples are the counts the device declares: the fleet-relative cap on
+    # an update's weight (a hostile-device defence) is off, as it is in a simulation.
     server = FedgeServer(ServerConfig(
         task="digits-mlp", host="127.0.0.1", port=0, rounds=2, min_clients=1,
         state_dir=str(tmp_path / "state"), insecure=True, round_timeout_s=6.0,
-        linger_s=1.0, poll_seconds=1.0), on_round=vanish, start_clients=2)
+        linger_s=1.0, examples_factor=0.0, poll_seconds=1.0), on_round=vanish, start_clients=2)
     port = server.start()
     daemons, threads, errors = [], [], []
     for name, folder in sources.items():
