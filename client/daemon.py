@@ -54,7 +54,6 @@ from fedge.client.channel import (
 )
 from fedge.client.data import LocalData
 from fedge.client.ledger import TaskLedger
-from fedge.client.secure import SecureTask, attempt, pseudo_gradient
 from fedge.client.session import Backoff, Link, Session, Stopped
 from fedge.client.stats import DaemonStats
 from fedge.client.transfers import decode_weights, download, submit
@@ -266,8 +265,13 @@ class Daemon:
             self._ledger.settle(task.task_id)
             return
         cfg = task.train
-        secure = SecureTask(session, task) if cfg.HasField("secure") else None
-        if secure is not None:
+        secure = None
+        if cfg.HasField("secure"):
+            # Imported here: secure rounds need `cryptography`, which an inference-only
+            # device (the edge extra) does not have and never needs.
+            from fedge.client.secure import SecureTask, attempt, pseudo_gradient
+
+            secure = SecureTask(session, task)
             if task.task_id == self._secure_missed:  # until the round settles it
                 self.pause(1.0)
                 return
