@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -273,3 +274,14 @@ def check_crc32(chunk: fedge_pb2.TensorChunk) -> None:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def l2_norm(arrays: Mapping[str, np.ndarray]) -> float:
+    """The L2 norm over every floating tensor, summed in float64."""
+    total = 0.0
+    for array in arrays.values():
+        if array.dtype.kind == "f":
+            flat = array.ravel()
+            # einsum accumulates in float64 without a float64 copy of the model.
+            total += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
+    return math.sqrt(total)

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 
@@ -51,7 +50,14 @@ import numpy as np
 from fedge.encodings import decode, wire_specs
 from fedge.protos import fedge_pb2
 from fedge.refusals import Corrupt, InvalidUpdate, TooLarge, quote
-from fedge.tensors import CHUNK_BYTES, ChecksumError, Spec, TensorAssembler, TensorError
+from fedge.tensors import (
+    CHUNK_BYTES,
+    ChecksumError,
+    Spec,
+    TensorAssembler,
+    TensorError,
+    l2_norm,
+)
 from fedge.tensors import check_crc32 as _crc32
 from fedge.wire import UPDATE_KIND_NAMES
 
@@ -203,17 +209,6 @@ def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
             raise InvalidUpdate(f"tensor {name!r} holds {what}")
 
 
-def norm(arrays: Mapping[str, np.ndarray]) -> float:
-    """The L2 norm over all floating tensors, summed in float64."""
-    total = 0.0
-    for array in arrays.values():
-        if array.dtype.kind == "f":
-            flat = array.ravel()
-            # einsum accumulates in float64 without a float64 copy of the model.
-            total += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
-    return math.sqrt(total)
-
-
 def _scale(gradient: MutableMapping[str, np.ndarray], scale: float) -> None:
     for array in gradient.values():
         if array.dtype.kind == "f":
@@ -231,7 +226,7 @@ def bound_norm(gradient: MutableMapping[str, np.ndarray], max_norm: float,
     """
     if max_norm <= 0:
         return length or 0.0
-    length = norm(gradient) if length is None else length
+    length = l2_norm(gradient) if length is None else length
     if length <= max_norm:
         return length
     if action == "refuse":
@@ -277,7 +272,7 @@ def prepare_bounded(update: dict[str, np.ndarray], global_weights: Mapping[str, 
     reference distance)."""
     gradient = pseudo_gradient(kind, global_weights, update)
     check_finite(gradient)
-    length = norm(gradient) if (measure or round_bound > 0 or max_norm > 0) else 0.0
+    length = l2_norm(gradient) if (measure or round_bound > 0 or max_norm > 0) else 0.0
     bound_norm(gradient, max_norm, action, length)
     # A gradient bound_norm clipped is now max_norm long.
     after = min(length, max_norm) if max_norm > 0 else length

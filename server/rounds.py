@@ -26,7 +26,7 @@ from fedge.refusals import AlreadySettled, InvalidUpdate, StaleRequest
 from fedge.secure.vector import size_of
 from fedge.server.bounds import Bounds, distance_bound, example_weight, median
 from fedge.server.commit import restore_strategy, starting_point
-from fedge.server.intake import norm, prepare_bounded
+from fedge.server.intake import prepare_bounded
 from fedge.server.registry import Device, Registry
 from fedge.server.round_state import (
     AlreadyAccepted,
@@ -45,7 +45,7 @@ from fedge.server.secure_round import SecureRound, make_params
 from fedge.server.store import RoundRecord, StateStore
 from fedge.server.strategies.fedavg import FedAvg
 from fedge.server.strategies.spec import Strategy
-from fedge.tensors import Spec, from_blob, sha256_hex
+from fedge.tensors import Spec, from_blob, l2_norm, sha256_hex
 
 if TYPE_CHECKING:
     from fedge.server.budget import PrivacyBudget
@@ -352,7 +352,7 @@ class Rounds:
         deadline = time.time() + self.settings.round_timeout_s
         with self.cond:
             number = self.current.number
-            global_norm = (norm(self.global_model)
+            global_norm = (l2_norm(self.global_model)
                            if self.bounds.norm_factor > 0 and not self.reference_distance
                            else 0.0)
             self.current = RoundState(

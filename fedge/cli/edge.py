@@ -54,7 +54,7 @@ def build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fedge.edge.compiler.artifact import build_artifact
-    from fedge.edge.compiler.keys import PUBLIC_FILE, SigningKey
+    from fedge.edge.compiler.keys import SigningKey
     from fedge.server.store import StateStore
     from fedge.tasks import load_task
     from fedge.tensors import from_blob
@@ -79,10 +79,7 @@ def build(args: argparse.Namespace) -> int:
     task = load_task(args.task or recorded or "digits-mlp")
     key = SigningKey.load_or_create(args.state_dir)
     report = build_artifact(task, weights, round_, key, args.out)
-    print(f"{args.out}: round {round_}, int8 {report.int8_onnx_bytes:,} bytes (teacher fp32 "
-          f"{report.fp32_onnx_bytes:,}), accuracy int8 {report.int8_accuracy:.4f} teacher "
-          f"{report.teacher_accuracy:.4f}; signed by key {key.key_id} "
-          f"({args.state_dir}/{PUBLIC_FILE})")
+    print(_built(args, f"round {round_}", report, key.key_id))
     return 0
 
 
@@ -91,7 +88,7 @@ def _build_from_params(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fedge.edge.compiler.artifact import build_artifact
-    from fedge.edge.compiler.keys import PUBLIC_FILE, SigningKey
+    from fedge.edge.compiler.keys import SigningKey
     from fedge.flower.params import name_params, read_params
     from fedge.tasks import load_task
     from fedge.tasks.training import weights_of
@@ -106,11 +103,18 @@ def _build_from_params(args: argparse.Namespace) -> int:
     Path(args.state_dir).mkdir(parents=True, exist_ok=True)
     key = SigningKey.load_or_create(args.state_dir)
     report = build_artifact(task, weights, round_, key, args.out)
-    print(f"{args.out}: {args.from_params}, int8 {report.int8_onnx_bytes:,} bytes (teacher "
-          f"fp32 {report.fp32_onnx_bytes:,}), accuracy int8 {report.int8_accuracy:.4f} "
-          f"teacher {report.teacher_accuracy:.4f}; signed by key {key.key_id} "
-          f"({args.state_dir}/{PUBLIC_FILE})")
+    print(_built(args, args.from_params, report, key.key_id))
     return 0
+
+
+def _built(args: argparse.Namespace, source: str, report: Any, key_id: str) -> str:
+    """The line `fedge edge build` prints about the artifact it made."""
+    from fedge.edge.compiler.keys import PUBLIC_FILE
+
+    return (f"{args.out}: {source}, int8 {report.int8_onnx_bytes:,} bytes (teacher fp32 "
+            f"{report.fp32_onnx_bytes:,}), accuracy int8 {report.int8_accuracy:.4f} teacher "
+            f"{report.teacher_accuracy:.4f}; signed by key {key_id} "
+            f"({args.state_dir}/{PUBLIC_FILE})")
 
 
 def verify(args: argparse.Namespace) -> int:

@@ -18,23 +18,15 @@ two Gaussian releases together cost what one with multiplier z costs
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 
 import numpy as np
+
+from fedge.tensors import l2_norm
 
 # The share of the privacy cost (in inverse-square noise multipliers, which add up under
 # composition of Gaussian mechanisms) that adaptive clipping spends on the clipped count.
 COUNT_SHARE = 0.1
-
-
-def l2_norm(arrays: Mapping[str, np.ndarray]) -> float:
-    """The L2 norm over every floating tensor, summed in float64."""
-    total = 0.0
-    for array in arrays.values():
-        if array.dtype.kind == "f":
-            flat = array.ravel()
-            total += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
-    return math.sqrt(total)
 
 
 def clip_in_place(arrays: MutableMapping[str, np.ndarray], clip: float) -> float:

@@ -22,13 +22,12 @@ from fedge.server.intake import (
     chunk_limit,
     crc_checked,
     decode_update,
-    norm,
     prepare,
     pseudo_gradient,
     receive,
     update_limit,
 )
-from fedge.tensors import CHUNK_BYTES, fingerprint, iter_chunks, stream_sha256
+from fedge.tensors import CHUNK_BYTES, fingerprint, iter_chunks, l2_norm, stream_sha256
 
 Chunks = list[fedge_pb2.TensorChunk]
 
@@ -147,7 +146,7 @@ def test_the_norm_bound_refuses_or_clips_the_pseudo_gradient_to_exactly_the_boun
     client = {"a": np.array([3.0, 0.0, 0.0], np.float32),
               "b": np.array([1.0, 1.0, 1.0, 5.0], np.float32)}
     gradient = pseudo_gradient("weights", glob, {k: v.copy() for k, v in client.items()})
-    assert norm(gradient) == pytest.approx(5.0)
+    assert l2_norm(gradient) == pytest.approx(5.0)
     assert bound_norm(gradient, 0.0, "refuse") == 0.0  # no bound: nothing to compute
     assert bound_norm(gradient, 6.0, "refuse") == pytest.approx(5.0)
     _refused(lambda: bound_norm(gradient, 2.0, "refuse"), InvalidUpdate,
@@ -155,7 +154,7 @@ def test_the_norm_bound_refuses_or_clips_the_pseudo_gradient_to_exactly_the_boun
     _refused(lambda: prepare({k: v.copy() for k, v in client.items()}, glob, "weights", 2.0,
                              "refuse"), InvalidUpdate, "exceeds the bound")
     clipped = prepare({k: v.copy() for k, v in client.items()}, glob, "weights", 2.0, "clip")
-    assert norm(clipped) == pytest.approx(2.0, rel=1e-6)
+    assert l2_norm(clipped) == pytest.approx(2.0, rel=1e-6)
     np.testing.assert_allclose(clipped["a"], [-1.2, 0, 0], rtol=1e-6)  # direction kept
     delta = prepare({k: v - glob[k] for k, v in client.items()}, glob, "delta", 2.0, "clip")
     np.testing.assert_array_equal(delta["a"], clipped["a"])
