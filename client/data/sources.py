@@ -21,6 +21,7 @@ import numpy as np
 
 from fedge.client.data import detect
 from fedge.client.data.csv_reader import read_csv
+from fedge.client.data.holdout import content_keys
 from fedge.client.data.images import read_image
 from fedge.client.data.inventory import FileReport, Inventory, SourceReport
 from fedge.client.data.jsonl_reader import read_jsonl
@@ -240,21 +241,10 @@ class LocalData:
         return Inventory(reports, self.schema.labels)
 
 
-def content_order(x: np.ndarray, y: np.ndarray, rows: int = 65536) -> np.ndarray:
+def content_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """A permutation that sorts examples by a 64-bit hash of their bytes and label
     (ties, such as exact duplicates, keep their order)."""
-    flat = np.ascontiguousarray(x).reshape(len(x), -1).view(np.uint8)
-    weights = np.random.default_rng(0x5EED).integers(
-        1, 2**63, size=flat.shape[1] + 1, dtype=np.uint64) | np.uint64(1)
-    keys = np.empty(len(x), dtype=np.uint64)
-    with np.errstate(over="ignore"):  # the hash wraps modulo 2**64 on purpose
-        for start in range(0, len(x), rows):
-            chunk = flat[start:start + rows].astype(np.uint64)
-            mixed = (chunk * weights[:-1]).sum(axis=1, dtype=np.uint64)
-            mixed += y[start:start + rows].astype(np.uint64) * weights[-1]
-            mixed ^= mixed >> np.uint64(29)
-            keys[start:start + rows] = mixed * np.uint64(0xBF58476D1CE4E5B9)
-    return np.argsort(keys, kind="stable")
+    return np.argsort(content_keys(x, y), kind="stable")
 
 
 def inspect_sources(sources: Iterable[str], schema: DataSchema,
