@@ -213,7 +213,8 @@ class Daemon:
                                           runtime=runtime_description())
         from fedge.client.trainer import describe
 
-        return fedge_pb2.Capabilities(accelerator=describe(self.trainer.device),
+        return fedge_pb2.Capabilities(accelerator=describe(self.trainer.device,
+                                                           self.trainer.precision),
                                       platform=platform.platform(),
                                       runtime=f"fedge {__version__}")
 
