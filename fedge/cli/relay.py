@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any
@@ -36,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     config = load(RelayConfig, args.config, options)
     relay = Relay(config)
     port = relay.start()
-    print(f"relay {config.relay_id}: serving devices on port {port}, upstream "
-          f"{config.upstream}", file=sys.stderr)
+    logging.getLogger("fedge.relay").info("relay %s: serving devices on port %d, upstream %s",
+                                          config.relay_id, port, config.upstream)
     signals = CleanStop(relay.stop)
     relay.wait()
     signals.raise_if_interrupted()
