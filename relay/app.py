@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 
-import numpy as np
-
 from fedge.client.channel import ChannelFactory, open_channel
 from fedge.client.daemon import Daemon
 from fedge.client.trainer import Trainer
@@ -40,8 +38,15 @@ class Below(Trainer):
     now). The relay's TRAIN handler runs a round below instead of training."""
 
     def __init__(self, task: Task, rounds: RelayRounds) -> None:
-        empty = np.zeros((0, *task.schema.input_shape), np.float32)
-        super().__init__(task, empty, np.zeros(0, np.int64), "cpu")
+        # Not Trainer.__init__: it warms up an optimizer (seconds of imports) for
+        # training a relay never does.
+        import torch
+
+        self.task = task
+        self.device = torch.device("cpu")
+        self.model = task.build_model()
+        self.x = torch.zeros((0, *task.schema.input_shape))
+        self.y = torch.zeros(0, dtype=torch.int64)
         self._rounds = rounds
 
     @property

@@ -39,6 +39,7 @@ def test_secure_aggregation_and_central_dp_refuse_relays() -> None:
     assert "central DP" in relay_refusal(central, SETTINGS)
 
 
+@pytest.mark.slow  # a whole `fedge relay` process: about 25 s on a loaded machine
 def test_a_relay_under_a_median_server_stops_in_one_line(
         tmp_path: Path, make_server: Callable[..., FedgeServer]) -> None:
     server = make_server(strategy="median", min_clients=3)

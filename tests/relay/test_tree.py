@@ -24,7 +24,7 @@ RELAYS = 3
 PER_RELAY = 4
 # Plain FedAvg weights, as `fedge simulate` aggregates: the fleet-relative bounds would
 # see a relay's mean where the flat run sees each device.
-TRUSTED = dict(examples_factor=0.0, norm_factor=0.0)
+TRUSTED: dict[str, float] = dict(examples_factor=0.0, norm_factor=0.0)
 
 
 def _models(server: object) -> list[dict[str, np.ndarray]]:
@@ -48,7 +48,8 @@ def _relay(fleet: Fleet, root_port: int, token: str, i: int) -> Relay:
         task="digits-mlp", host="127.0.0.1", port=0, state_dir=str(fleet.tmp / f"relay-{i}"),
         insecure=True, upstream=f"127.0.0.1:{root_port}", relay_id=f"relay-{i}",
         upstream_token=token, upstream_insecure=True, min_clients=PER_RELAY,
-        poll_seconds=2.0, edge=False, upstream_margin_s=2.0, **TRUSTED))
+        poll_seconds=2.0, edge=False, upstream_margin_s=2.0,
+        examples_factor=TRUSTED["examples_factor"], norm_factor=TRUSTED["norm_factor"]))
 
 
 @pytest.mark.slow  # two runs of 12 devices: about 20 s
