@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from fedge.client.channel import ChannelFactory, open_channel
 from fedge.client.daemon import Daemon
@@ -99,6 +100,8 @@ class Relay:
         specs = fingerprint(rounds.global_model)
         self.uplink = Uplink(self.daemon, rounds, specs, config.upstream_margin_s, self.edge)
         self.error = ""
+        # Called (from the uplink thread) once the upstream link has ended, failed or not.
+        self.on_exit: Callable[[Relay], None] | None = None
         self._thread = threading.Thread(target=self._link, name="uplink", daemon=True)
         self.port = 0
 
@@ -124,6 +127,8 @@ class Relay:
                 reason = f"{type(exc).__name__}: {exc}"
         self.error = reason
         self.rounds.finish(f"the relay's upstream link failed: {reason}" if reason else "")
+        if self.on_exit is not None:
+            self.on_exit(self)
 
     def wait(self, timeout: float | None = None) -> None:
         """Blocks until the upstream run is over (or stop()) and the devices are told

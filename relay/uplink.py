@@ -8,9 +8,10 @@ set through the daemon's public ``handle()``:
   device below), run the relay's own round over it (fedge.relay.rounds), and send the
   partial aggregate as the update kind and encoding the upstream asked for, declaring
   the examples it weighs. A task handed out again is not run twice.
-- DEPLOY: fetch the edge artifact once, cache it for the devices below
-  (fedge.relay.edge_cache) and report it taken (``edge_installed``: the upstream offers
-  it until a device reports, and the relay's devices report to the relay).
+- DEPLOY: fetch the edge artifact once, and the model it was built from, cache them
+  for the devices below (fedge.relay.edge_cache) and report the artifact taken
+  (``edge_installed``: the upstream offers it until a device reports, and the relay's
+  devices report to the relay).
 """
 
 from __future__ import annotations
@@ -149,6 +150,10 @@ class Uplink:
         """Caches the upstream's edge artifact for the devices below."""
         taken = 0.0
         if self._edge is not None:
+            # The artifact's round is the upstream's newest model: served below too, so
+            # that devices may report on it (and fetch it) at this relay.
+            self._rounds.serve_model(task.model_version,
+                                     self._weights(session, task.model_version))
             blob = download(session, task.model_version, artifact=True)
             if task.artifact_sha256 and sha256_hex(blob) != task.artifact_sha256:
                 raise FedgeError("the edge artifact is not the one the DEPLOY task named")
