@@ -33,7 +33,7 @@ def _models(server: object) -> list[dict[str, np.ndarray]]:
 
 
 def _run_flat(fleet: Fleet, parts: list[Path]) -> tuple[list, list[int]]:
-    server = fleet.server(rounds=ROUNDS, min_clients=RELAYS * PER_RELAY,
+    server = fleet.server(rounds=ROUNDS, min_clients=len(parts),
                           state_dir=str(fleet.tmp / "flat"), **TRUSTED)
     server.start()
     for k, data in enumerate(parts):
@@ -43,24 +43,43 @@ def _run_flat(fleet: Fleet, parts: list[Path]) -> tuple[list, list[int]]:
     return _models(server), [r.bytes_up for r in records[1:]]
 
 
-def _relay(fleet: Fleet, root_port: int, token: str, i: int) -> Relay:
+def _relay(fleet: Fleet, root_port: int, token: str, i: int,
+           min_clients: int = PER_RELAY) -> Relay:
     return Relay(RelayConfig(
         task="digits-mlp", host="127.0.0.1", port=0, state_dir=str(fleet.tmp / f"relay-{i}"),
         insecure=True, upstream=f"127.0.0.1:{root_port}", relay_id=f"relay-{i}",
-        upstream_token=token, upstream_insecure=True, min_clients=PER_RELAY,
+        upstream_token=token, upstream_insecure=True, min_clients=min_clients,
         poll_seconds=2.0, edge=False, upstream_margin_s=2.0,
         examples_factor=TRUSTED["examples_factor"], norm_factor=TRUSTED["norm_factor"]))
+
+
+def _same_models(flat: list[dict[str, np.ndarray]], tree: list[dict[str, np.ndarray]]
+                 ) -> None:
+    """Every round's model of the tree is the flat run's, to float32 rounding."""
+    for r in range(1, ROUNDS + 1):
+        for name, w in flat[r].items():
+            moved = np.abs(w - flat[r - 1][name]).max()
+            assert moved > 1e-4  # the round trained: the comparison means something
+            diff = np.abs(tree[r][name] - w).max()
+            # float32 rounding of the sums, relative to the weights' size
+            assert diff <= 8 * np.finfo(np.float32).eps * max(1.0, np.abs(w).max()), \
+                (r, name, diff)
+
+
+def _shares(fleet: Fleet, count: int) -> tuple[list[Path], list[int]]:
+    """Uneven partitions of digits (quantity skew), written for the daemons."""
+    splits = load_task("digits-mlp").load_data()
+    shares = split(splits.train_y, count, "quantity", 0.5, seed=0)
+    parts = write_partitions(splits.train_x, splits.train_y, shares, fleet.tmp / "data")
+    return parts, [len(s) for s in shares]
 
 
 @pytest.mark.slow  # two runs of 12 devices: about 20 s
 def test_a_tree_of_relays_gives_the_flat_model(fleet: Fleet) -> None:
     # Uneven shares (and uneven sums per relay): a relay that weighed its mean wrongly,
     # or declared the wrong example count, would move the model.
-    splits = load_task("digits-mlp").load_data()
-    shares = split(splits.train_y, RELAYS * PER_RELAY, "quantity", 0.5, seed=0)
-    parts = write_partitions(splits.train_x, splits.train_y, shares, fleet.tmp / "data")
-    sums = [sum(len(s) for s in shares[i * PER_RELAY:(i + 1) * PER_RELAY])
-            for i in range(RELAYS)]
+    parts, sizes = _shares(fleet, RELAYS * PER_RELAY)
+    sums = [sum(sizes[i * PER_RELAY:(i + 1) * PER_RELAY]) for i in range(RELAYS)]
     assert len(set(sums)) == RELAYS
     flat, flat_bytes = _run_flat(fleet, parts)
     fleet.clients.clear()
@@ -89,14 +108,36 @@ def test_a_tree_of_relays_gives_the_flat_model(fleet: Fleet) -> None:
     assert all(not relay.error for relay in relays)
     # Each relay fetched each model version once for its four devices.
     assert [relay.uplink.downloads for relay in relays] == [ROUNDS] * RELAYS
-    for r in range(1, ROUNDS + 1):
-        for name, w in flat[r].items():
-            moved = np.abs(w - flat[r - 1][name]).max()
-            assert moved > 1e-4  # the round trained: the comparison means something
-            diff = np.abs(tree[r][name] - w).max()
-            # float32 rounding of the sums, relative to the weights' size
-            assert diff <= 8 * np.finfo(np.float32).eps * max(1.0, np.abs(w).max()), \
-                (r, name, diff)
+    _same_models(flat, tree)
     # The root receives a relay's update where it received four devices' updates.
     for flat_up, tree_up in zip(flat_bytes, tree_bytes, strict=True):
         assert flat_up / tree_up > 0.8 * PER_RELAY, (flat_bytes, tree_bytes)
+
+
+def test_a_relay_under_a_relay_gives_the_flat_model(fleet: Fleet) -> None:
+    # root <- relay-0 <- (client-0, client-1, relay-1 <- (client-2, client-3))
+    parts, sizes = _shares(fleet, 4)
+    flat, _ = _run_flat(fleet, parts)
+    fleet.clients.clear()
+    root = fleet.server(rounds=ROUNDS, min_clients=1, state_dir=str(fleet.tmp / "root"),
+                        **TRUSTED)
+    root.start()
+    top = _relay(fleet, root.port, root.tokens.create("relay-0"), 0, min_clients=3)
+    top.start()
+    below = _relay(fleet, top.port, top.server.tokens.create("relay-1"), 1, min_clients=2)
+    relays = [top, below]
+    try:
+        below.start()
+        for k, relay in enumerate([top, top, below, below]):
+            fleet.client(relay.port, parts[k], f"client-{k}",
+                         token=relay.server.tokens.create(f"client-{k}"))
+        records = root.wait(120)
+        for relay in relays:
+            relay.wait(60)
+        fleet.join_clients()
+    finally:
+        for relay in relays:
+            relay.stop()
+    assert [(r.clients, r.examples) for r in records[1:]] == [(1, sum(sizes))] * ROUNDS
+    assert [relay.uplink.partials for relay in relays] == [ROUNDS, ROUNDS]
+    _same_models(flat, _models(root))
