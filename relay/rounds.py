@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedge.refusals import StaleRequest
 from fedge.server.commit import model_blob
 from fedge.server.registry import Device
 from fedge.server.round_state import Phase, RoundState, sample_size
@@ -97,6 +98,15 @@ class RelayRounds(Rounds):
             while not self.stopping and self.phase is not Phase.DONE:
                 self.cond.wait(0.5)
         self.linger()
+
+    def model_blob(self, version: int) -> tuple[bytes, str]:
+        """The blob of the model version devices train from: a relay keeps only the
+        newest (StaleRequest for any other; the device polls again)."""
+        with self.cond:
+            if version == self.model_version:
+                return self._blob_bytes, self._blob_sha
+            latest = self.model_version
+        raise StaleRequest(f"this relay serves model version {latest} only, not {version}")
 
     def live_examples(self) -> int:
         """The examples of the trainable devices connected now (the relay's Join count)."""
