@@ -1,5 +1,6 @@
 """A relay that restarts loses its partial round; its devices reconnect by themselves,
-and the upstream round closes on its quorum (or deadline) as for any device."""
+and the upstream round closes on its quorum (or deadline) as for any device, or takes
+the restarted relay's update if it rejoins in time."""
 
 from __future__ import annotations
 
@@ -54,7 +55,10 @@ def test_a_restarted_relay_rejoins_and_its_devices_follow(fleet: Fleet) -> None:
             relay.stop()
     committed = [r for r in records if r.round > 0]
     assert len(committed) == 3
-    assert committed[0].clients == 1  # round 1 closed on relay-1's partial alone
-    assert restarted[0].uplink.partials >= 1  # the restarted relay took part again
+    assert relays[0].uplink.partials == 0  # its partial round was lost with it
+    # Round 1 closed on relay-1's partial alone at its deadline, or, when the restarted
+    # relay rejoined in time, with it too (the root keeps a rejoining device's task).
+    assert committed[0].clients in (1, 2)
+    assert restarted[0].uplink.partials >= 2  # the restarted relay took part again
     assert committed[-1].clients == 2
     assert all(not r.errors for r in fleet.clients)
