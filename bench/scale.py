@@ -1,7 +1,7 @@
 """Scale benchmark: round time and server memory for 10, 100 and 1,000 clients.
 
     python -m bench.scale [--clients 10,100,1000] [--rounds 2] [--backend processes]
-                          [--out runs/bench-scale]
+                          [--relays R [--workers W]] [--out runs/bench-scale]
 
 Each size is one ``fedge simulate`` of digits-mlp (no edge artifact) in its own process.
 With the ``processes`` backend (the default here) that process holds only the gRPC server
@@ -11,6 +11,10 @@ the simulate process (the server) and of its children (the clients) from /proc; 
 table shows the peaks, the median committed round's seconds and the whole run's wall
 time, and the server's memory per connected device: the slope of its peak between the
 smallest and each larger size. Writes OUT/scale.json. Linux only (/proc).
+
+With ``--relays R`` the devices train under R relays instead, every part in its own
+process (bench/scale_relays.py): the server column is then the root's memory, which sees
+R devices however many are below them.
 """
 
 from __future__ import annotations
@@ -112,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="processes",
                         help="simulate backend (default processes: the server alone in "
                         "the measured process; '' for simulate's own default)")
+    parser.add_argument("--relays", type=int, default=0,
+                        help="devices under this many relays, each in its own process "
+                        "(default 0: devices on the server)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="with --relays: processes the devices run in (default 2)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-scale"))
     args = parser.parse_args(argv)
     sizes = sorted(int(c) for c in args.clients.split(","))
@@ -119,13 +128,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in sizes:
         print(f"scale: {n} clients x {args.rounds} rounds ...", file=sys.stderr, flush=True)
-        rows.append(run_one(n, args.rounds, args.backend, args.out / f"clients-{n}"))
+        run = args.out / f"clients-{n}"
+        if args.relays:
+            from bench.scale_relays import run_relays
+
+            run.mkdir(parents=True, exist_ok=True)
+            rows.append(run_relays(n, args.relays, args.rounds, args.workers, run))
+        else:
+            rows.append(run_one(n, args.rounds, args.backend, run))
     base = rows[0]
     for row in rows[1:]:
         row["server_kb_per_device"] = (
             (row["server_peak_rss_mb"] - base["server_peak_rss_mb"]) * 1024
             / (row["clients"] - base["clients"]))
     result = {"bench": "scale", "task": "digits-mlp", "backend": args.backend,
+              "relays": args.relays,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": platform.python_version()},
               "runs": rows}

@@ -106,6 +106,8 @@ class Daemon:
         self._feedback = ErrorFeedback()
         self._ledger = TaskLedger()  # tasks trained, and those done with
         self._secure_missed = ""  # the secure task whose key stages closed without us
+        # Set by a relay (fedge.relay): its Join says its updates are partial aggregates.
+        self.relay = False
 
     @property
     def trainer(self) -> Trainer:
@@ -195,7 +197,7 @@ class Daemon:
             fingerprint=specs_to_proto(self._specs),
             capabilities=self._capabilities(),
             num_examples=self._num_examples(), previous_session=self._session,
-            inference_only=self.inference_only)
+            inference_only=self.inference_only, relay=self.relay)
         reply: fedge_pb2.JoinReply = self._link.call(stub.Join.future(request, timeout=30))
         self._session = reply.session_id
         self.stats.joins += 1

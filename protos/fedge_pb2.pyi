@@ -79,7 +79,7 @@ class Capabilities(_message.Message):
     def __init__(self, accelerator: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., platform: _Optional[str] = ..., runtime: _Optional[str] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("device_id", "task", "fingerprint", "capabilities", "num_examples", "previous_session", "inference_only")
+    __slots__ = ("device_id", "task", "fingerprint", "capabilities", "num_examples", "previous_session", "inference_only", "relay")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class JoinRequest(_message.Message):
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_SESSION_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    RELAY_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     task: str
     fingerprint: _containers.RepeatedCompositeFieldContainer[TensorSpec]
@@ -94,7 +95,8 @@ class JoinRequest(_message.Message):
     num_examples: int
     previous_session: str
     inference_only: bool
-    def __init__(self, device_id: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., num_examples: _Optional[int] = ..., previous_session: _Optional[str] = ..., inference_only: bool = ...) -> None: ...
+    relay: bool
+    def __init__(self, device_id: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., num_examples: _Optional[int] = ..., previous_session: _Optional[str] = ..., inference_only: bool = ..., relay: bool = ...) -> None: ...
 
 class JoinReply(_message.Message):
     __slots__ = ("session_id", "round", "model_version", "poll_seconds")

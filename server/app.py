@@ -86,11 +86,13 @@ class FedgeServer:
 
     start_clients: devices the first round waits for (up to the round timeout) before it
     samples; ``fedge simulate`` passes its fleet's size so round 1 samples all of it.
+    rounds_type: the round state machine and its driver (a relay, fedge.relay, drives its
+    rounds from the tasks its upstream hands it).
     """
 
     def __init__(self, config: ServerConfig,
                  on_round: Callable[[RoundRecord], None] | None = None,
-                 start_clients: int = 0) -> None:
+                 start_clients: int = 0, rounds_type: type[Rounds] = Rounds) -> None:
         self.config = config
         preflight(config)  # before a key, an evaluation or a state dir is made
         self.task = load_task(config.task)
@@ -131,7 +133,7 @@ class FedgeServer:
 
             budget = PrivacyBudget(config.dp, config.dp_noise_multiplier, config.dp_delta,
                                    config.target_epsilon, self.store)
-        self.rounds = Rounds(settings, specs, self.registry, self.store,
+        self.rounds = rounds_type(settings, specs, self.registry, self.store,
                              Evaluator(self.task), initial, self.task.name, on_round,
                              strategy, self.deployments, budget)
         _resume_edge(self.rounds, self.store, self.deployments)

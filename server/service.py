@@ -56,6 +56,7 @@ from fedge.server.fields import (
 from fedge.server.intake import Expected, receive
 from fedge.server.limits import CallLimits, UploadSlots, peer_host
 from fedge.server.registry import Device, Registry
+from fedge.server.relays import check_relay
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds
 from fedge.server.secure_service import secure_step, submit_masked
 from fedge.server.status import to_proto
@@ -216,6 +217,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         except FedgeError as exc:
             raise InvalidRequest(str(exc)) from None
         check_join(request, self._rounds.settings.max_examples)
+        check_relay(request.relay, self._rounds.strategy, self._rounds.settings)
         if request.task != self._task_name:
             raise InvalidRequest(f"this server runs task {self._task_name!r}, the device "
                                  f"runs {request.task!r}")

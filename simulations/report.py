@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,9 +43,11 @@ EDGE_KEYS = ("teacher_params", "student_params", "fp32_onnx_bytes", "int8_onnx_b
              "latency_ms_batch1_fp32", "latency_ms_batch1_int8")
 
 
-def edge_block(state_dir: str | Path, round_: int) -> dict[str, Any]:
+def edge_block(state_dir: str | Path, round_: int,
+               relay_dirs: Sequence[str | Path] = ()) -> dict[str, Any]:
     """The report's ``edge`` entry: what the server measured building the artifact of
-    round_, and what the devices reported after installing it."""
+    round_, and what the devices reported after installing it (to the server, or to the
+    relays whose state directories are relay_dirs)."""
     from fedge.edge.compiler.artifact import read_report
     from fedge.server.store import StateStore
 
@@ -52,11 +55,13 @@ def edge_block(state_dir: str | Path, round_: int) -> dict[str, Any]:
     if not (directory / "build.json").exists():
         raise FedgeError(f"the edge artifact of round {round_} was not built (see the log)")
     build = read_report(directory)
-    store = StateStore(state_dir)
-    try:
-        accuracy = store.metric_values(round_, "device", "edge_accuracy")
-    finally:
-        store.close()
+    accuracy: dict[str, float] = {}
+    for where in (state_dir, *relay_dirs):
+        store = StateStore(where)
+        try:
+            accuracy.update(store.metric_values(round_, "device", "edge_accuracy"))
+        finally:
+            store.close()
     block: dict[str, Any] = {k: build[k] for k in EDGE_KEYS}
     block["devices_installed"] = len(accuracy)
     block["device_accuracy_mean"] = (sum(accuracy.values()) / len(accuracy) if accuracy

@@ -68,6 +68,8 @@ def simulate(config: SimulateConfig,
     torch.set_num_threads(1)
     present = config.clients - len(roles["late"])
     min_clients = config.min_clients or max(1, math.ceil(config.fraction * present))
+    if config.relays:  # the server's devices are the relays; each samples its clients
+        min_clients, present = config.relays, config.relays
     # Clients that drop, leave, or send updates the server refuses (hostile ones) must
     # not hold every round hostage: half of those sampled commit it then.
     quorum = config.quorum_fraction or (
@@ -82,7 +84,8 @@ def simulate(config: SimulateConfig,
     cluster = bool(config.ray_address)  # remote actors must reach the server
     server = FedgeServer(ServerConfig(
         task=config.task, host="0.0.0.0" if cluster else "127.0.0.1", port=0,
-        rounds=config.rounds, min_clients=min_clients, fraction=config.fraction,
+        rounds=config.rounds, min_clients=min_clients,
+        fraction=1.0 if config.relays else config.fraction,  # relays sample their clients
         round_timeout_s=config.round_timeout_s, epochs=config.epochs, lr=config.lr,
         batch_size=config.batch_size, momentum=config.momentum, seed=config.seed,
         state_dir=str(out / "state"),
@@ -114,6 +117,13 @@ def simulate(config: SimulateConfig,
     if cluster and ray_backend is not None:
         host = ray_backend.ray.util.get_node_ip_address()
     specs = client_specs(config, dirs, server, f"{host}:{port}", roles, attacks)
+    tier = None
+    if config.relays:  # the clients talk to their relays, the relays to the server
+        from fedge.simulations.relays import RelayTier
+
+        tier = RelayTier(config, server, "0.0.0.0" if cluster else "127.0.0.1", server.stop)
+        tier.start()
+        specs = tier.route(specs, host)
     workers = config.workers or (ray_backend.cpus() if ray_backend else cores())
     backend = ray_backend or make_backend(backend_name, out / "hosts")
     groups = split_groups(specs, 1 if backend_name == "threads" else workers)
@@ -138,7 +148,11 @@ def simulate(config: SimulateConfig,
     finally:
         backend.stop()
         server.shutdown()
+        if tier is not None:
+            tier.stop()
         results = backend.join(timeout=60)
+    if tier is not None and tier.error:
+        raise FedgeError(tier.error)
     failed = [r for r in results if r["error"]]
     if failed and not interrupted:
         raise FedgeError(f"{len(failed)} client(s) failed; first: {failed[0]['client']}: "
@@ -163,6 +177,8 @@ def simulate(config: SimulateConfig,
                           scenario=config.scenario or None, backend=backend_name,
                           hosts=len(groups), participation=participation(records),
                           conditions=conditions(config, roles, results))
+    if tier is not None:
+        report["relays"] = tier.report(records)
     if interrupted:
         report["interrupted"] = True
     budget = server.rounds.budget
@@ -173,7 +189,8 @@ def simulate(config: SimulateConfig,
     if failure:
         report["failure"] = failure
     elif server.deployments is not None and committed and not interrupted:
-        report["edge"] = edge_block(out / "state", committed[-1].round)
+        report["edge"] = edge_block(out / "state", committed[-1].round,
+                                    tier.state_dirs if tier is not None else ())
     write_outputs(report, out)
     return report
 

@@ -21,12 +21,12 @@ from collections.abc import Sequence
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from fedge import __version__
-from fedge.cli import client, data, edge, server, simulate, status, tokens
+from fedge.cli import client, data, edge, relay, server, simulate, status, tokens
 from fedge.errors import FedgeError
 from fedge.logs import FORMATS
 from fedge.logs import configure as configure_logs
 
-COMMANDS = (server, client, data, simulate, tokens, status, edge)
+COMMANDS = (server, client, relay, data, simulate, tokens, status, edge)
 
 
 def build_parser() -> argparse.ArgumentParser:

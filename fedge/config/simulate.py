@@ -46,6 +46,8 @@ class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings):
     scenario: str = setting("", "a built-in scenario (dropout, stragglers, churn, hostile, "
                             "quantity-skew, label-skew, bandwidth) or a TOML file, read "
                             "first; --config and flags override it")
+    relays: int = setting(0, "spread the clients over this many real relays (`fedge "
+                          "relay`) between them and the server; 0: none", low=0)
     backend: str = setting("auto", "where clients run: threads, processes, ray, or auto "
                            "(threads up to 256 clients, processes above)",
                            choices=BACKENDS, group=BACKEND)
@@ -103,5 +105,11 @@ class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings):
             check_range("join_round", self.join_round, 2, self.rounds)
         if self.leavers:
             check_range("leave_round", self.leave_round, 1, self.rounds)
+        if self.relays > self.clients:
+            raise ConfigError(f"relays ({self.relays}) must be at most clients "
+                              f"({self.clients}): each relay serves at least one")
+        if self.relays and self.late_joiners:
+            raise ConfigError("late_joiners do not go with relays: a late joiner watches "
+                              "the server's round, which its relay does not show")
         if self.ray_address and self.backend != "ray":
             raise ConfigError("ray_address applies to backend 'ray'")

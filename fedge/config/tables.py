@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fedge.config.client import ClientConfig
 from fedge.config.privacy import PRIVACY, PrivacySettings
+from fedge.config.relay import RelayConfig
 from fedge.config.server import ServerConfig
 from fedge.config.settings import Declared, declared
 from fedge.config.simulate import BACKEND, SCENARIO, SimulateConfig
@@ -29,6 +30,7 @@ Select = Callable[[Declared], bool]
 TABLES: dict[str, tuple[type, Select, bool]] = {
     "server": (ServerConfig, lambda d: d.setting.group not in (STRATEGY, PRIVACY), True),
     "client": (ClientConfig, lambda d: True, True),
+    "relay": (RelayConfig, lambda d: True, True),
     "simulate": (SimulateConfig, lambda d: d.setting.group in ("", BACKEND), True),
     "scenario": (SimulateConfig, lambda d: d.setting.group == SCENARIO, False),
     "strategy": (StrategySettings, lambda d: True, False),

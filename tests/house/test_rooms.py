@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ROOMS = ("server", "client", "edge", "simulations")  # and bench, which is not installed
+ROOMS = ("server", "client", "edge", "relay", "simulations")  # and bench (not installed)
 MAX_LINES = 450
 GENERATED = {"fedge_pb2.py", "fedge_pb2.pyi", "fedge_pb2_grpc.py"}
 
@@ -47,6 +47,20 @@ def test_server_and_client_never_import_each_other() -> None:
         for path in (ROOT / room).rglob("*.py"):
             bad = sorted(n for n in _imports(path) if n.startswith(f"fedge.{other}"))
             assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_a_relay_sits_above_server_and_client_and_below_the_rest() -> None:
+    # A relay composes the server and the client rooms; neither may reach back up to it,
+    # and it reaches nothing above itself (simulations, the CLI, bench).
+    for room in ("server", "client", "edge"):
+        for path in (ROOT / room).rglob("*.py"):
+            bad = sorted(n for n in _imports(path) if n.startswith("fedge.relay"))
+            assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+    for path in (ROOT / "relay").rglob("*.py"):
+        bad = sorted(n for n in _imports(path)
+                     if n.startswith(("fedge.simulations", "fedge.cli.", "bench"))
+                     or n == "fedge.cli")
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
 def test_the_flower_adapters_keep_to_their_side() -> None:
