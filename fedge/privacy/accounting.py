@@ -12,9 +12,9 @@ changes nothing), whose sensitivity is C, so z is the multiplier over C. (Wang e
 proof only compares samples that differ in that one device, so their bound holds for
 this relation with the base Gaussian's RDP at z; against any data for any data,
 sensitivity 2C, the multiplier would be z / 2.) Until this change the rounds were
-accounted as Poisson-sampled at q = m / N, the common shortcut that does not match
-fixed-size sampling: docs/privacy.md gives both (the Poisson figure was 1.2 to 2.3 times
-too small in the table there).
+accounted as Poisson-sampled at q = m / N, a common shortcut that does not match
+fixed-size sampling: docs/privacy.md gives both (the Poisson figure was 1.16 to 2.39
+times smaller over the grid there).
 
 Central and distributed DP: amplification by sampling holds against anyone who does not
 see which devices were sampled (not the server itself). Local DP: each round a device
