@@ -163,3 +163,29 @@ def test_simulate_with_distributed_dp_reports_epsilon(tmp_path: Path) -> None:
     assert report["privacy"]["mode"] == "distributed"
     # The simulation's quorum is every sampled client: their shares sum to z C exactly.
     assert report["rounds"][0]["epsilon"] == pytest.approx(gaussian_epsilon(0.5), rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_device_lost_after_sharing_keys_takes_its_noise_and_epsilon_says_so(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    # dev-3 vanishes after sharing keys: the sum holds 3 shares of std z C / sqrt(2),
+    # z sqrt(3 / 2) in all, and the round's epsilon is for that, not for 4 shares.
+    from tests.secure.test_secure_grpc import Spy
+
+    spy = Spy(monkeypatch)
+    spy.fleet, spy.victims = fleet, {"dev-3"}
+    spy.vanish_at(monkeypatch, "mask")
+    server = fleet.server(rounds=1, min_clients=4, quorum_fraction=0.5,
+                          secure_aggregation=True, dp="distributed", dp_clip=CLIP,
+                          dp_noise_multiplier=Z, dp_delta=DELTA, secure_stage_timeout_s=3.0,
+                          round_timeout_s=12.0)
+    port = server.start()
+    for k, part in enumerate(fleet.partitions("digits-mlp", 4)):
+        fleet.client(port, part, f"dev-{k}")
+    records = server.wait(120)
+    assert records[-1].round == 1 and records[-1].clients == 3
+    budget = server.rounds.budget
+    assert budget is not None
+    assert budget.entries[-1].noise_multiplier == pytest.approx(Z * math.sqrt(3 / 2))
+    assert budget.epsilon == pytest.approx(gaussian_epsilon(Z * math.sqrt(3 / 2)), rel=1e-9)
+    assert budget.epsilon > gaussian_epsilon(Z * math.sqrt(2))  # less noise than 4 shares
