@@ -2,7 +2,7 @@
 over gRPC, with and without SecAgg+.
 
     python -m bench.secure [--ns 10 50 100] [--sizes 26122 1000000] [--grpc 10]
-                           [--out bench/results/secure.json]
+                           [--flower-max 2000000] [--out bench/results/secure.json]
 
 Protocol rows run the real device and server state machines (fedge.secure) in one
 process, with real cryptography and no dropouts: ``device s`` is one device's mean
@@ -10,18 +10,36 @@ compute for all four stages (keys, shares, masking, reveal), ``server s`` the se
 for relaying, summing and unmasking the whole round, ``up B`` and ``down B`` one
 device's bytes as the protobuf messages it would send and receive (the masked input is
 4 bytes a parameter, as an f32 update). Plain rows: the same update as f32 bytes and the
-server's float32 fold. The grpc rows run ``fedge simulate`` (digits-mlp, 1 round, thread
-backend) with and without --secure-aggregation and report the round's seconds and bytes
-up per device from its record. Flower's SecAgg+ is not driven here (see BENCHMARKS.md).
+server's float32 fold. Flower rows (bench.flower_secagg): Flower's own SecAgg+
+workflow and client mod on the same quantized inputs, in one process like fedge's rows,
+with as many shares (k + 1, itself included) and the same threshold; its sum must equal
+fedge's exactly, and ``flower s`` is its whole round against fedge's ``n x device s +
+server s`` (rows with n x params above --flower-max are skipped: Flower takes minutes).
+
+The grpc rows run ``fedge simulate`` (digits-mlp, 1 round, thread backend) with and
+without --secure-aggregation and report the round's seconds and bytes up per device from
+its record. Its devices are threads of one process on this machine's cores, so their
+masking runs one after another inside the round where a real fleet masks in parallel,
+one device per device. A secure row therefore also reports the devices' masking (the
+CPU seconds of their four steps, quantization included, summed and the slowest
+device's), the server's secure-aggregation compute (MaskedSum: relay, sum, unmask), and
+``round - masking``: the round less the masking the simulation serialized, ``(sum -
+slowest) / cores`` (the slowest device's masking stays on the critical path). It assumes
+masking is CPU-bound and had the cores to itself; under other load it subtracts too little.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
+import threading
 import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +58,9 @@ def _bytes(message: Any) -> int:
     return int(message.ByteSize()) + FRAME
 
 
-def protocol_row(n: int, size: int) -> dict[str, Any]:
-    """One secure round of n devices and a model of size parameters, in process."""
+def protocol_row(n: int, size: int, flower: bool = False) -> dict[str, Any]:
+    """One secure round of n devices and a model of size parameters, in process (and
+    Flower's SecAgg+ on the same inputs when flower)."""
     k = graph.default_degree(n)
     params = Params(round=1, threshold=k // 2 + 1, degree=k, seed=b"bench", size=size,
                     clip=10.0, weight_cap=100, scale=quantize.round_scale(10.0, 100, n))
@@ -103,6 +122,9 @@ def protocol_row(n: int, size: int) -> dict[str, Any]:
     for v in inputs.values():
         expected += v
     assert np.array_equal(total, expected)
+    row: dict[str, Any] = {}
+    if flower:
+        row = flower_row(inputs, k, params.threshold, total)
     # Plain: the same update as f32 bytes, folded into a float32 sum.
     updates = [rng.normal(0, 0.01, size).astype(np.float32) for _ in range(min(n, 10))]
     acc = np.zeros(size, np.float32)
@@ -114,22 +136,92 @@ def protocol_row(n: int, size: int) -> dict[str, Any]:
             "device_s": device_s / n, "server_s": server_s,
             "up_bytes": int(np.mean(list(up.values()))),
             "down_bytes": int(np.mean(list(down.values()))),
-            "plain_up_bytes": 4 * size, "plain_server_s": plain_server}
+            "plain_up_bytes": 4 * size, "plain_server_s": plain_server, **row}
+
+
+def flower_row(inputs: dict[str, np.ndarray], k: int, threshold: int,
+               total: np.ndarray) -> dict[str, Any]:
+    """Flower's SecAgg+ on the same inputs: its seconds and whether its sum is fedge's
+    (or why it could not run)."""
+    try:
+        from bench.flower_secagg import secagg_plus_sum
+    except ImportError as exc:
+        return {"flower_error": f"flwr is not installed: {exc}"}
+    n = len(inputs)
+    shares: int | float = k + 1 if k + 1 < n else 1.0  # 1.0: every sampled device
+    result = secagg_plus_sum(inputs, shares, threshold)
+    ours = total.view(np.int32).astype(np.int64)
+    return {"flower_s": result.seconds, "flower_equal": bool(np.array_equal(result.total, ours)),
+            "flower_max_diff": int(np.max(np.abs(result.total - ours)))}
+
+
+class Clock:
+    """CPU seconds per thread spent in wrapped functions (devices are threads)."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[int, float] = defaultdict(float)
+        self.wall = 0.0
+
+    def wrap(self, owner: Any, name: str) -> Any:
+        """owner.name timed into this clock; returns the original to restore."""
+        original = getattr(owner, name)
+        clock = self
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            cpu, wall = time.thread_time(), time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                clock.cpu[threading.get_ident()] += time.thread_time() - cpu
+                clock.wall += time.perf_counter() - wall
+
+        setattr(owner, name, timed)
+        return original
+
+
+@contextmanager
+def clocks() -> Iterator[tuple[Clock, Clock]]:
+    """(devices' masking, server's secure compute) while fedge runs in this process."""
+    from fedge.client import secure as client_secure
+
+    device, server = Clock(), Clock()
+    patched: list[tuple[Any, str, Clock]] = [
+        (MaskingDevice, m, device) for m in ("advertise", "share", "mask", "reveal")]
+    patched += [(client_secure.quantize, m, device) for m in ("clip_norm", "encode")]
+    patched += [(MaskedSum, m, server) for m in ("add_advert", "close_adverts", "add_shares",
+                                                 "messages_for", "add_masked", "request",
+                                                 "add_reveal", "unmask")]
+    originals = [(owner, name, clock.wrap(owner, name)) for owner, name, clock in patched]
+    try:
+        yield device, server
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
 
 
 def grpc_row(clients: int, secure: bool) -> dict[str, Any]:
-    """One round of fedge simulate (digits-mlp, threads) and its record."""
+    """One round of fedge simulate (digits-mlp, threads) and its record; a secure one
+    with the devices' masking and the server's secure compute (module docstring)."""
     from fedge.config import SimulateConfig
     from fedge.simulations.runner import simulate
 
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out, clocks() as (device, server):
         config = SimulateConfig(clients=clients, rounds=1, out=out, edge=False,
                                 backend="threads", secure_aggregation=secure,
                                 round_timeout_s=600.0)
         report = simulate(config)
     row = report["rounds"][-1]
-    return {"clients": clients, "secure": secure, "round_s": row["seconds"],
-            "up_bytes_per_device": row["bytes_up"] / clients}
+    cores = os.cpu_count() or 1
+    result = {"clients": clients, "secure": secure, "round_s": row["seconds"],
+              "up_bytes_per_device": row["bytes_up"] / clients, "cores": cores,
+              "load_average": os.getloadavg()[0]}
+    if secure:
+        masking = sum(device.cpu.values())
+        slowest = max(device.cpu.values(), default=0.0)
+        result.update(device_mask_cpu_s=masking, device_mask_cpu_max_s=slowest,
+                      server_secure_s=server.wall,
+                      round_less_masking_s=row["seconds"] - (masking - slowest) / cores)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[26122, 1_000_000])
     parser.add_argument("--grpc", type=int, nargs="*", default=[10],
                         help="fleet sizes of the gRPC rounds (none: skip)")
+    parser.add_argument("--flower-max", type=int, default=2_000_000,
+                        help="run Flower's SecAgg+ on rows with n x params up to this")
     parser.add_argument("--out", default="bench/results/secure.json")
     args = parser.parse_args(argv)
     rows = []
@@ -146,19 +240,26 @@ def main(argv: list[str] | None = None) -> int:
           f"{'plain srv s':>11} {'up B':>10} {'plain up B':>10} {'down B':>8}")
     for size in args.sizes:
         for n in args.ns:
-            r = protocol_row(n, size)
+            r = protocol_row(n, size, flower=n * size <= args.flower_max)
             rows.append(r)
+            flower = (f" fedge round {n * r['device_s'] + r['server_s']:.2f} s, Flower "
+                      f"{r['flower_s']:.2f} s, same sum: {r['flower_equal']}"
+                      if "flower_s" in r else f" {r.get('flower_error', '')}")
             print(f"{n:>4} {size:>9} {r['k']:>3} {r['device_s']:>9.3f} {r['server_s']:>9.3f} "
                   f"{r['plain_server_s']:>11.4f} {r['up_bytes']:>10} "
-                  f"{r['plain_up_bytes']:>10} {r['down_bytes']:>8}", flush=True)
+                  f"{r['plain_up_bytes']:>10} {r['down_bytes']:>8}{flower}", flush=True)
     grpc = []
     for clients in args.grpc or []:
         for secure in (False, True):
             g = grpc_row(clients, secure)
             grpc.append(g)
+            extra = (f"; devices' masking {g['device_mask_cpu_s']:.2f} CPU s (slowest "
+                     f"{g['device_mask_cpu_max_s']:.3f}), server secure "
+                     f"{g['server_secure_s']:.2f} s, round less masking "
+                     f"{g['round_less_masking_s']:.2f} s" if secure else "")
             print(f"grpc {clients:>4} clients {'secure' if secure else 'plain ':>6}: "
-                  f"round {g['round_s']:.2f} s, {g['up_bytes_per_device']:.0f} B up/device",
-                  flush=True)
+                  f"round {g['round_s']:.2f} s, {g['up_bytes_per_device']:.0f} B up/device"
+                  f"{extra}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"protocol": rows, "grpc": grpc,

@@ -2,8 +2,9 @@
 
 A TRAIN task whose TrainConfig carries SecureParams is secure: before training the
 device advertises its keys and shares its secrets with its neighbours (stages 1-2);
-after training it clips its pseudo-gradient, weights it by its example count, quantizes
-it into Z_{2^32}, masks it and streams it (stage 3); then it answers the server's
+after training it clips its pseudo-gradient, weights it by its example count (with
+distributed DP: weight 1, plus its share of the round's Gaussian noise), quantizes it
+into Z_{2^32}, masks it and streams it (stage 3); then it answers the server's
 unmasking request (stage 4), refusing one that asks for both kinds of share of a peer
 (fedge.secure.device). The server never receives the update in the clear.
 
@@ -60,7 +61,8 @@ def params_of(task: fedge_pb2.Task) -> Params:
     """A secure TRAIN task's public parameters."""
     p = task.train.secure
     return Params(round=task.round, threshold=p.threshold, degree=p.degree, seed=p.seed,
-                  size=p.size, clip=p.clip, weight_cap=p.weight_cap, scale=p.scale)
+                  size=p.size, clip=p.clip, weight_cap=p.weight_cap, scale=p.scale,
+                  noise_std=p.noise_std)
 
 
 def pseudo_gradient(kind: str, global_weights: Mapping[str, np.ndarray],
@@ -86,9 +88,11 @@ class SecureTask:
     """One device's secure round: keys() before training, submit() after.
 
     session: the daemon's joined session (fedge.client.session.Session).
+    The DP noise comes from the OS's entropy: noise from a known seed could be removed.
     """
 
     def __init__(self, session: Session, task: fedge_pb2.Task) -> None:
+        self._rng = np.random.default_rng()
         self._session = session
         self._task = task
         self.params = params_of(task)
@@ -129,6 +133,8 @@ class SecureTask:
         p = self.params
         weight = max(1, min(num_examples, p.weight_cap))
         clipped = quantize.clip_norm(gradient, p.clip)
+        if p.noise_std > 0:  # distributed DP: this device's share, before quantizing
+            clipped = clipped + self._rng.normal(0.0, p.noise_std, clipped.shape)
         masked = self.device.mask(quantize.encode(clipped, float(weight), p.scale),
                                   self._messages)
         s, task = self._session, self._task

@@ -388,7 +388,7 @@ class StatusReply(_message.Message):
     def __init__(self, task: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds_total: _Optional[int] = ..., model_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., refusals: _Optional[_Mapping[str, int]] = ..., uptime_seconds: _Optional[float] = ..., selected: _Optional[int] = ..., reported: _Optional[int] = ..., devices_total: _Optional[int] = ..., devices_live: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyStatus, _Mapping]] = ...) -> None: ...
 
 class SecureParams(_message.Message):
-    __slots__ = ("threshold", "degree", "seed", "size", "clip", "weight_cap", "scale")
+    __slots__ = ("threshold", "degree", "seed", "size", "clip", "weight_cap", "scale", "noise_std")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DEGREE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -396,6 +396,7 @@ class SecureParams(_message.Message):
     CLIP_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_CAP_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
+    NOISE_STD_FIELD_NUMBER: _ClassVar[int]
     threshold: int
     degree: int
     seed: bytes
@@ -403,7 +404,8 @@ class SecureParams(_message.Message):
     clip: float
     weight_cap: int
     scale: float
-    def __init__(self, threshold: _Optional[int] = ..., degree: _Optional[int] = ..., seed: _Optional[bytes] = ..., size: _Optional[int] = ..., clip: _Optional[float] = ..., weight_cap: _Optional[int] = ..., scale: _Optional[float] = ...) -> None: ...
+    noise_std: float
+    def __init__(self, threshold: _Optional[int] = ..., degree: _Optional[int] = ..., seed: _Optional[bytes] = ..., size: _Optional[int] = ..., clip: _Optional[float] = ..., weight_cap: _Optional[int] = ..., scale: _Optional[float] = ..., noise_std: _Optional[float] = ...) -> None: ...
 
 class SecureAdvert(_message.Message):
     __slots__ = ("device_id", "encrypt_public", "mask_public")

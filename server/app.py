@@ -102,6 +102,7 @@ class FedgeServer:
         self.store = StateStore(config.state_dir)
         self.store.check_task(self.task.name, [str(s) for s in specs])
         defaults = self.task.defaults
+        distributed = config.dp == "distributed"
         settings = RoundSettings(
             rounds=config.rounds, min_clients=config.min_clients, fraction=config.fraction,
             round_timeout_s=config.round_timeout_s, retry_backoff_s=config.retry_backoff_s,
@@ -115,7 +116,10 @@ class FedgeServer:
             encoding=config.encoding, topk_fraction=config.topk_fraction,
             start_clients=start_clients, secure=config.secure_aggregation,
             secure_threshold=config.secure_threshold,
-            secure_neighbours=config.secure_neighbours, secure_clip=config.secure_clip,
+            secure_neighbours=config.secure_neighbours,
+            # Distributed DP: the devices clip to the DP clip and add a noise share.
+            secure_clip=config.dp_clip if distributed else config.secure_clip,
+            secure_noise_multiplier=config.dp_noise_multiplier if distributed else 0.0,
             secure_stage_timeout_s=config.secure_stage_timeout_s,
             examples_factor=config.examples_factor,
             norm_factor=config.norm_factor, warmup_norm_ratio=config.warmup_norm_ratio)

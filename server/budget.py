@@ -44,8 +44,11 @@ class BudgetEntry:
 class PrivacyBudget:
     """Accounts a run's rounds (see the module doc).
 
-    mode: "central" (Poisson-sampled Gaussian at the round's sampling rate) or "local"
-        (a Gaussian release per round, no amplification: the server knows who sent);
+    mode: "central" or "distributed" (a Gaussian release amplified by the round's
+        fixed-size sampling) or "local" (a Gaussian release per round, no
+        amplification: the server knows who sent);
+    noise_multiplier: z as configured; a distributed round is accounted with the
+        multiplier its sum really carried (at least z when it commits);
     delta: None for default_delta of the first round's fleet, then fixed for the run;
     target_epsilon: 0 for no budget.
     """
@@ -80,11 +83,14 @@ class PrivacyBudget:
         """Epsilon at the run's delta after every round accounted so far."""
         return self.entries[-1].epsilon if self.entries else 0.0
 
-    def event(self, sampled: int, population: int) -> RoundEvent:
-        """The accountant's event for a round sampling sampled of population devices."""
+    def event(self, sampled: int, population: int, noise_multiplier: float = 0.0
+              ) -> RoundEvent:
+        """The accountant's event for a round sampling sampled of population devices
+        whose release carried noise_multiplier (0: the configured z)."""
+        z = noise_multiplier or self.noise_multiplier
         if self.mode == "local":
-            return RoundEvent(1.0, self.noise_multiplier)
-        return RoundEvent(min(1.0, sampled / max(1, population)), self.noise_multiplier)
+            return RoundEvent(1.0, z)
+        return RoundEvent(min(1.0, sampled / max(1, population)), z)
 
     def _delta_for(self, population: int) -> float:
         return self.delta if self.delta is not None else default_delta(population)
@@ -99,10 +105,12 @@ class PrivacyBudget:
         return after > self.target_epsilon
 
     def record(self, round_: int, sampled: int, population: int,
-               clip: float) -> BudgetEntry:
-        """Accounts a round about to be committed and writes its facts (before its row)."""
+               clip: float, noise_multiplier: float = 0.0) -> BudgetEntry:
+        """Accounts a round about to be committed and writes its facts (before its row);
+        noise_multiplier: what the round's release really carried (0: the configured
+        z; distributed DP passes the survivors' noise)."""
         self.delta = self._delta_for(population)
-        event = self.event(sampled, population)
+        event = self.event(sampled, population, noise_multiplier)
         self._accountant.add(event)
         entry = BudgetEntry(round_, event.sampling_rate, event.noise_multiplier, clip,
                             self.delta, self._accountant.epsilon(self.delta))

@@ -19,7 +19,7 @@ from fedge.server.commit import commit_round
 from fedge.server.registry import Device
 from fedge.server.round_state import Phase, sample_size, verdict
 from fedge.server.sampler import sample
-from fedge.server.secure_round import close_secure_round
+from fedge.server.secure_round import close_secure_round, present_noise_multiplier
 
 if TYPE_CHECKING:
     from fedge.server.rounds import Rounds
@@ -137,8 +137,10 @@ class Driver:
         budget, spent = rounds.budget, False
         if budget is not None:
             # Accounted before the row is written: a committed round is always counted.
+            # Distributed DP: with the noise the survivors' shares really add up to.
+            present = present_noise_multiplier(state.secure) if state.secure else 0.0
             entry = budget.record(state.number, sampled, self._population,
-                                  getattr(rounds.strategy, "clip", 0.0))
+                                  getattr(rounds.strategy, "clip", 0.0), present)
             # Another round like this one would exceed the budget: this one is the last.
             spent = budget.exceeds(sampled, self._population)
         record, weights, blob = commit_round(

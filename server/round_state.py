@@ -56,6 +56,9 @@ class RoundSettings:
     secure_threshold: float = 0.5
     secure_neighbours: int = 0
     secure_clip: float = 10.0
+    # Distributed DP (--dp distributed): z, the noise the survivors' sum must carry at
+    # least, over secure_clip (then the DP clip); 0: off.
+    secure_noise_multiplier: float = 0.0
     secure_stage_timeout_s: float = 30.0
     examples_factor: float = 0.0  # fleet-relative bounds (fedge.server.bounds); 0: off
     norm_factor: float = 0.0

@@ -17,6 +17,14 @@ and every mask can be removed, folds the survivors' weighted mean into the round
 accumulator, so the strategy steps on it like on a plain round. Otherwise it says why,
 and the driver retries the round like one that missed its quorum. Nothing waits past a
 deadline.
+
+Distributed DP (``secure_noise_multiplier`` z > 0): every device weighs 1 (the mean is
+unweighted, as in DP-FedAvg: a device's influence is then bounded by the clip C) and adds
+``N(0, s^2)`` to each entry before quantizing, with s calibrated so that the fewest
+devices whose inputs can commit the round, max(quorum, t), sum to std z C
+(fedge.privacy.mechanisms.device_noise_std). A committed round's sum therefore carries
+at least the target noise; the accountant is told the noise really present,
+``s sqrt(survivors) / C`` (:func:`present_noise_multiplier`).
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
+from fedge.privacy.mechanisms import device_noise_std
+from fedge.privacy.mechanisms import present_noise_multiplier as _present
 from fedge.secure import graph, quantize, vector
 from fedge.secure.masked_sum import MaskedSum, UnmaskFailed
 from fedge.secure.masks import Params
@@ -78,16 +88,33 @@ class SecureRound:
         return set()
 
 
+def commit_minimum(settings: RoundSettings, sampled: int, threshold: int) -> int:
+    """The fewest devices whose masked inputs commit a secure round of sampled."""
+    return max(quorum(settings, sampled), threshold, 1)
+
+
 def make_params(settings: RoundSettings, number: int, sample: list[Device],
                 size: int) -> Params:
     """A secure round's public parameters for the sampled devices."""
     n = len(sample)
     degree = min(n - 1, settings.secure_neighbours or graph.default_degree(n))
     threshold = max(1, min(degree, math.floor(settings.secure_threshold * degree) + 1))
-    cap = max([1, *(d.num_examples for d in sample)])
+    clip, z = settings.secure_clip, settings.secure_noise_multiplier
+    if z > 0:  # distributed DP: equal weights, a noise share each (module docstring)
+        cap = 1
+        noise = device_noise_std(z * clip, commit_minimum(settings, n, threshold))
+    else:
+        cap, noise = max([1, *(d.num_examples for d in sample)]), 0.0
     return Params(round=number, threshold=threshold, degree=degree,
-                  seed=secrets.token_bytes(16), size=size, clip=settings.secure_clip,
-                  weight_cap=cap, scale=quantize.round_scale(settings.secure_clip, cap, n))
+                  seed=secrets.token_bytes(16), size=size, clip=clip, weight_cap=cap,
+                  scale=quantize.round_scale(clip, cap, n, noise), noise_std=noise)
+
+
+def present_noise_multiplier(secure: SecureRound) -> float:
+    """The noise multiplier the unmasked sum carries: every survivor's share (0 without
+    distributed DP)."""
+    p = secure.params
+    return _present(p.noise_std, len(secure.sum.weights), p.clip) if p.noise_std else 0.0
 
 
 def _wait_stage(rounds: Rounds, secure: SecureRound, until: float) -> None:
@@ -146,7 +173,7 @@ def _short(settings: RoundSettings, secure: SecureRound, stage: int) -> str:
     """Why the round cannot reach its quorum after stage, or ""."""
     have = {ADVERTISE: len(secure.sum.adverts), SHARE: len(secure.sum.shared),
             MASKED: len(secure.sum.weights), UNMASK: len(secure.sum.weights)}[stage]
-    needed = max(quorum(settings, len(secure.sampled)), secure.params.threshold, 1)
+    needed = commit_minimum(settings, len(secure.sampled), secure.params.threshold)
     if have < needed:
         return (f"{have} of {needed} required devices reached the secure round's "
                 f"{STAGE_NAMES[stage]} stage")
@@ -163,7 +190,8 @@ def _fold(rounds: Rounds, secure: SecureRound) -> str:
         return f"secure aggregation could not unmask the sum: {exc}"
     weight = float(sum(secure.sum.weights.values()))
     survivors = len(secure.sum.weights)
-    if not quantize.in_range(total, params.clip, weight, params.scale, survivors):
+    if not quantize.in_range(total, params.clip, weight, params.scale, survivors,
+                             params.noise_std):
         return ("the unmasked secure sum is out of range (a device sent a bad input or "
                 "masks did not cancel)")
     mean = quantize.decode(total, params.scale) / weight

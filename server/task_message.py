@@ -32,7 +32,7 @@ def task_message(view: TaskView, settings: RoundSettings, client_config: dict[st
         p = secure.params
         train.secure.CopyFrom(fedge_pb2.SecureParams(
             threshold=p.threshold, degree=p.degree, seed=p.seed, size=p.size,
-            clip=p.clip, weight_cap=p.weight_cap, scale=p.scale))
+            clip=p.clip, weight_cap=p.weight_cap, scale=p.scale, noise_std=p.noise_std))
     return fedge_pb2.Task(kind=kind, task_id=a.task_id, round=a.round,
                           model_version=view.model_version, train=train,
                           deadline_unix=a.deadline)

@@ -9,7 +9,7 @@ from typing import Any
 from fedge.config.settings import setting
 from fedge.errors import ConfigError
 
-DP_MODES = ("off", "central", "local")
+DP_MODES = ("off", "central", "local", "distributed")
 PRIVACY = "privacy"  # the docs group of the privacy settings
 # Strategies whose aggregate is a (weighted) mean: a noised sum of clipped updates is
 # the Gaussian mechanism there. The robust ones pick or sort updates, whose sensitivity
@@ -23,7 +23,9 @@ class PrivacySettings:
 
     dp: str = setting("off", "differential privacy: central (the server clips each update "
                       "and noises the sum), local (each device clips and noises its own "
-                      "update) or off", choices=DP_MODES, group=PRIVACY)
+                      "update), distributed (with secure aggregation: each device clips "
+                      "and adds its share of the sum's noise before masking) or off",
+                      choices=DP_MODES, group=PRIVACY)
     dp_noise_multiplier: float = setting(1.0, "z: the Gaussian noise std is z x the clip "
                                          "norm", low=0, group=PRIVACY)
     dp_clip: float = setting(1.0, "C: each update's L2 norm (its distance from the global "
@@ -66,9 +68,17 @@ def check_privacy(config: Any) -> None:
         # The server would clip and weigh the one unmasked mean, not each device's update:
         # no device's influence would be bounded by C, and the accounting would be wrong.
         raise ConfigError("--dp central clips each device's update on the server, which "
-                          "secure aggregation hides from it; use --dp local with "
+                          "secure aggregation hides from it; use --dp distributed with "
                           "--secure-aggregation (devices clip and noise before masking)")
+    if config.dp == "distributed" and not getattr(config, "secure_aggregation", False):
+        # Each device's share is far too little noise for its update alone: only a sum
+        # the server cannot take apart carries the target noise.
+        raise ConfigError("--dp distributed needs --secure-aggregation: each device adds "
+                          "only a share of the noise, which protects nothing unless the "
+                          "server sees just the sum; without it use --dp local")
     if config.dp_adaptive_clip and config.dp != "central":
+        # Distributed: the clipped count would need the devices' bits, released with
+        # noise under secure aggregation (Andrew et al.'s client-side variant): not built.
         raise ConfigError("dp_adaptive_clip applies to --dp central")
     if config.dp_adaptive_clip and config.dp_noise_multiplier <= 0:
         raise ConfigError("dp_adaptive_clip needs dp_noise_multiplier > 0 (the clipped "

@@ -28,6 +28,7 @@ class Params:
     threshold: shares (of a neighbourhood's k) that reconstruct a secret.
     degree: k, the neighbours each device pairs with (see fedge.secure.graph).
     seed: the round's public randomness (the neighbour graph).
+    noise_std: distributed DP, the std of the noise each device adds before masking.
     """
 
     round: int
@@ -38,6 +39,7 @@ class Params:
     clip: float
     weight_cap: int
     scale: float
+    noise_std: float = 0.0
 
 
 def _label(kind: str, round_: int, *ids: str) -> bytes:

@@ -17,13 +17,20 @@ import numpy as np
 
 MODULUS_BITS = 32
 HEADROOM = float(1 << 30)  # |true sum| stays below this, half of int32's range
+NOISE_SIGMAS = 12.0  # the summed DP noise's range, in its standard deviations
 
 
-def round_scale(clip: float, weight_cap: int, sampled: int) -> float:
+def noise_bound(noise_std: float, devices: int) -> float:
+    """The bound on one entry of the sum of devices' noise shares (module docstring)."""
+    return NOISE_SIGMAS * noise_std * math.sqrt(max(0, devices))
+
+
+def round_scale(clip: float, weight_cap: int, sampled: int, noise_std: float = 0.0
+                ) -> float:
     """The fixed-point scale of a round (see the module docstring)."""
-    if clip <= 0 or weight_cap < 1 or sampled < 1:
+    if clip <= 0 or weight_cap < 1 or sampled < 1 or noise_std < 0:
         raise ValueError("clip, weight_cap and sampled must be positive")
-    return HEADROOM / (clip * weight_cap * sampled)
+    return HEADROOM / (clip * weight_cap * sampled + noise_bound(noise_std, sampled))
 
 
 def clip_norm(vector: np.ndarray, clip: float) -> np.ndarray:
@@ -51,10 +58,11 @@ def decode(total: np.ndarray, scale: float) -> np.ndarray:
 
 
 def in_range(total: np.ndarray, clip: float, weight: float, scale: float,
-             survivors: int) -> bool:
+             survivors: int, noise_std: float = 0.0) -> bool:
     """Whether an unmasked sum can be the sum of honest clipped updates: no entry
-    beyond clip * total weight * scale plus the rounding of each survivor. A sum that
-    wrapped, or masks that did not cancel, fail this with overwhelming probability."""
-    limit = math.ceil(clip * weight * scale) + survivors
+    beyond clip * total weight * scale (plus the noise's bound, with DP) plus the
+    rounding of each survivor. A sum that wrapped, or masks that did not cancel, fail
+    this with overwhelming probability."""
+    limit = math.ceil((clip * weight + noise_bound(noise_std, survivors)) * scale) + survivors
     return bool(np.all(np.abs(total.astype(np.uint32).view(np.int32).astype(np.int64))
                        <= limit))

@@ -16,7 +16,11 @@ method Flower ships as DifferentialPrivacyServerSideAdaptiveClipping. The math i
   so any optimizer of the FedAvg family (FedAvgM, FedProx, FedAdam, ...) runs on the
   noised mean;
 - :class:`LocalDP` leaves the server's aggregation as it is and puts C and z in every
-  TRAIN task; the device clips and noises its own update (fedge.client.update).
+  TRAIN task; the device clips and noises its own update (fedge.client.update);
+- :class:`DistributedDP` (with secure aggregation) leaves it as it is too: each device
+  clips to C, weighs 1 and adds its share of the noise before masking, as the secure
+  round's parameters say (fedge.server.secure_round), so the unmasked mean arrives
+  clipped, unweighted and noised.
 """
 
 from __future__ import annotations
@@ -203,6 +207,21 @@ class LocalDP(Strategy[Any]):
                 f"{self.clip:g}, noise multiplier {self.noise_multiplier:g})")
 
 
+class DistributedDP(LocalDP):
+    """Distributed DP under secure aggregation: the wrapped strategy steps on the
+    unmasked mean; the devices learn C and their noise share from the secure round's
+    parameters, not from the strategy (which would have them add the whole noise)."""
+
+    def client_config(self) -> dict[str, float]:
+        """The wrapped strategy's config (the noise share travels in SecureParams)."""
+        return self.inner.client_config()
+
+    def describe(self) -> str:
+        """One line for logs."""
+        return (f"{self.inner.describe()} with distributed DP under secure aggregation "
+                f"(clip {self.clip:g}, noise multiplier at least {self.noise_multiplier:g})")
+
+
 def with_privacy(strategy: Strategy[Any], config: Any) -> Strategy[Any]:
     """strategy wrapped for the privacy settings of config (PrivacySettings), or as it
     is with dp off."""
@@ -212,4 +231,6 @@ def with_privacy(strategy: Strategy[Any], config: Any) -> Strategy[Any]:
                          config.dp_clip_lr)
     if config.dp == "local":
         return LocalDP(strategy, config.dp_noise_multiplier, config.dp_clip)
+    if config.dp == "distributed":
+        return DistributedDP(strategy, config.dp_noise_multiplier, config.dp_clip)
     return strategy

@@ -37,8 +37,8 @@ def test_dp_without_dp_accounting_says_how_to_install_it(tmp_path: Path) -> None
 
 def test_central_dp_with_secure_aggregation_is_refused(tmp_path: Path) -> None:
     # The server cannot clip what it cannot see: central DP over masked updates would
-    # bound no device's influence. Local DP (noise before masking) is the way.
+    # bound no device's influence. Distributed DP (noise shares before masking) is the way.
     line = one_line(tmp_path, "simulate", "--dp", "central", "--secure-aggregation",
                     "--out", "out")
-    assert "--dp local with --secure-aggregation" in line, line
+    assert "--dp distributed with --secure-aggregation" in line, line
     assert not (tmp_path / "out").exists()

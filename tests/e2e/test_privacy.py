@@ -28,27 +28,31 @@ dp_accounting = pytest.importorskip("dp_accounting")
 Z, CLIP, DELTA = 0.05, 2.0, 1e-5
 
 
-def epsilon(rounds: int, rate: float) -> float:
-    """dp-accounting's epsilon for rounds Poisson-sampled Gaussian releases."""
-    accountant = dp_accounting.rdp.RdpAccountant()
-    accountant.compose(dp_accounting.PoissonSampledDpEvent(
-        rate, dp_accounting.GaussianDpEvent(Z)), rounds)
+def epsilon(rounds: int, sampled: int, fleet: int) -> float:
+    """dp-accounting's epsilon for rounds Gaussian releases of sampled of fleet devices
+    drawn without replacement (REPLACE_ONE, the relation that event needs)."""
+    relation = dp_accounting.privacy_accountant.NeighboringRelation.REPLACE_ONE
+    accountant = dp_accounting.rdp.RdpAccountant(neighboring_relation=relation)
+    gaussian = dp_accounting.GaussianDpEvent(Z)
+    accountant.compose(gaussian if sampled == fleet else
+                       dp_accounting.SampledWithoutReplacementDpEvent(fleet, sampled, gaussian),
+                       rounds)
     return float(accountant.get_epsilon(DELTA))
 
 
 @pytest.mark.slow
 def test_central_dp_trains_reports_epsilon_and_stops_at_the_target(tmp_path: Path) -> None:
     # 3 of 6 clients a round: sampling rate 0.5. The budget pays for 3 rounds, not 4.
-    target = (epsilon(3, 0.5) + epsilon(4, 0.5)) / 2
+    target = (epsilon(3, 3, 6) + epsilon(4, 3, 6)) / 2
     report = simulate(SimulateConfig(
         out=str(tmp_path), clients=6, fraction=0.5, rounds=8, dp="central",
         dp_noise_multiplier=Z, dp_clip=CLIP, dp_delta=DELTA, target_epsilon=target))
     rounds = report["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3], rounds
     for k, r in enumerate(rounds, start=1):
-        assert r["epsilon"] == pytest.approx(epsilon(k, 0.5), rel=1e-9), (k, r)
-    assert report["privacy"]["epsilon"] == pytest.approx(epsilon(3, 0.5), rel=1e-9)
-    assert report["privacy"]["epsilon"] <= target < epsilon(4, 0.5)
+        assert r["epsilon"] == pytest.approx(epsilon(k, 3, 6), rel=1e-9), (k, r)
+    assert report["privacy"]["epsilon"] == pytest.approx(epsilon(3, 3, 6), rel=1e-9)
+    assert report["privacy"]["epsilon"] <= target < epsilon(4, 3, 6)
     assert "epsilon past the target" in report["ended_early"]
     assert not report.get("failure")
     # It learned under the noise: from chance (0.1) to well above it.
@@ -120,7 +124,7 @@ def test_a_restarted_server_honours_the_spent_budget(fleet: Fleet) -> None:
     Restarted on its state dir with the same target, the server rebuilds the accountant
     from the recorded rounds and ends before training another round."""
     dirs = fleet.partitions("digits-mlp", 2)
-    one, two = (epsilon(k, 1.0) for k in (1, 2))
+    one, two = (epsilon(k, 2, 2) for k in (1, 2))
     settings = dict(rounds=4, min_clients=2, dp="central", dp_noise_multiplier=Z,
                     dp_clip=CLIP, dp_delta=DELTA, target_epsilon=(one + two) / 2)
     server = fleet.server(**settings)

@@ -80,19 +80,26 @@ def test_device_shares_sum_to_the_target_noise() -> None:
 
 
 def test_epsilon_is_dp_accountings_for_the_same_rounds() -> None:
-    rates = [0.1, 0.1, 0.25, 0.05, 1.0]
+    # (sampled, fleet) of each round: fedge samples a fixed number without replacement.
+    rounds = [(10, 100), (10, 100), (7, 28), (3, 60), (5, 5), (333, 1000)]
     z, delta = 1.1, 1e-5
     ours = Accountant()
-    for q in rates:
-        ours.add(RoundEvent(q, z))
-    theirs = dp_accounting.rdp.RdpAccountant()
-    for q in rates:
+    for m, n in rounds:
+        ours.add(RoundEvent(m / n, z))
+    relation = dp_accounting.privacy_accountant.NeighboringRelation.REPLACE_ONE
+    theirs = dp_accounting.rdp.RdpAccountant(neighboring_relation=relation)
+    poisson = dp_accounting.rdp.RdpAccountant()
+    for m, n in rounds:
         event = dp_accounting.GaussianDpEvent(z)
-        theirs.compose(event if q == 1.0 else dp_accounting.PoissonSampledDpEvent(q, event))
+        theirs.compose(event if m == n else
+                       dp_accounting.SampledWithoutReplacementDpEvent(n, m, event))
+        poisson.compose(event if m == n else dp_accounting.PoissonSampledDpEvent(m / n, event))
     assert ours.epsilon(delta) == pytest.approx(theirs.get_epsilon(delta), rel=1e-12)
+    # The Poisson shortcut (fedge's accounting before) would report less than is true.
+    assert poisson.get_epsilon(delta) < ours.epsilon(delta) * 0.95
     # A look ahead changes nothing and answers what adding would.
     ahead = ours.epsilon_after(RoundEvent(0.1, z), delta)
-    assert len(ours.events) == len(rates)
+    assert len(ours.events) == len(rounds)
     ours.add(RoundEvent(0.1, z))
     assert ours.epsilon(delta) == pytest.approx(ahead, rel=1e-12)
 

@@ -119,12 +119,16 @@ def _commit(store: StateStore, round_: int) -> None:
 
 
 def theirs(rounds: list[tuple[int, int]], z: float, delta: float) -> float:
-    """epsilon by dp-accounting for rounds of (sampled, fleet), computed here (rounds
-    of one sampling rate composed at once: composition does not depend on order)."""
-    accountant = dp_accounting.rdp.RdpAccountant()
-    for rate, count in Counter(sampled / fleet for sampled, fleet in rounds).items():
-        accountant.compose(dp_accounting.PoissonSampledDpEvent(
-            rate, dp_accounting.GaussianDpEvent(z)), count)
+    """epsilon by dp-accounting for rounds of (sampled, fleet) drawn without
+    replacement, computed here (rounds alike composed at once: composition does not
+    depend on order)."""
+    relation = dp_accounting.privacy_accountant.NeighboringRelation.REPLACE_ONE
+    accountant = dp_accounting.rdp.RdpAccountant(neighboring_relation=relation)
+    gaussian = dp_accounting.GaussianDpEvent(z)
+    for (sampled, fleet), count in Counter(rounds).items():
+        accountant.compose(gaussian if sampled == fleet else
+                           dp_accounting.SampledWithoutReplacementDpEvent(
+                               fleet, sampled, gaussian), count)
     return float(accountant.get_epsilon(delta))
 
 
