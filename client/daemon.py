@@ -53,6 +53,7 @@ from fedge.client.channel import (
     tls_problem,
 )
 from fedge.client.data import LocalData
+from fedge.client.evaluation import HeldOut, evaluate_task
 from fedge.client.ledger import TaskLedger
 from fedge.client.session import Backoff, Link, Session, Stopped
 from fedge.client.stats import DaemonStats
@@ -98,7 +99,13 @@ class Daemon:
         self._link = Link(Backoff(config.backoff_initial_s, config.backoff_max_s,
                                   random.Random(hash(config.device_id))))
         self._handlers: dict[int, TaskHandler] = {fedge_pb2.TRAIN: self.train,
-                                                  fedge_pb2.DEPLOY: self.deploy}
+                                                  fedge_pb2.DEPLOY: self.deploy,
+                                                  fedge_pb2.EVALUATE: self.evaluate}
+        # The held-out slice (client/evaluation.py), at the share the server gives at
+        # Join; without local data the trainer's examples are the ones split.
+        self.held_out = HeldOut()
+        self._given = (None if trainer is None or data is not None else
+                       (trainer.x.cpu().numpy(), trainer.y.cpu().numpy()))
         self._session = ""  # the last session joined, offered back when rejoining
         self._tls_problem: str | None = None  # the last failure's TLS problem, if any
         self._tls_failures = 0  # how many calls in a row failed with it
@@ -106,6 +113,11 @@ class Daemon:
         self._feedback = ErrorFeedback()
         self._ledger = TaskLedger()  # tasks trained, and those done with
         self._secure_missed = ""  # the secure task whose key stages closed without us
+
+    @property
+    def specs(self) -> list[Spec]:
+        """The fingerprint of the task's model (empty for an inference-only daemon)."""
+        return self._specs
 
     @property
     def trainer(self) -> Trainer:
@@ -198,11 +210,29 @@ class Daemon:
             inference_only=self.inference_only)
         reply: fedge_pb2.JoinReply = self._link.call(stub.Join.future(request, timeout=30))
         self._session = reply.session_id
+        self._hold_out(reply.holdout_fraction)
         self.stats.joins += 1
         self._link.backoff.reset()
         log.info("%s: joined %s (round %d)%s", self.config.device_id, self.config.server,
                  reply.round, " inference-only" if self.inference_only else "")
         return Session(stub, reply.session_id, self._link, self.config.device_id)
+
+    def _hold_out(self, fraction: float) -> None:
+        """Splits the local examples at the server's held-out share (when it changed):
+        the trainer keeps the training part only."""
+        if fraction == self.held_out.fraction:
+            return
+        self.held_out.fraction = fraction
+        if self.data is not None:
+            train = self.held_out.split(*self.data.arrays())
+        elif self._given is not None:
+            train = self.held_out.split(*self._given)
+        else:
+            return
+        if self._trainer is not None:
+            self._trainer.set_data(*train)
+        log.info("%s: %d examples held out of training for evaluation",
+                 self.config.device_id, len(self.held_out.y))
 
     def _capabilities(self) -> fedge_pb2.Capabilities:
         if self.inference_only:
@@ -335,8 +365,9 @@ class Daemon:
             return {}
         try:
             if self.data.rescan():
+                train = self.held_out.split(*self.data.arrays())
                 if self._trainer is not None:
-                    self._trainer.set_data(*self.data.arrays())
+                    self._trainer.set_data(*train)
                 log.info("%s: local data changed: now %d examples", self.config.device_id,
                          self._num_examples())
         except Exception:  # a scan must never end the daemon: train on what we had
@@ -373,6 +404,12 @@ class Daemon:
             metrics = {"edge_refused": 1.0}
         self._report_edge(session, task, metrics)
 
+    def evaluate(self, session: Session, task: fedge_pb2.Task) -> None:
+        """The EVALUATE handler: measure the global and the installed edge model on the
+        held-out slice and report (client/evaluation.py)."""
+        self._rescan()
+        evaluate_task(self, session, task)
+
     def _report_edge(self, session: Session, task: fedge_pb2.Task,
                      metrics: dict[str, float]) -> None:
         report = fedge_pb2.MetricsReport(session_id=session.id, round=task.model_version,
@@ -381,7 +418,10 @@ class Daemon:
 
     def _labelled_examples(self) -> tuple[np.ndarray, np.ndarray]:
         """The examples a shipped model is measured on: the trainer's, or (inference-
-        only) the local data as it is now."""
+        only) the local data as it is now; the held-out slice when there is one."""
+        if self.held_out.fraction > 0:
+            self._rescan()
+            return self.held_out.x, self.held_out.y
         if self._trainer is not None:
             return self._trainer.x.cpu().numpy(), self._trainer.y.cpu().numpy()
         if self.data is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -20,10 +21,12 @@ from fedge.protos import fedge_pb2_grpc
 from fedge.server.admission import Guards, poll_slots
 from fedge.server.deploy import Deployments
 from fedge.server.evaluate import Evaluator
+from fedge.server.fleet_eval import FleetEvaluation
 from fedge.server.preflight import preflight
 from fedge.server.registry import Registry
 from fedge.server.rounds import Phase, Rounds, RoundSettings
 from fedge.server.service import FederationService
+from fedge.server.side_tasks import edge_ready
 from fedge.server.status import snapshot
 from fedge.server.status import write as write_status
 from fedge.server.store import RoundRecord, StateStore
@@ -134,6 +137,12 @@ class FedgeServer:
         self.rounds = Rounds(settings, specs, self.registry, self.store,
                              Evaluator(self.task), initial, self.task.name, on_round,
                              strategy, self.deployments, budget)
+        if config.eval_every_rounds:
+            self.rounds.evaluation = FleetEvaluation(
+                config.eval_every_rounds, config.eval_fraction, config.holdout_fraction,
+                config.seed, self.store)
+            if self.deployments is not None:  # each new artifact is evaluated too
+                self.deployments.on_ready = functools.partial(edge_ready, self.rounds)
         _resume_edge(self.rounds, self.store, self.deployments)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers,

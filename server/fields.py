@@ -89,4 +89,5 @@ def check_report(report: fedge_pb2.MetricsReport, latest: int) -> dict[str, floa
     round in progress, latest + 1) and bounded, finite metrics; returns the metrics."""
     check_count("round", report.round, 0, latest + 1)
     check_count("model_version", report.model_version, 0, latest)
+    check_text("task_id", report.task_id, 128)
     return check_metrics(report.metrics, REPORT_METRICS)

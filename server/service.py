@@ -58,6 +58,7 @@ from fedge.server.limits import CallLimits, UploadSlots, peer_host
 from fedge.server.registry import Device, Registry
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds
 from fedge.server.secure_service import secure_step, submit_masked
+from fedge.server.side_tasks import holdout_of, report_evaluation
 from fedge.server.status import to_proto
 from fedge.server.store import StateStore
 from fedge.server.task_message import task_message
@@ -245,7 +246,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         reply = fedge_pb2.JoinReply(session_id=device.session_id,
                                     round=self._rounds.model_version + 1,
                                     model_version=self._rounds.model_version,
-                                    poll_seconds=self._poll_seconds)
+                                    poll_seconds=self._poll_seconds,
+                                    holdout_fraction=holdout_of(self._rounds))
         self._rounds.count_bytes(down=_size(reply))
         return reply
 
@@ -410,6 +412,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(request))
         device = self._device(request.session_id)
         metrics = check_report(request, self._rounds.model_version)
+        if request.task_id:  # the answer to an EVALUATE task (fedge.server.fleet_eval)
+            report_evaluation(self._rounds, device, request, metrics)
+            return fedge_pb2.MetricsReply()
         if ("edge_installed" in metrics or "edge_refused" in metrics) and not (
                 self._rounds.artifact_built(request.model_version)):
             raise StaleRequest(f"no edge artifact was built from round "

@@ -112,6 +112,14 @@ class StateStore:
                 "ORDER BY rowid", (round_, source, name)).fetchall()
         return {str(device): float(value) for device, value in rows}
 
+    def metric_rows(self, source: str) -> list[tuple[int, str, str, float]]:
+        """Every (round, device, name, value) of one source, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT round, device_id, name, value FROM metrics WHERE source=? "
+                "ORDER BY rowid", (source,)).fetchall()
+        return [(int(r), str(d), str(n), float(v)) for r, d, n, v in rows]
+
     def checkpoint_path(self, round_: int) -> Path:
         return self.checkpoints / f"round-{round_:06d}.safetensors"
 
