@@ -21,7 +21,7 @@ from fedge.protos import fedge_pb2_grpc
 from fedge.server.admission import Guards, poll_slots
 from fedge.server.deploy import Deployments
 from fedge.server.evaluate import Evaluator
-from fedge.server.fleet_eval import FleetEvaluation
+from fedge.server.fleet_eval import FleetEvaluation, latest_gauges
 from fedge.server.preflight import preflight
 from fedge.server.registry import Registry
 from fedge.server.rounds import Phase, Rounds, RoundSettings
@@ -213,6 +213,8 @@ class FedgeServer:
         built = self.deployments.built if self.deployments is not None else 0
         extra = {"fedge_edge_artifacts_built": float(built),
                  "fedge_edge_artifacts_installed": float(self.service.edge_installed)}
+        if self.rounds.evaluation is not None:  # the newest federated evaluation
+            extra.update(latest_gauges(self.store))
         budget = self.rounds.budget
         if budget is not None:  # the privacy spent so far, at the run's delta
             extra["fedge_dp_epsilon"] = budget.epsilon

@@ -144,3 +144,28 @@ class FleetEvaluation:
         """Sampled devices of the open evaluation that have not reported."""
         with self._lock:
             return sum(not t.done and t.offers < MAX_OFFERS for t in self._tasks.values())
+
+
+FED_KEYS = ("fed_accuracy", "fed_loss", "fed_examples", "fed_edge_accuracy", "fed_edge_loss",
+            "fed_edge_examples")
+
+
+def columns(means: Mapping[str, float] | None) -> dict[str, float | int]:
+    """One round's evaluation as the status and report columns (0 where none)."""
+    means = means or {}
+    return {k: (int(means.get(k, 0)) if k.endswith("examples") else float(means.get(k, 0.0)))
+            for k in FED_KEYS}
+
+
+def latest_gauges(store: StateStore) -> dict[str, float]:
+    """The metrics endpoint's gauges: the newest round's federated evaluation of the
+    global model and of the edge models (each the newest round that measured it)."""
+    out: dict[str, float] = {}
+    for round_, means in recorded(store).items():
+        for prefix, name in (("fed", "fedge_federated"), ("fed_edge", "fedge_federated_edge")):
+            if means.get(f"{prefix}_examples", 0) > 0:
+                out[f"{name}_round"] = float(round_)
+                out[f"{name}_accuracy"] = means[f"{prefix}_accuracy"]
+                out[f"{name}_loss"] = means[f"{prefix}_loss"]
+                out[f"{name}_examples"] = means[f"{prefix}_examples"]
+    return out

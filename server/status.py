@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedge.protos import fedge_pb2
+from fedge.server.fleet_eval import FED_KEYS, columns, recorded
 from fedge.server.registry import Registry
 from fedge.server.rounds import Rounds
 from fedge.server.store import StateStore
@@ -54,8 +55,10 @@ def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
     recent = [{**r.to_dict(), "committed_at": times.get(r.round, 0.0)}
               for r in store.rounds()[-max(0, last_rounds):]] if last_rounds else []
     budget = rounds.budget
+    fed = recorded(store) if recent else {}  # federated evaluation (server/fleet_eval.py)
     for r in recent:
         r.pop("sha256", None)
+        r.update(columns(fed.get(int(r["round"]))))
         if budget is not None:
             r["epsilon"] = budget.epsilon_of(int(r["round"])) or 0.0
     privacy = {"privacy": budget.summary()} if budget is not None else {}
@@ -107,7 +110,7 @@ def from_proto(reply: fedge_pb2.StatusReply) -> dict[str, Any]:
     device_keys = ("device_id", "last_seen_seconds", "live", "platform", "accelerator",
                    "runtime", "num_examples", "authenticated", "edge_model", "inference_only")
     round_keys: tuple[str, ...] = ("round", "accuracy", "loss", "clients", "examples", "bytes_up",
-                  "bytes_down", "seconds", "committed_at")
+                  "bytes_down", "seconds", "committed_at", *FED_KEYS)
     if reply.HasField("privacy"):
         round_keys += ("epsilon",)
     return {

@@ -100,6 +100,12 @@ def _local_status(state_dir: str) -> dict[str, Any]:
     return snap
 
 
+def _fed(r: dict[str, Any], prefix: str) -> str:
+    """One model's federated accuracy and count in a round row ("-" if not measured)."""
+    n = int(r.get(f"{prefix}_examples") or 0)
+    return f"{r[prefix + '_accuracy']:>8.4f}  {n:>6}" if n else f"{'-':>8}  {'-':>6}"
+
+
 def format_status(snap: dict[str, Any]) -> str:
     """A status snapshot as the tables people read."""
     # A finished server's round counter points past its last round: show the last one,
@@ -134,12 +140,17 @@ def format_status(snap: dict[str, Any]) -> str:
                      f"delta {privacy['delta']:.3g}{target} (noise multiplier "
                      f"{privacy['noise_multiplier']:g}, clip {privacy['clip']:.4g})")
     lines.append("rounds:")
+    # Federated evaluation (on the devices' held-out slices), when the server ran one.
+    fed = any(r.get("fed_examples") or r.get("fed_edge_examples") for r in snap["rounds"])
     lines.append(f"  {'round':>5}  {'accuracy':>8}  {'loss':>7}  {'clients':>7}  "
-                 f"{'seconds':>7}" + (f"  {'epsilon':>8}" if privacy else ""))
+                 f"{'seconds':>7}" + (f"  {'epsilon':>8}" if privacy else "")
+                 + (f"  {'fed acc':>8}  {'fed n':>6}  {'edge acc':>8}  {'edge n':>6}"
+                    if fed else ""))
     for r in snap["rounds"]:
         lines.append(f"  {r['round']:>5}  {r['accuracy']:>8.4f}  {r['loss']:>7.4f}  "
                      f"{r['clients']:>7}  {r['seconds']:>7.2f}"
-                     + (f"  {r.get('epsilon', 0):>8.4g}" if privacy else ""))
+                     + (f"  {r.get('epsilon', 0):>8.4g}" if privacy else "")
+                     + (f"  {_fed(r, 'fed')}  {_fed(r, 'fed_edge')}" if fed else ""))
     if snap["refusals"]:
         lines.append("refused: " + ", ".join(f"{k} {v}" for k, v in snap["refusals"].items()))
     return "\n".join(lines)

@@ -4,11 +4,13 @@ on those slices, and an inference-only device contributes edge-model metrics."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
 import pytest
 
+from fedge.cli.status import format_status
 from fedge.client.daemon import Daemon
 from fedge.client.data import LocalData, load_local_data
 from fedge.client.data.holdout import split_holdout
@@ -16,7 +18,8 @@ from fedge.client.evaluation import cross_entropy
 from fedge.config import ClientConfig
 from fedge.edge.compiler.keys import PUBLIC_FILE
 from fedge.edge.runtime import EdgeModel
-from fedge.server.fleet_eval import recorded
+from fedge.server.fleet_eval import latest_gauges, recorded
+from fedge.server.status import from_proto, to_proto
 from fedge.server.store import StateStore
 from fedge.tasks import load_task
 from fedge.tasks.training import evaluate, load_weights
@@ -91,3 +94,18 @@ def test_recorded_evaluation_equals_a_direct_one_on_the_held_out_slices(fleet: F
         cross_entropy(logits[d].astype(np.float64), held[d][1]) * len(held[d][1])
         for d in held) / total, rel=1e-6)
     assert fed[1]["fed_edge_examples"] == 0  # no edge model was installed before round 2
+
+    # What operators see: status.json (and `fedge status`) and the metrics gauges.
+    status = json.loads((fleet.tmp / "state" / "status.json").read_text())
+    rows = {r["round"]: r for r in status["rounds"]}
+    assert rows[2]["fed_accuracy"] == pytest.approx(fed[2]["fed_accuracy"])
+    assert rows[2]["fed_edge_examples"] == total and rows[0]["fed_examples"] == 0
+    assert from_proto(to_proto(status))["rounds"] == status["rounds"]
+    assert "fed acc" in format_status(status)
+    store = StateStore(fleet.tmp / "state")
+    try:
+        gauges = latest_gauges(store)
+    finally:
+        store.close()
+    assert gauges["fedge_federated_round"] == 2
+    assert gauges["fedge_federated_edge_accuracy"] == pytest.approx(fed[2]["fed_edge_accuracy"])
