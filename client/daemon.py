@@ -100,7 +100,8 @@ class Daemon:
                                   random.Random(hash(config.device_id))))
         self._handlers: dict[int, TaskHandler] = {fedge_pb2.TRAIN: self.train,
                                                   fedge_pb2.DEPLOY: self.deploy,
-                                                  fedge_pb2.EVALUATE: self.evaluate}
+                                                  fedge_pb2.EVALUATE: self.evaluate,
+                                                  fedge_pb2.ROLLBACK: self.rollback}
         # The held-out slice (client/evaluation.py), at the share the server gives at
         # Join; without local data the trainer's examples are the ones split.
         self.held_out = HeldOut()
@@ -394,15 +395,22 @@ class Daemon:
             if task.artifact_sha256 and sha256_hex(blob) != task.artifact_sha256:
                 raise FedgeError("the artifact is not the one the DEPLOY task named")
             x, y = self._labelled_examples()
-            metrics = install_and_evaluate(blob, self.config, x, y)
+            metrics = install_and_evaluate(blob, self.config, x, y, (
+                task.canary_margin if task.canary else None))
             self.stats.edge_installed += 1
-            self.stats.edge_version = task.model_version
+            self.stats.edge_version = int(metrics.get("edge_round", task.model_version))
         except (FedgeError, ImportError) as exc:
             log.error("%s: refused the edge artifact of round %d, keeping the installed "
                       "model: %s", self.config.device_id, task.model_version, exc)
             self.stats.edge_refused += 1
             metrics = {"edge_refused": 1.0}
         self._report_edge(session, task, metrics)
+
+    def rollback(self, session: Session, task: fedge_pb2.Task) -> None:
+        """The ROLLBACK handler (client/deploy.py)."""
+        from fedge.client.deploy import rollback_task
+
+        rollback_task(self, session, task)
 
     def evaluate(self, session: Session, task: fedge_pb2.Task) -> None:
         """The EVALUATE handler: measure the global and the installed edge model on the

@@ -14,6 +14,7 @@ class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STOP: _ClassVar[TaskKind]
     DEPLOY: _ClassVar[TaskKind]
     EVALUATE: _ClassVar[TaskKind]
+    ROLLBACK: _ClassVar[TaskKind]
 
 class UpdateKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,6 +44,7 @@ WAIT: TaskKind
 STOP: TaskKind
 DEPLOY: TaskKind
 EVALUATE: TaskKind
+ROLLBACK: TaskKind
 UPDATE_KIND_UNSPECIFIED: UpdateKind
 WEIGHTS: UpdateKind
 DELTA: UpdateKind
@@ -149,7 +151,7 @@ class TrainConfig(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., update_kind: _Optional[_Union[UpdateKind, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., seed: _Optional[int] = ..., topk_fraction: _Optional[float] = ..., momentum: _Optional[float] = ..., dp_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., secure: _Optional[_Union[SecureParams, _Mapping]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "task_id", "round", "model_version", "train", "deadline_unix", "retry_after_seconds", "message", "artifact_sha256", "evaluate_global")
+    __slots__ = ("kind", "task_id", "round", "model_version", "train", "deadline_unix", "retry_after_seconds", "message", "artifact_sha256", "evaluate_global", "canary", "canary_margin")
     KIND_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +162,8 @@ class Task(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_GLOBAL_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    CANARY_MARGIN_FIELD_NUMBER: _ClassVar[int]
     kind: TaskKind
     task_id: str
     round: int
@@ -170,7 +174,9 @@ class Task(_message.Message):
     message: str
     artifact_sha256: str
     evaluate_global: bool
-    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., train: _Optional[_Union[TrainConfig, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., retry_after_seconds: _Optional[float] = ..., message: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., evaluate_global: bool = ...) -> None: ...
+    canary: bool
+    canary_margin: float
+    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., train: _Optional[_Union[TrainConfig, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., retry_after_seconds: _Optional[float] = ..., message: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., evaluate_global: bool = ..., canary: bool = ..., canary_margin: _Optional[float] = ...) -> None: ...
 
 class FetchRequest(_message.Message):
     __slots__ = ("session_id", "model_version", "offset", "artifact")
@@ -367,7 +373,7 @@ class PrivacyStatus(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., noise_multiplier: _Optional[float] = ..., delta: _Optional[float] = ..., epsilon: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., clip: _Optional[float] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("task", "phase", "round", "rounds_total", "model_version", "devices", "rounds", "refusals", "uptime_seconds", "selected", "reported", "devices_total", "devices_live", "privacy")
+    __slots__ = ("task", "phase", "round", "rounds_total", "model_version", "devices", "rounds", "refusals", "uptime_seconds", "selected", "reported", "devices_total", "devices_live", "privacy", "rollout")
     class RefusalsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -389,6 +395,7 @@ class StatusReply(_message.Message):
     DEVICES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     DEVICES_LIVE_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     task: str
     phase: str
     round: int
@@ -403,7 +410,38 @@ class StatusReply(_message.Message):
     devices_total: int
     devices_live: int
     privacy: PrivacyStatus
-    def __init__(self, task: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds_total: _Optional[int] = ..., model_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., refusals: _Optional[_Mapping[str, int]] = ..., uptime_seconds: _Optional[float] = ..., selected: _Optional[int] = ..., reported: _Optional[int] = ..., devices_total: _Optional[int] = ..., devices_live: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyStatus, _Mapping]] = ...) -> None: ...
+    rollout: RolloutStatus
+    def __init__(self, task: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds_total: _Optional[int] = ..., model_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., refusals: _Optional[_Mapping[str, int]] = ..., uptime_seconds: _Optional[float] = ..., selected: _Optional[int] = ..., reported: _Optional[int] = ..., devices_total: _Optional[int] = ..., devices_live: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyStatus, _Mapping]] = ..., rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("round", "stage", "reason", "canaries", "rolled_back")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CANARIES_FIELD_NUMBER: _ClassVar[int]
+    ROLLED_BACK_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    stage: str
+    reason: str
+    canaries: _containers.RepeatedScalarFieldContainer[str]
+    rolled_back: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round: _Optional[int] = ..., stage: _Optional[str] = ..., reason: _Optional[str] = ..., canaries: _Optional[_Iterable[str]] = ..., rolled_back: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RolloutRequest(_message.Message):
+    __slots__ = ("action", "reason")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    reason: str
+    def __init__(self, action: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RolloutReply(_message.Message):
+    __slots__ = ("rollout", "message")
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    rollout: RolloutStatus
+    message: str
+    def __init__(self, rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SecureParams(_message.Message):
     __slots__ = ("threshold", "degree", "seed", "size", "clip", "weight_cap", "scale")

@@ -24,9 +24,10 @@ from fedge.server.evaluate import Evaluator
 from fedge.server.fleet_eval import FleetEvaluation, latest_gauges
 from fedge.server.preflight import preflight
 from fedge.server.registry import Registry
+from fedge.server.rollout import Rollout
 from fedge.server.rounds import Phase, Rounds, RoundSettings
 from fedge.server.service import FederationService
-from fedge.server.side_tasks import edge_ready
+from fedge.server.side_tasks import edge_ready, rollout_settled
 from fedge.server.status import snapshot
 from fedge.server.status import write as write_status
 from fedge.server.store import RoundRecord, StateStore
@@ -137,6 +138,12 @@ class FedgeServer:
         self.rounds = Rounds(settings, specs, self.registry, self.store,
                              Evaluator(self.task), initial, self.task.name, on_round,
                              strategy, self.deployments, budget)
+        if config.canary_fraction > 0 and self.deployments is not None:
+            self.deployments.gate = Rollout(
+                config.canary_fraction, config.canary_margin, config.canary_timeout_s,
+                config.holdout_fraction, config.seed, self.store,
+                functools.partial(rollout_settled, self.rounds))
+            self.deployments.on_ready = functools.partial(edge_ready, self.rounds)
         if config.eval_every_rounds:
             self.rounds.evaluation = FleetEvaluation(
                 config.eval_every_rounds, config.eval_fraction, config.holdout_fraction,

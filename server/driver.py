@@ -188,4 +188,6 @@ class Driver:
         deploy = self._rounds.deploy
         while deploy is not None and not self._rounds.stopping:
             if deploy.wait_idle(0.5):
-                return
+                if not deploy.busy():  # nor its canaries still to report
+                    return
+                self._pause(0.5)

@@ -133,6 +133,8 @@ class TaskView:
     task_id: str = ""  # for EVALUATE: the task its report names
     round: int = 0  # for EVALUATE: the evaluation's round
     evaluate_global: bool = False  # for EVALUATE: also measure the global model
+    canary: bool = False  # for DEPLOY: the device is a canary (server/rollout.py)
+    canary_margin: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ from fedge.server.limits import CallLimits, UploadSlots, peer_host
 from fedge.server.registry import Device, Registry
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds
 from fedge.server.secure_service import secure_step, submit_masked
-from fedge.server.side_tasks import holdout_of, report_evaluation
+from fedge.server.side_tasks import edge_report, holdout_of, report_evaluation
 from fedge.server.status import to_proto
 from fedge.server.store import StateStore
 from fedge.server.task_message import task_message
@@ -424,6 +424,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             device.edge_model = str(request.model_version)
             with self._counts_lock:  # handlers run on many threads
                 self.edge_installed += 1
+        edge_report(self._rounds, device, request.model_version, metrics)
         reply = fedge_pb2.MetricsReply()
         self._rounds.count_bytes(down=_size(reply))
         return reply
