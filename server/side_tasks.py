@@ -108,3 +108,16 @@ def report_evaluation(rounds: Rounds, device: Device, report: fedge_pb2.MetricsR
     if rounds.evaluation is None:
         raise StaleRequest("this server runs no federated evaluation")
     rounds.evaluation.report(device.device_id, report.task_id, report.round, metrics)
+
+
+def operate_rollout(rounds: Rounds, request: fedge_pb2.RolloutRequest
+                    ) -> fedge_pb2.RolloutReply:
+    """An operator's promote or rollback of the newest edge artifact."""
+    gate = rounds.deploy.gate if rounds.deploy is not None else None
+    if gate is None:
+        raise StaleRequest("this server runs no gated rollout (--canary-fraction)")
+    gate.operate(request.action, request.reason)
+    snap = gate.snapshot()
+    return fedge_pb2.RolloutReply(rollout=fedge_pb2.RolloutStatus(**snap),
+                                  message=f"artifact of round {snap['round']}: "
+                                  f"{snap['stage']}")

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.server) == bool(args.state_dir):
         raise FedgeError("give --server HOST:PORT (with an operator token) or --state-dir "
                          "DIR (on the server's machine), not both")
-    snap = _remote_status(args) if args.server else _local_status(args.state_dir)
+    snap = remote_status(args) if args.server else local_status(args.state_dir)
     if args.json:
         print(json.dumps(snap, indent=2))
     else:
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _channel(args: argparse.Namespace) -> Any:
+def operator_channel(args: argparse.Namespace) -> Any:
     """An operator's channel to args.server: plain with --insecure, else TLS trusting
     --tls-ca (with --tls-cert/--tls-key when the server asks for a client certificate)."""
     import grpc
@@ -64,7 +64,7 @@ def _channel(args: argparse.Namespace) -> Any:
                                channel_credentials(args.tls_ca, args.tls_cert, args.tls_key))
 
 
-def _remote_status(args: argparse.Namespace) -> dict[str, Any]:
+def remote_status(args: argparse.Namespace) -> dict[str, Any]:
     import grpc
 
     from fedge.protos import fedge_pb2, fedge_pb2_grpc
@@ -76,7 +76,7 @@ def _remote_status(args: argparse.Namespace) -> dict[str, Any]:
                          "FEDGE_TOKEN (from `fedge tokens create --role operator`)")
     if ":" not in args.server:
         raise FedgeError(f"--server must be HOST:PORT, got {args.server!r}")
-    with _channel(args) as channel:
+    with operator_channel(args) as channel:
         try:
             reply = fedge_pb2_grpc.FederationStub(channel).Status(
                 fedge_pb2.StatusRequest(last_rounds=args.rounds), timeout=15,
@@ -86,7 +86,7 @@ def _remote_status(args: argparse.Namespace) -> dict[str, Any]:
     return from_proto(reply)
 
 
-def _local_status(state_dir: str) -> dict[str, Any]:
+def local_status(state_dir: str) -> dict[str, Any]:
     path = Path(state_dir) / "status.json"
     try:
         snap: dict[str, Any] = json.loads(path.read_text())
