@@ -420,7 +420,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     @_status_boundary
     def Status(self, request: fedge_pb2.StatusRequest,
                context: grpc.ServicerContext) -> fedge_pb2.StatusReply:
-        _operator("status", " or read it on the server's machine with `fedge status "
+        _operator("status", ", or read it on the server's machine with `fedge status "
                   "--state-dir`")
         if self.status is None:
             raise Unsupported("this server does not report status")

@@ -114,7 +114,9 @@ def simulate(config: SimulateConfig,
         # not the fleet-relative bounds a server facing real devices applies.
         examples_factor=0.0, norm_factor=0.0,
         eval_every_rounds=config.eval_every_rounds, eval_fraction=config.eval_fraction,
-        holdout_fraction=config.holdout_fraction), on_round=record,
+        holdout_fraction=config.holdout_fraction, canary_fraction=config.canary_fraction,
+        canary_margin=config.canary_margin, canary_timeout_s=config.canary_timeout_s),
+        on_round=record,
         # Round 1 samples the whole fleet present at the start, not its first joiners.
         start_clients=present)
     port = server.start()
