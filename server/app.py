@@ -143,6 +143,8 @@ class FedgeServer:
                 config.canary_fraction, config.canary_margin, config.canary_timeout_s,
                 config.holdout_fraction, config.seed, self.store,
                 functools.partial(rollout_settled, self.rounds))
+            if self.deployments.latest is not None:  # served again after a restart
+                self.deployments.gate.adopt(self.deployments.latest.round)
             self.deployments.on_ready = functools.partial(edge_ready, self.rounds)
         if config.eval_every_rounds:
             self.rounds.evaluation = FleetEvaluation(

@@ -110,14 +110,28 @@ class Rollout:
         self.state: RolloutState | None = self._restored()
 
     def _restored(self) -> RolloutState | None:
-        """The newest rollout recorded before a restart: a halted artifact stays halted;
-        one still with its canaries gets a new deadline (their reports are lost)."""
+        """The newest rollout recorded before a restart: a halted artifact stays halted,
+        and so does one that was still with its canaries (their reports are lost; an
+        operator may promote it)."""
         recorded = self._store.rollouts()
         if not recorded:
             return None
         round_, stage, reason, canaries = recorded[-1]
-        return RolloutState(round_, {d: None for d in canaries},
-                            time.monotonic() + self.timeout_s, stage, reason)
+        if stage == CANARY:
+            stage, reason = HALTED, ("the server restarted before its canaries all "
+                                     "reported; `fedge edge rollout` promotes it")
+            self._store.record_rollout(round_, stage, reason, canaries)
+        return RolloutState(round_, {d: None for d in canaries}, 0.0, stage, reason)
+
+    def adopt(self, round_: int) -> None:
+        """Takes an artifact built before this gate existed (a server run without
+        canaries, on the same state) as promoted, and records so."""
+        with self._lock:
+            if self.state is not None and self.state.round >= round_:
+                return
+            self.state = RolloutState(round_, {}, 0.0, PROMOTED,
+                                      "built before the canary gate was on")
+        self._store.record_rollout(round_, PROMOTED, self.state.reason, [])
 
     def begin(self, round_: int, devices: Iterable[Device]) -> None:
         """Starts the rollout of the artifact of round_ with a canary cohort drawn from
@@ -141,8 +155,10 @@ class Rollout:
         self.pending()  # judges on the reports in hand once the deadline passed
         with self._lock:
             state = self.state
-            if state is None or state.round != round_:
-                return True  # an artifact this gate never saw (built before it)
+            if state is None or state.round < round_:
+                return False  # built a moment ago: its canaries are being drawn
+            if state.round > round_:
+                return True  # an older artifact (the newest one supersedes it)
             return state.stage == PROMOTED or (state.stage == CANARY
                                                and device_id in state.canaries)
 

@@ -71,6 +71,14 @@ def test_stages_deadline_restart_and_operator(tmp_path: Path) -> None:
     assert store.rollouts()[-1][1:3] == (PROMOTED, "by an operator: checked by hand")
     again.operate("rollback", "")
     assert not again.allows(others[0], 5) and store.rollouts()[-1][1] == HALTED
+    # A server that restarts while an artifact is with its canaries keeps it from the
+    # fleet (the canaries' reports are lost); one built before the gate is taken as is.
+    again.begin(6, _devices("a", "b", "c", "d"))
+    assert not again.allows("a", 7)  # a newer one: not offered before its canaries are drawn
+    third = Rollout(0.5, 0.02, 0.3, 0.1, 0, store)
+    assert third.snapshot()["stage"] == HALTED and "restarted" in third.snapshot()["reason"]
+    third.adopt(7)
+    assert third.allows("a", 7) and store.rollouts()[-1][:2] == (7, PROMOTED)
     store.close()
 
 
