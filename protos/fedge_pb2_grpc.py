@@ -92,7 +92,8 @@ class FederationServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def PollTask(self, request, context):
-        """Long-polls for the device's next task (TRAIN, WAIT, STOP or DEPLOY).
+        """Long-polls for the device's next task (TRAIN, WAIT, STOP, DEPLOY, EVALUATE or
+        ROLLBACK).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
