@@ -53,6 +53,7 @@ from fedge.client.channel import (
     tls_problem,
 )
 from fedge.client.data import LocalData
+from fedge.client.evaluation import HeldOut, evaluate_task
 from fedge.client.ledger import TaskLedger
 from fedge.client.session import Backoff, Link, Session, Stopped
 from fedge.client.stats import DaemonStats
@@ -98,7 +99,14 @@ class Daemon:
         self._link = Link(Backoff(config.backoff_initial_s, config.backoff_max_s,
                                   random.Random(hash(config.device_id))))
         self._handlers: dict[int, TaskHandler] = {fedge_pb2.TRAIN: self.train,
-                                                  fedge_pb2.DEPLOY: self.deploy}
+                                                  fedge_pb2.DEPLOY: self.deploy,
+                                                  fedge_pb2.EVALUATE: self.evaluate,
+                                                  fedge_pb2.ROLLBACK: self.rollback}
+        # The held-out slice (client/evaluation.py), at the share the server gives at
+        # Join; without local data the trainer's examples are the ones split.
+        self.held_out = HeldOut()
+        self._given = (None if trainer is None or data is not None else
+                       (trainer.x.cpu().numpy(), trainer.y.cpu().numpy()))
         self._session = ""  # the last session joined, offered back when rejoining
         self._tls_problem: str | None = None  # the last failure's TLS problem, if any
         self._tls_failures = 0  # how many calls in a row failed with it
@@ -108,6 +116,11 @@ class Daemon:
         self._secure_missed = ""  # the secure task whose key stages closed without us
         # Set by a relay (fedge.relay): its Join says its updates are partial aggregates.
         self.relay = False
+
+    @property
+    def specs(self) -> list[Spec]:
+        """The fingerprint of the task's model (empty for an inference-only daemon)."""
+        return self._specs
 
     @property
     def trainer(self) -> Trainer:
@@ -200,11 +213,29 @@ class Daemon:
             inference_only=self.inference_only, relay=self.relay)
         reply: fedge_pb2.JoinReply = self._link.call(stub.Join.future(request, timeout=30))
         self._session = reply.session_id
+        self._hold_out(reply.holdout_fraction)
         self.stats.joins += 1
         self._link.backoff.reset()
         log.info("%s: joined %s (round %d)%s", self.config.device_id, self.config.server,
                  reply.round, " inference-only" if self.inference_only else "")
         return Session(stub, reply.session_id, self._link, self.config.device_id)
+
+    def _hold_out(self, fraction: float) -> None:
+        """Splits the local examples at the server's held-out share (when it changed):
+        the trainer keeps the training part only."""
+        if fraction == self.held_out.fraction:
+            return
+        self.held_out.fraction = fraction
+        if self.data is not None:
+            train = self.held_out.split(*self.data.arrays())
+        elif self._given is not None:
+            train = self.held_out.split(*self._given)
+        else:
+            return
+        if self._trainer is not None:
+            self._trainer.set_data(*train)
+        log.info("%s: %d examples held out of training for evaluation",
+                 self.config.device_id, len(self.held_out.y))
 
     def _capabilities(self) -> fedge_pb2.Capabilities:
         if self.inference_only:
@@ -338,8 +369,9 @@ class Daemon:
             return {}
         try:
             if self.data.rescan():
+                train = self.held_out.split(*self.data.arrays())
                 if self._trainer is not None:
-                    self._trainer.set_data(*self.data.arrays())
+                    self._trainer.set_data(*train)
                 log.info("%s: local data changed: now %d examples", self.config.device_id,
                          self._num_examples())
         except Exception:  # a scan must never end the daemon: train on what we had
@@ -366,15 +398,28 @@ class Daemon:
             if task.artifact_sha256 and sha256_hex(blob) != task.artifact_sha256:
                 raise FedgeError("the artifact is not the one the DEPLOY task named")
             x, y = self._labelled_examples()
-            metrics = install_and_evaluate(blob, self.config, x, y)
+            metrics = install_and_evaluate(blob, self.config, x, y, (
+                task.canary_margin if task.canary else None))
             self.stats.edge_installed += 1
-            self.stats.edge_version = task.model_version
+            self.stats.edge_version = int(metrics.get("edge_round", task.model_version))
         except (FedgeError, ImportError) as exc:
             log.error("%s: refused the edge artifact of round %d, keeping the installed "
                       "model: %s", self.config.device_id, task.model_version, exc)
             self.stats.edge_refused += 1
             metrics = {"edge_refused": 1.0}
         self._report_edge(session, task, metrics)
+
+    def rollback(self, session: Session, task: fedge_pb2.Task) -> None:
+        """The ROLLBACK handler (client/deploy.py)."""
+        from fedge.client.deploy import rollback_task
+
+        rollback_task(self, session, task)
+
+    def evaluate(self, session: Session, task: fedge_pb2.Task) -> None:
+        """The EVALUATE handler: measure the global and the installed edge model on the
+        held-out slice and report (client/evaluation.py)."""
+        self._rescan()
+        evaluate_task(self, session, task)
 
     def _report_edge(self, session: Session, task: fedge_pb2.Task,
                      metrics: dict[str, float]) -> None:
@@ -384,7 +429,10 @@ class Daemon:
 
     def _labelled_examples(self) -> tuple[np.ndarray, np.ndarray]:
         """The examples a shipped model is measured on: the trainer's, or (inference-
-        only) the local data as it is now."""
+        only) the local data as it is now; the held-out slice when there is one."""
+        if self.held_out.fraction > 0:
+            self._rescan()
+            return self.held_out.x, self.held_out.y
         if self._trainer is not None:
             return self._trainer.x.cpu().numpy(), self._trainer.y.cpu().numpy()
         if self.data is None:

@@ -13,6 +13,8 @@ class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WAIT: _ClassVar[TaskKind]
     STOP: _ClassVar[TaskKind]
     DEPLOY: _ClassVar[TaskKind]
+    EVALUATE: _ClassVar[TaskKind]
+    ROLLBACK: _ClassVar[TaskKind]
 
 class UpdateKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +43,8 @@ TRAIN: TaskKind
 WAIT: TaskKind
 STOP: TaskKind
 DEPLOY: TaskKind
+EVALUATE: TaskKind
+ROLLBACK: TaskKind
 UPDATE_KIND_UNSPECIFIED: UpdateKind
 WEIGHTS: UpdateKind
 DELTA: UpdateKind
@@ -99,16 +103,18 @@ class JoinRequest(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., num_examples: _Optional[int] = ..., previous_session: _Optional[str] = ..., inference_only: bool = ..., relay: bool = ...) -> None: ...
 
 class JoinReply(_message.Message):
-    __slots__ = ("session_id", "round", "model_version", "poll_seconds")
+    __slots__ = ("session_id", "round", "model_version", "poll_seconds", "holdout_fraction")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     POLL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     model_version: int
     poll_seconds: float
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., poll_seconds: _Optional[float] = ...) -> None: ...
+    holdout_fraction: float
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., poll_seconds: _Optional[float] = ..., holdout_fraction: _Optional[float] = ...) -> None: ...
 
 class PollRequest(_message.Message):
     __slots__ = ("session_id", "wait_seconds")
@@ -147,7 +153,7 @@ class TrainConfig(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., update_kind: _Optional[_Union[UpdateKind, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., seed: _Optional[int] = ..., topk_fraction: _Optional[float] = ..., momentum: _Optional[float] = ..., dp_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., secure: _Optional[_Union[SecureParams, _Mapping]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "task_id", "round", "model_version", "train", "deadline_unix", "retry_after_seconds", "message", "artifact_sha256")
+    __slots__ = ("kind", "task_id", "round", "model_version", "train", "deadline_unix", "retry_after_seconds", "message", "artifact_sha256", "evaluate_global", "canary", "canary_margin")
     KIND_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +163,9 @@ class Task(_message.Message):
     RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    EVALUATE_GLOBAL_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    CANARY_MARGIN_FIELD_NUMBER: _ClassVar[int]
     kind: TaskKind
     task_id: str
     round: int
@@ -166,7 +175,10 @@ class Task(_message.Message):
     retry_after_seconds: float
     message: str
     artifact_sha256: str
-    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., train: _Optional[_Union[TrainConfig, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., retry_after_seconds: _Optional[float] = ..., message: _Optional[str] = ..., artifact_sha256: _Optional[str] = ...) -> None: ...
+    evaluate_global: bool
+    canary: bool
+    canary_margin: float
+    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., train: _Optional[_Union[TrainConfig, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., retry_after_seconds: _Optional[float] = ..., message: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., evaluate_global: bool = ..., canary: bool = ..., canary_margin: _Optional[float] = ...) -> None: ...
 
 class FetchRequest(_message.Message):
     __slots__ = ("session_id", "model_version", "offset", "artifact")
@@ -256,7 +268,7 @@ class SubmitReply(_message.Message):
     def __init__(self, accepted: bool = ..., message: _Optional[str] = ...) -> None: ...
 
 class MetricsReport(_message.Message):
-    __slots__ = ("session_id", "round", "model_version", "metrics")
+    __slots__ = ("session_id", "round", "model_version", "metrics", "task_id")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -268,11 +280,13 @@ class MetricsReport(_message.Message):
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     model_version: int
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    task_id: str
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., task_id: _Optional[str] = ...) -> None: ...
 
 class MetricsReply(_message.Message):
     __slots__ = ()
@@ -309,7 +323,7 @@ class DeviceStatus(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., last_seen_seconds: _Optional[float] = ..., platform: _Optional[str] = ..., accelerator: _Optional[str] = ..., runtime: _Optional[str] = ..., num_examples: _Optional[int] = ..., authenticated: bool = ..., live: bool = ..., edge_model: _Optional[str] = ..., inference_only: bool = ...) -> None: ...
 
 class RoundSummary(_message.Message):
-    __slots__ = ("round", "accuracy", "loss", "clients", "examples", "bytes_up", "bytes_down", "seconds", "committed_at", "epsilon")
+    __slots__ = ("round", "accuracy", "loss", "clients", "examples", "bytes_up", "bytes_down", "seconds", "committed_at", "epsilon", "fed_accuracy", "fed_loss", "fed_examples", "fed_edge_accuracy", "fed_edge_loss", "fed_edge_examples")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
@@ -320,6 +334,12 @@ class RoundSummary(_message.Message):
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
+    FED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    FED_LOSS_FIELD_NUMBER: _ClassVar[int]
+    FED_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    FED_EDGE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    FED_EDGE_LOSS_FIELD_NUMBER: _ClassVar[int]
+    FED_EDGE_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     round: int
     accuracy: float
     loss: float
@@ -330,7 +350,13 @@ class RoundSummary(_message.Message):
     seconds: float
     committed_at: float
     epsilon: float
-    def __init__(self, round: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., clients: _Optional[int] = ..., examples: _Optional[int] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., committed_at: _Optional[float] = ..., epsilon: _Optional[float] = ...) -> None: ...
+    fed_accuracy: float
+    fed_loss: float
+    fed_examples: int
+    fed_edge_accuracy: float
+    fed_edge_loss: float
+    fed_edge_examples: int
+    def __init__(self, round: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., clients: _Optional[int] = ..., examples: _Optional[int] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., committed_at: _Optional[float] = ..., epsilon: _Optional[float] = ..., fed_accuracy: _Optional[float] = ..., fed_loss: _Optional[float] = ..., fed_examples: _Optional[int] = ..., fed_edge_accuracy: _Optional[float] = ..., fed_edge_loss: _Optional[float] = ..., fed_edge_examples: _Optional[int] = ...) -> None: ...
 
 class PrivacyStatus(_message.Message):
     __slots__ = ("mode", "noise_multiplier", "delta", "epsilon", "target_epsilon", "clip")
@@ -349,7 +375,7 @@ class PrivacyStatus(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., noise_multiplier: _Optional[float] = ..., delta: _Optional[float] = ..., epsilon: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., clip: _Optional[float] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("task", "phase", "round", "rounds_total", "model_version", "devices", "rounds", "refusals", "uptime_seconds", "selected", "reported", "devices_total", "devices_live", "privacy")
+    __slots__ = ("task", "phase", "round", "rounds_total", "model_version", "devices", "rounds", "refusals", "uptime_seconds", "selected", "reported", "devices_total", "devices_live", "privacy", "rollout")
     class RefusalsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -371,6 +397,7 @@ class StatusReply(_message.Message):
     DEVICES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     DEVICES_LIVE_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     task: str
     phase: str
     round: int
@@ -385,7 +412,38 @@ class StatusReply(_message.Message):
     devices_total: int
     devices_live: int
     privacy: PrivacyStatus
-    def __init__(self, task: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds_total: _Optional[int] = ..., model_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., refusals: _Optional[_Mapping[str, int]] = ..., uptime_seconds: _Optional[float] = ..., selected: _Optional[int] = ..., reported: _Optional[int] = ..., devices_total: _Optional[int] = ..., devices_live: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyStatus, _Mapping]] = ...) -> None: ...
+    rollout: RolloutStatus
+    def __init__(self, task: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds_total: _Optional[int] = ..., model_version: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., refusals: _Optional[_Mapping[str, int]] = ..., uptime_seconds: _Optional[float] = ..., selected: _Optional[int] = ..., reported: _Optional[int] = ..., devices_total: _Optional[int] = ..., devices_live: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyStatus, _Mapping]] = ..., rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("round", "stage", "reason", "canaries", "rolled_back")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CANARIES_FIELD_NUMBER: _ClassVar[int]
+    ROLLED_BACK_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    stage: str
+    reason: str
+    canaries: _containers.RepeatedScalarFieldContainer[str]
+    rolled_back: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round: _Optional[int] = ..., stage: _Optional[str] = ..., reason: _Optional[str] = ..., canaries: _Optional[_Iterable[str]] = ..., rolled_back: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RolloutRequest(_message.Message):
+    __slots__ = ("action", "reason")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    reason: str
+    def __init__(self, action: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RolloutReply(_message.Message):
+    __slots__ = ("rollout", "message")
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    rollout: RolloutStatus
+    message: str
+    def __init__(self, rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SecureParams(_message.Message):
     __slots__ = ("threshold", "degree", "seed", "size", "clip", "weight_cap", "scale", "noise_std")

@@ -74,6 +74,11 @@ class FederationStub(object):
                 request_serializer=fedge_dot_protos_dot_fedge__pb2.MaskedChunk.SerializeToString,
                 response_deserializer=fedge_dot_protos_dot_fedge__pb2.SubmitReply.FromString,
                 _registered_method=True)
+        self.Rollout = channel.unary_unary(
+                '/fedge.v1.Federation/Rollout',
+                request_serializer=fedge_dot_protos_dot_fedge__pb2.RolloutRequest.SerializeToString,
+                response_deserializer=fedge_dot_protos_dot_fedge__pb2.RolloutReply.FromString,
+                _registered_method=True)
 
 
 class FederationServicer(object):
@@ -87,7 +92,8 @@ class FederationServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def PollTask(self, request, context):
-        """Long-polls for the device's next task (TRAIN, WAIT, STOP or DEPLOY).
+        """Long-polls for the device's next task (TRAIN, WAIT, STOP, DEPLOY, EVALUATE or
+        ROLLBACK).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,6 +143,14 @@ class FederationServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rollout(self, request, context):
+        """An operator steers the gated rollout of the newest edge artifact (`fedge edge
+        rollout|rollback`); refused to device tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +193,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.SubmitMasked,
                     request_deserializer=fedge_dot_protos_dot_fedge__pb2.MaskedChunk.FromString,
                     response_serializer=fedge_dot_protos_dot_fedge__pb2.SubmitReply.SerializeToString,
+            ),
+            'Rollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollout,
+                    request_deserializer=fedge_dot_protos_dot_fedge__pb2.RolloutRequest.FromString,
+                    response_serializer=fedge_dot_protos_dot_fedge__pb2.RolloutReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +416,33 @@ class Federation(object):
             '/fedge.v1.Federation/SubmitMasked',
             fedge_dot_protos_dot_fedge__pb2.MaskedChunk.SerializeToString,
             fedge_dot_protos_dot_fedge__pb2.SubmitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.Federation/Rollout',
+            fedge_dot_protos_dot_fedge__pb2.RolloutRequest.SerializeToString,
+            fedge_dot_protos_dot_fedge__pb2.RolloutReply.FromString,
             options,
             channel_credentials,
             insecure,

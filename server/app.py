@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -20,10 +21,13 @@ from fedge.protos import fedge_pb2_grpc
 from fedge.server.admission import Guards, poll_slots
 from fedge.server.deploy import Deployments
 from fedge.server.evaluate import Evaluator
+from fedge.server.fleet_eval import FleetEvaluation, latest_gauges
 from fedge.server.preflight import preflight
 from fedge.server.registry import Registry
+from fedge.server.rollout import Rollout
 from fedge.server.rounds import Phase, Rounds, RoundSettings
 from fedge.server.service import FederationService
+from fedge.server.side_tasks import edge_ready, rollout_settled
 from fedge.server.status import snapshot
 from fedge.server.status import write as write_status
 from fedge.server.store import RoundRecord, StateStore
@@ -140,6 +144,20 @@ class FedgeServer:
         self.rounds = rounds_type(settings, specs, self.registry, self.store,
                              Evaluator(self.task), initial, self.task.name, on_round,
                              strategy, self.deployments, budget)
+        if config.canary_fraction > 0 and self.deployments is not None:
+            self.deployments.gate = Rollout(
+                config.canary_fraction, config.canary_margin, config.canary_timeout_s,
+                config.holdout_fraction, config.seed, self.store,
+                functools.partial(rollout_settled, self.rounds))
+            if self.deployments.latest is not None:  # served again after a restart
+                self.deployments.gate.adopt(self.deployments.latest.round)
+            self.deployments.on_ready = functools.partial(edge_ready, self.rounds)
+        if config.eval_every_rounds:
+            self.rounds.evaluation = FleetEvaluation(
+                config.eval_every_rounds, config.eval_fraction, config.holdout_fraction,
+                config.seed, self.store)
+            if self.deployments is not None:  # each new artifact is evaluated too
+                self.deployments.on_ready = functools.partial(edge_ready, self.rounds)
         _resume_edge(self.rounds, self.store, self.deployments)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers,
@@ -210,6 +228,8 @@ class FedgeServer:
         built = self.deployments.built if self.deployments is not None else 0
         extra = {"fedge_edge_artifacts_built": float(built),
                  "fedge_edge_artifacts_installed": float(self.service.edge_installed)}
+        if self.rounds.evaluation is not None:  # the newest federated evaluation
+            extra.update(latest_gauges(self.store))
         budget = self.rounds.budget
         if budget is not None:  # the privacy spent so far, at the run's delta
             extra["fedge_dp_epsilon"] = budget.epsilon

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from fedge.edge.runtime.verify import verify
 from fedge.refusals import StaleRequest
 from fedge.tasks import Task
 from fedge.tensors import sha256_hex
+
+if TYPE_CHECKING:
+    from fedge.server.rollout import Rollout
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,8 @@ class Deployments:
         self.latest: Shipped | None = self._load_latest()
         self.failures = 0
         self.built = 0  # artifacts built by this process
+        # The canary gate (server/rollout.py): asked before any device is offered one.
+        self.gate: Rollout | None = None
 
     @property
     def public_key_path(self) -> Path:
@@ -133,9 +139,11 @@ class Deployments:
                 self.on_ready()
 
     def busy(self) -> bool:
-        """True while a build runs or waits."""
+        """True while a build runs or waits, or the newest artifact waits for its
+        canaries."""
         with self._lock:
-            return self._building
+            building = self._building
+        return building or (self.gate is not None and self.gate.pending())
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Waits until no build runs; False on timeout."""
@@ -154,6 +162,8 @@ class Deployments:
             offers = self._offers.get(device_id, 0)
             if latest is None or offers >= MAX_OFFERS:
                 return None
+        if self.gate is not None and not self.gate.allows(device_id, latest.round):
+            return None  # not a canary, or the artifact was halted
         # Outside the lock: reported() may read the state database.
         if offers and (reported is None or reported(device_id, latest.round)):
             with self._lock:

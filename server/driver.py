@@ -20,6 +20,7 @@ from fedge.server.registry import Device
 from fedge.server.round_state import Phase, sample_size, verdict
 from fedge.server.sampler import sample
 from fedge.server.secure_round import close_secure_round, present_noise_multiplier
+from fedge.server.side_tasks import open_after_commit
 
 if TYPE_CHECKING:
     from fedge.server.rounds import Rounds
@@ -155,7 +156,9 @@ class Driver:
             rounds.ended_early = self._budget_reason(state.number)
             log.warning("round %d is the last: %s", state.number, rounds.ended_early,
                         extra={"event": "run.budget", "round": state.number})
-        rounds.install(record, weights, blob, last=last)
+        with rounds.cond:  # one step for the polls: the model and its evaluation
+            rounds.install(record, weights, blob, last=last)
+            open_after_commit(rounds, record.round, last)
         log.info("round %d committed: accuracy %.4f, loss %.4f, %d client(s), %.2f s",
                  record.round, record.accuracy, record.loss, record.clients, record.seconds,
                  extra={"event": "round.committed", "round": record.round,
@@ -187,4 +190,6 @@ class Driver:
         deploy = self._rounds.deploy
         while deploy is not None and not self._rounds.stopping:
             if deploy.wait_idle(0.5):
-                return
+                if not deploy.busy():  # nor its canaries still to report
+                    return
+                self._pause(0.5)

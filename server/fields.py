@@ -1,4 +1,5 @@
-"""Limits on every string, map and number a device sends, checked before it is used.
+"""Limits on every string, map and number a device sends, checked before it is used
+(and the update header's kind and encoding against the run's).
 
 Without them the 4 MiB message cap is the only bound: one device's capability string
 would make every Status reply too large to send, its metrics would fill the database, and
@@ -11,9 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from fedge.protos import fedge_pb2
-from fedge.refusals import OverLimit, quote
+from fedge.refusals import InvalidRequest, OverLimit, quote
+from fedge.wire import ENCODINGS, UPDATE_KINDS, enum_name
+
+if TYPE_CHECKING:
+    from fedge.server.round_state import RoundSettings
 
 TEXT_CHARS = 256  # a capability string, a task name
 ID_CHARS = 128  # session and task ids (ours are 32 and 16 hex digits)
@@ -89,4 +95,24 @@ def check_report(report: fedge_pb2.MetricsReport, latest: int) -> dict[str, floa
     round in progress, latest + 1) and bounded, finite metrics; returns the metrics."""
     check_count("round", report.round, 0, latest + 1)
     check_count("model_version", report.model_version, 0, latest)
+    check_text("task_id", report.task_id, 128)
     return check_metrics(report.metrics, REPORT_METRICS)
+
+
+def check_update_header(header: fedge_pb2.UpdateHeader, settings: RoundSettings,
+                        latest: int) -> dict[str, float]:
+    """Refuses a header this run cannot take, before its task is looked at; returns
+    its metrics, checked before anything is folded."""
+    check_text("task_id", header.task_id, 128)
+    check_count("round", header.round, 0, latest + 1)
+    metrics = check_metrics(header.metrics, HEADER_METRICS)
+    # Unspecified means WEIGHTS and F32, what devices sent before these existed.
+    kind = header.kind or fedge_pb2.WEIGHTS
+    encoding = header.encoding or fedge_pb2.F32
+    if kind != UPDATE_KINDS[settings.update_kind]:
+        raise InvalidRequest(f"this run takes {settings.update_kind} updates; the device "
+                             f"sent {enum_name(fedge_pb2.UpdateKind, kind)}")
+    if encoding != ENCODINGS[settings.encoding]:
+        raise InvalidRequest(f"this run takes {settings.encoding}-encoded updates; the "
+                             f"device sent {enum_name(fedge_pb2.Encoding, encoding)}")
+    return metrics

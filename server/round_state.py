@@ -127,12 +127,17 @@ class Phase(Enum):
 class TaskView:
     """What PollTask answers, independent of the wire types."""
 
-    kind: str  # "TRAIN", "WAIT", "STOP" or "DEPLOY"
+    kind: str  # "TRAIN", "WAIT", "STOP", "DEPLOY" or "EVALUATE"
     assignment: Assignment | None = None
     model_version: int = 0  # for DEPLOY: the round the artifact was built from
     retry_after_s: float = 1.0
     message: str = ""
     artifact_sha256: str = ""  # for DEPLOY
+    task_id: str = ""  # for EVALUATE: the task its report names
+    round: int = 0  # for EVALUATE: the evaluation's round
+    evaluate_global: bool = False  # for EVALUATE: also measure the global model
+    canary: bool = False  # for DEPLOY: the device is a canary (server/rollout.py)
+    canary_margin: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from fedge.server.round_state import (
     shuffle_seed,
 )
 from fedge.server.secure_round import SecureRound, make_params
+from fedge.server.side_tasks import side_task
 from fedge.server.store import RoundRecord, StateStore
 from fedge.server.strategies.fedavg import FedAvg
 from fedge.server.strategies.spec import Strategy
@@ -50,6 +51,7 @@ from fedge.tensors import Spec, from_blob, l2_norm, sha256_hex
 if TYPE_CHECKING:
     from fedge.server.budget import PrivacyBudget
     from fedge.server.deploy import Deployments
+    from fedge.server.fleet_eval import FleetEvaluation
 
 # Re-exported: the service and the tests import the round's values from here.
 __all__ = ["AlreadyAccepted", "Assignment", "Phase", "Progress", "RoundSettings", "Rounds",
@@ -106,8 +108,9 @@ class Rounds:
         # The median distance of the last attempt's updates (0: none yet, warm-up).
         self.reference_distance = 0.0
         self.deploy = deployments
+        self.evaluation: FleetEvaluation | None = None  # federated evaluation, if on
         if deployments is not None:
-            deployments.on_ready = self._wake
+            deployments.on_ready = self.wake
 
         record, blob = starting_point(store, evaluate, initial, task_name)
         self.model_version = record.round
@@ -132,9 +135,9 @@ class Rounds:
                 # After the last round, a device is told STOP only once it has been
                 # handed the final edge artifact (or none is being built).
                 if self.phase is Phase.DONE and not self.edge_building():
-                    deploy = self._deploy_view(device)
-                    if deploy is not None:
-                        return deploy
+                    side = side_task(self, device)  # DEPLOY, then EVALUATE
+                    if side is not None:
+                        return side
                     self._stopped.add(device.session_id)
                     self.registry.leave(device.session_id)  # its daemon exits now
                     self.cond.notify_all()
@@ -145,9 +148,9 @@ class Rounds:
                 if (self.phase is Phase.TRAINING and assignment is not None
                         and not assignment.settled and not device.inference_only):
                     return TaskView("TRAIN", assignment, self.model_version)
-                deploy = self._deploy_view(device)
-                if deploy is not None:
-                    return deploy
+                side = side_task(self, device)
+                if side is not None:
+                    return side
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stop.is_set():
                     return TaskView("WAIT", retry_after_s=0.0,
@@ -295,27 +298,14 @@ class Rounds:
         self.cond.notify_all()
         self._tasks.notify_all()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Wakes the driver and every parked poll (something they answer changed)."""
         with self.cond:
             self._notify_everyone()
 
     def edge_building(self) -> bool:
         """Whether an edge artifact is being built (the last one holds STOP back)."""
         return self.deploy is not None and self.deploy.busy()
-
-    def _deploy_view(self, device: Device) -> TaskView | None:
-        if self.deploy is None:
-            return None
-        shipped = self.deploy.offer(device.device_id, self._reported)
-        if shipped is None:
-            return None
-        return TaskView("DEPLOY", model_version=shipped.round, artifact_sha256=shipped.sha256,
-                        message=f"install the edge artifact of round {shipped.round}")
-
-    def _reported(self, device_id: str, round_: int) -> bool:
-        """Whether device_id reported the artifact of round_ installed or refused."""
-        return any(device_id in self.store.metric_values(round_, "device", name)
-                   for name in ("edge_installed", "edge_refused"))
 
     def artifact_built(self, round_: int) -> bool:
         """Whether an edge artifact was built from round_ (a device may report it)."""

@@ -45,26 +45,24 @@ from fedge.server.admission import (
     check_num_tensors,
 )
 from fedge.server.downloads import model_chunks
-from fedge.server.fields import (
-    HEADER_METRICS,
-    check_count,
-    check_join,
-    check_metrics,
-    check_report,
-    check_text,
-)
+from fedge.server.fields import check_join, check_report, check_update_header
 from fedge.server.intake import Expected, receive
 from fedge.server.limits import CallLimits, UploadSlots, peer_host
 from fedge.server.registry import Device, Registry
 from fedge.server.relays import check_relay
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds
 from fedge.server.secure_service import secure_step, submit_masked
+from fedge.server.side_tasks import (
+    edge_report,
+    holdout_of,
+    operate_rollout,
+    report_evaluation,
+)
 from fedge.server.status import to_proto
 from fedge.server.store import StateStore
 from fedge.server.task_message import task_message
 from fedge.server.tokens import TokenStore, check_device_id, hash_token
 from fedge.tensors import Spec, specs_from_proto
-from fedge.wire import ENCODINGS, UPDATE_KINDS, enum_name
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +109,14 @@ def _status_boundary(method: F) -> F:
                 _caller.reset(reset)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _operator(what: str, alternative: str = "") -> None:
+    """Refuses a caller without an operator token."""
+    caller = _caller.get()
+    if caller is None or caller.role != "operator":
+        raise PermissionDenied(f"{what} is for operators: create a token with `fedge tokens "
+                               f"create --role operator`{alternative}")
 
 
 def _size(message: Any) -> int:
@@ -247,7 +253,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         reply = fedge_pb2.JoinReply(session_id=device.session_id,
                                     round=self._rounds.model_version + 1,
                                     model_version=self._rounds.model_version,
-                                    poll_seconds=self._poll_seconds)
+                                    poll_seconds=self._poll_seconds,
+                                    holdout_fraction=holdout_of(self._rounds))
         self._rounds.count_bytes(down=_size(reply))
         return reply
 
@@ -315,7 +322,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(first))
         header = first.header
         device = self._device(header.session_id)
-        metrics = self._check_header(header)
+        metrics = check_update_header(header, self._rounds.settings,
+                                      self._rounds.model_version)
         assignment: Assignment | None = None  # the task, once check_submission found it
         try:
             assignment = self._rounds.check_submission(device, header.task_id, header.round,
@@ -349,24 +357,6 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         reply = fedge_pb2.SubmitReply(accepted=True, message="update accepted")
         self._rounds.count_bytes(down=_size(reply))
         return reply
-
-    def _check_header(self, header: fedge_pb2.UpdateHeader) -> dict[str, float]:
-        """Refuses a header this run cannot take, before its task is looked at; returns
-        its metrics, checked (fedge.server.fields) before anything is folded."""
-        check_text("task_id", header.task_id, 128)
-        check_count("round", header.round, 0, self._rounds.model_version + 1)
-        metrics = check_metrics(header.metrics, HEADER_METRICS)
-        settings = self._rounds.settings
-        # Unspecified means WEIGHTS and F32, what devices sent before these existed.
-        kind = header.kind or fedge_pb2.WEIGHTS
-        encoding = header.encoding or fedge_pb2.F32
-        if kind != UPDATE_KINDS[settings.update_kind]:
-            raise InvalidRequest(f"this run takes {settings.update_kind} updates; the device "
-                                 f"sent {enum_name(fedge_pb2.UpdateKind, kind)}")
-        if encoding != ENCODINGS[settings.encoding]:
-            raise InvalidRequest(f"this run takes {settings.encoding}-encoded updates; the "
-                                 f"device sent {enum_name(fedge_pb2.Encoding, encoding)}")
-        return metrics
 
     def _tensor_chunks(self, request_iterator: Iterator[fedge_pb2.UpdateChunk],
                        ) -> Iterator[fedge_pb2.TensorChunk]:
@@ -412,6 +402,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(request))
         device = self._device(request.session_id)
         metrics = check_report(request, self._rounds.model_version)
+        if request.task_id:  # the answer to an EVALUATE task (fedge.server.fleet_eval)
+            report_evaluation(self._rounds, device, request, metrics)
+            return fedge_pb2.MetricsReply()
         if ("edge_installed" in metrics or "edge_refused" in metrics) and not (
                 self._rounds.artifact_built(request.model_version)):
             raise StaleRequest(f"no edge artifact was built from round "
@@ -421,6 +414,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             device.edge_model = str(request.model_version)
             with self._counts_lock:  # handlers run on many threads
                 self.edge_installed += 1
+        edge_report(self._rounds, device, request.model_version, metrics)
         reply = fedge_pb2.MetricsReply()
         self._rounds.count_bytes(down=_size(reply))
         return reply
@@ -428,11 +422,14 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     @_status_boundary
     def Status(self, request: fedge_pb2.StatusRequest,
                context: grpc.ServicerContext) -> fedge_pb2.StatusReply:
-        caller = _caller.get()
-        if caller is None or caller.role != "operator":
-            raise PermissionDenied("status is for operators: create a token with `fedge "
-                                   "tokens create --role operator`, or read it on the "
-                                   "server's machine with `fedge status --state-dir`")
+        _operator("status", ", or read it on the server's machine with `fedge status "
+                  "--state-dir`")
         if self.status is None:
             raise Unsupported("this server does not report status")
         return to_proto(self.status(request.last_rounds or 5))
+
+    @_status_boundary
+    def Rollout(self, request: fedge_pb2.RolloutRequest,
+                context: grpc.ServicerContext) -> fedge_pb2.RolloutReply:
+        _operator("steering a rollout")
+        return operate_rollout(self._rounds, request)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedge.protos import fedge_pb2
+from fedge.server.fleet_eval import FED_KEYS, columns, recorded
 from fedge.server.registry import Registry
 from fedge.server.rounds import Rounds
 from fedge.server.store import StateStore
@@ -54,11 +55,15 @@ def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
     recent = [{**r.to_dict(), "committed_at": times.get(r.round, 0.0)}
               for r in store.rounds()[-max(0, last_rounds):]] if last_rounds else []
     budget = rounds.budget
+    fed = recorded(store) if recent else {}  # federated evaluation (server/fleet_eval.py)
     for r in recent:
         r.pop("sha256", None)
+        r.update(columns(fed.get(int(r["round"]))))
         if budget is not None:
             r["epsilon"] = budget.epsilon_of(int(r["round"])) or 0.0
     privacy = {"privacy": budget.summary()} if budget is not None else {}
+    gate = rounds.deploy.gate if rounds.deploy is not None else None
+    rollout = gate.snapshot() if gate is not None else {}  # the newest artifact's gate
     return {
         "task": task,
         "phase": progress.phase,
@@ -75,6 +80,7 @@ def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
         "uptime_seconds": round(now - started, 3),
         "written_at": time.time(),
         **privacy,
+        **({"rollout": rollout} if rollout else {}),
     }
 
 
@@ -99,7 +105,8 @@ def to_proto(snap: Mapping[str, Any]) -> fedge_pb2.StatusReply:
         uptime_seconds=snap["uptime_seconds"], selected=snap["selected"],
         reported=snap["reported"], devices_total=snap["devices_total"],
         devices_live=snap["devices_live"],
-        privacy=fedge_pb2.PrivacyStatus(**snap["privacy"]) if "privacy" in snap else None)
+        privacy=fedge_pb2.PrivacyStatus(**snap["privacy"]) if "privacy" in snap else None,
+        rollout=fedge_pb2.RolloutStatus(**snap["rollout"]) if "rollout" in snap else None)
 
 
 def from_proto(reply: fedge_pb2.StatusReply) -> dict[str, Any]:
@@ -107,7 +114,7 @@ def from_proto(reply: fedge_pb2.StatusReply) -> dict[str, Any]:
     device_keys = ("device_id", "last_seen_seconds", "live", "platform", "accelerator",
                    "runtime", "num_examples", "authenticated", "edge_model", "inference_only")
     round_keys: tuple[str, ...] = ("round", "accuracy", "loss", "clients", "examples", "bytes_up",
-                  "bytes_down", "seconds", "committed_at")
+                  "bytes_down", "seconds", "committed_at", *FED_KEYS)
     if reply.HasField("privacy"):
         round_keys += ("epsilon",)
     return {
@@ -121,4 +128,11 @@ def from_proto(reply: fedge_pb2.StatusReply) -> dict[str, Any]:
         "uptime_seconds": reply.uptime_seconds,
         **({"privacy": {k: getattr(reply.privacy, k) for k in PRIVACY_KEYS}}
            if reply.HasField("privacy") else {}),
+        **({"rollout": rollout_of(reply.rollout)} if reply.HasField("rollout") else {}),
     }
+
+
+def rollout_of(status: fedge_pb2.RolloutStatus) -> dict[str, Any]:
+    """A RolloutStatus as the snapshot holds it."""
+    return {"round": status.round, "stage": status.stage, "reason": status.reason,
+            "canaries": list(status.canaries), "rolled_back": list(status.rolled_back)}

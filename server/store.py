@@ -34,6 +34,13 @@ CREATE TABLE IF NOT EXISTS rounds (
     seconds REAL NOT NULL,
     committed_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rollouts (
+    round INTEGER PRIMARY KEY,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    canaries TEXT NOT NULL,
+    decided_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS metrics (
     round INTEGER NOT NULL,
     device_id TEXT NOT NULL,
@@ -111,6 +118,28 @@ class StateStore:
                 "SELECT device_id, value FROM metrics WHERE round=? AND source=? AND name=? "
                 "ORDER BY rowid", (round_, source, name)).fetchall()
         return {str(device): float(value) for device, value in rows}
+
+    def metric_rows(self, source: str) -> list[tuple[int, str, str, float]]:
+        """Every (round, device, name, value) of one source, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT round, device_id, name, value FROM metrics WHERE source=? "
+                "ORDER BY rowid", (source,)).fetchall()
+        return [(int(r), str(d), str(n), float(v)) for r, d, n, v in rows]
+
+    def record_rollout(self, round_: int, stage: str, reason: str,
+                       canaries: list[str]) -> None:
+        """Records where the rollout of the artifact of round_ stands, and why."""
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO rollouts VALUES (?,?,?,?,?)",
+                             (round_, stage, reason, json.dumps(canaries), time.time()))
+
+    def rollouts(self) -> list[tuple[int, str, str, list[str]]]:
+        """Every artifact's rollout: (round, stage, reason, canaries), oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT round, stage, reason, canaries FROM rollouts "
+                                    "ORDER BY round").fetchall()
+        return [(int(r), str(s), str(w), list(json.loads(c))) for r, s, w, c in rows]
 
     def checkpoint_path(self, round_: int) -> Path:
         return self.checkpoints / f"round-{round_:06d}.safetensors"

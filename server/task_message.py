@@ -20,7 +20,9 @@ def task_message(view: TaskView, settings: RoundSettings, client_config: dict[st
     if a is None:
         return fedge_pb2.Task(kind=kind, model_version=view.model_version,
                               retry_after_seconds=view.retry_after_s, message=view.message,
-                              artifact_sha256=view.artifact_sha256)
+                              artifact_sha256=view.artifact_sha256, task_id=view.task_id,
+                              round=view.round, evaluate_global=view.evaluate_global,
+                              canary=view.canary, canary_margin=view.canary_margin)
     s = settings
     train = fedge_pb2.TrainConfig(
         epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,

@@ -36,9 +36,19 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     ax = axes[0][0]
     ax.plot(rounds, [r["accuracy"] for r in report["rounds"]], "o-", color="tab:blue",
             label="accuracy")
+    shown = [r["accuracy"] for r in report["rounds"]]
+    for key, style, label in (("fed", "^", "federated (devices' held-out)"),
+                              ("fed_edge", "v", "federated, edge model")):
+        fed = [f for f in report.get("federated") or [] if f[f"{key}_examples"]]
+        if fed:  # beside the server-side accuracy, on the same axis
+            ax.plot([f["round"] for f in fed], [f[f"{key}_accuracy"] for f in fed],
+                    style + ":", label=label)
+            shown += [f[f"{key}_accuracy"] for f in fed]
+    if report.get("federated"):
+        ax.legend(loc="lower center", fontsize="small")
     ax.set_xlabel("round")
     ax.set_ylabel("accuracy", color="tab:blue")
-    ax.set_ylim(*accuracy_limits([r["accuracy"] for r in report["rounds"]]))
+    ax.set_ylim(*accuracy_limits(shown))
     loss = ax.twinx()
     loss.plot(rounds, [r["loss"] for r in report["rounds"]], "s--", color="tab:red",
               label="loss")

@@ -70,6 +70,20 @@ def edge_block(state_dir: str | Path, round_: int,
     return block
 
 
+def federated_rows(state_dir: str | Path) -> list[dict[str, Any]]:
+    """The report's ``federated`` entry: per evaluated round, what the devices measured
+    on their held-out slices (global and edge model), weighted by their counts."""
+    from fedge.server.fleet_eval import columns, recorded
+    from fedge.server.store import StateStore
+
+    store = StateStore(state_dir)
+    try:
+        fed = recorded(store)
+    finally:
+        store.close()
+    return [{"round": r, **columns(means)} for r, means in fed.items()]
+
+
 def write_report(report: dict[str, Any], out: str | Path) -> Path:
     path = Path(out) / "report.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +159,7 @@ def format_summary(report: dict[str, Any]) -> str:
                      f"{r.get('sampled', '')} | {r['clients']} | {r.get('dropped', '')} | "
                      f"{r['bytes_up']:,} | {r['bytes_down']:,} | {r['seconds']:.2f} |"
                      + (f" {r.get('epsilon', 0):.4g} |" if dp else ""))
+    lines += _federated_lines(report)
     edge = report.get("edge")
     if edge:
         lines += ["", "## Edge model", "", "| | value |", "|---|---:|"]
@@ -152,6 +167,23 @@ def format_summary(report: dict[str, Any]) -> str:
                   for k, v in edge.items() if k != "artifact"]
         lines += ["", f"Artifact: `{edge['artifact']}`"]
     return "\n".join(lines) + "\n"
+
+
+def _federated_lines(report: dict[str, Any]) -> list[str]:
+    """The summary's table of federated evaluation (none without it)."""
+    rows = report.get("federated")
+    if not rows:
+        return []
+    lines = ["", "## Federated evaluation", "",
+             "On the devices' held-out slices, weighted by their example counts.", "",
+             "| round | accuracy | loss | examples | edge accuracy | edge loss | edge examples |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = [f"{r[f'{p}_{k}']:.4f}" if r[f"{p}_examples"] else "-"
+                 for p in ("fed", "fed_edge") for k in ("accuracy", "loss")]
+        lines.append(f"| {r['round']} | {cells[0]} | {cells[1]} | {r['fed_examples']} | "
+                     f"{cells[2]} | {cells[3]} | {r['fed_edge_examples']} |")
+    return lines
 
 
 def _privacy_lines(report: dict[str, Any]) -> list[str]:

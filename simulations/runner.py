@@ -30,7 +30,13 @@ from fedge.simulations.backends import RayBackend, choose, cores, make_backend, 
 from fedge.simulations.device import ClientSpec
 from fedge.simulations.hostile import Attack
 from fedge.simulations.partition import split, write_partitions
-from fedge.simulations.report import build_report, edge_block, participation, write_outputs
+from fedge.simulations.report import (
+    build_report,
+    edge_block,
+    federated_rows,
+    participation,
+    write_outputs,
+)
 from fedge.simulations.scatter import write_scatters
 from fedge.tasks import Task, load_task
 
@@ -109,7 +115,11 @@ def simulate(config: SimulateConfig,
         max_workers=max(256, config.clients + 64),
         # A simulated fleet is honest and trusted: it aggregates plain FedAvg weights,
         # not the fleet-relative bounds a server facing real devices applies.
-        examples_factor=0.0, norm_factor=0.0), on_round=record,
+        examples_factor=0.0, norm_factor=0.0,
+        eval_every_rounds=config.eval_every_rounds, eval_fraction=config.eval_fraction,
+        holdout_fraction=config.holdout_fraction, canary_fraction=config.canary_fraction,
+        canary_margin=config.canary_margin, canary_timeout_s=config.canary_timeout_s),
+        on_round=record,
         # Round 1 samples the whole fleet present at the start, not its first joiners.
         start_clients=present)
     port = server.start()
@@ -186,6 +196,8 @@ def simulate(config: SimulateConfig,
         report["privacy"] = budget.summary()
     if ended_early:
         report["ended_early"] = ended_early
+    if config.eval_every_rounds:  # measured by the devices on their held-out slices
+        report["federated"] = federated_rows(out / "state")
     if failure:
         report["failure"] = failure
     elif server.deployments is not None and committed and not interrupted:

@@ -1,5 +1,6 @@
 """``fedge edge``: build an edge artifact from a stored checkpoint, verify one, and run
-one on inputs (verify and predict need only numpy and onnxruntime)."""
+one on inputs (verify and predict need only numpy and onnxruntime); status, rollout and
+rollback of the gated rollout are in edge_fleet.py."""
 
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ def register(sub: Any) -> None:
     predict_p.add_argument("--scores", help="also save the model's output scores, one row "
                            "per input, to this .npy file")
     predict_p.set_defaults(func=predict)
+    from fedge.cli.edge_fleet import register as register_fleet
+
+    register_fleet(edge_sub)  # status, rollout, rollback: the gated rollout
 
 
 def build(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.server) == bool(args.state_dir):
         raise FedgeError("give --server HOST:PORT (with an operator token) or --state-dir "
                          "DIR (on the server's machine), not both")
-    snap = _remote_status(args) if args.server else _local_status(args.state_dir)
+    snap = remote_status(args) if args.server else local_status(args.state_dir)
     if args.json:
         print(json.dumps(snap, indent=2))
     else:
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _channel(args: argparse.Namespace) -> Any:
+def operator_channel(args: argparse.Namespace) -> Any:
     """An operator's channel to args.server: plain with --insecure, else TLS trusting
     --tls-ca (with --tls-cert/--tls-key when the server asks for a client certificate)."""
     import grpc
@@ -64,7 +64,7 @@ def _channel(args: argparse.Namespace) -> Any:
                                channel_credentials(args.tls_ca, args.tls_cert, args.tls_key))
 
 
-def _remote_status(args: argparse.Namespace) -> dict[str, Any]:
+def remote_status(args: argparse.Namespace) -> dict[str, Any]:
     import grpc
 
     from fedge.protos import fedge_pb2, fedge_pb2_grpc
@@ -76,7 +76,7 @@ def _remote_status(args: argparse.Namespace) -> dict[str, Any]:
                          "FEDGE_TOKEN (from `fedge tokens create --role operator`)")
     if ":" not in args.server:
         raise FedgeError(f"--server must be HOST:PORT, got {args.server!r}")
-    with _channel(args) as channel:
+    with operator_channel(args) as channel:
         try:
             reply = fedge_pb2_grpc.FederationStub(channel).Status(
                 fedge_pb2.StatusRequest(last_rounds=args.rounds), timeout=15,
@@ -86,7 +86,7 @@ def _remote_status(args: argparse.Namespace) -> dict[str, Any]:
     return from_proto(reply)
 
 
-def _local_status(state_dir: str) -> dict[str, Any]:
+def local_status(state_dir: str) -> dict[str, Any]:
     path = Path(state_dir) / "status.json"
     try:
         snap: dict[str, Any] = json.loads(path.read_text())
@@ -98,6 +98,12 @@ def _local_status(state_dir: str) -> dict[str, Any]:
     age = time.time() - float(snap.get("written_at", 0))
     snap["snapshot_age_seconds"] = round(age, 1)
     return snap
+
+
+def _fed(r: dict[str, Any], prefix: str) -> str:
+    """One model's federated accuracy and count in a round row ("-" if not measured)."""
+    n = int(r.get(f"{prefix}_examples") or 0)
+    return f"{r[prefix + '_accuracy']:>8.4f}  {n:>6}" if n else f"{'-':>8}  {'-':>6}"
 
 
 def format_status(snap: dict[str, Any]) -> str:
@@ -134,12 +140,17 @@ def format_status(snap: dict[str, Any]) -> str:
                      f"delta {privacy['delta']:.3g}{target} (noise multiplier "
                      f"{privacy['noise_multiplier']:g}, clip {privacy['clip']:.4g})")
     lines.append("rounds:")
+    # Federated evaluation (on the devices' held-out slices), when the server ran one.
+    fed = any(r.get("fed_examples") or r.get("fed_edge_examples") for r in snap["rounds"])
     lines.append(f"  {'round':>5}  {'accuracy':>8}  {'loss':>7}  {'clients':>7}  "
-                 f"{'seconds':>7}" + (f"  {'epsilon':>8}" if privacy else ""))
+                 f"{'seconds':>7}" + (f"  {'epsilon':>8}" if privacy else "")
+                 + (f"  {'fed acc':>8}  {'fed n':>6}  {'edge acc':>8}  {'edge n':>6}"
+                    if fed else ""))
     for r in snap["rounds"]:
         lines.append(f"  {r['round']:>5}  {r['accuracy']:>8.4f}  {r['loss']:>7.4f}  "
                      f"{r['clients']:>7}  {r['seconds']:>7.2f}"
-                     + (f"  {r.get('epsilon', 0):>8.4g}" if privacy else ""))
+                     + (f"  {r.get('epsilon', 0):>8.4g}" if privacy else "")
+                     + (f"  {_fed(r, 'fed')}  {_fed(r, 'fed_edge')}" if fed else ""))
     if snap["refusals"]:
         lines.append("refused: " + ", ".join(f"{k} {v}" for k, v in snap["refusals"].items()))
     return "\n".join(lines)

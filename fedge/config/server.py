@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedge.config.lifecycle import LifecycleSettings
 from fedge.config.privacy import PrivacySettings, check_privacy
 from fedge.config.settings import check_declared, check_tls, setting
 from fedge.config.strategy import LocalTraining, StrategySettings, check_strategy
@@ -13,7 +14,7 @@ NORM_ACTIONS = ("refuse", "clip")
 
 
 @dataclass(frozen=True)
-class ServerConfig(LocalTraining, StrategySettings, PrivacySettings):
+class ServerConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSettings):
     """Settings of ``fedge server``: each field's declaration says what it does."""
 
     task: str = setting("digits-mlp", "built-in task name or package.module:attr")

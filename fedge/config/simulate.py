@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fedge.config.lifecycle import LifecycleSettings
 from fedge.config.privacy import PrivacySettings, check_privacy
 from fedge.config.settings import check_declared, check_range, setting
 from fedge.config.strategy import LocalTraining, StrategySettings, check_strategy
@@ -20,7 +21,7 @@ BACKEND = "backend"  # the docs group of the backends
 
 
 @dataclass(frozen=True)
-class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings):
+class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSettings):
     """Settings of ``fedge simulate``: one real server and N real client daemons on
     loopback gRPC, each client training on its own partition written to disk."""
 
