@@ -179,7 +179,3 @@ class RelayRounds(Rounds):
             self.fail(reason)
         else:
             self.end_early("the upstream run is over")
-
-    def wake(self) -> None:
-        """Wakes the parked polls (an edge artifact arrived from the upstream)."""
-        self._wake()
