@@ -4,7 +4,9 @@ Downloads resume from the last byte received when a stream breaks, and end with 
 whole blob checked against its SHA-256. An update goes up as one stream (the header,
 then tensor chunks of at most 1 MiB) and is sent again only while the server's refusal
 allows it (``Refusal.resend``: the server is busy or away) and the round's deadline is
-not past; a refusal of what was sent (too large, damaged, invalid) is final.
+not past; a refusal of what was sent (too large, damaged, invalid) is final. A resent
+update starts at the byte the server says it kept of a broken stream (``UploadOffset``),
+so a link cut at half way costs half an update, not a whole one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 DOWNLOAD_ATTEMPTS = 5  # a stream broken this often is the loop's problem (it rejoins)
 UPLOAD_ATTEMPTS = 8  # sends of one update at most, however far off the deadline
+OFFSET_ASKS = 8  # asks for a broken upload's offset while the server still reads it
 
 
 def download(session: Session, version: int, artifact: bool = False) -> bytes:
@@ -72,20 +75,45 @@ def decode_weights(blob: bytes, version: int, specs: list[Spec],
 
 def update_stream(header: fedge_pb2.UpdateHeader,
                   weights: dict[str, np.ndarray]) -> Iterator[fedge_pb2.UpdateChunk]:
-    """The messages of one upload: the header, then the tensors' chunks."""
+    """The messages of one upload: the header, then the tensors' chunks from the
+    header's resume_offset on."""
     yield fedge_pb2.UpdateChunk(header=header)
-    for chunk in iter_chunks(weights):
+    for chunk in iter_chunks(weights, start=header.resume_offset):
         yield fedge_pb2.UpdateChunk(tensor=chunk)
+
+
+def upload_offset(session: Session, header: fedge_pb2.UpdateHeader, total: int) -> int:
+    """Where a broken upload of this update (total data bytes) resumes: the bytes the
+    server kept of it (0 when it kept none, or is too old to say)."""
+    request = fedge_pb2.UploadOffsetRequest(session_id=session.id, task_id=header.task_id,
+                                            sha256=header.sha256)
+    for _ in range(OFFSET_ASKS):
+        try:
+            offset = int(session.stub.UploadOffset(request, timeout=30).offset)
+            return offset if 0 <= offset <= total else 0
+        except grpc.RpcError as exc:
+            refusal = refusal_of(exc)
+            if refusal.name != "upload_in_progress":
+                log.info("%s: no resume offset for the update (%s); sending it whole",
+                         session.device_id, refusal)
+                return 0
+            # The server has not yet seen the broken stream end: ask again shortly.
+            session.link.pause(session.link.backoff.next_delay())
+    return 0
 
 
 def submit(session: Session, header: fedge_pb2.UpdateHeader,
            weights: dict[str, np.ndarray], deadline: float) -> fedge_pb2.SubmitReply:
     """Sends the update; resends after a backoff while the refusal allows it, the
     deadline (unix seconds) is not reached and fewer than UPLOAD_ATTEMPTS were made (a
-    resent copy of an accepted update is answered, not folded twice). Raises the last
-    grpc.RpcError otherwise."""
+    resent copy of an accepted update is answered, not folded twice). A resend goes on
+    from the bytes the server kept of a broken stream. Raises the last grpc.RpcError
+    otherwise."""
+    total = sum(int(a.nbytes) for a in weights.values())
     for attempt in range(1, UPLOAD_ATTEMPTS + 1):
         try:
+            if attempt > 1:  # the server may hold the part a broken stream carried
+                header.resume_offset = upload_offset(session, header, total)
             reply: fedge_pb2.SubmitReply = session.stub.SubmitUpdate(
                 update_stream(header, weights), timeout=600)
             session.link.backoff.reset()

@@ -107,21 +107,28 @@ def _raw_bytes(array: np.ndarray) -> memoryview:
 
 
 def iter_chunks(
-    arrays: Arrays, chunk_bytes: int = CHUNK_BYTES
+    arrays: Arrays, chunk_bytes: int = CHUNK_BYTES, start: int = 0
 ) -> Iterator[fedge_pb2.TensorChunk]:
     """Splits named arrays into tensor chunks of at most chunk_bytes of data each, each
     holding whole values (so a chunk decodes on its own), with a CRC-32 of its data.
 
-    Every tensor yields at least one chunk, so empty tensors arrive too.
+    Every tensor yields at least one chunk, so empty tensors arrive too. start: the
+    byte of the stream's data (all tensors' bytes in stream order) to begin at, for an
+    upload that resumes; it must fall on a value's boundary.
     """
     if chunk_bytes <= 0:
         raise ValueError("chunk_bytes must be positive")
+    before = 0  # stream bytes of the tensors already passed
     for name in sorted(arrays):
         spec = spec_of(name, arrays[name])
         raw = _raw_bytes(arrays[name])
         itemsize = arrays[name].dtype.itemsize
         step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)  # whole values only
-        offset = 0
+        offset, before = max(0, start - before), before + len(raw)
+        if offset and offset >= len(raw):
+            continue  # sent whole before the break
+        if offset % itemsize:
+            raise ValueError(f"resume offset {start} splits a value of tensor {name!r}")
         while True:
             piece = bytes(raw[offset : offset + step])
             yield fedge_pb2.TensorChunk(
@@ -147,6 +154,7 @@ class TensorAssembler:
         self._filled: dict[str, int] = {}
         self._max_bytes = max_bytes
         self.bytes_received = 0
+        self.bytes_allocated = 0  # of the arrays being assembled
 
     def add(self, chunk: fedge_pb2.TensorChunk) -> None:
         spec = self._expected.get(chunk.name)
@@ -161,6 +169,7 @@ class TensorAssembler:
             raise TooLarge(f"update exceeds the maximum of {self._max_bytes} bytes")
         if chunk.name not in self._arrays:
             self._arrays[chunk.name] = np.empty(spec.shape, dtype=check_dtype(spec.dtype))
+            self.bytes_allocated += spec.nbytes
             self._filled[chunk.name] = 0
         filled = self._filled[chunk.name]
         if chunk.offset != filled:

@@ -74,6 +74,11 @@ class FederationStub(object):
                 request_serializer=fedge_dot_protos_dot_fedge__pb2.MaskedChunk.SerializeToString,
                 response_deserializer=fedge_dot_protos_dot_fedge__pb2.SubmitReply.FromString,
                 _registered_method=True)
+        self.UploadOffset = channel.unary_unary(
+                '/fedge.v1.Federation/UploadOffset',
+                request_serializer=fedge_dot_protos_dot_fedge__pb2.UploadOffsetRequest.SerializeToString,
+                response_deserializer=fedge_dot_protos_dot_fedge__pb2.UploadOffsetReply.FromString,
+                _registered_method=True)
 
 
 class FederationServicer(object):
@@ -137,6 +142,14 @@ class FederationServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadOffset(self, request, context):
+        """How many bytes of an update's stream the server kept from a stream that broke, so
+        the device resumes its upload from there (0: start over).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +192,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.SubmitMasked,
                     request_deserializer=fedge_dot_protos_dot_fedge__pb2.MaskedChunk.FromString,
                     response_serializer=fedge_dot_protos_dot_fedge__pb2.SubmitReply.SerializeToString,
+            ),
+            'UploadOffset': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadOffset,
+                    request_deserializer=fedge_dot_protos_dot_fedge__pb2.UploadOffsetRequest.FromString,
+                    response_serializer=fedge_dot_protos_dot_fedge__pb2.UploadOffsetReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +415,33 @@ class Federation(object):
             '/fedge.v1.Federation/SubmitMasked',
             fedge_dot_protos_dot_fedge__pb2.MaskedChunk.SerializeToString,
             fedge_dot_protos_dot_fedge__pb2.SubmitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadOffset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.Federation/UploadOffset',
+            fedge_dot_protos_dot_fedge__pb2.UploadOffsetRequest.SerializeToString,
+            fedge_dot_protos_dot_fedge__pb2.UploadOffsetReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -146,7 +146,9 @@ class FedgeServer:
                         rate_burst=config.rate_burst,
                         max_polls=poll_slots(config.max_workers),
                         stream_idle_s=config.stream_idle_s, stream_max_s=config.stream_max_s,
-                        anonymous_per_address=config.anonymous_per_address)
+                        anonymous_per_address=config.anonymous_per_address,
+                        partial_upload_bytes=config.partial_upload_bytes,
+                        partial_upload_ttl_s=config.partial_upload_ttl_s)
         self.service = FederationService(self.task.name, specs, self.registry, self.rounds,
                                          self.store, config.poll_seconds,
                                          config.max_update_bytes, self.tokens, guards)
