@@ -363,7 +363,7 @@ class Daemon:
             if task.artifact_sha256 and sha256_hex(blob) != task.artifact_sha256:
                 raise FedgeError("the artifact is not the one the DEPLOY task named")
             x, y = self._labelled_examples()
-            metrics = install_and_evaluate(blob, self.config, x, y)
+            metrics = install_and_evaluate(bytes(blob), self.config, x, y)
             self.stats.edge_installed += 1
             self.stats.edge_version = task.model_version
         except (FedgeError, ImportError) as exc:

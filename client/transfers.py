@@ -31,10 +31,12 @@ UPLOAD_ATTEMPTS = 8  # sends of one update at most, however far off the deadline
 OFFSET_ASKS = 8  # asks for a broken upload's offset while the server still reads it
 
 
-def download(session: Session, version: int, artifact: bool = False) -> bytes:
+def download(session: Session, version: int, artifact: bool = False) -> bytearray:
     """A model version's blob (or the edge artifact built from it), resuming from the
-    last byte on a broken stream; FedgeError if it arrives damaged."""
-    parts: list[bytes] = []
+    last byte on a broken stream; FedgeError if it arrives damaged. Chunks are copied
+    once, into one buffer of the announced size (no list of parts joined at the end:
+    that would hold the model twice)."""
+    blob = bytearray()
     received, total, sha = 0, -1, ""
     for attempt in range(DOWNLOAD_ATTEMPTS):
         request = fedge_pb2.FetchRequest(session_id=session.id, model_version=version,
@@ -44,9 +46,14 @@ def download(session: Session, version: int, artifact: bool = False) -> bytes:
                 if chunk.offset != received:
                     raise FedgeError(f"model stream jumped to byte {chunk.offset}, "
                                      f"expected {received}")
-                parts.append(chunk.data)
-                received += len(chunk.data)
                 total, sha = chunk.total_size, chunk.sha256
+                end = received + len(chunk.data)
+                if not 0 <= end <= total:
+                    raise FedgeError(f"model stream runs past its {total} bytes")
+                if len(blob) != total:  # the first chunk says how large the blob is
+                    blob = bytearray(total)
+                blob[received:end] = chunk.data
+                received = end
             break
         except grpc.RpcError as exc:
             if not refusal_of(exc).resend or attempt == DOWNLOAD_ATTEMPTS - 1:
@@ -54,18 +61,18 @@ def download(session: Session, version: int, artifact: bool = False) -> bytes:
             log.warning("%s: model download broke at byte %d (%s); resuming",
                         session.device_id, received, refusal_of(exc))
             session.link.pause(session.link.backoff.next_delay())
-    blob = b"".join(parts)
-    if len(blob) != total or sha256_hex(blob) != sha:
-        raise FedgeError(f"model version {version} arrived damaged: {len(blob)} of "
+    if received != total or len(blob) != total or sha256_hex(blob) != sha:
+        raise FedgeError(f"model version {version} arrived damaged: {received} of "
                          f"{total} bytes, SHA-256 mismatch")
     return blob
 
 
-def decode_weights(blob: bytes, version: int, specs: list[Spec],
+def decode_weights(blob: bytes | bytearray, version: int, specs: list[Spec],
                    task: str) -> dict[str, np.ndarray]:
-    """A downloaded model version's weights; FedgeError unless they fit the task."""
+    """A downloaded model version's weights, views of blob's memory (a bytearray's are
+    writable); FedgeError unless they fit the task."""
     try:
-        arrays, _ = from_blob(blob)
+        arrays, _ = from_blob(blob, copy=False)
     except TensorError as exc:
         raise FedgeError(f"model version {version} does not decode: {exc}") from exc
     if fingerprint(arrays) != specs:

@@ -232,8 +232,13 @@ def to_blob(arrays: Arrays, metadata: Mapping[str, str] | None = None) -> bytes:
     return b"".join([struct.pack("<Q", len(head)), head, *raws])
 
 
-def from_blob(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Parses a safetensors-layout blob into (arrays, metadata), checking every range."""
+def from_blob(blob: bytes | bytearray, copy: bool = True
+              ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parses a safetensors-layout blob into (arrays, metadata), checking every range.
+
+    copy False: the arrays are views of blob's memory (no model-sized copy; read-only
+    for bytes), on little-endian hosts; blob must then not change while they live.
+    """
     if len(blob) < 8:
         raise TensorError("model blob is truncated: no header")
     (head_len,) = struct.unpack("<Q", blob[:8])
@@ -259,7 +264,7 @@ def from_blob(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
                                                                       shape).nbytes:
             raise TensorError(f"model blob entry {name!r} has bad byte range")
         array = np.frombuffer(data[start:end], dtype=dtype).reshape(shape)
-        arrays[name] = array.astype(dtype.newbyteorder("="), copy=True)
+        arrays[name] = array.astype(dtype.newbyteorder("="), copy=copy)
     return arrays, {str(k): str(v) for k, v in metadata.items()}
 
 
@@ -281,7 +286,7 @@ def check_crc32(chunk: fedge_pb2.TensorChunk) -> None:
                             "its CRC-32 check (damaged in transit?)")
 
 
-def sha256_hex(data: bytes) -> str:
+def sha256_hex(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
