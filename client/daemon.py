@@ -56,7 +56,7 @@ from fedge.client.data import LocalData
 from fedge.client.ledger import TaskLedger
 from fedge.client.session import Backoff, Link, Session, Stopped
 from fedge.client.stats import DaemonStats
-from fedge.client.transfers import decode_weights, download, submit
+from fedge.client.transfers import FastStub, decode_weights, download, submit
 from fedge.client.update import UpdatePlan, compute_update, encode_update
 from fedge.config import ClientConfig
 from fedge.encodings import ErrorFeedback
@@ -145,7 +145,7 @@ class Daemon:
     def run(self) -> DaemonStats:
         """Takes part in rounds until the server says STOP or stop() is called."""
         with self.channel_factory(self.config) as channel:
-            stub = fedge_pb2_grpc.FederationStub(channel)
+            stub = FastStub(channel)
             while not self.stopping:
                 try:
                     session = self._join(stub)

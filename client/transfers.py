@@ -18,11 +18,12 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 
+from fedge.chunk_wire import passthrough, update_tensor_chunk
 from fedge.client.channel import refusal_of
 from fedge.client.session import Session
 from fedge.errors import FedgeError
-from fedge.protos import fedge_pb2
-from fedge.tensors import Spec, TensorError, fingerprint, from_blob, iter_chunks, sha256_hex
+from fedge.protos import fedge_pb2, fedge_pb2_grpc
+from fedge.tensors import Spec, TensorError, fingerprint, from_blob, iter_pieces, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,24 @@ def decode_weights(blob: bytes | bytearray, version: int, specs: list[Spec],
     return arrays
 
 
-def update_stream(header: fedge_pb2.UpdateHeader,
-                  weights: dict[str, np.ndarray]) -> Iterator[fedge_pb2.UpdateChunk]:
+def update_stream(header: fedge_pb2.UpdateHeader, weights: dict[str, np.ndarray]
+                  ) -> Iterator[fedge_pb2.UpdateChunk | bytes]:
     """The messages of one upload: the header, then the tensors' chunks from the
-    header's resume_offset on."""
+    header's resume_offset on, serialized by hand (fedge.chunk_wire: FastStub sends
+    them as they are)."""
     yield fedge_pb2.UpdateChunk(header=header)
-    for chunk in iter_chunks(weights, start=header.resume_offset):
-        yield fedge_pb2.UpdateChunk(tensor=chunk)
+    for p in iter_pieces(weights, start=header.resume_offset):
+        yield update_tensor_chunk(p.name, p.dtype, p.shape, p.offset, p.data, p.crc32)
+
+
+class FastStub(fedge_pb2_grpc.FederationStub):
+    """The Federation stub, sending an update's hand-serialized chunks as they are."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        super().__init__(channel)
+        self.SubmitUpdate = channel.stream_unary(
+            "/fedge.v1.Federation/SubmitUpdate", request_serializer=passthrough,
+            response_deserializer=fedge_pb2.SubmitReply.FromString)
 
 
 def upload_offset(session: Session, header: fedge_pb2.UpdateHeader, total: int) -> int:

@@ -106,13 +106,25 @@ def _raw_bytes(array: np.ndarray) -> memoryview:
     return memoryview(little.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
-def iter_chunks(
-    arrays: Arrays, chunk_bytes: int = CHUNK_BYTES, start: int = 0
-) -> Iterator[fedge_pb2.TensorChunk]:
-    """Splits named arrays into tensor chunks of at most chunk_bytes of data each, each
-    holding whole values (so a chunk decodes on its own), with a CRC-32 of its data.
+@dataclass(frozen=True)
+class Piece:
+    """One chunk's fields: a slice of one tensor's bytes (a view), with its CRC-32."""
 
-    Every tensor yields at least one chunk, so empty tensors arrive too. start: the
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    data: memoryview
+    crc32: int
+
+
+def iter_pieces(arrays: Arrays, chunk_bytes: int = CHUNK_BYTES, start: int = 0
+                ) -> Iterator[Piece]:
+    """Splits named arrays into pieces of at most chunk_bytes of data each, each holding
+    whole values (so a chunk decodes on its own), with a CRC-32 of its data; the data
+    are views of the arrays, which must not change while they are used.
+
+    Every tensor yields at least one piece, so empty tensors arrive too. start: the
     byte of the stream's data (all tensors' bytes in stream order) to begin at, for an
     upload that resumes; it must fall on a value's boundary.
     """
@@ -130,14 +142,20 @@ def iter_chunks(
         if offset % itemsize:
             raise ValueError(f"resume offset {start} splits a value of tensor {name!r}")
         while True:
-            piece = bytes(raw[offset : offset + step])
-            yield fedge_pb2.TensorChunk(
-                name=name, dtype=spec.dtype, shape=spec.shape, offset=offset, data=piece,
-                crc32=zlib.crc32(piece),
-            )
+            piece = raw[offset : offset + step]
+            yield Piece(name, spec.dtype, spec.shape, offset, piece, zlib.crc32(piece))
             offset += len(piece)
             if offset >= len(raw):
                 break
+
+
+def iter_chunks(
+    arrays: Arrays, chunk_bytes: int = CHUNK_BYTES, start: int = 0
+) -> Iterator[fedge_pb2.TensorChunk]:
+    """The pieces of :func:`iter_pieces` as TensorChunk messages."""
+    for p in iter_pieces(arrays, chunk_bytes, start):
+        yield fedge_pb2.TensorChunk(name=p.name, dtype=p.dtype, shape=p.shape,
+                                    offset=p.offset, data=bytes(p.data), crc32=p.crc32)
 
 
 class TensorAssembler:

@@ -280,7 +280,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
 
     @_status_boundary
     def FetchModel(self, request: fedge_pb2.FetchRequest,
-                   context: grpc.ServicerContext) -> Iterator[fedge_pb2.ModelChunk]:
+                   context: grpc.ServicerContext) -> Iterator[bytes]:
         self._rounds.count_bytes(up=_size(request))
         self._device(request.session_id)
         if request.artifact:  # the packed edge artifact, resumable like the weights

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 
@@ -15,14 +16,17 @@ class CuttingProxy:
 
     direction: "down" counts bytes from the target to the caller, "up" the other way.
     After cut_after bytes have passed that way (over all connections together) the
-    connection carrying them is closed on both sides, up to `cuts` times; later
-    connections pass untouched. `passed` and `cut_at` say what happened.
+    connection carrying them stops for hold_s (the receiver takes in what it was sent:
+    a link does not break before its far end has read what arrived) and is then closed
+    on both sides, up to `cuts` times; later connections pass untouched. `passed` and
+    `cut_at` say what happened.
     """
 
     target: tuple[str, int]
     direction: str
     cut_after: int
     cuts: int = 1
+    hold_s: float = 1.5
     passed: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
     cut_at: list[int] = field(default_factory=list)
 
@@ -68,6 +72,7 @@ class CuttingProxy:
                         self._counted = 0
                 dst.sendall(data)
                 if cut:
+                    time.sleep(self.hold_s)
                     break
         except OSError:
             pass
