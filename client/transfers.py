@@ -11,6 +11,7 @@ so a link cut at half way costs half an update, not a whole one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from fedge.client.channel import refusal_of
 from fedge.client.session import Session
 from fedge.errors import FedgeError
 from fedge.protos import fedge_pb2, fedge_pb2_grpc
-from fedge.tensors import Spec, TensorError, fingerprint, from_blob, iter_pieces, sha256_hex
+from fedge.tensors import Spec, TensorError, fingerprint, from_blob, iter_pieces
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def download(session: Session, version: int, artifact: bool = False) -> bytearra
     that would hold the model twice)."""
     blob = bytearray()
     received, total, sha = 0, -1, ""
+    digest = hashlib.sha256()  # as chunks arrive: hashing overlaps the transfer
     for attempt in range(DOWNLOAD_ATTEMPTS):
         request = fedge_pb2.FetchRequest(session_id=session.id, model_version=version,
                                          offset=received, artifact=artifact)
@@ -54,6 +56,7 @@ def download(session: Session, version: int, artifact: bool = False) -> bytearra
                 if len(blob) != total:  # the first chunk says how large the blob is
                     blob = bytearray(total)
                 blob[received:end] = chunk.data
+                digest.update(chunk.data)
                 received = end
             break
         except grpc.RpcError as exc:
@@ -62,7 +65,7 @@ def download(session: Session, version: int, artifact: bool = False) -> bytearra
             log.warning("%s: model download broke at byte %d (%s); resuming",
                         session.device_id, received, refusal_of(exc))
             session.link.pause(session.link.backoff.next_delay())
-    if received != total or len(blob) != total or sha256_hex(blob) != sha:
+    if received != total or len(blob) != total or digest.hexdigest() != sha:
         raise FedgeError(f"model version {version} arrived damaged: {received} of "
                          f"{total} bytes, SHA-256 mismatch")
     return blob
