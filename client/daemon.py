@@ -57,7 +57,7 @@ from fedge.client.evaluation import HeldOut, evaluate_task
 from fedge.client.ledger import TaskLedger
 from fedge.client.session import Backoff, Link, Session, Stopped
 from fedge.client.stats import DaemonStats
-from fedge.client.transfers import decode_weights, download, submit
+from fedge.client.transfers import FastStub, decode_weights, download, submit
 from fedge.client.update import UpdatePlan, compute_update, encode_update
 from fedge.config import ClientConfig
 from fedge.encodings import ErrorFeedback
@@ -160,7 +160,7 @@ class Daemon:
     def run(self) -> DaemonStats:
         """Takes part in rounds until the server says STOP or stop() is called."""
         with self.channel_factory(self.config) as channel:
-            stub = fedge_pb2_grpc.FederationStub(channel)
+            stub = FastStub(channel)
             while not self.stopping:
                 try:
                     session = self._join(stub)
@@ -398,7 +398,7 @@ class Daemon:
             if task.artifact_sha256 and sha256_hex(blob) != task.artifact_sha256:
                 raise FedgeError("the artifact is not the one the DEPLOY task named")
             x, y = self._labelled_examples()
-            metrics = install_and_evaluate(blob, self.config, x, y, (
+            metrics = install_and_evaluate(bytes(blob), self.config, x, y, (
                 task.canary_margin if task.canary else None))
             self.stats.edge_installed += 1
             self.stats.edge_version = int(metrics.get("edge_round", task.model_version))

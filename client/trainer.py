@@ -124,6 +124,7 @@ class Trainer:
                                                        self.y[batch], optimizer))
         for hook in hooks:
             hook.remove()
+        optimizer.zero_grad(set_to_none=True)  # gradients freed before the weights' copy
         metrics = {"train_loss": float(np.mean(losses)) if losses else 0.0,
                    "train_seconds": time.perf_counter() - started}
         return weights_of(self.model), metrics

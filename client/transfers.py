@@ -4,11 +4,14 @@ Downloads resume from the last byte received when a stream breaks, and end with 
 whole blob checked against its SHA-256. An update goes up as one stream (the header,
 then tensor chunks of at most 1 MiB) and is sent again only while the server's refusal
 allows it (``Refusal.resend``: the server is busy or away) and the round's deadline is
-not past; a refusal of what was sent (too large, damaged, invalid) is final.
+not past; a refusal of what was sent (too large, damaged, invalid) is final. A resent
+update starts at the byte the server says it kept of a broken stream (``UploadOffset``),
+so a link cut at half way costs half an update, not a whole one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -16,23 +19,28 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 
+from fedge.chunk_wire import passthrough, update_tensor_chunk
 from fedge.client.channel import refusal_of
 from fedge.client.session import Session
 from fedge.errors import FedgeError
-from fedge.protos import fedge_pb2
-from fedge.tensors import Spec, TensorError, fingerprint, from_blob, iter_chunks, sha256_hex
+from fedge.protos import fedge_pb2, fedge_pb2_grpc
+from fedge.tensors import Spec, TensorError, fingerprint, from_blob, iter_pieces
 
 log = logging.getLogger(__name__)
 
 DOWNLOAD_ATTEMPTS = 5  # a stream broken this often is the loop's problem (it rejoins)
 UPLOAD_ATTEMPTS = 8  # sends of one update at most, however far off the deadline
+OFFSET_ASKS = 8  # asks for a broken upload's offset while the server still reads it
 
 
-def download(session: Session, version: int, artifact: bool = False) -> bytes:
+def download(session: Session, version: int, artifact: bool = False) -> bytearray:
     """A model version's blob (or the edge artifact built from it), resuming from the
-    last byte on a broken stream; FedgeError if it arrives damaged."""
-    parts: list[bytes] = []
+    last byte on a broken stream; FedgeError if it arrives damaged. Chunks are copied
+    once, into one buffer of the announced size (no list of parts joined at the end:
+    that would hold the model twice)."""
+    blob = bytearray()
     received, total, sha = 0, -1, ""
+    digest = hashlib.sha256()  # as chunks arrive: hashing overlaps the transfer
     for attempt in range(DOWNLOAD_ATTEMPTS):
         request = fedge_pb2.FetchRequest(session_id=session.id, model_version=version,
                                          offset=received, artifact=artifact)
@@ -41,9 +49,15 @@ def download(session: Session, version: int, artifact: bool = False) -> bytes:
                 if chunk.offset != received:
                     raise FedgeError(f"model stream jumped to byte {chunk.offset}, "
                                      f"expected {received}")
-                parts.append(chunk.data)
-                received += len(chunk.data)
                 total, sha = chunk.total_size, chunk.sha256
+                end = received + len(chunk.data)
+                if not 0 <= end <= total:
+                    raise FedgeError(f"model stream runs past its {total} bytes")
+                if len(blob) != total:  # the first chunk says how large the blob is
+                    blob = bytearray(total)
+                blob[received:end] = chunk.data
+                digest.update(chunk.data)
+                received = end
             break
         except grpc.RpcError as exc:
             if not refusal_of(exc).resend or attempt == DOWNLOAD_ATTEMPTS - 1:
@@ -51,18 +65,18 @@ def download(session: Session, version: int, artifact: bool = False) -> bytes:
             log.warning("%s: model download broke at byte %d (%s); resuming",
                         session.device_id, received, refusal_of(exc))
             session.link.pause(session.link.backoff.next_delay())
-    blob = b"".join(parts)
-    if len(blob) != total or sha256_hex(blob) != sha:
-        raise FedgeError(f"model version {version} arrived damaged: {len(blob)} of "
+    if received != total or len(blob) != total or digest.hexdigest() != sha:
+        raise FedgeError(f"model version {version} arrived damaged: {received} of "
                          f"{total} bytes, SHA-256 mismatch")
     return blob
 
 
-def decode_weights(blob: bytes, version: int, specs: list[Spec],
+def decode_weights(blob: bytes | bytearray, version: int, specs: list[Spec],
                    task: str) -> dict[str, np.ndarray]:
-    """A downloaded model version's weights; FedgeError unless they fit the task."""
+    """A downloaded model version's weights, views of blob's memory (a bytearray's are
+    writable); FedgeError unless they fit the task."""
     try:
-        arrays, _ = from_blob(blob)
+        arrays, _ = from_blob(blob, copy=False)
     except TensorError as exc:
         raise FedgeError(f"model version {version} does not decode: {exc}") from exc
     if fingerprint(arrays) != specs:
@@ -70,22 +84,58 @@ def decode_weights(blob: bytes, version: int, specs: list[Spec],
     return arrays
 
 
-def update_stream(header: fedge_pb2.UpdateHeader,
-                  weights: dict[str, np.ndarray]) -> Iterator[fedge_pb2.UpdateChunk]:
-    """The messages of one upload: the header, then the tensors' chunks."""
+def update_stream(header: fedge_pb2.UpdateHeader, weights: dict[str, np.ndarray]
+                  ) -> Iterator[fedge_pb2.UpdateChunk | bytes]:
+    """The messages of one upload: the header, then the tensors' chunks from the
+    header's resume_offset on, serialized by hand (fedge.chunk_wire: FastStub sends
+    them as they are)."""
     yield fedge_pb2.UpdateChunk(header=header)
-    for chunk in iter_chunks(weights):
-        yield fedge_pb2.UpdateChunk(tensor=chunk)
+    for p in iter_pieces(weights, start=header.resume_offset):
+        yield update_tensor_chunk(p.name, p.dtype, p.shape, p.offset, p.data, p.crc32)
+
+
+class FastStub(fedge_pb2_grpc.FederationStub):
+    """The Federation stub, sending an update's hand-serialized chunks as they are."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        super().__init__(channel)
+        self.SubmitUpdate = channel.stream_unary(
+            "/fedge.v1.Federation/SubmitUpdate", request_serializer=passthrough,
+            response_deserializer=fedge_pb2.SubmitReply.FromString)
+
+
+def upload_offset(session: Session, header: fedge_pb2.UpdateHeader, total: int) -> int:
+    """Where a broken upload of this update (total data bytes) resumes: the bytes the
+    server kept of it (0 when it kept none, or is too old to say)."""
+    request = fedge_pb2.UploadOffsetRequest(session_id=session.id, task_id=header.task_id,
+                                            sha256=header.sha256)
+    for _ in range(OFFSET_ASKS):
+        try:
+            offset = int(session.stub.UploadOffset(request, timeout=30).offset)
+            return offset if 0 <= offset <= total else 0
+        except grpc.RpcError as exc:
+            refusal = refusal_of(exc)
+            if refusal.name != "upload_in_progress":
+                log.info("%s: no resume offset for the update (%s); sending it whole",
+                         session.device_id, refusal)
+                return 0
+            # The server has not yet seen the broken stream end: ask again shortly.
+            session.link.pause(session.link.backoff.next_delay())
+    return 0
 
 
 def submit(session: Session, header: fedge_pb2.UpdateHeader,
            weights: dict[str, np.ndarray], deadline: float) -> fedge_pb2.SubmitReply:
     """Sends the update; resends after a backoff while the refusal allows it, the
     deadline (unix seconds) is not reached and fewer than UPLOAD_ATTEMPTS were made (a
-    resent copy of an accepted update is answered, not folded twice). Raises the last
-    grpc.RpcError otherwise."""
+    resent copy of an accepted update is answered, not folded twice). A resend goes on
+    from the bytes the server kept of a broken stream. Raises the last grpc.RpcError
+    otherwise."""
+    total = sum(int(a.nbytes) for a in weights.values())
     for attempt in range(1, UPLOAD_ATTEMPTS + 1):
         try:
+            if attempt > 1:  # the server may hold the part a broken stream carried
+                header.resume_offset = upload_offset(session, header, total)
             reply: fedge_pb2.SubmitReply = session.stub.SubmitUpdate(
                 update_stream(header, weights), timeout=600)
             session.link.backoff.reset()

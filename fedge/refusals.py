@@ -55,6 +55,9 @@ RULES: dict[str, Rule] = {
     "stream_cut": Rule("DEADLINE_EXCEEDED", settles=False, retry=True),
     # A string, map or count a device sent past its limit, or a value out of its range.
     "over_limit": Rule("INVALID_ARGUMENT", settles=False, retry=False),
+    # A resumed upload whose earlier part the server no longer holds (or holds up to
+    # another byte): the device asks UploadOffset again and sends from there.
+    "resume_lost": Rule("ABORTED", settles=False, retry=True),
 }
 
 # A refusal's message never grows with the input: it quotes at most QUOTE_CHARS of any
@@ -204,3 +207,9 @@ class OverLimit(Refused):
     or round out of range, a value that is not finite."""
 
     name = "over_limit"
+
+
+class ResumeLost(Refused):
+    """A resumed upload that does not start where the server's kept part of it ends."""
+
+    name = "resume_lost"

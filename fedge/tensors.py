@@ -106,31 +106,56 @@ def _raw_bytes(array: np.ndarray) -> memoryview:
     return memoryview(little.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
-def iter_chunks(
-    arrays: Arrays, chunk_bytes: int = CHUNK_BYTES
-) -> Iterator[fedge_pb2.TensorChunk]:
-    """Splits named arrays into tensor chunks of at most chunk_bytes of data each, each
-    holding whole values (so a chunk decodes on its own), with a CRC-32 of its data.
+@dataclass(frozen=True)
+class Piece:
+    """One chunk's fields: a slice of one tensor's bytes (a view), with its CRC-32."""
 
-    Every tensor yields at least one chunk, so empty tensors arrive too.
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    data: memoryview
+    crc32: int
+
+
+def iter_pieces(arrays: Arrays, chunk_bytes: int = CHUNK_BYTES, start: int = 0
+                ) -> Iterator[Piece]:
+    """Splits named arrays into pieces of at most chunk_bytes of data each, each holding
+    whole values (so a chunk decodes on its own), with a CRC-32 of its data; the data
+    are views of the arrays, which must not change while they are used.
+
+    Every tensor yields at least one piece, so empty tensors arrive too. start: the
+    byte of the stream's data (all tensors' bytes in stream order) to begin at, for an
+    upload that resumes; it must fall on a value's boundary.
     """
     if chunk_bytes <= 0:
         raise ValueError("chunk_bytes must be positive")
+    before = 0  # stream bytes of the tensors already passed
     for name in sorted(arrays):
         spec = spec_of(name, arrays[name])
         raw = _raw_bytes(arrays[name])
         itemsize = arrays[name].dtype.itemsize
         step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)  # whole values only
-        offset = 0
+        offset, before = max(0, start - before), before + len(raw)
+        if offset and offset >= len(raw):
+            continue  # sent whole before the break
+        if offset % itemsize:
+            raise ValueError(f"resume offset {start} splits a value of tensor {name!r}")
         while True:
-            piece = bytes(raw[offset : offset + step])
-            yield fedge_pb2.TensorChunk(
-                name=name, dtype=spec.dtype, shape=spec.shape, offset=offset, data=piece,
-                crc32=zlib.crc32(piece),
-            )
+            piece = raw[offset : offset + step]
+            yield Piece(name, spec.dtype, spec.shape, offset, piece, zlib.crc32(piece))
             offset += len(piece)
             if offset >= len(raw):
                 break
+
+
+def iter_chunks(
+    arrays: Arrays, chunk_bytes: int = CHUNK_BYTES, start: int = 0
+) -> Iterator[fedge_pb2.TensorChunk]:
+    """The pieces of :func:`iter_pieces` as TensorChunk messages."""
+    for p in iter_pieces(arrays, chunk_bytes, start):
+        yield fedge_pb2.TensorChunk(name=p.name, dtype=p.dtype, shape=p.shape,
+                                    offset=p.offset, data=bytes(p.data), crc32=p.crc32)
 
 
 class TensorAssembler:
@@ -147,6 +172,7 @@ class TensorAssembler:
         self._filled: dict[str, int] = {}
         self._max_bytes = max_bytes
         self.bytes_received = 0
+        self.bytes_allocated = 0  # of the arrays being assembled
 
     def add(self, chunk: fedge_pb2.TensorChunk) -> None:
         spec = self._expected.get(chunk.name)
@@ -161,6 +187,7 @@ class TensorAssembler:
             raise TooLarge(f"update exceeds the maximum of {self._max_bytes} bytes")
         if chunk.name not in self._arrays:
             self._arrays[chunk.name] = np.empty(spec.shape, dtype=check_dtype(spec.dtype))
+            self.bytes_allocated += spec.nbytes
             self._filled[chunk.name] = 0
         filled = self._filled[chunk.name]
         if chunk.offset != filled:
@@ -223,8 +250,13 @@ def to_blob(arrays: Arrays, metadata: Mapping[str, str] | None = None) -> bytes:
     return b"".join([struct.pack("<Q", len(head)), head, *raws])
 
 
-def from_blob(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Parses a safetensors-layout blob into (arrays, metadata), checking every range."""
+def from_blob(blob: bytes | bytearray, copy: bool = True
+              ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parses a safetensors-layout blob into (arrays, metadata), checking every range.
+
+    copy False: the arrays are views of blob's memory (no model-sized copy; read-only
+    for bytes), on little-endian hosts; blob must then not change while they live.
+    """
     if len(blob) < 8:
         raise TensorError("model blob is truncated: no header")
     (head_len,) = struct.unpack("<Q", blob[:8])
@@ -250,7 +282,7 @@ def from_blob(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
                                                                       shape).nbytes:
             raise TensorError(f"model blob entry {name!r} has bad byte range")
         array = np.frombuffer(data[start:end], dtype=dtype).reshape(shape)
-        arrays[name] = array.astype(dtype.newbyteorder("="), copy=True)
+        arrays[name] = array.astype(dtype.newbyteorder("="), copy=copy)
     return arrays, {str(k): str(v) for k, v in metadata.items()}
 
 
@@ -272,7 +304,7 @@ def check_crc32(chunk: fedge_pb2.TensorChunk) -> None:
                             "its CRC-32 check (damaged in transit?)")
 
 
-def sha256_hex(data: bytes) -> str:
+def sha256_hex(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 

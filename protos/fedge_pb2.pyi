@@ -207,7 +207,7 @@ class ModelChunk(_message.Message):
     def __init__(self, model_version: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("session_id", "task_id", "round", "kind", "encoding", "num_examples", "metrics", "num_tensors", "sha256")
+    __slots__ = ("session_id", "task_id", "round", "kind", "encoding", "num_examples", "metrics", "num_tensors", "sha256", "resume_offset")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +224,7 @@ class UpdateHeader(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     NUM_TENSORS_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    RESUME_OFFSET_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     task_id: str
     round: int
@@ -233,7 +234,8 @@ class UpdateHeader(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     num_tensors: int
     sha256: str
-    def __init__(self, session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[UpdateKind, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., num_tensors: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    resume_offset: int
+    def __init__(self, session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[UpdateKind, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., num_tensors: _Optional[int] = ..., sha256: _Optional[str] = ..., resume_offset: _Optional[int] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
     __slots__ = ("name", "dtype", "shape", "offset", "data", "crc32")
@@ -553,3 +555,19 @@ class MaskedChunk(_message.Message):
     header: MaskedHeader
     data: bytes
     def __init__(self, header: _Optional[_Union[MaskedHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UploadOffsetRequest(_message.Message):
+    __slots__ = ("session_id", "task_id", "sha256")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    task_id: str
+    sha256: str
+    def __init__(self, session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class UploadOffsetReply(_message.Message):
+    __slots__ = ("offset",)
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    def __init__(self, offset: _Optional[int] = ...) -> None: ...

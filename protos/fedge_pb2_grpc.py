@@ -79,6 +79,11 @@ class FederationStub(object):
                 request_serializer=fedge_dot_protos_dot_fedge__pb2.RolloutRequest.SerializeToString,
                 response_deserializer=fedge_dot_protos_dot_fedge__pb2.RolloutReply.FromString,
                 _registered_method=True)
+        self.UploadOffset = channel.unary_unary(
+                '/fedge.v1.Federation/UploadOffset',
+                request_serializer=fedge_dot_protos_dot_fedge__pb2.UploadOffsetRequest.SerializeToString,
+                response_deserializer=fedge_dot_protos_dot_fedge__pb2.UploadOffsetReply.FromString,
+                _registered_method=True)
 
 
 class FederationServicer(object):
@@ -151,6 +156,14 @@ class FederationServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadOffset(self, request, context):
+        """How many bytes of an update's stream the server kept from a stream that broke, so
+        the device resumes its upload from there (0: start over).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +211,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.Rollout,
                     request_deserializer=fedge_dot_protos_dot_fedge__pb2.RolloutRequest.FromString,
                     response_serializer=fedge_dot_protos_dot_fedge__pb2.RolloutReply.SerializeToString,
+            ),
+            'UploadOffset': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadOffset,
+                    request_deserializer=fedge_dot_protos_dot_fedge__pb2.UploadOffsetRequest.FromString,
+                    response_serializer=fedge_dot_protos_dot_fedge__pb2.UploadOffsetReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -443,6 +461,33 @@ class Federation(object):
             '/fedge.v1.Federation/Rollout',
             fedge_dot_protos_dot_fedge__pb2.RolloutRequest.SerializeToString,
             fedge_dot_protos_dot_fedge__pb2.RolloutReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadOffset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.Federation/UploadOffset',
+            fedge_dot_protos_dot_fedge__pb2.UploadOffsetRequest.SerializeToString,
+            fedge_dot_protos_dot_fedge__pb2.UploadOffsetReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -157,7 +157,7 @@ class Uplink:
             blob = download(session, task.model_version, artifact=True)
             if task.artifact_sha256 and sha256_hex(blob) != task.artifact_sha256:
                 raise FedgeError("the edge artifact is not the one the DEPLOY task named")
-            self._edge.put(task.model_version, blob)
+            self._edge.put(task.model_version, bytes(blob))
             taken = 1.0
         metrics = {"edge_installed": taken} if taken else {"edge_refused": 1.0}
         report = fedge_pb2.MetricsReport(session_id=session.id, round=task.model_version,

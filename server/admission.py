@@ -238,3 +238,5 @@ class Guards:
     stream_idle_s: float = 60.0
     stream_max_s: float = 900.0
     anonymous_per_address: int = 64
+    partial_upload_bytes: int = 1 << 30
+    partial_upload_ttl_s: float = 300.0

@@ -17,9 +17,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedge.config import ServerConfig
 from fedge.errors import FedgeError
-from fedge.protos import fedge_pb2_grpc
 from fedge.server.admission import Guards, poll_slots
 from fedge.server.deploy import Deployments
+from fedge.server.downloads import add_service
 from fedge.server.evaluate import Evaluator
 from fedge.server.fleet_eval import FleetEvaluation, latest_gauges
 from fedge.server.preflight import preflight
@@ -170,11 +170,13 @@ class FedgeServer:
                         rate_burst=config.rate_burst,
                         max_polls=poll_slots(config.max_workers),
                         stream_idle_s=config.stream_idle_s, stream_max_s=config.stream_max_s,
-                        anonymous_per_address=config.anonymous_per_address)
+                        anonymous_per_address=config.anonymous_per_address,
+                        partial_upload_bytes=config.partial_upload_bytes,
+                        partial_upload_ttl_s=config.partial_upload_ttl_s)
         self.service = FederationService(self.task.name, specs, self.registry, self.rounds,
                                          self.store, config.poll_seconds,
                                          config.max_update_bytes, self.tokens, guards)
-        fedge_pb2_grpc.add_FederationServicer_to_server(self.service, self._grpc)
+        add_service(self.service, self._grpc)  # FetchModel's chunks serialized by hand
         self._started = time.monotonic()
         self.service.status = self.status
         self._metrics: MetricsEndpoint | None = None

@@ -57,10 +57,12 @@ def commit_round(store: StateStore, strategy: Strategy[Any], task_name: str,
                  evaluate: Callable[[Mapping[str, np.ndarray]], dict[str, float]],
                  ) -> tuple[RoundRecord, dict[str, np.ndarray], bytes]:
     """Computes, measures and durably commits a closed round; returns its record, the
-    new global model and its blob."""
+    new global model (views of its blob: the model is held once) and its blob."""
     weights = next_model(strategy, global_model, state)
     metrics = evaluate(weights)
     blob = model_blob(weights, task_name, state.number)
+    del weights  # the blob's views replace them
+    weights, _ = from_blob(blob, copy=False)
     record = RoundRecord(
         round=state.number, accuracy=metrics["accuracy"], loss=metrics["loss"],
         clients=state.fold.count, examples=state.examples, bytes_up=state.bytes_up,

@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
-from fedge.protos import fedge_pb2
+import grpc
+
+from fedge.chunk_wire import model_chunk, passthrough
+from fedge.protos import fedge_pb2_grpc
 from fedge.server.admission import Watched
 from fedge.tensors import CHUNK_BYTES
 
@@ -15,24 +18,56 @@ FRAME = 5  # gRPC's length-prefixed message framing: 1 flag byte + 4 length byte
 
 def model_chunks(version: int, blob: bytes, sha: str, offset: int,
                  watch: AbstractContextManager[Watched],
-                 count_bytes: Callable[..., None]) -> Iterator[fedge_pb2.ModelChunk]:
-    """The chunks of blob from offset, under watch: a reader that takes no chunk for the
-    idle limit (gRPC waits for it to make room) or reads past the stream's time limit is
-    cut, and resumes from its offset. The bytes sent are counted once per stream, broken
-    and cut streams included."""
+                 count_bytes: Callable[..., None]) -> Iterator[bytes]:
+    """The chunks of blob from offset, serialized ModelChunks (fedge.chunk_wire: the
+    data copied once), under watch: a reader that takes no chunk for the idle limit
+    (gRPC waits for it to make room) or reads past the stream's time limit is cut, and
+    resumes from its offset. The bytes sent are counted once per stream, broken and cut
+    streams included."""
     view = memoryview(blob)
     sent = 0
     try:
         with watch as watched:
             while True:
                 watched.touch()
-                data = bytes(view[offset : offset + CHUNK_BYTES])
-                chunk = fedge_pb2.ModelChunk(model_version=version, offset=offset, data=data,
-                                             total_size=len(blob), sha256=sha)
-                sent += int(chunk.ByteSize()) + FRAME
+                data = view[offset : offset + CHUNK_BYTES]
+                chunk = model_chunk(version, offset, data, len(blob), sha)
+                sent += len(chunk) + FRAME
                 yield chunk
                 offset += len(data)
                 if offset >= len(blob):
                     return
     finally:
         count_bytes(down=sent)
+
+
+def add_service(service: fedge_pb2_grpc.FederationServicer, server: grpc.Server) -> None:
+    """Serves service on server as the generated add_FederationServicer_to_server does,
+    except that FetchModel's replies, serialized here, are sent as they are."""
+    recorder = _Recorder()
+    fedge_pb2_grpc.add_FederationServicer_to_server(service, recorder)
+    handlers = dict(recorder.handlers)
+    fetch = handlers["FetchModel"]
+    assert fetch.unary_stream is not None
+    handlers["FetchModel"] = grpc.unary_stream_rpc_method_handler(
+        fetch.unary_stream, request_deserializer=fetch.request_deserializer,
+        response_serializer=passthrough)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(recorder.name, handlers),))
+    # grpc 1.62+: looked up before the generic handlers (grpc-stubs does not know it).
+    server.add_registered_method_handlers(recorder.name, handlers)  # type: ignore[attr-defined]
+
+
+class _Recorder:
+    """Takes the generated registration's method handlers instead of a server."""
+
+    name = ""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}  # noqa: RUF012
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        """The generated code registers its handlers twice; the other call keeps them."""
+
+    def add_registered_method_handlers(self, name: str,
+                                       handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        """Keeps the service's name and its method handlers."""
+        self.name, self.handlers = name, handlers

@@ -44,6 +44,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 
 Chunks = Iterable[fedge_pb2.TensorChunk]
 NAME_CHARS = 256
+FINITE_BLOCK = 1 << 20  # values checked at once by check_finite
 
 
 @dataclass(frozen=True)
@@ -123,11 +125,12 @@ def crc_checked(chunks: Chunks) -> Iterator[fedge_pb2.TensorChunk]:
 
 
 class StreamDigest:
-    """4. The SHA-256 of the chunks' data, in stream order, computed as they pass."""
+    """4. The SHA-256 of the chunks' data, in stream order, computed as they pass
+    (digest: one to go on with, for a resumed stream)."""
 
-    def __init__(self, chunks: Chunks) -> None:
+    def __init__(self, chunks: Chunks, digest: Any = None) -> None:
         self._chunks = chunks
-        self._digest = hashlib.sha256()
+        self._digest = digest if digest is not None else hashlib.sha256()
 
     def __iter__(self) -> Iterator[fedge_pb2.TensorChunk]:
         for chunk in self._chunks:
@@ -139,10 +142,12 @@ class StreamDigest:
         return self._digest.hexdigest()
 
 
-def assemble(chunks: Chunks, wire: Iterable[Spec]) -> dict[str, np.ndarray]:
+def assemble(chunks: Chunks, wire: Iterable[Spec],
+             assembler: TensorAssembler | None = None) -> dict[str, np.ndarray]:
     """5. The wire tensors, each checked against its expected name, dtype and shape,
-    sent in order and whole (InvalidUpdate)."""
-    assembler = TensorAssembler(wire)
+    sent in order and whole (InvalidUpdate). assembler: one holding the part of the
+    stream that came before (a resumed upload)."""
+    assembler = assembler or TensorAssembler(wire)
     try:
         for chunk in chunks:
             assembler.add(chunk)
@@ -165,10 +170,34 @@ def decode_update(wire: Mapping[str, np.ndarray], expected: Expected) -> dict[st
         raise InvalidUpdate(str(exc)) from None
 
 
-def receive(chunks: Chunks, expected: Expected, sha256: str) -> dict[str, np.ndarray]:
-    """Filters 1-7: the decoded update from a stream of tensor chunks."""
-    digest = StreamDigest(crc_checked(update_limit(chunk_limit(chunks), expected.max_bytes)))
-    wire = assemble(digest, expected.wire)
+class Received:
+    """What has arrived of one update stream: its tensors so far and the running
+    SHA-256 of its data. A stream that breaks leaves it whole up to its last chunk, so
+    a resumed stream goes on from ``offset`` (fedge.server.partial_uploads)."""
+
+    def __init__(self, wire: Iterable[Spec]) -> None:
+        self.assembler = TensorAssembler(wire)
+        self.digest = hashlib.sha256()
+
+    @property
+    def offset(self) -> int:
+        """Data bytes received, in stream order."""
+        return self.assembler.bytes_received
+
+    @property
+    def held(self) -> int:
+        """Bytes of memory its tensors take."""
+        return self.assembler.bytes_allocated
+
+
+def receive(chunks: Chunks, expected: Expected, sha256: str,
+            received: Received | None = None) -> dict[str, np.ndarray]:
+    """Filters 1-7: the decoded update from a stream of tensor chunks. received: what
+    arrived of this update before (its stream resumes), updated in place as chunks pass."""
+    received = received or Received(expected.wire)
+    limited = update_limit(chunk_limit(chunks), expected.max_bytes - received.offset)
+    digest = StreamDigest(crc_checked(limited), received.digest)
+    wire = assemble(digest, expected.wire, received.assembler)
     check_digest(digest.hexdigest(), sha256)
     return decode_update(wire, expected)
 
@@ -204,9 +233,15 @@ def pseudo_gradient(kind: str, global_weights: Mapping[str, np.ndarray],
 def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
     """9. Refuses NaN or infinite values, naming the first such tensor (InvalidUpdate)."""
     for name, array in arrays.items():
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            what = "NaN" if np.isnan(array).any() else "infinite values"
-            raise InvalidUpdate(f"tensor {name!r} holds {what}")
+        if array.dtype.kind != "f":
+            continue
+        flat = array.reshape(-1)
+        # In blocks: np.isfinite of a whole 1 GB tensor would allocate 256 MB of bools.
+        for start in range(0, flat.size, FINITE_BLOCK):
+            block = flat[start : start + FINITE_BLOCK]
+            if not np.isfinite(block).all():
+                what = "NaN" if np.isnan(block).any() else "infinite values"
+                raise InvalidUpdate(f"tensor {name!r} holds {what}")
 
 
 def _scale(gradient: MutableMapping[str, np.ndarray], scale: float) -> None:

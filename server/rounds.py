@@ -114,7 +114,7 @@ class Rounds:
 
         record, blob = starting_point(store, evaluate, initial, task_name)
         self.model_version = record.round
-        self.global_model, _ = from_blob(blob)
+        self.global_model, _ = from_blob(blob, copy=False)  # views: one copy, not two
         restore_strategy(store, self.strategy, record.round)
         log.info("strategy %s, %s updates, %s encoding%s", self.strategy.describe(),
                  settings.update_kind, settings.encoding,

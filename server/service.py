@@ -46,8 +46,9 @@ from fedge.server.admission import (
 )
 from fedge.server.downloads import model_chunks
 from fedge.server.fields import check_join, check_report, check_update_header
-from fedge.server.intake import Expected, receive
+from fedge.server.intake import Expected
 from fedge.server.limits import CallLimits, UploadSlots, peer_host
+from fedge.server.partial_uploads import PartialUploads
 from fedge.server.registry import Device, Registry
 from fedge.server.relays import check_relay
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds
@@ -138,6 +139,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._tokens = tokens
         self._guards = guards or Guards(allow_anonymous=tokens is None)
         self._uploads = UploadSlots(self._guards.max_uploads)
+        self.partials = PartialUploads(self._guards.partial_upload_bytes,
+                                       self._guards.partial_upload_ttl_s)
         self._rate = CallLimits(self._guards.rate_limit, self._guards.rate_burst)
         self._polls = threading.BoundedSemaphore(self._guards.max_polls)
         self.watch = StreamWatch(self._guards.stream_idle_s, self._guards.stream_max_s)
@@ -286,7 +289,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
 
     @_status_boundary
     def FetchModel(self, request: fedge_pb2.FetchRequest,
-                   context: grpc.ServicerContext) -> Iterator[fedge_pb2.ModelChunk]:
+                   context: grpc.ServicerContext) -> Iterator[bytes]:
         self._rounds.count_bytes(up=_size(request))
         self._device(request.session_id)
         if request.artifact:  # the packed edge artifact, resumable like the weights
@@ -337,7 +340,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             with (self._uploads.device(device.device_id) if anonymous
                   else contextlib.nullcontext()), self._uploads.hold():
                 chunks = admitted_chunks(self._tensor_chunks(messages), wire)
-                arrays = receive(chunks, self._expected, header.sha256)
+                arrays = self.partials.receive(device.device_id, header, chunks,
+                                               self._expected, assignment.deadline)
             watched.finish()  # all read: the fold's time is not the device's
             self._rounds.accept(assignment, arrays, header.num_examples, header.sha256)
         except AlreadyAccepted:
@@ -370,6 +374,15 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                 yield message.tensor
         finally:  # counted once per stream, refused streams included
             self._rounds.count_bytes(up=received)
+
+    @_status_boundary
+    def UploadOffset(self, request: fedge_pb2.UploadOffsetRequest,
+                     context: grpc.ServicerContext) -> fedge_pb2.UploadOffsetReply:
+        device = self._device(request.session_id)
+        with self._uploads.device(device.device_id):  # a broken stream not yet put away
+            pass
+        return fedge_pb2.UploadOffsetReply(offset=self.partials.offset(
+            device.device_id, request.task_id, request.sha256))
 
     @_status_boundary
     def SecureStep(self, request: fedge_pb2.SecureRequest,

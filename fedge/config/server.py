@@ -88,6 +88,14 @@ class ServerConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSe
     anonymous_per_address: int = setting(
         64, "live anonymous devices (--allow-anonymous) one client address may hold; "
         "more joins from it are refused with RESOURCE_EXHAUSTED", flag=None, low=1)
+    partial_upload_bytes: int = setting(
+        1 << 30, "memory for the received part of update streams that broke, kept (one "
+        "per device) so the device resumes from where it stopped; one that does not fit is "
+        "dropped and its device starts over; 0: never kept", shown="1073741824 = 1 GiB",
+        low=0)
+    partial_upload_ttl_s: float = setting(
+        300.0, "how long the part of a broken update stream is kept (at most until its "
+        "round's deadline)", flag=None, low=0.1)
     metrics_port: int = setting(0, "serve Prometheus metrics on "
                                 "http://HOST:PORT/metrics; 0: off", low=0, high=65535)
     status_interval_s: float = setting(2.0, "how often STATE_DIR/status.json is rewritten "

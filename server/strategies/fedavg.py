@@ -26,6 +26,7 @@ from fedge.server.strategies.spec import Accumulator, Arrays, Strategy
 log = logging.getLogger(__name__)
 
 __all__ = ["Accumulator", "Arrays", "FedAvg", "FedAvgFold", "scaled_add", "sgd_step",
+           "sgd_step_into",
            "weighted_mean"]
 
 
@@ -111,19 +112,25 @@ class FedAvgFold:
         self._dtypes: dict[str, np.dtype] = {}
         self.total_weight = 0.0
         self.count = 0
+        self._result: dict[str, np.ndarray] | None = None
 
     def add(self, update: Mapping[str, np.ndarray], weight: float) -> None:
         """Folds update in with the given weight (its example count)."""
         if weight <= 0:
             raise ValueError("weight must be positive")
+        if self._result is not None:
+            raise ValueError("the fold's result was taken: it takes no more updates")
         if self._sum and update.keys() != self._sum.keys():
             raise ValueError("update's tensor names differ from the first update's")
         for name, array in update.items():
             acc = self._sum.get(name)
             if acc is None:
                 self._dtypes[name] = array.dtype
-                self._sum[name] = np.multiply(array, weight,
-                                              dtype=_accumulator_dtype(array.dtype))
+                dtype = _accumulator_dtype(array.dtype)
+                # The first update becomes the sum, scaled in place: no model-sized copy.
+                own = array.dtype == dtype and array.flags.writeable
+                self._sum[name] = np.multiply(array, weight, dtype=dtype,
+                                              out=array if own else None)
                 continue
             if array.dtype == acc.dtype:
                 scaled_add(acc, array, weight)
@@ -133,16 +140,21 @@ class FedAvgFold:
         self.count += 1
 
     def result(self) -> dict[str, np.ndarray]:
-        """The weighted mean of everything folded so far, in the updates' dtypes."""
+        """The weighted mean of everything folded, in the updates' dtypes. It is divided
+        in place (the sum's memory becomes the mean's: no model-sized copy), so the fold
+        takes no update after it; a second call returns the same arrays."""
         if not self.count:
             raise ValueError("no update has been folded")
+        if self._result is not None:
+            return self._result
         out = {}
         for name, acc in self._sum.items():
-            mean = acc / self.total_weight
+            mean = np.divide(acc, self.total_weight, out=acc)
             dtype = self._dtypes[name]
             if np.issubdtype(dtype, np.integer):
                 mean = np.rint(mean)
             out[name] = mean.astype(dtype, copy=False)
+        self._result = out
         return out
 
 
@@ -162,6 +174,25 @@ def sgd_step(weights: Arrays, gradient: Arrays, lr: float) -> dict[str, np.ndarr
             out[name] = (w - np.asarray(lr, w.dtype) * gradient[name].astype(w.dtype,
                                                                            copy=False))
     return out
+
+
+def sgd_step_into(weights: Arrays, gradient: Arrays, lr: float) -> dict[str, np.ndarray]:
+    """sgd_step, computed in gradient's float arrays where they are writable and of the
+    weights' dtype (the same values bit for bit, without a model-sized copy); gradient
+    is given up."""
+    out = sgd_step({n: w for n, w in weights.items() if not _own(w, gradient[n])},
+                   gradient, lr)
+    for name, w in weights.items():
+        if name not in out:
+            g = gradient[name]
+            np.multiply(g, np.asarray(lr, w.dtype), out=g)
+            out[name] = np.subtract(w, g, out=g)
+    return {name: out[name] for name in weights}
+
+
+def _own(w: np.ndarray, g: np.ndarray) -> bool:
+    return (w.dtype.kind == "f" and g.dtype == w.dtype and g.shape == w.shape
+            and g.flags.writeable and not np.may_share_memory(g, w))
 
 
 class FedAvg(Strategy[FedAvgFold]):
@@ -190,8 +221,9 @@ class FedAvg(Strategy[FedAvgFold]):
         return accumulator.result()
 
     def step(self, weights: Arrays, gradient: Arrays) -> dict[str, np.ndarray]:
-        """The new global weights after one server SGD step on the aggregate."""
-        return sgd_step(weights, gradient, self.server_lr)
+        """The new global weights after one server SGD step on the aggregate (computed
+        in the aggregate's own arrays, which are the round's and used once)."""
+        return sgd_step_into(weights, gradient, self.server_lr)
 
 
 def check_server_lr(server_lr: float) -> float:
