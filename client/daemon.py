@@ -34,7 +34,6 @@ trainer is made (see client/inference.py).
 from __future__ import annotations
 
 import logging
-import platform
 import random
 import time
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
-from fedge import __version__
+from fedge.client.capabilities import capabilities
 from fedge.client.channel import (
     TLS_FAILURES_TO_STOP,
     ChannelFactory,
@@ -193,9 +192,9 @@ class Daemon:
         request = fedge_pb2.JoinRequest(
             device_id=self.config.device_id, task=self.task.name,
             fingerprint=specs_to_proto(self._specs),
-            capabilities=self._capabilities(),
+            capabilities=capabilities(self._trainer),
             num_examples=self._num_examples(), previous_session=self._session,
-            inference_only=self.inference_only)
+            inference_only=self.inference_only, device_class=self.config.device_class)
         reply: fedge_pb2.JoinReply = self._link.call(stub.Join.future(request, timeout=30))
         self._session = reply.session_id
         self.stats.joins += 1
@@ -203,19 +202,6 @@ class Daemon:
         log.info("%s: joined %s (round %d)%s", self.config.device_id, self.config.server,
                  reply.round, " inference-only" if self.inference_only else "")
         return Session(stub, reply.session_id, self._link, self.config.device_id)
-
-    def _capabilities(self) -> fedge_pb2.Capabilities:
-        if self.inference_only:
-            from fedge.client.inference import runtime_description
-
-            return fedge_pb2.Capabilities(accelerator="none (inference only)",
-                                          platform=platform.platform(),
-                                          runtime=runtime_description())
-        from fedge.client.trainer import describe
-
-        return fedge_pb2.Capabilities(accelerator=describe(self.trainer.device),
-                                      platform=platform.platform(),
-                                      runtime=f"fedge {__version__}")
 
     def _num_examples(self) -> int:
         """Local labelled examples: to train on, or (inference-only) to measure on."""

@@ -306,7 +306,7 @@ class Rounds:
     def _deploy_view(self, device: Device) -> TaskView | None:
         if self.deploy is None:
             return None
-        shipped = self.deploy.offer(device.device_id, self._reported)
+        shipped = self.deploy.offer(device.device_id, device.device_class, self._reported)
         if shipped is None:
             return None
         return TaskView("DEPLOY", model_version=shipped.round, artifact_sha256=shipped.sha256,
@@ -321,11 +321,11 @@ class Rounds:
         """Whether an edge artifact was built from round_ (a device may report it)."""
         return self.deploy is not None and self.deploy.built_for(round_)
 
-    def artifact_blob(self, round_: int) -> tuple[bytes, str]:
-        """The packed edge artifact built from round_ and its SHA-256."""
+    def artifact_blob(self, round_: int, device_class: str) -> tuple[bytes, str]:
+        """The packed edge artifact built from round_ for device_class, and its SHA-256."""
         if self.deploy is None:
             raise StaleRequest("this server builds no edge artifacts")
-        return self.deploy.blob(round_)
+        return self.deploy.blob(round_, device_class)
 
     # ------------------------------------------------------------------ driver's side
 

@@ -51,6 +51,11 @@ class Manifest:
         return int(self.raw["round"])
 
     @property
+    def device_class(self) -> str:
+        """The device class the model was built for ("default" in older manifests)."""
+        return str(self.raw.get("device_class", "default"))
+
+    @property
     def sha256(self) -> str:
         return str(self.raw["model"]["sha256"])
 

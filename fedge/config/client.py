@@ -47,6 +47,11 @@ class ClientConfig:
     trust_key: str = setting("", "the server's edge public key (PEM); shipped edge models "
                              "are installed only if signed by it")
     model_dir: str = setting("fedge-model", "where edge models are installed")
+    # Which edge student this device is shipped (fedge.tasks.students).
+    device_class: str = setting("", "this device's edge class, one the task defines (a "
+                                "tiny student for low-memory boards, ...)",
+                                shown="picked by the server from its memory and "
+                                "accelerator")
     # What `pip install 'fedge[edge]'` supports: no torch.
     inference_only: bool = setting(False, "never train: only install shipped edge models "
                                    "and report how they do on the data given (needs "
