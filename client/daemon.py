@@ -105,6 +105,13 @@ class Daemon:
         self._feedback = ErrorFeedback()
         self._ledger = TaskLedger()  # tasks trained, and those done with
         self._secure_missed = ""  # the secure task whose key stages closed without us
+        # Personalization trains on all but the held-out slice, which it measures on.
+        self.personal = config.personalize_epochs > 0 and trainer is not None
+        self._held: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
+        if self.personal:
+            self._handlers[fedge_pb2.PERSONALIZE] = self.personalize
+            self._keep_holdout(*(self.data.arrays() if self.data is not None
+                                 else self._labelled_examples()))
 
     @property
     def trainer(self) -> Trainer:
@@ -194,7 +201,8 @@ class Daemon:
             fingerprint=specs_to_proto(self._specs),
             capabilities=capabilities(self._trainer),
             num_examples=self._num_examples(), previous_session=self._session,
-            inference_only=self.inference_only, device_class=self.config.device_class)
+            inference_only=self.inference_only, device_class=self.config.device_class,
+            personalize=self.personal)
         reply: fedge_pb2.JoinReply = self._link.call(stub.Join.future(request, timeout=30))
         self._session = reply.session_id
         self.stats.joins += 1
@@ -321,13 +329,43 @@ class Daemon:
             return {}
         try:
             if self.data.rescan():
-                if self._trainer is not None:
+                if self.personal:
+                    self._keep_holdout(*self.data.arrays())
+                elif self._trainer is not None:
                     self._trainer.set_data(*self.data.arrays())
                 log.info("%s: local data changed: now %d examples", self.config.device_id,
                          self._num_examples())
         except Exception:  # a scan must never end the daemon: train on what we had
             log.exception("%s: rescanning local data failed", self.config.device_id)
         return self.data.inventory().metrics(file_names=self.config.debug_report_files)
+
+    def _keep_holdout(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Trains on x, y but their held-out slice, kept to measure personalization on."""
+        from fedge.client.data.holdout import split_holdout
+
+        (train_x, train_y), self._held = split_holdout(x, y)
+        self.trainer.set_data(train_x, train_y)
+
+    def personalize(self, session: Session, task: fedge_pb2.Task) -> None:
+        """The PERSONALIZE handler (after the last round): fetch the final model,
+        fine-tune it on the local training examples, and report held-out accuracy
+        personalized vs global. The personalized weights stay on this device."""
+        from fedge.client.personalize import Examples, personalize_on_device
+
+        blob = download(session, task.model_version)
+        self.stats.bytes_down += len(blob)
+        try:
+            weights = decode_weights(blob, task.model_version, self._specs, self.task.name)
+            x, y = self._labelled_examples()
+            metrics = personalize_on_device(self.config, self.task, self.trainer.model,
+                                            weights, task.model_version,
+                                            Examples(x, y, *self._held))
+        except (FedgeError, ValueError, RuntimeError) as exc:  # torch raises RuntimeError
+            log.error("%s: could not personalize the model of round %d: %s",
+                      self.config.device_id, task.model_version, exc)
+            metrics = {"personal_skipped": 1.0}
+        self.stats.personal = metrics
+        self._report_metrics(session, task, metrics)
 
     def deploy(self, session: Session, task: fedge_pb2.Task) -> None:
         """The DEPLOY handler: fetch, verify, load and install an edge artifact, and
@@ -341,7 +379,7 @@ class Daemon:
                          "(give it the server's public key to install them)",
                          self.config.device_id)
             self.stats.edge_refused += 1
-            self._report_edge(session, task, {"edge_refused": 1.0})
+            self._report_metrics(session, task, {"edge_refused": 1.0})
             return
         try:
             blob = download(session, task.model_version, artifact=True)
@@ -357,10 +395,10 @@ class Daemon:
                       "model: %s", self.config.device_id, task.model_version, exc)
             self.stats.edge_refused += 1
             metrics = {"edge_refused": 1.0}
-        self._report_edge(session, task, metrics)
+        self._report_metrics(session, task, metrics)
 
-    def _report_edge(self, session: Session, task: fedge_pb2.Task,
-                     metrics: dict[str, float]) -> None:
+    def _report_metrics(self, session: Session, task: fedge_pb2.Task,
+                        metrics: dict[str, float]) -> None:
         report = fedge_pb2.MetricsReport(session_id=session.id, round=task.model_version,
                                          model_version=task.model_version, metrics=metrics)
         session.call(session.stub.ReportMetrics.future(report, timeout=30))

@@ -27,6 +27,7 @@ from fedge.secure.vector import size_of
 from fedge.server.bounds import Bounds, distance_bound, example_weight, median
 from fedge.server.commit import restore_strategy, starting_point
 from fedge.server.intake import prepare_bounded
+from fedge.server.personalize import Personalizations
 from fedge.server.registry import Device, Registry
 from fedge.server.round_state import (
     AlreadyAccepted,
@@ -94,8 +95,7 @@ class Rounds:
         self._tasks = threading.Condition(lock)
         self._stopped: set[str] = set()  # sessions told STOP
         self._stop = threading.Event()
-        # Why the run ended early: a round failed max_round_attempts times in a row, or
-        # the driver failed.
+        # Why the run ended early: a round missed max_round_attempts times, or the driver failed.
         self.failure = ""
         # Why the run ended before its last round without failing (the privacy budget).
         self.ended_early = ""
@@ -106,6 +106,7 @@ class Rounds:
         # The median distance of the last attempt's updates (0: none yet, warm-up).
         self.reference_distance = 0.0
         self.deploy = deployments
+        self.personal = Personalizations(store)  # PERSONALIZE before STOP, to those who ask
         if deployments is not None:
             deployments.on_ready = self._wake
 
@@ -132,7 +133,8 @@ class Rounds:
                 # After the last round, a device is told STOP only once it has been
                 # handed the final edge artifact (or none is being built).
                 if self.phase is Phase.DONE and not self.edge_building():
-                    deploy = self._deploy_view(device)
+                    deploy = (self._deploy_view(device)
+                              or self.personal.offer(device, self.model_version))
                     if deploy is not None:
                         return deploy
                     self._stopped.add(device.session_id)
@@ -341,8 +343,7 @@ class Rounds:
             self._notify_everyone()
 
     def run(self) -> None:
-        """Drives rounds until all are committed (or stop() is called), then lingers
-        while devices collect their STOP; see Driver.run."""
+        """Drives rounds until all are committed (or stop()), then lingers; see Driver.run."""
         from fedge.server.driver import Driver
 
         Driver(self).run()

@@ -239,7 +239,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
              "runtime": caps.runtime, "memory_bytes": str(caps.memory_bytes)},
             authenticated=caller is not None, previous_session=request.previous_session,
             inference_only=request.inference_only)
-        device.device_class = device_class
+        device.device_class, device.personalize = device_class, request.personalize
         if caller is None:
             self._seats.seat(address, device)
         log.info("device %s joined (%s, %d examples)%s", device.device_id,

@@ -95,6 +95,21 @@ def _onnx_accuracy(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
     return float((np.asarray(logits).argmax(axis=1) == y).mean())
 
 
+def io_fields(task: Task) -> dict[str, Any]:
+    """The manifest's ``input`` and ``output`` entries for a model of task."""
+    return {
+        "input": {"name": INPUT_NAME, "shape": ["batch", *task.schema.input_shape],
+                  "dtype": task.schema.input_dtype,
+                  # Plain data, so a runtime in any language can prepare raw inputs
+                  # (fedge.edge.runtime.inputs is the reference).
+                  "preprocessing": task.schema.preprocessing()},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", task.schema.num_classes],
+                   "meaning": "class logits; the predicted class is the argmax, an index "
+                              "into labels",
+                   "labels": list(task.schema.labels)},
+    }
+
+
 def build_artifact(task: Task, weights: Mapping[str, np.ndarray], round_: int,
                    key: SigningKey, out_dir: str | Path,
                    settings: DistillSettings | None = None,
@@ -140,15 +155,7 @@ def build_artifact(task: Task, weights: Mapping[str, np.ndarray], round_: int,
         "model": {"file": "model.onnx", "sha256": hashlib.sha256(int8).hexdigest(),
                   "bytes": len(int8), "precision": "int8", "quantization": method,
                   "parameters": _params(student), "opset": OPSET, "ir_version": IR_VERSION},
-        "input": {"name": INPUT_NAME, "shape": ["batch", *task.schema.input_shape],
-                  "dtype": task.schema.input_dtype,
-                  # Plain data, so a runtime in any language can prepare raw inputs
-                  # (fedge.edge.runtime.inputs is the reference).
-                  "preprocessing": task.schema.preprocessing()},
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", task.schema.num_classes],
-                   "meaning": "class logits; the predicted class is the argmax, an index "
-                              "into labels",
-                   "labels": list(task.schema.labels)},
+        **io_fields(task),
         "accuracy": {"int8": int8_accuracy, "split": "the task's test split",
                      "examples": len(test_y)},
         "min_runtime": {"onnxruntime": MIN_ONNXRUNTIME},

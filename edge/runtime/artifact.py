@@ -56,6 +56,11 @@ class Manifest:
         return str(self.raw.get("device_class", "default"))
 
     @property
+    def device_local(self) -> bool:
+        """Whether a device built this model itself (personalized; never signed)."""
+        return self.raw.get("origin") == "device-local"
+
+    @property
     def sha256(self) -> str:
         return str(self.raw["model"]["sha256"])
 

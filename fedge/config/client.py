@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from fedge.config.settings import check_declared, check_range, check_tls, setting
 from fedge.errors import ConfigError
 
+PERSONALIZE = ("head", "full")
+
 
 @dataclass(frozen=True)
 class ClientConfig:
@@ -56,6 +58,17 @@ class ClientConfig:
     inference_only: bool = setting(False, "never train: only install shipped edge models "
                                    "and report how they do on the data given (needs "
                                    "--trust-key; no torch)")
+    # Personalization (client/personalize.py): after the last round, on this device only.
+    personalize_epochs: int = setting(0, "after the last round, fine-tune the final model "
+                                      "on the local data for this many epochs and report "
+                                      "held-out accuracy personalized vs global (the "
+                                      "weights stay on the device); 0: off", low=0)
+    personalize: str = setting("head", "what personalization trains: head (the last "
+                               "layer, FedPer-style) or full (the whole model)",
+                               choices=PERSONALIZE)
+    personal_artifact: bool = setting(False, "also export the personalized model as a "
+                                      "device-local int8 artifact in MODEL_DIR/personal "
+                                      "(unsigned: never installed as the server's)")
     # A Flower project moves to fedge by how it is launched (fedge/flower/client.py).
     flower_client: str = setting("", "run a Flower NumPyClient, Client or client_fn "
                                  "(module:attr) as this device's trainer (needs the "
@@ -79,5 +92,8 @@ class ClientConfig:
             raise ConfigError("inference_only needs trust_key (--trust-key): such a device "
                               "only installs shipped models, and refuses them all without "
                               "the server's public key")
+        if self.personalize_epochs and (self.inference_only or self.flower_client):
+            raise ConfigError("personalize_epochs fine-tunes the task's torch model: not on "
+                              "an inference_only device nor with flower_client")
         if self.flower_client and self.inference_only:
             raise ConfigError("flower_client trains; it does not go with inference_only")

@@ -1,0 +1,132 @@
+"""Personalization on the device: after the last round, fine-tune the final global model
+on this device's own training examples and measure both models on its held-out slice.
+
+Two modes. ``head`` trains only the model's head (the last module that has parameters)
+and keeps the shared body as the federation learnt it, as FedPer does (Arivazhagan et
+al., "Federated Learning with Personalization Layers", 2019); ``full`` fine-tunes every
+parameter. The held-out slice (fedge.client.data.holdout) is never trained on, in the
+global rounds or here. The personalized weights stay in MODEL_DIR/personal; only the
+accuracies are reported. Imports torch: loaded when a PERSONALIZE task arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedge.config import ClientConfig
+from fedge.tasks import Task
+from fedge.tasks.training import evaluate, load_weights, weights_of
+from fedge.tensors import to_blob
+
+log = logging.getLogger(__name__)
+
+PERSONAL_DIR = "personal"  # under the device's model_dir
+WEIGHTS_FILE = "weights.safetensors"
+REPORT_FILE = "personalization.json"
+ARTIFACT_DIR = "artifact"  # the device-local int8 artifact (personal_artifact)
+
+
+@dataclass(frozen=True)
+class Examples:
+    """A device's labelled examples split by holdout_mask: trained on, and held out."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    held_x: np.ndarray
+    held_y: np.ndarray
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the model's last module that holds any (its classifier)."""
+    owners = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+    if not owners:
+        raise ValueError("the model has no parameters")
+    return list(owners[-1].parameters(recurse=False))
+
+
+def fine_tune(task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
+              mode: str, seed: int) -> float:
+    """Trains model in place on (x, y) for epochs of SGD with the task's defaults, only
+    its head when mode is "head"; returns the mean training loss."""
+    chosen = head_parameters(model) if mode == "head" else list(model.parameters())
+    ids = {id(p) for p in chosen}
+    frozen = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
+    for p in frozen:  # the body keeps what the federation learnt
+        p.requires_grad_(False)
+    d = task.defaults
+    optimizer = torch.optim.SGD(chosen, lr=d.lr, momentum=d.momentum)
+    generator = torch.Generator().manual_seed(seed)
+    batches = max(1, -(-len(x) // d.batch_size))
+    losses: list[float] = []
+    model.train()
+    try:
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=generator).to(x.device)
+            for batch in torch.tensor_split(order, batches):
+                losses.append(task.train_step(model, x[batch], y[batch], optimizer))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    model.eval()
+    return float(np.mean(losses)) if losses else 0.0
+
+
+def personalize(task: Task, model: nn.Module, weights: dict[str, np.ndarray],
+                examples: Examples, epochs: int, mode: str, seed: int = 0
+                ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Loads the global weights into model, measures them on the held-out slice, fine-
+    tunes on the training part and measures again; returns the personalized weights and
+    the metrics (global_* and personal_* accuracy and loss, holdout_examples)."""
+    device = next(model.parameters()).device
+    load_weights(model, weights)
+    before = evaluate(task, model, examples.held_x, examples.held_y, device)
+    x = torch.from_numpy(np.ascontiguousarray(examples.train_x)).to(device)
+    y = torch.from_numpy(np.ascontiguousarray(examples.train_y)).to(device)
+    torch.manual_seed(seed)
+    loss = fine_tune(task, model, x, y, epochs, mode, seed)
+    after = evaluate(task, model, examples.held_x, examples.held_y, device)
+    return weights_of(model), {
+        "global_accuracy": before["accuracy"], "global_loss": before["loss"],
+        "personal_accuracy": after["accuracy"], "personal_loss": after["loss"],
+        "personal_train_loss": loss, "holdout_examples": float(len(examples.held_y)),
+        "personal_head_only": float(mode == "head"), "personal_epochs": float(epochs)}
+
+
+def personalize_on_device(config: ClientConfig, task: Task, model: nn.Module,
+                          weights: dict[str, np.ndarray], version: int,
+                          examples: Examples) -> dict[str, float]:
+    """The PERSONALIZE task's work: personalize, keep the weights (and, if asked, a
+    device-local int8 artifact) in MODEL_DIR/personal, and return the metrics to report
+    ({"personal_skipped": 1} when the device has no held-out or training examples)."""
+    if len(examples.held_y) == 0 or len(examples.train_y) == 0:
+        log.warning("%s: %d training and %d held-out examples: cannot personalize",
+                    config.device_id, len(examples.train_y), len(examples.held_y))
+        return {"personal_skipped": 1.0}
+    personal, metrics = personalize(task, model, weights, examples,
+                                    config.personalize_epochs, config.personalize,
+                                    seed=version)
+    out = Path(config.model_dir) / PERSONAL_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    (out / WEIGHTS_FILE).write_bytes(to_blob(personal, {"round": str(version)}))
+    (out / REPORT_FILE).write_text(json.dumps({"round": version, **metrics}, indent=2))
+    if config.personal_artifact:
+        try:  # the accuracies stand even if the export fails: say so and go on
+            from fedge.edge.compiler.local import build_local_artifact
+
+            build_local_artifact(task, personal, version, out / ARTIFACT_DIR,
+                                 examples.train_x, config.device_id)
+        except Exception:
+            log.exception("%s: could not export the personalized model as an artifact",
+                          config.device_id)
+    log.info("%s: personalized the model of round %d (%s, %d epochs): held-out accuracy "
+             "%.4f, global %.4f, on %d examples", config.device_id, version,
+             config.personalize, config.personalize_epochs, metrics["personal_accuracy"],
+             metrics["global_accuracy"], len(examples.held_y))
+    return metrics
