@@ -108,6 +108,7 @@ class Daemon:
         # Personalization trains on all but the held-out slice, which it measures on.
         self.personal = config.personalize_epochs > 0 and trainer is not None
         self._held: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
+        self._after_run: Callable[[], None] | None = None
         if self.personal:
             self._handlers[fedge_pb2.PERSONALIZE] = self.personalize
             self._keep_holdout(*(self.data.arrays() if self.data is not None
@@ -179,6 +180,8 @@ class Daemon:
                                     else "failed the request", refusal, delay)
                     if self._link.wait(delay):
                         break
+        if self._after_run is not None:  # the device's own work once the run is over
+            self._after_run()
         log.info("%s: stopped after %d round(s)", self.config.device_id,
                  self.stats.rounds_trained)
         return self.stats
@@ -350,13 +353,13 @@ class Daemon:
         """The PERSONALIZE handler (after the last round): fetch the final model,
         fine-tune it on the local training examples, and report held-out accuracy
         personalized vs global. The personalized weights stay on this device."""
-        from fedge.client.personalize import Examples, personalize_on_device
+        from fedge.client.personalize import Examples, export_personal, personalize_on_device
 
         blob = download(session, task.model_version)
         self.stats.bytes_down += len(blob)
+        x, y = self._labelled_examples()
         try:
             weights = decode_weights(blob, task.model_version, self._specs, self.task.name)
-            x, y = self._labelled_examples()
             metrics = personalize_on_device(self.config, self.task, self.trainer.model,
                                             weights, task.model_version,
                                             Examples(x, y, *self._held))
@@ -365,7 +368,17 @@ class Daemon:
                       self.config.device_id, task.model_version, exc)
             metrics = {"personal_skipped": 1.0}
         self.stats.personal = metrics
-        self._report_metrics(session, task, metrics)
+        if self.config.personal_artifact and "personal_accuracy" in metrics:
+            # Slow (export, quantize) and local: done once the loop ends, not while the
+            # server waits to tell this device STOP.
+            self._after_run = lambda: export_personal(self.config, self.task, x)
+        try:
+            self._report_metrics(session, task, metrics)
+        except grpc.RpcError as exc:  # training is over: the server may be gone
+            log.warning("%s: could not report the personalization (%s); it is kept in "
+                        "%s/personal", self.config.device_id, refusal_of(exc),
+                        self.config.model_dir)
+            self.stop()
 
     def deploy(self, session: Session, task: fedge_pb2.Task) -> None:
         """The DEPLOY handler: fetch, verify, load and install an edge artifact, and

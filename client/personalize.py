@@ -102,9 +102,9 @@ def personalize(task: Task, model: nn.Module, weights: dict[str, np.ndarray],
 def personalize_on_device(config: ClientConfig, task: Task, model: nn.Module,
                           weights: dict[str, np.ndarray], version: int,
                           examples: Examples) -> dict[str, float]:
-    """The PERSONALIZE task's work: personalize, keep the weights (and, if asked, a
-    device-local int8 artifact) in MODEL_DIR/personal, and return the metrics to report
-    ({"personal_skipped": 1} when the device has no held-out or training examples)."""
+    """The PERSONALIZE task's work: personalize, keep the weights and the metrics in
+    MODEL_DIR/personal, and return the metrics to report ({"personal_skipped": 1} when
+    the device has no held-out or no training examples)."""
     if len(examples.held_y) == 0 or len(examples.train_y) == 0:
         log.warning("%s: %d training and %d held-out examples: cannot personalize",
                     config.device_id, len(examples.train_y), len(examples.held_y))
@@ -116,17 +116,29 @@ def personalize_on_device(config: ClientConfig, task: Task, model: nn.Module,
     out.mkdir(parents=True, exist_ok=True)
     (out / WEIGHTS_FILE).write_bytes(to_blob(personal, {"round": str(version)}))
     (out / REPORT_FILE).write_text(json.dumps({"round": version, **metrics}, indent=2))
-    if config.personal_artifact:
-        try:  # the accuracies stand even if the export fails: say so and go on
-            from fedge.edge.compiler.local import build_local_artifact
-
-            build_local_artifact(task, personal, version, out / ARTIFACT_DIR,
-                                 examples.train_x, config.device_id)
-        except Exception:
-            log.exception("%s: could not export the personalized model as an artifact",
-                          config.device_id)
     log.info("%s: personalized the model of round %d (%s, %d epochs): held-out accuracy "
              "%.4f, global %.4f, on %d examples", config.device_id, version,
              config.personalize, config.personalize_epochs, metrics["personal_accuracy"],
              metrics["global_accuracy"], len(examples.held_y))
     return metrics
+
+
+def export_personal(config: ClientConfig, task: Task, calibration: np.ndarray) -> None:
+    """Writes the personalized weights kept in MODEL_DIR/personal as a device-local int8
+    artifact beside them (run after the daemon's loop: the server is not needed). A
+    failed export is logged: the personalization itself stands."""
+    from fedge.tensors import from_blob
+
+    out = Path(config.model_dir) / PERSONAL_DIR
+    try:
+        from fedge.edge.compiler.local import build_local_artifact
+
+        weights, meta = from_blob((out / WEIGHTS_FILE).read_bytes())
+        build_local_artifact(task, weights, int(meta["round"]), out / ARTIFACT_DIR,
+                             calibration, config.device_id)
+    except Exception:
+        log.exception("%s: could not export the personalized model as an artifact",
+                      config.device_id)
+        return
+    log.info("%s: the personalized model is a device-local artifact in %s",
+             config.device_id, out / ARTIFACT_DIR)
