@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedge.errors import FedgeError
 from fedge.server.store import RoundRecord
+from fedge.simulations.personal import personalization_line, personalization_lines
 
 if TYPE_CHECKING:
     from fedge.client.daemon import Daemon
@@ -140,6 +141,7 @@ def format_summary(report: dict[str, Any]) -> str:
                      f"{r.get('sampled', '')} | {r['clients']} | {r.get('dropped', '')} | "
                      f"{r['bytes_up']:,} | {r['bytes_down']:,} | {r['seconds']:.2f} |"
                      + (f" {r.get('epsilon', 0):.4g} |" if dp else ""))
+    lines += personalization_lines(report)
     edge = report.get("edge")
     if edge:
         lines += ["", "## Edge model", "", "| | value |", "|---|---:|"]
@@ -181,6 +183,9 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"privacy: {privacy['mode']} DP, epsilon {privacy['epsilon']:.4g} at "
                      f"delta {privacy['delta']:.3g}"
                      + (f"; {report['ended_early']}" if report.get("ended_early") else ""))
+    personal = personalization_line(report)
+    if personal is not None:
+        lines.append(personal)
     edge = report.get("edge")
     if edge:
         lines.append(f"edge: int8 student {edge['int8_onnx_bytes']:,} bytes (teacher fp32 "

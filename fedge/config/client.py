@@ -5,14 +5,13 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from fedge.config.personal import Personalization
 from fedge.config.settings import check_declared, check_range, check_tls, setting
 from fedge.errors import ConfigError
 
-PERSONALIZE = ("head", "full")
-
 
 @dataclass(frozen=True)
-class ClientConfig:
+class ClientConfig(Personalization):
     """Settings of ``fedge client``: each field's declaration says what it does."""
 
     server: str = setting("127.0.0.1:50051", "HOST:PORT of the server")
@@ -58,14 +57,7 @@ class ClientConfig:
     inference_only: bool = setting(False, "never train: only install shipped edge models "
                                    "and report how they do on the data given (needs "
                                    "--trust-key; no torch)")
-    # Personalization (client/personalize.py): after the last round, on this device only.
-    personalize_epochs: int = setting(0, "after the last round, fine-tune the final model "
-                                      "on the local data for this many epochs and report "
-                                      "held-out accuracy personalized vs global (the "
-                                      "weights stay on the device); 0: off", low=0)
-    personalize: str = setting("head", "what personalization trains: head (the last "
-                               "layer, FedPer-style) or full (the whole model)",
-                               choices=PERSONALIZE)
+    # Personalization's own switch on a device (the rest is fedge.config.personal).
     personal_artifact: bool = setting(False, "also export the personalized model as a "
                                       "device-local int8 artifact in MODEL_DIR/personal "
                                       "(unsigned: never installed as the server's)")

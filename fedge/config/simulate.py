@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fedge.config.personal import Personalization
 from fedge.config.privacy import PrivacySettings, check_privacy
 from fedge.config.settings import check_declared, check_range, setting
 from fedge.config.strategy import LocalTraining, StrategySettings, check_strategy
@@ -20,7 +21,7 @@ BACKEND = "backend"  # the docs group of the backends
 
 
 @dataclass(frozen=True)
-class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings):
+class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, Personalization):
     """Settings of ``fedge simulate``: one real server and N real client daemons on
     loopback gRPC, each client training on its own partition written to disk."""
 
@@ -103,5 +104,8 @@ class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings):
             check_range("join_round", self.join_round, 2, self.rounds)
         if self.leavers:
             check_range("leave_round", self.leave_round, 1, self.rounds)
+        if self.personalize_epochs and self.flower_client:
+            raise ConfigError("personalize_epochs fine-tunes the task's torch model: not "
+                              "with flower_client")
         if self.ray_address and self.backend != "ray":
             raise ConfigError("ray_address applies to backend 'ray'")
