@@ -44,6 +44,9 @@ def register(sub: Any) -> None:
                            "with its steps first; image files imply it")
     predict_p.add_argument("--public-key", dest="public_key",
                            help="verify the artifact against this key first")
+    predict_p.add_argument("--local", action="store_true",
+                           help="the artifact is this device's own personalized model "
+                           "(device-local, unsigned): open it only if its manifest says so")
     predict_p.add_argument("--scores", help="also save the model's output scores, one row "
                            "per input, to this .npy file")
     predict_p.set_defaults(func=predict)
@@ -136,8 +139,11 @@ def predict(args: argparse.Namespace) -> int:
     from fedge.edge.runtime import EdgeModel, load_public_key
     from fedge.edge.runtime.inputs import load_images, prepare
 
+    if args.local and args.public_key:
+        raise FedgeError("--local opens a device's own unsigned artifact; a server's is "
+                         "checked with --public-key: give one of them")
     key = load_public_key(args.public_key) if args.public_key else None
-    model = EdgeModel.open(args.artifact, key)
+    model = EdgeModel.open(args.artifact, key, local=args.local)
     preprocessing = model.manifest.raw["input"].get("preprocessing")
     npy = len(args.input) == 1 and args.input[0].endswith(".npy")
     raw = args.raw or not npy
