@@ -28,6 +28,9 @@ def register(sub: Any) -> None:
     build_p.add_argument("--round", type=int, help="the round to build from (default last)")
     build_p.add_argument("--task", help="the task (default: the one the state dir records)")
     build_p.add_argument("--out", required=True, help="the artifact directory to write")
+    build_p.add_argument("--device-class", dest="device_class", default="",
+                         help="the device class whose student to build, for a task with "
+                         "several (default: its first)")
     build_p.set_defaults(func=build)
     verify_p = edge_sub.add_parser("verify", help="check an artifact's signature and hash")
     verify_p.add_argument("artifact", help="artifact directory or packed file")
@@ -81,9 +84,17 @@ def build(args: argparse.Namespace) -> int:
         store.close()
     task = load_task(args.task or recorded or "digits-mlp")
     key = SigningKey.load_or_create(args.state_dir)
-    report = build_artifact(task, weights, round_, key, args.out)
+    report = build_artifact(task, weights, round_, key, args.out,
+                            student_class=_student_class(task, args.device_class))
     print(_built(args, f"round {round_}", report, key.key_id))
     return 0
+
+
+def _student_class(task: Any, name: str) -> Any:
+    """The task's student for device class name (None: the task's first)."""
+    from fedge.tasks.students import pick_class
+
+    return pick_class(task.student_classes(), 0, "", name) if name else None
 
 
 def _build_from_params(args: argparse.Namespace) -> int:
@@ -105,7 +116,8 @@ def _build_from_params(args: argparse.Namespace) -> int:
     round_ = args.round or 0
     Path(args.state_dir).mkdir(parents=True, exist_ok=True)
     key = SigningKey.load_or_create(args.state_dir)
-    report = build_artifact(task, weights, round_, key, args.out)
+    report = build_artifact(task, weights, round_, key, args.out,
+                            student_class=_student_class(task, args.device_class))
     print(_built(args, args.from_params, report, key.key_id))
     return 0
 
