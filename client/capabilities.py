@@ -35,7 +35,7 @@ def capabilities(trainer: Trainer | None) -> fedge_pb2.Capabilities:
                                       runtime=runtime_description())
     from fedge.client.trainer import describe
 
-    return fedge_pb2.Capabilities(accelerator=describe(trainer.device),
+    return fedge_pb2.Capabilities(accelerator=describe(trainer.device, trainer.precision),
                                   memory_bytes=total_memory(),
                                   platform=platform.platform(),
                                   runtime=f"fedge {__version__}")

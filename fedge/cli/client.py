@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                else "no files there")
         raise FedgeError(f"no usable examples in {', '.join(config.data)} ({why}); run "
                          "`fedge data inspect` on them to see why")
-    return _run_daemon(config, Daemon(config, task, Trainer(task, x, y, config.device), data))
+    return _run_daemon(config, Daemon(config, task, Trainer(task, x, y, config.device,
+                                                               config.precision), data))
 
 
 def _check_can_train(device: str) -> None:

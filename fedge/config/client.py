@@ -28,6 +28,9 @@ class ClientConfig(Personalization):
     token: str = setting("", "this device's token (prefer the environment variable: "
                          "command lines are visible to other users)", shown="$FEDGE_TOKEN")
     device: str = setting("auto", "auto (CUDA if available), cpu or cuda[:N]")
+    precision: str = setting("auto", "training precision: auto (bf16 autocast on a CUDA "
+                             "device that supports it, else fp32), fp32 or bf16",
+                             choices=("auto", "fp32", "bf16"))
     poll_seconds: float = setting(10.0, "longest wait per poll", low=0.01)
     backoff_initial_s: float = setting(0.5, "first reconnect delay while the server is "
                                        "away", flag=None, low=0.001)

@@ -92,3 +92,20 @@ def test_aggregate_pairs_each_fedge_method_with_flower_doing_the_same_work() -> 
     if "flower inplace" in methods:  # a ratio for the paired rows, none for the rest
         assert table[1].split()[1:3] == ["fedge", "intake+fold"] and table[1].endswith("x")
         assert table[-1].split()[1:3] == ["numpy", "copy"] and table[-1].endswith("-")
+
+
+@pytest.mark.slow
+def test_gpu_bench_measures_the_real_trainer_and_says_when_there_is_no_gpu(tmp_path):
+    import torch
+
+    from bench import gpu
+
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--examples", "32", "--epochs", "1", "--batch", "16",
+                     "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["device"].split(":")[0], r["precision"]) for r in rows] == [
+        ("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "bf16")]
+    assert rows[0]["samples_per_s"] > 0 and rows[0]["examples"] == 32
+    measured = [r for r in rows[1:] if "skipped" not in r]
+    assert bool(measured) == torch.cuda.is_available()
