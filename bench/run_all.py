@@ -35,6 +35,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "simulate_wall": (["--out", "{out}"], ["--out", "{out}"]),
     "scale": (["--out", "{dir}"], ["--clients", "10,100", "--out", "{dir}"]),
     "privacy": (["--out", "{out}"], ["--rounds", "5", "--out", "{out}"]),
+    "personalization": (["--out", "{out}"], ["--seeds", "0", "--out", "{out}"]),
     "gpu": (["--out", "{out}"], ["--examples", "128", "--out", "{out}"]),
 }
 

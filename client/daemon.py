@@ -34,7 +34,6 @@ trainer is made (see client/inference.py).
 from __future__ import annotations
 
 import logging
-import platform
 import random
 import time
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
-from fedge import __version__
+from fedge.client.capabilities import capabilities
 from fedge.client.channel import (
     TLS_FAILURES_TO_STOP,
     ChannelFactory,
@@ -53,6 +52,7 @@ from fedge.client.channel import (
     tls_problem,
 )
 from fedge.client.data import LocalData
+from fedge.client.data.holdout import HOLDOUT_FRACTION
 from fedge.client.evaluation import HeldOut, evaluate_task
 from fedge.client.ledger import TaskLedger
 from fedge.client.session import Backoff, Link, Session, Stopped
@@ -116,6 +116,13 @@ class Daemon:
         self._secure_missed = ""  # the secure task whose key stages closed without us
         # Set by a relay (fedge.relay): its Join says its updates are partial aggregates.
         self.relay = False
+        # Personalization fine-tunes on the training part and measures on the held-out
+        # slice, which it keeps even when the server asks for none.
+        self.personal = config.personalize_epochs > 0 and trainer is not None
+        self.after_run: Callable[[], None] | None = None
+        if self.personal:
+            self._handlers[fedge_pb2.PERSONALIZE] = self.personalize
+            self._hold_out(0.0)
 
     @property
     def specs(self) -> list[Spec]:
@@ -188,6 +195,8 @@ class Daemon:
                                     else "failed the request", refusal, delay)
                     if self._link.wait(delay):
                         break
+        if self.after_run is not None:  # the device's own work once the run is over
+            self.after_run()
         log.info("%s: stopped after %d round(s)", self.config.device_id,
                  self.stats.rounds_trained)
         return self.stats
@@ -208,9 +217,10 @@ class Daemon:
         request = fedge_pb2.JoinRequest(
             device_id=self.config.device_id, task=self.task.name,
             fingerprint=specs_to_proto(self._specs),
-            capabilities=self._capabilities(),
+            capabilities=capabilities(self._trainer),
             num_examples=self._num_examples(), previous_session=self._session,
-            inference_only=self.inference_only, relay=self.relay)
+            inference_only=self.inference_only, relay=self.relay,
+            device_class=self.config.device_class, personalize=self.personal)
         reply: fedge_pb2.JoinReply = self._link.call(stub.Join.future(request, timeout=30))
         self._session = reply.session_id
         self._hold_out(reply.holdout_fraction)
@@ -221,8 +231,10 @@ class Daemon:
         return Session(stub, reply.session_id, self._link, self.config.device_id)
 
     def _hold_out(self, fraction: float) -> None:
-        """Splits the local examples at the server's held-out share (when it changed):
+        """Splits the local examples at the server's held-out share (when it changed;
+        a personalizing device keeps the default share when the server asks for none):
         the trainer keeps the training part only."""
+        fraction = fraction or (HOLDOUT_FRACTION if self.personal else 0.0)
         if fraction == self.held_out.fraction:
             return
         self.held_out.fraction = fraction
@@ -234,22 +246,8 @@ class Daemon:
             return
         if self._trainer is not None:
             self._trainer.set_data(*train)
-        log.info("%s: %d examples held out of training for evaluation",
-                 self.config.device_id, len(self.held_out.y))
-
-    def _capabilities(self) -> fedge_pb2.Capabilities:
-        if self.inference_only:
-            from fedge.client.inference import runtime_description
-
-            return fedge_pb2.Capabilities(accelerator="none (inference only)",
-                                          platform=platform.platform(),
-                                          runtime=runtime_description())
-        from fedge.client.trainer import describe
-
-        return fedge_pb2.Capabilities(accelerator=describe(self.trainer.device,
-                                                           self.trainer.precision),
-                                      platform=platform.platform(),
-                                      runtime=f"fedge {__version__}")
+        log.info("%s: %d examples held out of training", self.config.device_id,
+                 len(self.held_out.y))
 
     def _num_examples(self) -> int:
         """Local labelled examples: to train on, or (inference-only) to measure on."""
@@ -390,7 +388,7 @@ class Daemon:
                          "(give it the server's public key to install them)",
                          self.config.device_id)
             self.stats.edge_refused += 1
-            self._report_edge(session, task, {"edge_refused": 1.0})
+            self.report_metrics(session, task, {"edge_refused": 1.0})
             return
         try:
             blob = download(session, task.model_version, artifact=True)
@@ -407,7 +405,7 @@ class Daemon:
                       "model: %s", self.config.device_id, task.model_version, exc)
             self.stats.edge_refused += 1
             metrics = {"edge_refused": 1.0}
-        self._report_edge(session, task, metrics)
+        self.report_metrics(session, task, metrics)
 
     def rollback(self, session: Session, task: fedge_pb2.Task) -> None:
         """The ROLLBACK handler (client/deploy.py)."""
@@ -421,8 +419,15 @@ class Daemon:
         self._rescan()
         evaluate_task(self, session, task)
 
-    def _report_edge(self, session: Session, task: fedge_pb2.Task,
-                     metrics: dict[str, float]) -> None:
+    def personalize(self, session: Session, task: fedge_pb2.Task) -> None:
+        """The PERSONALIZE handler (client/personalize.py)."""
+        from fedge.client.personalize import personalize_task
+
+        personalize_task(self, session, task)
+
+    def report_metrics(self, session: Session, task: fedge_pb2.Task,
+                       metrics: dict[str, float]) -> None:
+        """Reports a side task's metrics (DEPLOY, PERSONALIZE) for the task's version."""
         report = fedge_pb2.MetricsReport(session_id=session.id, round=task.model_version,
                                          model_version=task.model_version, metrics=metrics)
         session.call(session.stub.ReportMetrics.future(report, timeout=30))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -21,6 +21,8 @@ class DaemonStats:
     edge_version: int = 0    # the round of the edge model installed last (0: none yet)
     updates_refused: int = 0  # updates the server would not fold (logged with its reason)
     trainings: int = 0  # TRAIN tasks trained (each task once, a few times at most)
+    # After the last round: held-out accuracy personalized vs global (personalize_epochs).
+    personal: dict[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, tuple[float, str]]:
         """The daemon's Prometheus values (see fedge.metrics.ValuesCollector)."""

@@ -15,6 +15,7 @@ class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEPLOY: _ClassVar[TaskKind]
     EVALUATE: _ClassVar[TaskKind]
     ROLLBACK: _ClassVar[TaskKind]
+    PERSONALIZE: _ClassVar[TaskKind]
 
 class UpdateKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,6 +46,7 @@ STOP: TaskKind
 DEPLOY: TaskKind
 EVALUATE: TaskKind
 ROLLBACK: TaskKind
+PERSONALIZE: TaskKind
 UPDATE_KIND_UNSPECIFIED: UpdateKind
 WEIGHTS: UpdateKind
 DELTA: UpdateKind
@@ -83,7 +85,7 @@ class Capabilities(_message.Message):
     def __init__(self, accelerator: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., platform: _Optional[str] = ..., runtime: _Optional[str] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("device_id", "task", "fingerprint", "capabilities", "num_examples", "previous_session", "inference_only", "relay")
+    __slots__ = ("device_id", "task", "fingerprint", "capabilities", "num_examples", "previous_session", "inference_only", "relay", "device_class", "personalize")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +94,8 @@ class JoinRequest(_message.Message):
     PREVIOUS_SESSION_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_ONLY_FIELD_NUMBER: _ClassVar[int]
     RELAY_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZE_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     task: str
     fingerprint: _containers.RepeatedCompositeFieldContainer[TensorSpec]
@@ -100,7 +104,9 @@ class JoinRequest(_message.Message):
     previous_session: str
     inference_only: bool
     relay: bool
-    def __init__(self, device_id: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., num_examples: _Optional[int] = ..., previous_session: _Optional[str] = ..., inference_only: bool = ..., relay: bool = ...) -> None: ...
+    device_class: str
+    personalize: bool
+    def __init__(self, device_id: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., num_examples: _Optional[int] = ..., previous_session: _Optional[str] = ..., inference_only: bool = ..., relay: bool = ..., device_class: _Optional[str] = ..., personalize: bool = ...) -> None: ...
 
 class JoinReply(_message.Message):
     __slots__ = ("session_id", "round", "model_version", "poll_seconds", "holdout_fraction")
@@ -301,7 +307,7 @@ class StatusRequest(_message.Message):
     def __init__(self, last_rounds: _Optional[int] = ...) -> None: ...
 
 class DeviceStatus(_message.Message):
-    __slots__ = ("device_id", "last_seen_seconds", "platform", "accelerator", "runtime", "num_examples", "authenticated", "live", "edge_model", "inference_only")
+    __slots__ = ("device_id", "last_seen_seconds", "platform", "accelerator", "runtime", "num_examples", "authenticated", "live", "edge_model", "inference_only", "device_class")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
@@ -312,6 +318,7 @@ class DeviceStatus(_message.Message):
     LIVE_FIELD_NUMBER: _ClassVar[int]
     EDGE_MODEL_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     last_seen_seconds: float
     platform: str
@@ -322,7 +329,8 @@ class DeviceStatus(_message.Message):
     live: bool
     edge_model: str
     inference_only: bool
-    def __init__(self, device_id: _Optional[str] = ..., last_seen_seconds: _Optional[float] = ..., platform: _Optional[str] = ..., accelerator: _Optional[str] = ..., runtime: _Optional[str] = ..., num_examples: _Optional[int] = ..., authenticated: bool = ..., live: bool = ..., edge_model: _Optional[str] = ..., inference_only: bool = ...) -> None: ...
+    device_class: str
+    def __init__(self, device_id: _Optional[str] = ..., last_seen_seconds: _Optional[float] = ..., platform: _Optional[str] = ..., accelerator: _Optional[str] = ..., runtime: _Optional[str] = ..., num_examples: _Optional[int] = ..., authenticated: bool = ..., live: bool = ..., edge_model: _Optional[str] = ..., inference_only: bool = ..., device_class: _Optional[str] = ...) -> None: ...
 
 class RoundSummary(_message.Message):
     __slots__ = ("round", "accuracy", "loss", "clients", "examples", "bytes_up", "bytes_down", "seconds", "committed_at", "epsilon", "fed_accuracy", "fed_loss", "fed_examples", "fed_edge_accuracy", "fed_edge_loss", "fed_edge_examples")

@@ -1,6 +1,6 @@
-"""Edge deployments: build a signed artifact from a committed global model in the
-background, keep the newest one in the state directory, and hand it to each device as a
-DEPLOY task until the device reports it installed or refused.
+"""Edge deployments: build a signed artifact per device class from a committed global
+model in the background, keep the newest ones in the state directory, and hand each
+device its class's as a DEPLOY task until the device reports it installed or refused.
 
 Builds run in one background thread, so training goes on while an artifact is made; a
 build asked for while another runs waits its turn (only the newest request is kept).
@@ -21,8 +21,10 @@ import numpy as np
 
 from fedge.edge.runtime.artifact import ArtifactError, pack, read_artifact
 from fedge.edge.runtime.verify import verify
-from fedge.refusals import StaleRequest
+from fedge.errors import TaskError
+from fedge.refusals import InvalidRequest, StaleRequest
 from fedge.tasks import Task
+from fedge.tasks.students import DEFAULT_CLASS, Student, pick_class
 from fedge.tensors import sha256_hex
 
 if TYPE_CHECKING:
@@ -46,13 +48,17 @@ class Shipped:
     blob: bytes
     sha256: str
     directory: Path
+    device_class: str = DEFAULT_CLASS
 
 
 class Deployments:
-    """The newest edge artifact of a run and which devices were handed it.
+    """The newest edge artifact of each device class of a run, and which devices were
+    handed it.
 
     every: also build after every this many rounds (0: only after the last round).
     on_ready: called (from the build thread) when a new artifact can be handed out.
+    A task without device classes keeps its artifacts in ``STATE/edge/round-NNNNNN``;
+    one with classes in ``STATE/edge/CLASS/round-NNNNNN`` (fedge.tasks.students).
     """
 
     def __init__(self, task: Task, state_dir: str | Path, every: int = 0,
@@ -60,6 +66,7 @@ class Deployments:
         from fedge.edge.compiler.keys import SigningKey  # needs cryptography: only when edge is on
 
         self._task = task
+        self.classes = task.student_classes()
         self.root = Path(state_dir) / "edge"
         self.every = every
         self.on_ready = on_ready
@@ -68,12 +75,24 @@ class Deployments:
         self._idle = threading.Condition(self._lock)
         self._pending: tuple[int, dict[str, np.ndarray]] | None = None
         self._building = False
-        self._offers: dict[str, int] = {}  # device id -> offers of the newest artifact
-        self.latest: Shipped | None = self._load_latest()
+        # device id -> (the artifact offered, how often): a newer artifact starts afresh
+        self._offers: dict[str, tuple[str, int]] = {}
+        self.shipped: dict[str, Shipped] = {}  # device class -> its newest artifact
+        for student in self.classes:
+            found = self._load_latest(student.name)
+            if found is not None:
+                self.shipped[student.name] = found
         self.failures = 0
         self.built = 0  # artifacts built by this process
         # The canary gate (server/rollout.py): asked before any device is offered one.
         self.gate: Rollout | None = None
+
+    @property
+    def latest(self) -> Shipped | None:
+        """The newest artifact of the task's first device class (of its only one, for
+        a task without classes)."""
+        with self._lock:
+            return self.shipped.get(self.classes[0].name) if self.classes else None
 
     @property
     def public_key_path(self) -> Path:
@@ -81,9 +100,22 @@ class Deployments:
 
         return self.root.parent / PUBLIC_FILE
 
-    def _load_latest(self) -> Shipped | None:
-        """The newest artifact already in the state dir, if one verifies."""
-        for directory in sorted(self.root.glob("round-*"), reverse=True):
+    def class_root(self, device_class: str) -> Path:
+        """Where the artifacts of device_class are kept."""
+        return self.root if not self._task.students else self.root / device_class
+
+    def classify(self, memory_bytes: int, accelerator: str, label: str) -> str:
+        """The device class of a joining device ("" when it fits none: it is offered no
+        artifact). Raises InvalidRequest for a label that names no class of the task."""
+        try:
+            student = pick_class(self.classes, memory_bytes, accelerator, label)
+        except TaskError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return "" if student is None else student.name
+
+    def _load_latest(self, device_class: str) -> Shipped | None:
+        """The newest artifact of device_class already in the state dir, if one verifies."""
+        for directory in sorted(self.class_root(device_class).glob("round-*"), reverse=True):
             try:
                 files = read_artifact(directory)
                 manifest = verify(files, self.key.public_bytes)
@@ -93,12 +125,14 @@ class Deployments:
             blob = pack(files)
             log.info("serving the edge artifact of round %d from %s", manifest.round,
                      directory)
-            return Shipped(manifest.round, blob, sha256_hex(blob), directory)
+            return Shipped(manifest.round, blob, sha256_hex(blob), directory, device_class)
         return None
 
     def due(self, round_: int, last: bool) -> bool:
         """Whether the model of round_ should become an artifact."""
-        if self.latest is not None and self.latest.round >= round_:
+        with self._lock:
+            built = [self.shipped[s.name].round for s in self.classes if s.name in self.shipped]
+        if len(built) == len(self.classes) and min(built) >= round_:
             return False
         return last or (self.every > 0 and round_ % self.every == 0)
 
@@ -112,8 +146,6 @@ class Deployments:
         threading.Thread(target=self._work, name="edge-build", daemon=True).start()
 
     def _work(self) -> None:
-        from fedge.edge.compiler.artifact import build_artifact
-
         while True:
             with self._lock:
                 if self._pending is None:
@@ -122,21 +154,29 @@ class Deployments:
                     return
                 round_, weights = self._pending
                 self._pending = None
-            directory = self.root / f"round-{round_:06d}"
-            try:
-                build_artifact(self._task, weights, round_, self.key, directory)
-                files = read_artifact(directory)
-            except Exception:  # a failed build must not take the server down
-                log.exception("building the edge artifact of round %d failed", round_)
-                self.failures += 1
-                continue
-            blob = pack(files)
-            with self._lock:
-                self.latest = Shipped(round_, blob, sha256_hex(blob), directory)
-                self.built += 1
-                self._offers.clear()
-            if self.on_ready is not None:
-                self.on_ready()
+            for student in self.classes:  # each class's devices get theirs when it is ready
+                self._build(round_, weights, student)
+
+    def _build(self, round_: int, weights: dict[str, np.ndarray], student: Student) -> None:
+        from fedge.edge.compiler.artifact import build_artifact
+
+        directory = self.class_root(student.name) / f"round-{round_:06d}"
+        try:
+            build_artifact(self._task, weights, round_, self.key, directory,
+                           student_class=student)
+            files = read_artifact(directory)
+        except Exception:  # a failed build must not take the server down
+            log.exception("building the edge artifact of round %d (class %s) failed",
+                          round_, student.name)
+            self.failures += 1
+            return
+        blob = pack(files)
+        with self._lock:
+            self.shipped[student.name] = Shipped(round_, blob, sha256_hex(blob), directory,
+                                                 student.name)
+            self.built += 1
+        if self.on_ready is not None:
+            self.on_ready()
 
     def busy(self) -> bool:
         """True while a build runs or waits, or the newest artifact waits for its
@@ -150,49 +190,52 @@ class Deployments:
         with self._idle:
             return self._idle.wait_for(lambda: not self._building, timeout)
 
-    def offer(self, device_id: str,
+    def offer(self, device_id: str, device_class: str = DEFAULT_CLASS,
               reported: Callable[[str, int], bool] | None = None) -> Shipped | None:
-        """The newest artifact if device_id should be handed it now (and counts it).
+        """The newest artifact of device_class if device_id should be handed it now (and
+        counts it).
 
         reported(device_id, round) says whether the device reported the artifact of that
         round installed or refused; it is asked only once an offer is outstanding.
         """
         with self._lock:
-            latest = self.latest
-            offers = self._offers.get(device_id, 0)
-            if latest is None or offers >= MAX_OFFERS:
+            latest = self.shipped.get(device_class)
+            if latest is None:
+                return None
+            sha, offers = self._offers.get(device_id, ("", 0))
+            offers = offers if sha == latest.sha256 else 0
+            if offers >= MAX_OFFERS:
                 return None
         if self.gate is not None and not self.gate.allows(device_id, latest.round):
             return None  # not a canary, or the artifact was halted
         # Outside the lock: reported() may read the state database.
         if offers and (reported is None or reported(device_id, latest.round)):
             with self._lock:
-                if self.latest is latest:
-                    self._offers[device_id] = MAX_OFFERS  # settled: never again
+                self._offers[device_id] = (latest.sha256, MAX_OFFERS)  # settled: never again
             return None
         with self._lock:
-            if self.latest is not latest:  # a newer artifact arrived: offer that one
+            if self.shipped.get(device_class) is not latest:  # a newer one: offer that
                 return None
-            self._offers[device_id] = offers + 1
+            self._offers[device_id] = (latest.sha256, offers + 1)
         if offers:
             log.info("offering the edge artifact of round %d to %s again (offer %d): it "
                      "has not reported it installed", latest.round, device_id, offers + 1)
         return latest
 
     def built_for(self, round_: int) -> bool:
-        """Whether an artifact of round_ was built (the newest, or an older one kept in
-        the state directory)."""
+        """Whether an artifact of round_ was built (the newest of a class, or an older
+        one kept in the state directory)."""
         with self._lock:
-            latest = self.latest
-        if latest is not None and latest.round == round_:
-            return True
-        return round_ >= 0 and (self.root / f"round-{round_:06d}").is_dir()
+            newest = {s.round for s in self.shipped.values()}
+        return round_ in newest or (round_ >= 0 and any(
+            (self.class_root(s.name) / f"round-{round_:06d}").is_dir() for s in self.classes))
 
-    def blob(self, round_: int) -> tuple[bytes, str]:
-        """The packed artifact of round_ (only the newest is served)."""
+    def blob(self, round_: int, device_class: str = DEFAULT_CLASS) -> tuple[bytes, str]:
+        """The packed artifact of round_ for device_class (only the newest is served)."""
         with self._lock:
-            latest = self.latest
+            latest = self.shipped.get(device_class)
         if latest is None or latest.round != round_:
             have = "none" if latest is None else f"round {latest.round}"
-            raise StaleRequest(f"no edge artifact of round {round_} (the newest is {have})")
+            raise StaleRequest(f"no edge artifact of round {round_} for device class "
+                               f"{device_class!r} (the newest is {have})")
         return latest.blob, latest.sha256

@@ -87,6 +87,7 @@ def check_join(request: fedge_pb2.JoinRequest, max_examples: int) -> None:
     for name in ("accelerator", "platform", "runtime"):
         check_text(f"capability {name}", getattr(caps, name))
     check_count("capability memory_bytes", caps.memory_bytes)
+    check_text("device_class", request.device_class, ID_CHARS)
     check_count("num_examples", request.num_examples, 0, max_examples)
 
 

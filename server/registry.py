@@ -23,6 +23,8 @@ class Device:
     capabilities: dict[str, str] = field(default_factory=dict)
     authenticated: bool = False  # joined with a valid token for device_id
     edge_model: str = ""  # the edge artifact version it last reported installed
+    device_class: str = ""  # its edge device class ("": it fits none, gets no artifact)
+    personalize: bool = False  # handed the final model to personalize before its STOP
     joined_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     inference_only: bool = False  # it cannot train: never sampled, only shipped models

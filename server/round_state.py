@@ -127,7 +127,7 @@ class Phase(Enum):
 class TaskView:
     """What PollTask answers, independent of the wire types."""
 
-    kind: str  # "TRAIN", "WAIT", "STOP", "DEPLOY" or "EVALUATE"
+    kind: str  # "TRAIN", "WAIT", "STOP", "DEPLOY", "EVALUATE", "ROLLBACK" or "PERSONALIZE"
     assignment: Assignment | None = None
     model_version: int = 0  # for DEPLOY: the round the artifact was built from
     retry_after_s: float = 1.0

@@ -27,6 +27,7 @@ from fedge.secure.vector import size_of
 from fedge.server.bounds import Bounds, distance_bound, example_weight, median
 from fedge.server.commit import restore_strategy, starting_point
 from fedge.server.intake import prepare_bounded
+from fedge.server.personalize import Personalizations
 from fedge.server.registry import Device, Registry
 from fedge.server.round_state import (
     AlreadyAccepted,
@@ -96,8 +97,7 @@ class Rounds:
         self._tasks = threading.Condition(lock)
         self._stopped: set[str] = set()  # sessions told STOP
         self._stop = threading.Event()
-        # Why the run ended early: a round failed max_round_attempts times in a row, or
-        # the driver failed.
+        # Why the run ended early: a round missed max_round_attempts times, or the driver failed.
         self.failure = ""
         # Why the run ended before its last round without failing (the privacy budget).
         self.ended_early = ""
@@ -109,6 +109,7 @@ class Rounds:
         self.reference_distance = 0.0
         self.deploy = deployments
         self.evaluation: FleetEvaluation | None = None  # federated evaluation, if on
+        self.personal = Personalizations(store)  # PERSONALIZE before STOP, to those who ask
         if deployments is not None:
             deployments.on_ready = self.wake
 
@@ -135,7 +136,8 @@ class Rounds:
                 # After the last round, a device is told STOP only once it has been
                 # handed the final edge artifact (or none is being built).
                 if self.phase is Phase.DONE and not self.edge_building():
-                    side = side_task(self, device)  # DEPLOY, then EVALUATE
+                    side = (side_task(self, device)  # DEPLOY, EVALUATE; PERSONALIZE
+                            or self.personal.offer(device, self.model_version))
                     if side is not None:
                         return side
                     self._stopped.add(device.session_id)
@@ -311,11 +313,11 @@ class Rounds:
         """Whether an edge artifact was built from round_ (a device may report it)."""
         return self.deploy is not None and self.deploy.built_for(round_)
 
-    def artifact_blob(self, round_: int) -> tuple[bytes, str]:
-        """The packed edge artifact built from round_ and its SHA-256."""
+    def artifact_blob(self, round_: int, device_class: str) -> tuple[bytes, str]:
+        """The packed edge artifact built from round_ for device_class, and its SHA-256."""
         if self.deploy is None:
             raise StaleRequest("this server builds no edge artifacts")
-        return self.deploy.blob(round_)
+        return self.deploy.blob(round_, device_class)
 
     # ------------------------------------------------------------------ driver's side
 
@@ -331,8 +333,7 @@ class Rounds:
             self._notify_everyone()
 
     def run(self) -> None:
-        """Drives rounds until all are committed (or stop() is called), then lingers
-        while devices collect their STOP; see Driver.run."""
+        """Drives rounds until all are committed (or stop()), then lingers; see Driver.run."""
         from fedge.server.driver import Driver
 
         Driver(self).run()

@@ -241,12 +241,16 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         if caller is None:  # one host must not pass for a crowd
             self._seats.check(address, request.device_id)
         caps = request.capabilities
+        deploy = self._rounds.deploy  # a device's class picks its edge artifact
+        device_class = (deploy.classify(caps.memory_bytes, caps.accelerator,
+                                        request.device_class) if deploy is not None else "")
         device = self._registry.join(
             request.device_id, request.num_examples,
             {"accelerator": caps.accelerator, "platform": caps.platform,
              "runtime": caps.runtime, "memory_bytes": str(caps.memory_bytes)},
             authenticated=caller is not None, previous_session=request.previous_session,
             inference_only=request.inference_only)
+        device.device_class, device.personalize = device_class, request.personalize
         if caller is None:
             self._seats.seat(address, device)
         log.info("device %s joined (%s, %d examples)%s", device.device_id,
@@ -291,9 +295,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     def FetchModel(self, request: fedge_pb2.FetchRequest,
                    context: grpc.ServicerContext) -> Iterator[bytes]:
         self._rounds.count_bytes(up=_size(request))
-        self._device(request.session_id)
-        if request.artifact:  # the packed edge artifact, resumable like the weights
-            blob, sha = self._rounds.artifact_blob(request.model_version)
+        device = self._device(request.session_id)
+        if request.artifact:  # the packed edge artifact of its class, resumable too
+            blob, sha = self._rounds.artifact_blob(request.model_version, device.device_class)
         else:
             blob, sha = self._rounds.model_blob(request.model_version)
         if not 0 <= request.offset <= len(blob):

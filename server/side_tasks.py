@@ -21,7 +21,8 @@ def side_task(rounds: Rounds, device: Device) -> TaskView | None:
     round lock)."""
     deploy = rounds.deploy
     if deploy is not None:
-        shipped = deploy.offer(device.device_id, lambda d, r: _reported(rounds, d, r))
+        shipped = deploy.offer(device.device_id, device.device_class,
+                               lambda d, r: _reported(rounds, d, r))
         gate = deploy.gate
         if shipped is not None:
             canary = gate is not None and gate.is_canary(device.device_id, shipped.round)

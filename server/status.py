@@ -49,6 +49,7 @@ def snapshot(task: str, rounds_total: int, rounds: Rounds, registry: Registry,
         "authenticated": d.authenticated,
         "edge_model": d.edge_model,
         "inference_only": d.inference_only,
+        "device_class": d.device_class,
     } for d in shown[:DEVICES_SHOWN]]
     times = store.committed_at()
     last_rounds = min(max(0, last_rounds), ROUNDS_SHOWN)
@@ -112,7 +113,8 @@ def to_proto(snap: Mapping[str, Any]) -> fedge_pb2.StatusReply:
 def from_proto(reply: fedge_pb2.StatusReply) -> dict[str, Any]:
     """The snapshot a StatusReply carries, as snapshot() makes it."""
     device_keys = ("device_id", "last_seen_seconds", "live", "platform", "accelerator",
-                   "runtime", "num_examples", "authenticated", "edge_model", "inference_only")
+                   "runtime", "num_examples", "authenticated", "edge_model", "inference_only",
+                   "device_class")
     round_keys: tuple[str, ...] = ("round", "accuracy", "loss", "clients", "examples", "bytes_up",
                   "bytes_down", "seconds", "committed_at", *FED_KEYS)
     if reply.HasField("privacy"):

@@ -52,6 +52,7 @@ class ClientSpec:
     attack: "", or the Attack kind its updates suffer (with attack_factor).
     bandwidth_kbps: 0, or the cap of its link in kilobits/s, each direction.
     watch_token: an operator token a late joiner reads the server's progress with.
+    personalize_epochs, personalize: the device personalizes the final model (0: not).
     """
 
     index: int
@@ -74,6 +75,8 @@ class ClientSpec:
     flower_client: str = ""
     num_clients: int = 0
     watch_token: str = ""
+    personalize_epochs: int = 0
+    personalize: str = "head"
 
     def to_json(self) -> dict[str, Any]:
         """The spec as a JSON object."""
@@ -213,7 +216,9 @@ def build_daemon(spec: ClientSpec, task: Task) -> SimulatedDaemon:
     config = ClientConfig(
         server=spec.server, task=spec.task, data=(spec.data,), device_id=spec.device_id,
         insecure=True, backoff_initial_s=0.1, backoff_max_s=2.0, token=spec.token,
-        trust_key=spec.trust_key, model_dir=spec.model_dir)
+        trust_key=spec.trust_key, model_dir=spec.model_dir,
+        personalize_epochs=0 if spec.attack else spec.personalize_epochs,
+        personalize=spec.personalize)
     data = LocalData(config.data, task.schema)
     data.rescan()
     x, y = data.arrays()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedge.errors import FedgeError
 from fedge.server.store import RoundRecord
+from fedge.simulations.personal import personalization_line, personalization_lines
 
 if TYPE_CHECKING:
     from fedge.client.daemon import Daemon
@@ -52,6 +53,9 @@ def edge_block(state_dir: str | Path, round_: int,
     from fedge.server.store import StateStore
 
     directory = Path(state_dir) / "edge" / f"round-{round_:06d}"
+    classes = sorted(Path(state_dir).glob(f"edge/*/round-{round_:06d}/build.json"))
+    if not (directory / "build.json").exists() and classes:
+        directory = classes[0].parent  # a task with device classes: its first, by name
     if not (directory / "build.json").exists():
         raise FedgeError(f"the edge artifact of round {round_} was not built (see the log)")
     build = read_report(directory)
@@ -160,6 +164,7 @@ def format_summary(report: dict[str, Any]) -> str:
                      f"{r['bytes_up']:,} | {r['bytes_down']:,} | {r['seconds']:.2f} |"
                      + (f" {r.get('epsilon', 0):.4g} |" if dp else ""))
     lines += _federated_lines(report)
+    lines += personalization_lines(report)
     edge = report.get("edge")
     if edge:
         lines += ["", "## Edge model", "", "| | value |", "|---|---:|"]
@@ -218,6 +223,9 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"privacy: {privacy['mode']} DP, epsilon {privacy['epsilon']:.4g} at "
                      f"delta {privacy['delta']:.3g}"
                      + (f"; {report['ended_early']}" if report.get("ended_early") else ""))
+    personal = personalization_line(report)
+    if personal is not None:
+        lines.append(personal)
     edge = report.get("edge")
     if edge:
         lines.append(f"edge: int8 student {edge['int8_onnx_bytes']:,} bytes (teacher fp32 "

@@ -30,6 +30,7 @@ from fedge.simulations.backends import RayBackend, choose, cores, make_backend, 
 from fedge.simulations.device import ClientSpec
 from fedge.simulations.hostile import Attack
 from fedge.simulations.partition import split, write_partitions
+from fedge.simulations.personal import personalization_block
 from fedge.simulations.report import (
     build_report,
     edge_block,
@@ -95,7 +96,10 @@ def simulate(config: SimulateConfig,
         round_timeout_s=config.round_timeout_s, epochs=config.epochs, lr=config.lr,
         batch_size=config.batch_size, momentum=config.momentum, seed=config.seed,
         state_dir=str(out / "state"),
-        insecure=True, linger_s=5.0, strategy=config.strategy, update=config.update,
+        # Devices that personalize report before their STOP: give them time (the linger
+        # ends as soon as every device has been told STOP).
+        insecure=True, linger_s=60.0 if config.personalize_epochs else 5.0,
+        strategy=config.strategy, update=config.update,
         encoding=config.encoding, server_lr=config.server_lr,
         server_momentum=config.server_momentum, mu=config.mu, trim=config.trim,
         byzantine_f=config.byzantine_f, topk_fraction=config.topk_fraction,
@@ -203,6 +207,9 @@ def simulate(config: SimulateConfig,
     elif server.deployments is not None and committed and not interrupted:
         report["edge"] = edge_block(out / "state", committed[-1].round,
                                     tier.state_dirs if tier is not None else ())
+    if config.personalize_epochs and committed and not failure and not interrupted:
+        report["personalization"] = personalization_block(
+            out / "state", committed[-1].round, config.personalize, config.personalize_epochs)
     write_outputs(report, out)
     return report
 
@@ -270,8 +277,8 @@ def client_specs(config: SimulateConfig, dirs: list[Path], server: FedgeServer,
             attack=attack.kind if attack else "",
             attack_factor=attack.factor if attack else config.attack_factor,
             bandwidth_kbps=config.bandwidth_kbps, flower_client=config.flower_client,
-            num_clients=len(dirs),
-            watch_token=watch if k in roles["late"] else ""))
+            num_clients=len(dirs), watch_token=watch if k in roles["late"] else "",
+            personalize_epochs=config.personalize_epochs, personalize=config.personalize))
     return specs
 
 

@@ -40,6 +40,7 @@ from fedge.edge.compiler.quantize import quantize_int8
 from fedge.edge.runtime.artifact import FORMAT, MANIFEST_FILE, ArtifactFiles, write_artifact
 from fedge.errors import FedgeError
 from fedge.tasks import Task
+from fedge.tasks.students import DEFAULT_CLASS, Student
 from fedge.tasks.training import evaluate, load_weights
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class BuildReport:
     proxy_examples: int
     seconds: float
     onnxruntime: str = field(default=onnxruntime.__version__)
+    device_class: str = DEFAULT_CLASS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,14 +95,36 @@ def _onnx_accuracy(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
     return float((np.asarray(logits).argmax(axis=1) == y).mean())
 
 
+def io_fields(task: Task) -> dict[str, Any]:
+    """The manifest's ``input`` and ``output`` entries for a model of task."""
+    return {
+        "input": {"name": INPUT_NAME, "shape": ["batch", *task.schema.input_shape],
+                  "dtype": task.schema.input_dtype,
+                  # Plain data, so a runtime in any language can prepare raw inputs
+                  # (fedge.edge.runtime.inputs is the reference).
+                  "preprocessing": task.schema.preprocessing()},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", task.schema.num_classes],
+                   "meaning": "class logits; the predicted class is the argmax, an index "
+                              "into labels",
+                   "labels": list(task.schema.labels)},
+    }
+
+
 def build_artifact(task: Task, weights: Mapping[str, np.ndarray], round_: int,
                    key: SigningKey, out_dir: str | Path,
-                   settings: DistillSettings | None = None) -> BuildReport:
+                   settings: DistillSettings | None = None,
+                   student_class: Student | None = None) -> BuildReport:
     """Distils weights (the global model of round_) into the task's student, ships it as
-    a signed int8 artifact in out_dir (replaced whole, atomically), and reports."""
+    a signed int8 artifact in out_dir (replaced whole, atomically), and reports.
+
+    student_class: the device class to build for (default: the task's first); its name
+    goes into the manifest as ``device_class``.
+    """
     started = time.perf_counter()
-    if task.build_student is None:
+    classes = task.student_classes()
+    if not classes:
         raise FedgeError(f"task {task.name} names no student model; edge artifacts need one")
+    student_class = student_class or classes[0]
     splits = task.load_data()
     if splits.proxy_x is None or len(splits.proxy_x) == 0:
         raise FedgeError(f"task {task.name} has no proxy set to distil on")
@@ -109,7 +133,7 @@ def build_artifact(task: Task, weights: Mapping[str, np.ndarray], round_: int,
     load_weights(teacher, dict(weights))
     teacher.eval()
     torch.manual_seed(settings.seed)
-    student = task.build_student()
+    student = student_class.build()
     distill(teacher, student, proxy_batches(splits.proxy_x, splits.proxy_y, settings),
             settings)
 
@@ -127,18 +151,11 @@ def build_artifact(task: Task, weights: Mapping[str, np.ndarray], round_: int,
         "task": task.name,
         "model_version": round_,
         "round": round_,
+        "device_class": student_class.name,
         "model": {"file": "model.onnx", "sha256": hashlib.sha256(int8).hexdigest(),
                   "bytes": len(int8), "precision": "int8", "quantization": method,
                   "parameters": _params(student), "opset": OPSET, "ir_version": IR_VERSION},
-        "input": {"name": INPUT_NAME, "shape": ["batch", *task.schema.input_shape],
-                  "dtype": task.schema.input_dtype,
-                  # Plain data, so a runtime in any language can prepare raw inputs
-                  # (fedge.edge.runtime.inputs is the reference).
-                  "preprocessing": task.schema.preprocessing()},
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", task.schema.num_classes],
-                   "meaning": "class logits; the predicted class is the argmax, an index "
-                              "into labels",
-                   "labels": list(task.schema.labels)},
+        **io_fields(task),
         "accuracy": {"int8": int8_accuracy, "split": "the task's test split",
                      "examples": len(test_y)},
         "min_runtime": {"onnxruntime": MIN_ONNXRUNTIME},
@@ -158,11 +175,12 @@ def build_artifact(task: Task, weights: Mapping[str, np.ndarray], round_: int,
         latency_ms_batch1_fp32=fp32_b1, latency_ms_batch1_int8=int8_b1,
         latency_ms_batch256_fp32=fp32_b256, latency_ms_batch256_int8=int8_b256,
         quantization=method, proxy_examples=len(splits.proxy_x),
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started, device_class=student_class.name)
     _write_atomically(files, Path(out_dir), report)
-    log.info("edge artifact of round %d: %d -> %d bytes, accuracy teacher %.4f int8 %.4f, "
-             "%.1f s", round_, report.fp32_onnx_bytes, report.int8_onnx_bytes,
-             report.teacher_accuracy, report.int8_accuracy, report.seconds)
+    log.info("edge artifact of round %d for class %s: %d -> %d bytes, accuracy teacher "
+             "%.4f int8 %.4f, %.1f s", round_, student_class.name, report.fp32_onnx_bytes,
+             report.int8_onnx_bytes, report.teacher_accuracy, report.int8_accuracy,
+             report.seconds)
     return report
 
 

@@ -51,6 +51,16 @@ class Manifest:
         return int(self.raw["round"])
 
     @property
+    def device_class(self) -> str:
+        """The device class the model was built for ("default" in older manifests)."""
+        return str(self.raw.get("device_class", "default"))
+
+    @property
+    def device_local(self) -> bool:
+        """Whether a device built this model itself (personalized; never signed)."""
+        return self.raw.get("origin") == "device-local"
+
+    @property
     def sha256(self) -> str:
         return str(self.raw["model"]["sha256"])
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedge.edge.runtime.artifact import ArtifactError, ArtifactFiles, Manifest, read_artifact
-from fedge.edge.runtime.verify import verify
+from fedge.edge.runtime.verify import verify, verify_local
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -73,10 +73,13 @@ class EdgeModel:
 
     @classmethod
     def open(cls, path: str | Path, public_key: bytes | None = None,
-             threads: int = 0) -> EdgeModel:
-        """Loads the artifact at path; verifies its signature too when given a key."""
+             threads: int = 0, local: bool = False) -> EdgeModel:
+        """Loads the artifact at path; verifies its signature too when given a key, or
+        (local) that it is a device-local artifact (verify_local)."""
         files = read_artifact(path)
-        if public_key is not None:
+        if local:
+            manifest = verify_local(files)
+        elif public_key is not None:
             manifest = verify(files, public_key)
         else:
             from fedge.edge.runtime.artifact import parse_manifest

@@ -1,5 +1,9 @@
 """Checking an artifact before a device trusts it: the manifest's Ed25519 signature
-against the configured public key, then the model's SHA-256 against the manifest."""
+against the configured public key, then the model's SHA-256 against the manifest.
+
+A device-local artifact (a model the device personalized itself, see
+fedge.edge.compiler.local) is never signed: :func:`verify` refuses it whatever it
+carries, and only :func:`verify_local` opens it, as the device's own."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from fedge.edge.runtime.artifact import (
 log = logging.getLogger(__name__)
 
 # DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): the raw 32-byte key follows.
+LOCAL_ORIGIN = "device-local"  # the manifest's origin for a device's own artifact
 _SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 _PEM_BEGIN, _PEM_END = "-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----"
 
@@ -78,6 +83,10 @@ def verify(files: ArtifactFiles, public_key: bytes) -> Manifest:
     SHA-256 differs from the manifest's.
     """
     manifest = parse_manifest(files.manifest)
+    if manifest.get("origin") == LOCAL_ORIGIN:
+        raise ArtifactError("this is a device-local artifact (a model a device personalized "
+                            "itself), not signed by the server: it is never installed as "
+                            "the server's model")
     signature = manifest.get("signature")
     if not isinstance(signature, dict) or not signature.get("value"):
         raise ArtifactError(f"the artifact is unsigned: {MANIFEST_FILE} has no signature")
@@ -96,13 +105,31 @@ def verify(files: ArtifactFiles, public_key: bytes) -> Manifest:
                                 f"key {trusted}")
         raise ArtifactError(f"the signature of {MANIFEST_FILE} does not verify: the "
                             "manifest was altered or the signature is forged")
+    _check_model(files, manifest, "signed manifest")
+    log.debug("artifact of round %s verified (key %s)", manifest.get("round"), trusted)
+    return Manifest(manifest)
+
+
+def verify_local(files: ArtifactFiles) -> Manifest:
+    """The manifest of a device-local artifact: one that says it is device-local, carries
+    no signature, and whose model matches its SHA-256. ArtifactError for anything else
+    (a server's artifact is opened with verify and its key)."""
+    manifest = parse_manifest(files.manifest)
+    if manifest.get("origin") != LOCAL_ORIGIN:
+        raise ArtifactError(f"not a device-local artifact (its manifest's origin is "
+                            f"{manifest.get('origin')!r}): verify it with the server's key")
+    if "signature" in manifest:
+        raise ArtifactError("a device-local artifact carries no signature; this one does")
+    _check_model(files, manifest, "manifest")
+    return Manifest(manifest)
+
+
+def _check_model(files: ArtifactFiles, manifest: dict[str, object], what: str) -> None:
     try:
-        expected = str(manifest["model"]["sha256"])
+        expected = str(manifest["model"]["sha256"])  # type: ignore[index]
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"{MANIFEST_FILE} does not give the model's sha256") from exc
     actual = hashlib.sha256(files.model).hexdigest()
     if actual != expected:
-        raise ArtifactError(f"{MODEL_FILE} does not match the signed manifest: SHA-256 "
+        raise ArtifactError(f"{MODEL_FILE} does not match the {what}: SHA-256 "
                             f"{actual[:16]}..., expected {expected[:16]}...")
-    log.debug("artifact of round %s verified (key %s)", manifest.get("round"), trusted)
-    return Manifest(manifest)

@@ -29,6 +29,9 @@ def register(sub: Any) -> None:
     build_p.add_argument("--round", type=int, help="the round to build from (default last)")
     build_p.add_argument("--task", help="the task (default: the one the state dir records)")
     build_p.add_argument("--out", required=True, help="the artifact directory to write")
+    build_p.add_argument("--device-class", dest="device_class", default="",
+                         help="the device class whose student to build, for a task with "
+                         "several (default: its first)")
     build_p.set_defaults(func=build)
     verify_p = edge_sub.add_parser("verify", help="check an artifact's signature and hash")
     verify_p.add_argument("artifact", help="artifact directory or packed file")
@@ -45,6 +48,9 @@ def register(sub: Any) -> None:
                            "with its steps first; image files imply it")
     predict_p.add_argument("--public-key", dest="public_key",
                            help="verify the artifact against this key first")
+    predict_p.add_argument("--local", action="store_true",
+                           help="the artifact is this device's own personalized model "
+                           "(device-local, unsigned): open it only if its manifest says so")
     predict_p.add_argument("--scores", help="also save the model's output scores, one row "
                            "per input, to this .npy file")
     predict_p.set_defaults(func=predict)
@@ -82,9 +88,17 @@ def build(args: argparse.Namespace) -> int:
         store.close()
     task = load_task(args.task or recorded or "digits-mlp")
     key = SigningKey.load_or_create(args.state_dir)
-    report = build_artifact(task, weights, round_, key, args.out)
+    report = build_artifact(task, weights, round_, key, args.out,
+                            student_class=_student_class(task, args.device_class))
     print(_built(args, f"round {round_}", report, key.key_id))
     return 0
+
+
+def _student_class(task: Any, name: str) -> Any:
+    """The task's student for device class name (None: the task's first)."""
+    from fedge.tasks.students import pick_class
+
+    return pick_class(task.student_classes(), 0, "", name) if name else None
 
 
 def _build_from_params(args: argparse.Namespace) -> int:
@@ -106,7 +120,8 @@ def _build_from_params(args: argparse.Namespace) -> int:
     round_ = args.round or 0
     Path(args.state_dir).mkdir(parents=True, exist_ok=True)
     key = SigningKey.load_or_create(args.state_dir)
-    report = build_artifact(task, weights, round_, key, args.out)
+    report = build_artifact(task, weights, round_, key, args.out,
+                            student_class=_student_class(task, args.device_class))
     print(_built(args, args.from_params, report, key.key_id))
     return 0
 
@@ -140,8 +155,11 @@ def predict(args: argparse.Namespace) -> int:
     from fedge.edge.runtime import EdgeModel, load_public_key
     from fedge.edge.runtime.inputs import load_images, prepare
 
+    if args.local and args.public_key:
+        raise FedgeError("--local opens a device's own unsigned artifact; a server's is "
+                         "checked with --public-key: give one of them")
     key = load_public_key(args.public_key) if args.public_key else None
-    model = EdgeModel.open(args.artifact, key)
+    model = EdgeModel.open(args.artifact, key, local=args.local)
     preprocessing = model.manifest.raw["input"].get("preprocessing")
     npy = len(args.input) == 1 and args.input[0].endswith(".npy")
     raw = args.raw or not npy

@@ -131,7 +131,9 @@ def format_status(snap: dict[str, Any]) -> str:
                      f"{d['last_seen_seconds']:>6.1f} s  {d['num_examples']:>8}  "
                      f"{d['edge_model'] or '-':>5}  {d['accelerator'] or '-':<16} "
                      f"{d['platform'] or '-'}"
-                     + ("  [inference only]" if d.get("inference_only") else ""))
+                     + ("  [inference only]" if d.get("inference_only") else "")
+                     + (f"  [class {d['device_class']}]"  # a task with device classes
+                        if d.get("device_class") not in (None, "", "default") else ""))
     privacy = snap.get("privacy")
     if privacy:
         target = (f", target {privacy['target_epsilon']:g}" if privacy["target_epsilon"]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from fedge.config.personal import Personalization
 from fedge.config.settings import check_declared, check_range, check_tls, setting
 from fedge.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class ClientConfig:
+class ClientConfig(Personalization):
     """Settings of ``fedge client``: each field's declaration says what it does."""
 
     server: str = setting("127.0.0.1:50051", "HOST:PORT of the server")
@@ -50,10 +51,19 @@ class ClientConfig:
     trust_key: str = setting("", "the server's edge public key (PEM); shipped edge models "
                              "are installed only if signed by it")
     model_dir: str = setting("fedge-model", "where edge models are installed")
+    # Which edge student this device is shipped (fedge.tasks.students).
+    device_class: str = setting("", "this device's edge class, one the task defines (a "
+                                "tiny student for low-memory boards, ...)",
+                                shown="picked by the server from its memory and "
+                                "accelerator")
     # What `pip install 'fedge[edge]'` supports: no torch.
     inference_only: bool = setting(False, "never train: only install shipped edge models "
                                    "and report how they do on the data given (needs "
                                    "--trust-key; no torch)")
+    # Personalization's own switch on a device (the rest is fedge.config.personal).
+    personal_artifact: bool = setting(False, "also export the personalized model as a "
+                                      "device-local int8 artifact in MODEL_DIR/personal "
+                                      "(unsigned: never installed as the server's)")
     # A Flower project moves to fedge by how it is launched (fedge/flower/client.py).
     flower_client: str = setting("", "run a Flower NumPyClient, Client or client_fn "
                                  "(module:attr) as this device's trainer (needs the "
@@ -77,5 +87,8 @@ class ClientConfig:
             raise ConfigError("inference_only needs trust_key (--trust-key): such a device "
                               "only installs shipped models, and refuses them all without "
                               "the server's public key")
+        if self.personalize_epochs and (self.inference_only or self.flower_client):
+            raise ConfigError("personalize_epochs fine-tunes the task's torch model: not on "
+                              "an inference_only device nor with flower_client")
         if self.flower_client and self.inference_only:
             raise ConfigError("flower_client trains; it does not go with inference_only")

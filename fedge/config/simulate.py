@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from fedge.config.lifecycle import LifecycleSettings
+from fedge.config.personal import Personalization
 from fedge.config.privacy import PrivacySettings, check_privacy
 from fedge.config.settings import check_declared, check_range, setting
 from fedge.config.strategy import LocalTraining, StrategySettings, check_strategy
@@ -21,7 +22,8 @@ BACKEND = "backend"  # the docs group of the backends
 
 
 @dataclass(frozen=True)
-class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSettings):
+class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSettings,
+                     Personalization):
     """Settings of ``fedge simulate``: one real server and N real client daemons on
     loopback gRPC, each client training on its own partition written to disk."""
 
@@ -112,5 +114,8 @@ class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, Lifecycle
         if self.relays and self.late_joiners:
             raise ConfigError("late_joiners do not go with relays: a late joiner watches "
                               "the server's round, which its relay does not show")
+        if self.personalize_epochs and self.flower_client:
+            raise ConfigError("personalize_epochs fine-tunes the task's torch model: not "
+                              "with flower_client")
         if self.ray_address and self.backend != "ray":
             raise ConfigError("ray_address applies to backend 'ray'")

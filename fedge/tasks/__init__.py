@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedge.errors import TaskError
+from fedge.tasks.students import DEFAULT_CLASS, Student, check_students
 
 if TYPE_CHECKING:
     import torch
@@ -184,6 +185,8 @@ class Task:
     train_step: one optimisation step on a batch, returning the loss.
     eval_step: (summed loss, number correct) on a batch.
     build_student: a smaller model for edge distillation, when the task has one.
+    students: edge students per device class (fedge.tasks.students), in the order a
+        device's capabilities are matched; when given, build_student is not used.
     """
 
     name: str
@@ -195,6 +198,19 @@ class Task:
     eval_step: EvalStep = field(default_factory=_default_eval_step)
     build_student: Callable[[], nn.Module] | None = None
     description: str = ""
+    students: tuple[Student, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_students(self.students)
+
+    def student_classes(self) -> tuple[Student, ...]:
+        """The task's edge students by device class: its students, or build_student as
+        the one class every device falls in (none without a student)."""
+        if self.students:
+            return self.students
+        if self.build_student is None:
+            return ()
+        return (Student(DEFAULT_CLASS, self.build_student),)
 
 
 def builtin_tasks() -> dict[str, Callable[[], Task]]:

@@ -57,6 +57,6 @@ def test_devices_install_signed_artifacts_and_refuse_foreign_ones(fleet: Fleet) 
     assert again.deployments is not None and again.deployments.latest is not None
     assert again.deployments.latest.round == 2 and not again.deployments.busy()
     assert (fleet.tmp / "state" / PUBLIC_FILE).read_text() == key_before
-    blob, sha = again.rounds.artifact_blob(2)
+    blob, sha = again.rounds.artifact_blob(2, "default")
     manifest = verify(unpack(blob), load_public_key(trusted))
     assert manifest.round == 2 and sha == again.deployments.latest.sha256
