@@ -55,6 +55,8 @@ RULES: dict[str, Rule] = {
     "stream_cut": Rule("DEADLINE_EXCEEDED", settles=False, retry=True),
     # A string, map or count a device sent past its limit, or a value out of its range.
     "over_limit": Rule("INVALID_ARGUMENT", settles=False, retry=False),
+    # Async mode: an update started from a model more than max_staleness versions old.
+    "too_stale": Rule("FAILED_PRECONDITION", settles=True, retry=False),
 }
 
 # A refusal's message never grows with the input: it quotes at most QUOTE_CHARS of any
@@ -204,3 +206,10 @@ class OverLimit(Refused):
     or round out of range, a value that is not finite."""
 
     name = "over_limit"
+
+
+class TooStale(Refused):
+    """An asynchronous update whose starting model is more than max_staleness versions
+    older than the current one: folding it would pull the model back."""
+
+    name = "too_stale"

@@ -131,9 +131,16 @@ class FedgeServer:
 
             budget = PrivacyBudget(config.dp, config.dp_noise_multiplier, config.dp_delta,
                                    config.target_epsilon, self.store)
-        self.rounds = Rounds(settings, specs, self.registry, self.store,
-                             Evaluator(self.task), initial, self.task.name, on_round,
-                             strategy, self.deployments, budget)
+        if config.mode == "async":  # FedBuff: versions every buffer_size updates
+            from fedge.server.async_rounds import AsyncRounds
+
+            self.rounds: Rounds = AsyncRounds(settings, specs, self.registry, self.store,
+                                              Evaluator(self.task), initial, self.task.name,
+                                              config, on_round, strategy, self.deployments)
+        else:
+            self.rounds = Rounds(settings, specs, self.registry, self.store,
+                                 Evaluator(self.task), initial, self.task.name, on_round,
+                                 strategy, self.deployments, budget)
         _resume_edge(self.rounds, self.store, self.deployments)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers,

@@ -106,7 +106,11 @@ def simulate(config: SimulateConfig,
         max_workers=max(256, config.clients + 64),
         # A simulated fleet is honest and trusted: it aggregates plain FedAvg weights,
         # not the fleet-relative bounds a server facing real devices applies.
-        examples_factor=0.0, norm_factor=0.0), on_round=record,
+        examples_factor=0.0, norm_factor=0.0, mode=config.mode,
+        concurrency=config.concurrency, buffer_size=config.buffer_size,
+        max_staleness=config.max_staleness, staleness=config.staleness,
+        staleness_exponent=config.staleness_exponent, eval_every=config.eval_every),
+        on_round=record,
         # Round 1 samples the whole fleet present at the start, not its first joiners.
         start_clients=present)
     port = server.start()

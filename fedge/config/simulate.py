@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fedge.config.asynchronous import AsyncSettings, check_async, updates_per_version
 from fedge.config.privacy import PrivacySettings, check_privacy
 from fedge.config.settings import check_declared, check_range, setting
 from fedge.config.strategy import LocalTraining, StrategySettings, check_strategy
@@ -20,7 +21,7 @@ BACKEND = "backend"  # the docs group of the backends
 
 
 @dataclass(frozen=True)
-class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings):
+class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, AsyncSettings):
     """Settings of ``fedge simulate``: one real server and N real client daemons on
     loopback gRPC, each client training on its own partition written to disk."""
 
@@ -95,7 +96,9 @@ class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings):
     def __post_init__(self) -> None:
         check_declared(self)
         check_privacy(self)
-        check_strategy(self, max(1, math.ceil(self.fraction * self.clients)))
+        check_strategy(self, updates_per_version(
+            self, max(1, math.ceil(self.fraction * self.clients))))
+        check_async(self)
         if self.late_joiners + self.leavers + self.hostile_clients > 1.0:
             raise ConfigError("late_joiners + leavers + hostile_clients must be at most 1 "
                               "(they are disjoint groups of clients)")
