@@ -169,6 +169,9 @@ def simulate(config: SimulateConfig,
                           conditions=conditions(config, roles, results))
     if interrupted:
         report["interrupted"] = True
+    report["mode"] = config.mode
+    if config.mode == "async":
+        report["asynchronous"] = async_block(config, server)
     budget = server.rounds.budget
     if budget is not None:
         report["privacy"] = budget.summary()
@@ -240,6 +243,7 @@ def client_specs(config: SimulateConfig, dirs: list[Path], server: FedgeServer,
             dropout=config.dropout,
             delay=config.straggler_distribution if k in roles["stragglers"] else "",
             delay_s=config.straggler_delay_s,
+            slowdown=config.straggler_slowdown if k in roles["stragglers"] else 1.0,
             join_round=config.join_round if k in roles["late"] else 0,
             leave_round=config.leave_round if k in roles["leave"] else 0,
             attack=attack.kind if attack else "",
@@ -259,6 +263,7 @@ def conditions(config: SimulateConfig, roles: Mapping[str, list[int]],
         "stragglers": roles["stragglers"],
         "straggler_delay_s": config.straggler_delay_s,
         "straggler_distribution": config.straggler_distribution,
+        "straggler_slowdown": config.straggler_slowdown,
         "delay_seconds": round(sum(r["delay_seconds"] for r in results), 3),
         "late_joiners": roles["late"], "join_round": config.join_round,
         "leavers": roles["leave"], "leave_round": config.leave_round,
@@ -266,6 +271,15 @@ def conditions(config: SimulateConfig, roles: Mapping[str, list[int]],
         "attack_factor": config.attack_factor,
         "bandwidth_kbps": config.bandwidth_kbps,
     }
+
+
+def async_block(config: SimulateConfig, server: FedgeServer) -> dict[str, Any]:
+    """The report's record of an async run: its settings, and the updates refused as
+    too stale."""
+    return {"concurrency": config.concurrency, "buffer_size": config.buffer_size,
+            "max_staleness": config.max_staleness, "staleness": config.staleness,
+            "staleness_exponent": config.staleness_exponent,
+            "refused_stale": getattr(server.rounds, "refused_stale", 0)}
 
 
 def _data_only(result: dict[str, Any]) -> dict[str, Any]:

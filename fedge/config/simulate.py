@@ -44,8 +44,9 @@ class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, AsyncSett
                             "with corrupt files (see fedge data partition)")
     edge: bool = setting(True, "build, ship and install the edge artifact after the last "
                          "round", flag="--no-edge")
-    scenario: str = setting("", "a built-in scenario (dropout, stragglers, churn, hostile, "
-                            "quantity-skew, label-skew, bandwidth) or a TOML file, read "
+    scenario: str = setting("", "a built-in scenario (dropout, stragglers, slow-devices, "
+                            "churn, hostile, quantity-skew, label-skew, bandwidth) or a "
+                            "TOML file, read "
                             "first; --config and flags override it")
     backend: str = setting("auto", "where clients run: threads, processes, ray, or auto "
                            "(threads up to 256 clients, processes above)",
@@ -64,6 +65,10 @@ class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, AsyncSett
     straggler_distribution: str = setting(
         "exponential", "exponential, uniform (0 to twice the mean) or fixed",
         choices=DELAYS, group=SCENARIO)
+    straggler_slowdown: float = setting(
+        1.0, "stragglers also train this many times slower than the others (each of their "
+        "updates is held k - 1 times its own training time); 1: not slower", low=1,
+        group=SCENARIO)
     late_joiners: float = setting(0.0, "fraction of clients that connect only once round "
                                   "join_round - 1 is committed", low=0, high=1,
                                   group=SCENARIO)
