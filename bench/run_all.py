@@ -35,6 +35,8 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "simulate_wall": (["--out", "{out}"], ["--out", "{out}"]),
     "scale": (["--out", "{dir}"], ["--clients", "10,100", "--out", "{dir}"]),
     "privacy": (["--out", "{out}"], ["--rounds", "5", "--out", "{out}"]),
+    "async": (["--out", "{out}"], ["--rounds", "4", "--versions", "16", "--target", "0.9",
+                                   "--out", "{out}"]),
 }
 
 
