@@ -113,7 +113,7 @@ def test_only_concurrency_devices_train_at_once(make_server: Callable[..., Fedge
 
 
 def test_versions_commit_at_the_pace_of_the_fast_devices(fleet: Fleet) -> None:
-    slow_s, versions = 3.0, 6
+    slow_s, versions = 5.0, 6
     dirs = fleet.partitions("digits-mlp", 4)
     server = fleet.server(mode="async", rounds=versions, concurrency=4, buffer_size=2,
                           max_staleness=20, epochs=1, linger_s=10.0)
@@ -128,9 +128,9 @@ def test_versions_commit_at_the_pace_of_the_fast_devices(fleet: Fleet) -> None:
     records = server.wait(timeout=60)
     assert [r.round for r in records] == list(range(versions + 1))
     # Synchronous rounds of these four devices would last at least slow_s each.
-    assert elapsed < (versions - 1) * slow_s / 3, elapsed
+    assert elapsed < (versions - 1) * slow_s / 2, elapsed
     fleet.join_clients()
     trained_fast = sum(c.stats[0].rounds_trained for c in fast)
     trained_slow = sum(c.stats[0].rounds_trained for c in slow)
-    assert trained_fast >= 2 * versions - 2 and trained_slow <= 2, (trained_fast,
-                                                                     trained_slow)
+    assert trained_fast >= versions and trained_fast >= 2 * trained_slow, (
+        trained_fast, trained_slow)
