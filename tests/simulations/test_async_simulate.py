@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from fedge.simulations.device import slow_down
 from fedge.simulations.runner import simulate
 from fedge.simulations.scenario import load_simulation
@@ -25,6 +27,7 @@ def test_a_slowed_trainer_takes_k_times_as_long() -> None:
     assert len(waits) == 1 and 9 * 0.02 <= waits[0] < 9 * 0.2
 
 
+@pytest.mark.slow  # about 25-40 s on the shared box
 def test_async_simulation_of_slow_devices_reports_its_versions(tmp_path: Path) -> None:
     config = load_simulation("slow-devices", None, {
         "mode": "async", "clients": 4, "rounds": 3, "epochs": 1, "edge": False,
