@@ -37,6 +37,8 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "privacy": (["--out", "{out}"], ["--rounds", "5", "--out", "{out}"]),
     "personalization": (["--out", "{out}"], ["--seeds", "0", "--out", "{out}"]),
     "gpu": (["--out", "{out}"], ["--examples", "128", "--out", "{out}"]),
+    "async": (["--out", "{out}"], ["--rounds", "4", "--versions", "16", "--target", "0.9",
+                                   "--out", "{out}"]),
 }
 
 

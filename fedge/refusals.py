@@ -58,6 +58,8 @@ RULES: dict[str, Rule] = {
     # A resumed upload whose earlier part the server no longer holds (or holds up to
     # another byte): the device asks UploadOffset again and sends from there.
     "resume_lost": Rule("ABORTED", settles=False, retry=True),
+    # Async mode: an update started from a model more than max_staleness versions old.
+    "too_stale": Rule("FAILED_PRECONDITION", settles=True, retry=False),
 }
 
 # A refusal's message never grows with the input: it quotes at most QUOTE_CHARS of any
@@ -213,3 +215,10 @@ class ResumeLost(Refused):
     """A resumed upload that does not start where the server's kept part of it ends."""
 
     name = "resume_lost"
+
+
+class TooStale(Refused):
+    """An asynchronous update whose starting model is more than max_staleness versions
+    older than the current one: folding it would pull the model back."""
+
+    name = "too_stale"

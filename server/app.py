@@ -141,9 +141,16 @@ class FedgeServer:
 
             budget = PrivacyBudget(config.dp, config.dp_noise_multiplier, config.dp_delta,
                                    config.target_epsilon, self.store)
-        self.rounds = rounds_type(settings, specs, self.registry, self.store,
-                             Evaluator(self.task), initial, self.task.name, on_round,
-                             strategy, self.deployments, budget)
+        if config.mode == "async":  # FedBuff: versions every buffer_size updates
+            from fedge.server.async_rounds import AsyncRounds
+
+            self.rounds: Rounds = AsyncRounds(settings, specs, self.registry, self.store,
+                                              Evaluator(self.task), initial, self.task.name,
+                                              config, on_round, strategy, self.deployments)
+        else:
+            self.rounds = rounds_type(settings, specs, self.registry, self.store,
+                                      Evaluator(self.task), initial, self.task.name,
+                                      on_round, strategy, self.deployments, budget)
         if config.canary_fraction > 0 and self.deployments is not None:
             self.deployments.gate = Rollout(
                 config.canary_fraction, config.canary_margin, config.canary_timeout_s,

@@ -46,6 +46,8 @@ class ClientSpec:
     dropout: probability, per round, that the device goes silent after being sampled.
     delay, delay_s: a straggler's delay distribution ("" none, exponential, uniform
     (0 to 2 * delay_s) or fixed) and its mean, waited before each update.
+    slowdown: k >= 1: the device trains k times slower (each training is followed by a
+    wait of k - 1 times its own length, before its update is sent).
     join_round: 0, or the round the device arrives for: it connects once round
     join_round - 1 is committed (the round opening at that moment may go without it);
     leave_round: 0, or the round after which it leaves.
@@ -67,6 +69,7 @@ class ClientSpec:
     dropout: float = 0.0
     delay: str = ""
     delay_s: float = 0.0
+    slowdown: float = 1.0
     join_round: int = 0
     leave_round: int = 0
     attack: str = ""
@@ -129,6 +132,23 @@ class Throttle(grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientIntercep
         return continuation(details, paced())
 
 
+def slow_down(trainer: Any, factor: float, wait: Callable[[float], Any]) -> None:
+    """Makes trainer's train and gradient take factor times as long: each call is
+    followed by wait((factor - 1) x its own length), as on a device factor times slower."""
+    for name in ("train", "gradient"):
+        method = getattr(trainer, name, None)
+        if method is None:
+            continue
+
+        def slow(*args: Any, _method: Callable[..., Any] = method, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            result = _method(*args, **kwargs)
+            wait((factor - 1) * (time.perf_counter() - started))
+            return result
+
+        setattr(trainer, name, slow)
+
+
 class SimulatedDaemon(Daemon):
     """A Daemon that drops out, straggles, joins late, leaves or has a capped link as
     its ClientSpec says."""
@@ -141,6 +161,8 @@ class SimulatedDaemon(Daemon):
         self.delay_seconds = 0.0
         self._attempts: dict[int, int] = {}  # TRAIN tasks taken, by round
         self._train_as_a_device = self.handle(fedge_pb2.TRAIN, self._train_as_scenario_says)
+        if spec.slowdown > 1 and trainer is not None:
+            slow_down(trainer, spec.slowdown, self.pause)
 
     def run(self) -> Any:
         """Waits for its join round (a late joiner), then runs as a device does."""

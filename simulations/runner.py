@@ -122,7 +122,11 @@ def simulate(config: SimulateConfig,
         examples_factor=0.0, norm_factor=0.0,
         eval_every_rounds=config.eval_every_rounds, eval_fraction=config.eval_fraction,
         holdout_fraction=config.holdout_fraction, canary_fraction=config.canary_fraction,
-        canary_margin=config.canary_margin, canary_timeout_s=config.canary_timeout_s),
+        canary_margin=config.canary_margin, canary_timeout_s=config.canary_timeout_s,
+        mode=config.mode,
+        concurrency=config.concurrency, buffer_size=config.buffer_size,
+        max_staleness=config.max_staleness, staleness=config.staleness,
+        staleness_exponent=config.staleness_exponent, eval_every=config.eval_every),
         on_round=record,
         # Round 1 samples the whole fleet present at the start, not its first joiners.
         start_clients=present)
@@ -195,6 +199,9 @@ def simulate(config: SimulateConfig,
         report["relays"] = tier.report(records)
     if interrupted:
         report["interrupted"] = True
+    report["mode"] = config.mode
+    if config.mode == "async":
+        report["asynchronous"] = async_block(config, server)
     budget = server.rounds.budget
     if budget is not None:
         report["privacy"] = budget.summary()
@@ -272,6 +279,7 @@ def client_specs(config: SimulateConfig, dirs: list[Path], server: FedgeServer,
             dropout=config.dropout,
             delay=config.straggler_distribution if k in roles["stragglers"] else "",
             delay_s=config.straggler_delay_s,
+            slowdown=config.straggler_slowdown if k in roles["stragglers"] else 1.0,
             join_round=config.join_round if k in roles["late"] else 0,
             leave_round=config.leave_round if k in roles["leave"] else 0,
             attack=attack.kind if attack else "",
@@ -291,6 +299,7 @@ def conditions(config: SimulateConfig, roles: Mapping[str, list[int]],
         "stragglers": roles["stragglers"],
         "straggler_delay_s": config.straggler_delay_s,
         "straggler_distribution": config.straggler_distribution,
+        "straggler_slowdown": config.straggler_slowdown,
         "delay_seconds": round(sum(r["delay_seconds"] for r in results), 3),
         "late_joiners": roles["late"], "join_round": config.join_round,
         "leavers": roles["leave"], "leave_round": config.leave_round,
@@ -298,6 +307,15 @@ def conditions(config: SimulateConfig, roles: Mapping[str, list[int]],
         "attack_factor": config.attack_factor,
         "bandwidth_kbps": config.bandwidth_kbps,
     }
+
+
+def async_block(config: SimulateConfig, server: FedgeServer) -> dict[str, Any]:
+    """The report's record of an async run: its settings, and the updates refused as
+    too stale."""
+    return {"concurrency": config.concurrency, "buffer_size": config.buffer_size,
+            "max_staleness": config.max_staleness, "staleness": config.staleness,
+            "staleness_exponent": config.staleness_exponent,
+            "refused_stale": getattr(server.rounds, "refused_stale", 0)}
 
 
 def _data_only(result: dict[str, Any]) -> dict[str, Any]:

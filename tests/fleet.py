@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedge.client.daemon import Daemon, DaemonStats
 from fedge.client.data import load_local_data
+from fedge.client.session import Session
 from fedge.client.trainer import Trainer
 from fedge.config import ClientConfig, ServerConfig
+from fedge.protos import fedge_pb2
 from fedge.server.app import FedgeServer
 from fedge.server.tokens import TokenStore
 from fedge.simulations.partition import iid, write_partitions
@@ -63,9 +66,11 @@ class Fleet:
             store.close()
 
     def client(self, port: int, data: Path, device_id: str, task: str = "digits-mlp",
-               token: str | None = None, **overrides: object) -> ClientThread:
+               token: str | None = None, train_delay_s: float = 0.0,
+               **overrides: object) -> ClientThread:
         """A daemon thread; enrolled in the default state directory unless given a token
-        ("" for an anonymous device). overrides are ClientConfig settings."""
+        ("" for an anonymous device). train_delay_s: a slow device, that waits this long
+        before each TRAIN task. overrides are ClientConfig settings."""
         if token is None:  # enrolled with the server on that port, if the fleet runs it
             server = next((s for s in self.servers if s.port == port), None)
             token = (server.tokens.create(device_id) if server is not None
@@ -79,6 +84,16 @@ class Fleet:
         loaded = load_task(task)
         x, y = load_local_data(config.data, loaded.schema)
         daemon = Daemon(config, loaded, Trainer(loaded, x, y, "cpu"))
+        if train_delay_s > 0:  # through the daemon's public hook, as simulations do
+            own: list[Callable[[Session, fedge_pb2.Task], None]] = []
+
+            def slow_train(session: Session, task: fedge_pb2.Task) -> None:
+                daemon.pause(train_delay_s)
+                own[0](session, task)
+
+            previous = daemon.handle(fedge_pb2.TRAIN, slow_train)
+            assert previous is not None
+            own.append(previous)
         handle = ClientThread(daemon, threading.Thread(target=lambda: None))
 
         def run() -> None:

@@ -13,7 +13,8 @@ from fedge.config.settings import Declared, declared
 # argparse group titles of the declared groups ("" is the command's own options).
 GROUP_TITLES = {"strategy": "strategy and updates",
                 "scenario": "scenarios (each also a config key)", "backend": "backends",
-                "privacy": "differential privacy (docs/privacy.md)"}
+                "privacy": "differential privacy (docs/privacy.md)",
+                "async": "asynchronous training (docs/async.md)"}
 
 
 def help_of(d: Declared) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedge.config.asynchronous import AsyncSettings, check_async, updates_per_version
 from fedge.config.lifecycle import LifecycleSettings
 from fedge.config.privacy import PrivacySettings, check_privacy
 from fedge.config.settings import check_declared, check_tls, setting
@@ -14,7 +15,8 @@ NORM_ACTIONS = ("refuse", "clip")
 
 
 @dataclass(frozen=True)
-class ServerConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSettings):
+class ServerConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSettings,
+                   AsyncSettings):
     """Settings of ``fedge server``: each field's declaration says what it does."""
 
     task: str = setting("digits-mlp", "built-in task name or package.module:attr")
@@ -114,7 +116,8 @@ class ServerConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSe
     def __post_init__(self) -> None:
         check_declared(self)
         check_privacy(self)
-        check_strategy(self, self.min_clients)
+        check_strategy(self, updates_per_version(self, self.min_clients))
+        check_async(self)
         check_tls(self.insecure, bool(self.tls_cert), "server", "--tls-cert/--tls-key")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together: give both or neither")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fedge.config.asynchronous import AsyncSettings, check_async, updates_per_version
 from fedge.config.lifecycle import LifecycleSettings
 from fedge.config.personal import Personalization
 from fedge.config.privacy import PrivacySettings, check_privacy
@@ -23,7 +24,7 @@ BACKEND = "backend"  # the docs group of the backends
 
 @dataclass(frozen=True)
 class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSettings,
-                     Personalization):
+                     Personalization, AsyncSettings):
     """Settings of ``fedge simulate``: one real server and N real client daemons on
     loopback gRPC, each client training on its own partition written to disk."""
 
@@ -46,8 +47,9 @@ class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, Lifecycle
                             "with corrupt files (see fedge data partition)")
     edge: bool = setting(True, "build, ship and install the edge artifact after the last "
                          "round", flag="--no-edge")
-    scenario: str = setting("", "a built-in scenario (dropout, stragglers, churn, hostile, "
-                            "quantity-skew, label-skew, bandwidth) or a TOML file, read "
+    scenario: str = setting("", "a built-in scenario (dropout, stragglers, slow-devices, "
+                            "churn, hostile, quantity-skew, label-skew, bandwidth) or a "
+                            "TOML file, read "
                             "first; --config and flags override it")
     relays: int = setting(0, "spread the clients over this many real relays (`fedge "
                           "relay`) between them and the server; 0: none", low=0)
@@ -68,6 +70,10 @@ class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, Lifecycle
     straggler_distribution: str = setting(
         "exponential", "exponential, uniform (0 to twice the mean) or fixed",
         choices=DELAYS, group=SCENARIO)
+    straggler_slowdown: float = setting(
+        1.0, "stragglers also train this many times slower than the others (each of their "
+        "updates is held k - 1 times its own training time); 1: not slower", low=1,
+        group=SCENARIO)
     late_joiners: float = setting(0.0, "fraction of clients that connect only once round "
                                   "join_round - 1 is committed", low=0, high=1,
                                   group=SCENARIO)
@@ -100,7 +106,9 @@ class SimulateConfig(LocalTraining, StrategySettings, PrivacySettings, Lifecycle
     def __post_init__(self) -> None:
         check_declared(self)
         check_privacy(self)
-        check_strategy(self, max(1, math.ceil(self.fraction * self.clients)))
+        check_strategy(self, updates_per_version(
+            self, max(1, math.ceil(self.fraction * self.clients))))
+        check_async(self)
         if self.late_joiners + self.leavers + self.hostile_clients > 1.0:
             raise ConfigError("late_joiners + leavers + hostile_clients must be at most 1 "
                               "(they are disjoint groups of clients)")

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fedge.config.asynchronous import ASYNC, AsyncSettings
 from fedge.config.client import ClientConfig
 from fedge.config.privacy import PRIVACY, PrivacySettings
 from fedge.config.relay import RelayConfig
@@ -28,13 +29,15 @@ from fedge.config.strategy import STRATEGY, StrategySettings
 Select = Callable[[Declared], bool]
 # name: (the config class, which of its settings, whether the command takes --config)
 TABLES: dict[str, tuple[type, Select, bool]] = {
-    "server": (ServerConfig, lambda d: d.setting.group not in (STRATEGY, PRIVACY), True),
+    "server": (ServerConfig, lambda d: d.setting.group not in (STRATEGY, PRIVACY, ASYNC),
+               True),
     "client": (ClientConfig, lambda d: True, True),
     "relay": (RelayConfig, lambda d: True, True),
     "simulate": (SimulateConfig, lambda d: d.setting.group in ("", BACKEND), True),
     "scenario": (SimulateConfig, lambda d: d.setting.group == SCENARIO, False),
     "strategy": (StrategySettings, lambda d: True, False),
     "privacy": (PrivacySettings, lambda d: True, False),
+    "async": (AsyncSettings, lambda d: True, False),
 }
 BLOCK = re.compile(r"(<!-- settings: (?P<name>[a-z]+) -->\n)(?P<body>.*?)(<!-- end settings -->)",
                    re.S)

@@ -25,8 +25,8 @@ SMALL = {"edge": False, "rounds": 2}
 
 def test_every_builtin_scenario_loads_and_says_what_it_models() -> None:
     names = set(builtin())
-    assert names == {"dropout", "stragglers", "churn", "hostile", "quantity-skew",
-                     "label-skew", "bandwidth"}
+    assert names == {"dropout", "stragglers", "slow-devices", "churn", "hostile",
+                     "quantity-skew", "label-skew", "bandwidth"}
     for name in names:
         config = load_simulation(name, None, {})
         assert config.scenario == name
