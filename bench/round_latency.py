@@ -189,8 +189,10 @@ def measure(clients: int, rounds: int, seed: int, work: Path, systems: list[str]
                 result = run_flower(dirs, rounds, seed, work / system, timeout, task,
                                     training_settings(task), FLOWERS[system])
         except (RuntimeError, subprocess.TimeoutExpired) as exc:  # reported, not fatal
+            text = str(exc)  # its first line says what failed, its end shows the log
             rows.append({"system": system, "clients": clients, "rounds": rounds,
-                         "error": str(exc)[-2000:], "loadavg_1m": os.getloadavg()[0]})
+                         "error": f"{text.splitlines()[0]}\n{text[-2000:]}",
+                         "loadavg_1m": os.getloadavg()[0]})
             print(f"  {system} N={clients}: FAILED: {str(exc).splitlines()[0]}",
                   file=sys.stderr, flush=True)
             continue
