@@ -1,7 +1,9 @@
 """Round latency in deployment mode: fedge against Flower, the same work in the same run.
 
-    python -m bench.round_latency [--clients 4 16] [--rounds 6] [--out FILE.json]
-                                  [--threads 1] [--profile DIR] [--keep DIR]
+    python -m bench.round_latency [--task digits-mlp] [--clients 4 16] [--rounds 6]
+                                  [--systems fedge flower flower-process]
+                                  [--out FILE.json] [--threads 1] [--profile DIR]
+                                  [--keep DIR]
 
 For each client count N both systems run as separate OS processes on loopback, started
 as a person would start them:
@@ -14,7 +16,10 @@ as a person would start them:
   its ClientApp trains with fedge's own ``client.trainer.Trainer`` on the same
   partition with the same epochs, lr, batch size and per-round seed, and its ServerApp
   runs Flower's FedAvg over all N nodes with centralized evaluation on the test split
-  (fedge evaluates each round at commit) and no federated evaluation.
+  (fedge evaluates each round at commit) and no federated evaluation;
+* ``flower-process``: the same, in Flower's other stock configuration: each SuperNode
+  with ``--isolation process`` and a long-running ``flower-superexec`` of its own
+  (``bench/flower_deploy.py``).
 
 Both start from the same initial model (``torch.manual_seed(seed)``) and the same IID
 partitions (``simulations.partition.split`` with ``--seed``). Seconds per round are
@@ -22,8 +27,13 @@ measured server-side from when each round ended: fedge's ``committed_at`` (SQLit
 written at commit) and the time the ServerApp's evaluate_fn recorded after each
 aggregation. Round r lasts from the end of round r-1 to the end of round r; round 1
 holds start-up (processes importing torch, devices connecting), so the median of rounds
-2..R is reported. Otherwise defaults are those of a fresh install: the task's training
-settings, Flower's subprocess isolation and default polling. Every process of both
+2..R is reported. Each system's *overhead* in a round is the round's time minus its
+slowest device's training time, both clients timing the same call (``Trainer.train``'s
+own ``train_seconds``: the fedge client reports it with its update, the ClientApp in
+its reply's metrics); its median over rounds 2..R is reported beside its share of the
+round. ``--task cifar10-resnet`` runs the realistic image task. Otherwise defaults
+are those of a fresh install: the task's training settings and Flower's default
+polling. Every process of both
 systems runs with ``OMP_NUM_THREADS=1`` (``--threads``), as N devices share this
 machine's cores: torch's spinning worker threads otherwise oversubscribe them.
 ``--profile DIR`` runs fedge's programs under cProfile (``DIR/nN/client-K.prof``).
@@ -32,13 +42,11 @@ machine's cores: torch's spinning worker threads otherwise oversubscribe them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,85 +55,35 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.flower_deploy import (  # noqa: F401 (APP_PACKAGE, write_flower_app: tests)
+    APP_PACKAGE,
+    flower_available,
+    flwr_version,
+    run_flower,
+    write_flower_app,
+)
+from bench.processes import Processes, free_port, program
+
 TASK = "digits-mlp"
-APP_SOURCES = Path(__file__).parent / "flower_app"
-APP_PACKAGE = "fedgeflower"
+FLOWERS = {"flower": "subprocess", "flower-process": "process"}  # system -> isolation
 
 
-class Processes:
-    """Child processes with their output in log files; all killed on close()."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        logs.mkdir(parents=True, exist_ok=True)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen[bytes]:
-        """Starts argv with stdout and stderr in LOGS/name.log."""
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed by the child)
-        # A session of its own, so that close() also reaches what it spawns (Flower's
-        # SuperLink and SuperNodes start flwr-serverapp and flwr-clientapp processes).
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                                start_new_session=True)
-        log.close()
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        """What the named process has written so far."""
-        return (self.logs / f"{name}.log").read_text(errors="replace")
-
-    def check_alive(self, *names: str) -> None:
-        """Raises with the log tail if one of the named processes has exited."""
-        for name in names:
-            code = self.procs[name].poll()
-            if code is not None:
-                raise RuntimeError(f"{name} exited with {code}:\n{self.log(name)[-3000:]}")
-
-    def close(self) -> None:
-        """Terminates every child's process group (SIGKILL after 5 s) and reaps it."""
-        for proc in self.procs.values():
-            _signal_group(proc, signal.SIGTERM)
-        end = time.monotonic() + 5
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            _signal_group(proc, signal.SIGKILL)  # what it spawned, if still there
-
-
-def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signum)  # the child leads its group (start_new_session)
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_partitions(clients: int, seed: int, out: Path) -> list[Path]:
+def write_partitions(clients: int, seed: int, out: Path, task: str = TASK) -> list[Path]:
     """The task's training pool split IID among clients, one directory each."""
     from fedge.simulations.partition import split
     from fedge.simulations.partition import write_partitions as write
     from fedge.tasks import load_task
 
-    splits = load_task(TASK).load_data()
+    splits = load_task(task).load_data()
     parts = split(splits.train_y, clients, "iid", 0.5, seed)
     return write(splits.train_x, splits.train_y, parts, out)
 
 
-def training_settings() -> dict[str, Any]:
+def training_settings(task: str = TASK) -> dict[str, Any]:
     """The task's default local training settings, which fedge sends when not told."""
     from fedge.tasks import load_task
 
-    d = load_task(TASK).defaults
+    d = load_task(task).defaults
     return {"epochs": d.epochs, "lr": d.lr, "batch_size": d.batch_size}
 
 
@@ -142,22 +100,19 @@ def steady(durations: dict[int, float]) -> float:
     return statistics.median(later)
 
 
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
 def _fedge(profile: Path | None, name: str) -> list[str]:
     """The command line of a fedge program, under cProfile (into PROFILE/name.prof) when
     profiling: it profiles the main thread, where the client daemon's loop runs."""
     if profile is None:
-        return [_bin("fedge")]
+        return [program("fedge")]
     profile.mkdir(parents=True, exist_ok=True)
     return [sys.executable, "-m", "cProfile", "-o", str(profile / f"{name}.prof"), "-m",
             "fedge.cli"]
 
 
 def run_fedge(dirs: list[Path], rounds: int, seed: int, work: Path,
-              timeout: float, profile: Path | None = None) -> dict[str, Any]:
+              timeout: float, profile: Path | None = None, task: str = TASK
+              ) -> dict[str, Any]:
     """fedge server + one fedge client per partition; returns the round end times."""
     from fedge.server.store import StateStore
 
@@ -166,14 +121,14 @@ def run_fedge(dirs: list[Path], rounds: int, seed: int, work: Path,
     started = time.time()
     try:
         procs.start("fedge-server", [
-            *_fedge(profile, "server"), "server", "--task", TASK, "--host", "127.0.0.1",
+            *_fedge(profile, "server"), "server", "--task", task, "--host", "127.0.0.1",
             "--port", str(port), "--rounds", str(rounds), "--min-clients", str(len(dirs)),
             "--seed", str(seed), "--state-dir", str(state), "--insecure",
             "--allow-anonymous", "--no-edge"])
         for k, directory in enumerate(dirs):
             procs.start(f"fedge-client-{k}", [
                 *_fedge(profile, f"client-{k}"), "client", "--server", f"127.0.0.1:{port}",
-                "--task", TASK, "--data", str(directory), "--device-id", f"dev-{k}",
+                "--task", task, "--data", str(directory), "--device-id", f"dev-{k}",
                 "--insecure"])
         server = procs.procs["fedge-server"]
         try:
@@ -196,115 +151,61 @@ def run_fedge(dirs: list[Path], rounds: int, seed: int, work: Path,
     return {"ends": ends, "wall_s": wall, "accuracy": accuracy}
 
 
-def write_flower_app(directory: Path, config: dict[str, Any]) -> Path:
-    """The Flower App: bench/flower_app's modules plus a pyproject.toml whose
-    [tool.flwr.app.config] holds config; returns the app directory."""
-    package = directory / APP_PACKAGE
-    package.mkdir(parents=True, exist_ok=True)
-    for source in APP_SOURCES.glob("*.py"):
-        shutil.copy(source, package / source.name)
-    lines = ["[build-system]", 'requires = ["hatchling"]', 'build-backend = "hatchling.build"',
-             "", "[project]", f'name = "{APP_PACKAGE}"', 'version = "1.0.0"',
-             'description = "fedge\'s task model trained by Flower, for bench.round_latency"',
-             'license = "Apache-2.0"', 'dependencies = ["flwr==1.30.0"]', "",
-             "[tool.hatch.build.targets.wheel]", 'packages = ["."]', "",
-             "[tool.flwr.app]", 'publisher = "fedge"', "",
-             "[tool.flwr.app.components]", f'serverapp = "{APP_PACKAGE}.server_app:app"',
-             f'clientapp = "{APP_PACKAGE}.client_app:app"', "", "[tool.flwr.app.config]"]
-    lines += [f"{key} = {json.dumps(value)}" for key, value in config.items()]
-    (directory / "pyproject.toml").write_text("\n".join(lines) + "\n")
-    return directory
+def overheads(durations: dict[int, float], slowest: dict[int, float]) -> dict[int, float]:
+    """Each round's time outside its slowest device's training (round r's duration minus
+    the longest train_seconds of r), for the rounds whose training times are known."""
+    return {r: d - slowest[r] for r, d in durations.items() if r in slowest}
 
 
-def run_flower(dirs: list[Path], rounds: int, seed: int, work: Path,
-               timeout: float) -> dict[str, Any]:
-    """flower-superlink + one flower-supernode per partition + flwr run of the app."""
-    fleet, control, serverappio = free_port(), free_port(), free_port()
-    home = work / "flwr-home"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(
-        '[superlink]\ndefault = "bench"\n\n[superlink.bench]\n'
-        f'address = "127.0.0.1:{control}"\ninsecure = true\n')
-    stamps = work / "flower-rounds.json"
-    train = training_settings()
-    app = write_flower_app(work / "flower-app", {
-        "num-server-rounds": rounds, "nodes": len(dirs), "task": TASK, "seed": seed,
-        "epochs": train["epochs"], "lr": train["lr"], "batch-size": train["batch_size"],
-        "timestamps": str(stamps)})
-    # The ServerApp and ClientApp processes Flower spawns are found on PATH.
-    env = {"FLWR_HOME": str(home),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    procs = Processes(work)
-    started = time.time()
+def fedge_slowest(state: Path) -> dict[int, float]:
+    """Each committed round's longest train_seconds, as its devices reported them."""
+    from fedge.server.store import StateStore
+
+    store = StateStore(state)
     try:
-        procs.start("flower-superlink", [
-            _bin("flower-superlink"), "--insecure", "--fleet-api-address",
-            f"127.0.0.1:{fleet}", "--control-api-address", f"127.0.0.1:{control}",
-            "--serverappio-api-address", f"127.0.0.1:{serverappio}"], env=env, cwd=work)
-        for k, directory in enumerate(dirs):
-            procs.start(f"flower-supernode-{k}", [
-                _bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{fleet}",
-                "--clientappio-api-address", f"127.0.0.1:{free_port()}",
-                "--node-config", f"data-dir={json.dumps(str(directory))}"], env=env, cwd=work)
-        _wait_for_port(control, 60, procs, "flower-superlink")
-        submit = subprocess.run([_bin("flwr"), "run", str(app), "bench"], env={
-            **os.environ, **env}, cwd=work, capture_output=True, text=True, timeout=120)
-        if submit.returncode != 0:
-            raise RuntimeError(f"flwr run failed ({submit.returncode}):\n{submit.stdout}\n"
-                               f"{submit.stderr}")
-        end = time.monotonic() + timeout
-        records: list[dict[str, float]] = []
-        while len(records) < rounds + 1:
-            if time.monotonic() > end:
-                raise RuntimeError(f"Flower did not finish {rounds} rounds in {timeout:.0f} "
-                                   f"s:\n{procs.log('flower-superlink')[-3000:]}")
-            procs.check_alive("flower-superlink")
-            time.sleep(0.2)
-            if stamps.exists():
-                try:
-                    records = json.loads(stamps.read_text())
-                except json.JSONDecodeError:  # caught mid-write
-                    continue
-        wall = time.time() - started
+        out = {}
+        for record in store.rounds():
+            seconds = store.metric_values(record.round, "train", "train_seconds")
+            if seconds:
+                out[record.round] = max(seconds.values())
+        return out
     finally:
-        procs.close()
-    return {"ends": {int(r["round"]): float(r["time"]) for r in records}, "wall_s": wall,
-            "accuracy": float(records[-1]["accuracy"])}
-
-
-def _wait_for_port(port: int, timeout: float, procs: Processes, name: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        procs.check_alive(name)
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{name} did not listen on port {port} in {timeout:.0f} s")
+        store.close()
 
 
 def measure(clients: int, rounds: int, seed: int, work: Path, systems: list[str],
-            timeout: float, profile: Path | None = None) -> list[dict[str, Any]]:
+            timeout: float, profile: Path | None = None, task: str = TASK
+            ) -> list[dict[str, Any]]:
     """Runs each system on the same partitions; one row per system."""
-    dirs = write_partitions(clients, seed, work / "data")
+    dirs = write_partitions(clients, seed, work / "data", task)
     rows = []
     for system in systems:
         try:
             if system == "fedge":
                 result = run_fedge(dirs, rounds, seed, work / system, timeout,
-                                   profile / f"n{clients}" if profile else None)
+                                   profile / f"n{clients}" if profile else None, task)
+                result["slowest_train_s"] = fedge_slowest(work / system / "fedge-state")
             else:
-                result = run_flower(dirs, rounds, seed, work / system, timeout)
+                result = run_flower(dirs, rounds, seed, work / system, timeout, task,
+                                    training_settings(task), FLOWERS[system])
         except (RuntimeError, subprocess.TimeoutExpired) as exc:  # reported, not fatal
+            text = str(exc)  # its first line says what failed, its end shows the log
             rows.append({"system": system, "clients": clients, "rounds": rounds,
-                         "error": str(exc)[-2000:], "loadavg_1m": os.getloadavg()[0]})
+                         "error": f"{text.splitlines()[0]}\n{text[-2000:]}",
+                         "loadavg_1m": os.getloadavg()[0]})
             print(f"  {system} N={clients}: FAILED: {str(exc).splitlines()[0]}",
                   file=sys.stderr, flush=True)
             continue
         durations = per_round(result["ends"])
+        outside = overheads(durations, result["slowest_train_s"])
         rows.append({"system": system, "clients": clients, "rounds": rounds,
                      "s_per_round": steady(durations), "first_round_s": durations.get(1),
                      "round_s": {str(r): s for r, s in durations.items()},
+                     "slowest_train_s": {str(r): s
+                                         for r, s in result["slowest_train_s"].items()},
+                     "overhead_s": steady(outside) if len(outside) > 1 else None,
+                     "overhead_share": (steady({r: o / durations[r] for r, o in outside.items()})
+                                        if len(outside) > 1 else None),
                      "wall_s": result["wall_s"], "accuracy": result["accuracy"],
                      # other work on the machine shows here (it was shared when measured)
                      "loadavg_1m": os.getloadavg()[0]})
@@ -314,48 +215,54 @@ def measure(clients: int, rounds: int, seed: int, work: Path, systems: list[str]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The rows as an aligned text table, with Flower's time over fedge's per N."""
-    lines = [f"{'clients':>7}  {'system':<7} {'s/round':>9} {'round 1 s':>9} "
-             f"{'wall s':>7} {'accuracy':>8} {'flower/fedge':>12}"]
+    """The rows as an aligned text table: seconds per round, the overhead outside the
+    slowest device's training (and its share of the round), and each Flower
+    configuration's time over fedge's (on fedge's row: the default Flower's)."""
+    lines = [f"{'clients':>7}  {'system':<14} {'s/round':>9} {'overhead s':>10} "
+             f"{'share':>6} {'round 1 s':>9} {'wall s':>7} {'accuracy':>8} "
+             f"{'vs fedge':>9}"]
     for row in rows:
         if "error" in row:
-            lines.append(f"{row['clients']:>7}  {row['system']:<7} failed: "
+            lines.append(f"{row['clients']:>7}  {row['system']:<14} failed: "
                          f"{row['error'].splitlines()[0][:60]}")
             continue
         peers = {r["system"]: r for r in rows
                  if r["clients"] == row["clients"] and "error" not in r}
         ratio = "-"
-        if row["system"] == "fedge" and "flower" in peers:
-            ratio = f"{peers['flower']['s_per_round'] / row['s_per_round']:.1f}x"
-        lines.append(f"{row['clients']:>7}  {row['system']:<7} {row['s_per_round']:>9.3f} "
+        other = "flower" if row["system"] == "fedge" else row["system"]
+        if "fedge" in peers and other in peers and other != "fedge":
+            ratio = f"{peers[other]['s_per_round'] / peers['fedge']['s_per_round']:.1f}x"
+        over = row.get("overhead_s")
+        share = row.get("overhead_share")
+        lines.append(f"{row['clients']:>7}  {row['system']:<14} {row['s_per_round']:>9.3f} "
+                     f"{'-' if over is None else f'{over:.3f}':>10} "
+                     f"{'-' if share is None else f'{share:.1%}':>6} "
                      f"{row['first_round_s'] or 0:>9.2f} {row['wall_s']:>7.1f} "
-                     f"{row['accuracy']:>8.4f} {ratio:>12}")
+                     f"{row['accuracy']:>8.4f} {ratio:>9}")
     return "\n".join(lines)
 
 
-def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Flower's seconds per round over fedge's, per client count."""
+def ratios(rows: list[dict[str, Any]], flower: str = "flower") -> dict[str, float]:
+    """The Flower configuration's seconds per round over fedge's, per client count."""
     out = {}
     for n in sorted({r["clients"] for r in rows}):
         peers = {r["system"]: r for r in rows if r["clients"] == n and "error" not in r}
-        if {"fedge", "flower"} <= set(peers):
-            out[str(n)] = peers["flower"]["s_per_round"] / peers["fedge"]["s_per_round"]
+        if {"fedge", flower} <= set(peers):
+            out[str(n)] = peers[flower]["s_per_round"] / peers["fedge"]["s_per_round"]
     return out
 
 
-def _flower_available() -> bool:
-    return shutil.which("flower-superlink", path=str(Path(sys.executable).parent)) is not None
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Runs both systems for each client count, prints the table, writes the JSON."""
+    """Runs the systems for each client count, prints the table, writes the JSON."""
     parser = argparse.ArgumentParser(prog="python -m bench.round_latency",
                                      description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default=TASK,
+                        help="digits-mlp (default) or the image task cifar10-resnet, ...")
     parser.add_argument("--clients", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--rounds", type=int, default=6,
                         help="rounds per run; rounds 2.. are measured (default 6)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--systems", nargs="+", choices=("fedge", "flower"),
+    parser.add_argument("--systems", nargs="+", choices=("fedge", *FLOWERS),
                         default=["fedge", "flower"])
     parser.add_argument("--timeout", type=float, default=600,
                         help="seconds one system may take for one run")
@@ -374,10 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (round 1 is start-up)")
     systems = list(args.systems)
-    if "flower" in systems and not _flower_available():
+    if set(FLOWERS) & set(systems) and not flower_available():
         print("flwr is not installed: skipping Flower (pip install 'fedge[flower]')",
               file=sys.stderr)
-        systems.remove("flower")
+        systems = [s for s in systems if s not in FLOWERS]
     if args.threads > 0:  # inherited by every process of both systems
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     rows: list[dict[str, Any]] = []
@@ -385,31 +292,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in args.clients:
             rows += measure(n, args.rounds, args.seed, work / f"n{n}", systems, args.timeout,
-                            args.profile)
+                            args.profile, args.task)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    print(f"{args.task}, {args.threads} thread(s) a process")
     print(table(rows))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"bench": "round_latency", "task": TASK, "rows": rows,
-                               "flower_over_fedge": ratios(rows), "settings":
-                               training_settings(), "threads": args.threads,
-                               "flwr": _flwr_version(),
+    out.write_text(json.dumps({"bench": "round_latency", "task": args.task, "rows": rows,
+                               "flower_over_fedge": ratios(rows),
+                               "flower_process_over_fedge": ratios(rows, "flower-process"),
+                               "settings": training_settings(args.task),
+                               "threads": args.threads, "flwr": flwr_version(),
                                "python": platform.python_version(),
                                "machine": platform.machine(),
                                "cpus": len(os.sched_getaffinity(0))}, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     return 1 if any("error" in row for row in rows) else 0
-
-
-def _flwr_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("flwr")
-    except PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

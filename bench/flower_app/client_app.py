@@ -58,8 +58,11 @@ def train(msg: Message, context: Context, fixed: Mapping[str, Any]) -> Message:
                                  batch_size=int(settings["batch-size"]), seed=seed)
     reply = RecordDict({
         "arrays": ArrayRecord({name: torch.from_numpy(a) for name, a in new.items()}),
+        # train_seconds: Trainer.train's own clock around its loop, as a fedge client
+        # reports it, so that both systems' overhead is measured around the same call.
         "metrics": MetricRecord({"num-examples": trainer.num_examples,
-                                 "train_loss": metrics["train_loss"]}),
+                                 "train_loss": metrics["train_loss"],
+                                 "train_seconds": metrics["train_seconds"]}),
     })
     return Message(content=reply, reply_to=msg)
 

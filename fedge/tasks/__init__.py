@@ -2,7 +2,7 @@
 splits, and a train step and eval step.
 
 Built-in tasks are named (``digits-mlp``, ``digits-cnn``, ``cifar10-resnet``,
-``keywords-cnn``, ``har-cnn``); a user's task is loaded from
+``keywords-cnn``, ``har-cnn``, ``text-lora``); a user's task is loaded from
 ``package.module:attr``, where attr is a :class:`Task` or a function returning one.
 """
 
@@ -214,11 +214,11 @@ class Task:
 
 
 def builtin_tasks() -> dict[str, Callable[[], Task]]:
-    from fedge.tasks import activity, cifar10, digits, keywords
+    from fedge.tasks import activity, cifar10, digits, keywords, lora_text
 
     return {"digits-mlp": digits.mlp_task, "digits-cnn": digits.cnn_task,
             "cifar10-resnet": cifar10.resnet_task, "keywords-cnn": keywords.cnn_task,
-            "har-cnn": activity.cnn_task}
+            "har-cnn": activity.cnn_task, "text-lora": lora_text.lora_task}
 
 
 def load_task(spec: str) -> Task:

@@ -42,12 +42,25 @@ def test_rounds_are_measured_from_one_end_to_the_next():
         round_latency.steady({1: 3.0})
 
 
+def test_overhead_is_each_round_less_its_slowest_training():
+    durations = {1: 9.0, 2: 2.0, 3: 2.5, 4: 3.0}
+    slowest = {1: 1.0, 2: 1.9, 3: 2.0, 4: 2.9, 5: 7.0}  # 5: a round never timed
+    assert round_latency.overheads(durations, slowest) == pytest.approx(
+        {1: 8.0, 2: 0.1, 3: 0.5, 4: 0.1})
+    assert round_latency.overheads(durations, {}) == {}
+
+
 def test_tables_show_flower_over_fedge():
     rows = [{"system": "fedge", "clients": 4, "s_per_round": 0.1, "first_round_s": 2.0,
              "wall_s": 9.0, "accuracy": 0.9},
             {"system": "flower", "clients": 4, "s_per_round": 6.0, "first_round_s": 9.0,
-             "wall_s": 60.0, "accuracy": 0.9}]
-    assert "60.0x" in round_latency.table(rows).splitlines()[1]
+             "wall_s": 60.0, "accuracy": 0.9, "overhead_s": 5.5, "overhead_share": 0.9},
+            {"system": "flower-process", "clients": 4, "s_per_round": 3.0,
+             "first_round_s": 9.0, "wall_s": 30.0, "accuracy": 0.9}]
+    lines = round_latency.table(rows).splitlines()
+    assert "60.0x" in lines[1] and "30.0x" in lines[3]
+    assert "5.500" in lines[2] and "90.0%" in lines[2]
+    assert round_latency.ratios(rows, "flower-process") == {"4": pytest.approx(30.0)}
     assert round_latency.ratios(rows) == {"4": pytest.approx(60.0)}
     sim = [{"system": "fedge simulate", "clients": 4, "rounds": 3, "wall_s": 8.0,
             "accuracy": 0.9},

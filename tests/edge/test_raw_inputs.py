@@ -151,7 +151,7 @@ def test_each_builtin_task_describes_its_raw_inputs() -> None:
     # Camera tasks take images; the microphone's log-mel features and the IMU's windows
     # are tensors (their raw audio and sensor streams are the task's own business).
     assert kinds == {"digits-mlp": "image", "digits-cnn": "image", "cifar10-resnet": "image",
-                     "keywords-cnn": "tensor", "har-cnn": "tensor"}
+                     "keywords-cnn": "tensor", "har-cnn": "tensor", "text-lora": "tensor"}
     cifar = builtin_tasks()["cifar10-resnet"]().schema.preprocessing()
     assert cifar["raw"]["mode"] == "RGB" and {"op": "transpose", "axes": [2, 0, 1]} in \
         cifar["steps"]
