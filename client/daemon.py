@@ -64,7 +64,7 @@ from fedge.encodings import ErrorFeedback
 from fedge.errors import FedgeError
 from fedge.protos import fedge_pb2, fedge_pb2_grpc
 from fedge.tasks import Task
-from fedge.tensors import Spec, fingerprint, sha256_hex, specs_to_proto, stream_sha256
+from fedge.tensors import Spec, fingerprint, specs_to_proto, stream_sha256
 
 if TYPE_CHECKING:
     from fedge.client.trainer import Trainer
@@ -377,35 +377,10 @@ class Daemon:
         return self.data.inventory().metrics(file_names=self.config.debug_report_files)
 
     def deploy(self, session: Session, task: fedge_pb2.Task) -> None:
-        """The DEPLOY handler: fetch, verify, load and install an edge artifact, and
-        report how it does on this device's data; a refused artifact is reported and
-        the old model kept."""
-        from fedge.client.deploy import install_and_evaluate
+        """The DEPLOY handler (client/deploy.py)."""
+        from fedge.client.deploy import deploy_task
 
-        if not self.config.trust_key:  # a choice, not a fault: say so once, calmly
-            if not self.stats.edge_refused:
-                log.info("%s: no --trust-key: this device does not install edge models "
-                         "(give it the server's public key to install them)",
-                         self.config.device_id)
-            self.stats.edge_refused += 1
-            self.report_metrics(session, task, {"edge_refused": 1.0})
-            return
-        try:
-            blob = download(session, task.model_version, artifact=True)
-            self.stats.bytes_down += len(blob)
-            if task.artifact_sha256 and sha256_hex(blob) != task.artifact_sha256:
-                raise FedgeError("the artifact is not the one the DEPLOY task named")
-            x, y = self._labelled_examples()
-            metrics = install_and_evaluate(bytes(blob), self.config, x, y, (
-                task.canary_margin if task.canary else None))
-            self.stats.edge_installed += 1
-            self.stats.edge_version = int(metrics.get("edge_round", task.model_version))
-        except (FedgeError, ImportError) as exc:
-            log.error("%s: refused the edge artifact of round %d, keeping the installed "
-                      "model: %s", self.config.device_id, task.model_version, exc)
-            self.stats.edge_refused += 1
-            metrics = {"edge_refused": 1.0}
-        self.report_metrics(session, task, metrics)
+        deploy_task(self, session, task)
 
     def rollback(self, session: Session, task: fedge_pb2.Task) -> None:
         """The ROLLBACK handler (client/deploy.py)."""
@@ -432,7 +407,7 @@ class Daemon:
                                          model_version=task.model_version, metrics=metrics)
         session.call(session.stub.ReportMetrics.future(report, timeout=30))
 
-    def _labelled_examples(self) -> tuple[np.ndarray, np.ndarray]:
+    def labelled_examples(self) -> tuple[np.ndarray, np.ndarray]:
         """The examples a shipped model is measured on: the trainer's, or (inference-
         only) the local data as it is now; the held-out slice when there is one."""
         if self.held_out.fraction > 0:

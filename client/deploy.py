@@ -140,6 +140,39 @@ def roll_back(config: ClientConfig, round_: int) -> dict[str, float]:
     return {"edge_rolled_back": 1.0, "edge_round": float(_round_of(back))}
 
 
+def deploy_task(daemon: Daemon, session: Session, task: fedge_pb2.Task) -> None:
+    """The DEPLOY handler: fetch, verify, load and install an edge artifact, and report
+    how it does on this device's data; a refused artifact is reported and the old model
+    kept."""
+    from fedge.client.transfers import download
+    from fedge.tensors import sha256_hex
+
+    config, stats = daemon.config, daemon.stats
+    if not config.trust_key:  # a choice, not a fault: say so once, calmly
+        if not stats.edge_refused:
+            log.info("%s: no --trust-key: this device does not install edge models (give "
+                     "it the server's public key to install them)", config.device_id)
+        stats.edge_refused += 1
+        daemon.report_metrics(session, task, {"edge_refused": 1.0})
+        return
+    try:
+        blob = download(session, task.model_version, artifact=True)
+        stats.bytes_down += len(blob)
+        if task.artifact_sha256 and sha256_hex(blob) != task.artifact_sha256:
+            raise FedgeError("the artifact is not the one the DEPLOY task named")
+        x, y = daemon.labelled_examples()
+        metrics = install_and_evaluate(bytes(blob), config, x, y, (
+            task.canary_margin if task.canary else None))
+        stats.edge_installed += 1
+        stats.edge_version = int(metrics.get("edge_round", task.model_version))
+    except (FedgeError, ImportError) as exc:
+        log.error("%s: refused the edge artifact of round %d, keeping the installed model: "
+                  "%s", config.device_id, task.model_version, exc)
+        stats.edge_refused += 1
+        metrics = {"edge_refused": 1.0}
+    daemon.report_metrics(session, task, metrics)
+
+
 def rollback_task(daemon: Daemon, session: Session, task: fedge_pb2.Task) -> None:
     """The ROLLBACK handler: roll back from the halted artifact and report."""
     metrics = roll_back(daemon.config, task.model_version)

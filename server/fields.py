@@ -20,6 +20,7 @@ from fedge.wire import ENCODINGS, UPDATE_KINDS, enum_name
 
 if TYPE_CHECKING:
     from fedge.server.round_state import RoundSettings
+    from fedge.tensors import Spec
 
 TEXT_CHARS = 256  # a capability string, a task name
 ID_CHARS = 128  # session and task ids (ours are 32 and 16 hex digits)
@@ -117,3 +118,12 @@ def check_update_header(header: fedge_pb2.UpdateHeader, settings: RoundSettings,
         raise InvalidRequest(f"this run takes {settings.encoding}-encoded updates; the "
                              f"device sent {enum_name(fedge_pb2.Encoding, encoding)}")
     return metrics
+
+
+def check_fingerprint(theirs: list[Spec], ours: list[Spec], task_name: str) -> None:
+    """Refuses a device whose model's tensors (names, dtypes, shapes) are not the task's,
+    naming the first difference."""
+    if theirs != ours:
+        diff = next((f"{a} != {b}" for a, b in zip(theirs, ours, strict=False) if a != b),
+                    f"{len(theirs)} tensors != {len(ours)}")
+        raise InvalidRequest(f"the device's model does not match task {task_name!r}: {diff}")

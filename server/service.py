@@ -45,7 +45,7 @@ from fedge.server.admission import (
     check_num_tensors,
 )
 from fedge.server.downloads import model_chunks
-from fedge.server.fields import check_join, check_report, check_update_header
+from fedge.server.fields import check_fingerprint, check_join, check_report, check_update_header
 from fedge.server.intake import Expected
 from fedge.server.limits import CallLimits, UploadSlots, peer_host
 from fedge.server.partial_uploads import PartialUploads
@@ -230,13 +230,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         if request.task != self._task_name:
             raise InvalidRequest(f"this server runs task {self._task_name!r}, the device "
                                  f"runs {request.task!r}")
-        theirs = specs_from_proto(request.fingerprint)
-        # An inference-only device has no model to fingerprint: it is never sampled.
-        if theirs != self._specs and not request.inference_only:
-            diff = next((f"{a} != {b}" for a, b in zip(theirs, self._specs, strict=False)
-                         if a != b), f"{len(theirs)} tensors != {len(self._specs)}")
-            raise InvalidRequest(f"the device's model does not match task "
-                                 f"{self._task_name!r}: {diff}")
+        if not request.inference_only:  # it has no model to fingerprint: never sampled
+            check_fingerprint(specs_from_proto(request.fingerprint), self._specs,
+                              self._task_name)
         address = peer_host(context.peer())
         if caller is None:  # one host must not pass for a crowd
             self._seats.check(address, request.device_id)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def with_lora(base: nn.Module, targets: Sequence[str], rank: int = 4, alpha: float = 8.0,
+def with_lora(base: nn.Module, targets: Sequence[str], rank: int = 4, alpha: int = 8,
               train_whole: Sequence[str] = ()) -> nn.Module:
     """base with LoRA adapters on the linear layers named targets (peft's
     ``target_modules``), the modules named train_whole trained in full (a classifier's
@@ -44,8 +44,8 @@ def with_lora(base: nn.Module, targets: Sequence[str], rank: int = 4, alpha: flo
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
-        raise TaskError("LoRA tasks need the peft package: pip install peft "
-                        f"(fedge[lora]) ({exc})") from exc
+        raise TaskError("LoRA tasks need the peft package: pip install 'fedge[lora]' "
+                        f"({exc})") from exc
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets),
                         lora_dropout=0.0, modules_to_save=list(train_whole) or None)
     model = get_peft_model(base, config)

@@ -134,7 +134,7 @@ def lora_encoder() -> nn.Module:
     base = encoder()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(BASE_SEED + 1)
-        return with_lora(base, targets=("q", "v"), rank=RANK, alpha=2.0 * RANK,
+        return with_lora(base, targets=("q", "v"), rank=RANK, alpha=2 * RANK,
                          train_whole=("head",))
 
 
