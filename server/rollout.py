@@ -135,7 +135,12 @@ class Rollout:
 
     def begin(self, round_: int, devices: Iterable[Device]) -> None:
         """Starts the rollout of the artifact of round_ with a canary cohort drawn from
-        devices (seeded by the run's seed and the round)."""
+        devices (seeded by the run's seed and the round). The artifacts of a round's
+        device classes are built one after another and share one canary stage: a second
+        call for the same round changes nothing."""
+        with self._lock:
+            if self.state is not None and self.state.round >= round_:
+                return
         live = [d for d in devices if d.polled or d.authenticated]
         size = min(len(live), max(1, math.ceil(self.fraction * len(live)))) if live else 0
         chosen = sample(live, size, self._seed, round_, CANARY_ATTEMPT)
