@@ -99,3 +99,20 @@ def test_the_rollout_rpc_is_for_operators(make_server: Callable[..., FedgeServer
     assert gate.snapshot()["stage"] == PROMOTED
     assert main([*args, operator]) == 0
     assert "artifact of round 1: halted" in capsys.readouterr().out
+
+
+def test_each_device_class_s_artifact_of_a_round_shares_one_canary_stage(
+        tmp_path: Path) -> None:
+    """Deployments builds a round's classes one after another and each build says the
+    artifact is ready: the second begin() must not redraw the canaries or drop a report
+    already in hand."""
+    store = StateStore(tmp_path)
+    gate = Rollout(0.5, 0.02, 60.0, 0.1, 0, store)
+    gate.begin(3, _devices("a", "b", "c", "d"))
+    canaries = gate.snapshot()["canaries"]
+    gate.report(canaries[0], 3, _report(0.9, 0.9))
+    gate.begin(3, _devices("a", "b", "c", "d", "e", "f"))  # the second class's build
+    assert gate.snapshot()["canaries"] == canaries
+    gate.report(canaries[1], 3, _report(0.9, 0.9))
+    assert not gate.pending() and gate.snapshot()["stage"] == PROMOTED
+    store.close()
