@@ -118,7 +118,7 @@ class Throttle(grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientIntercep
 
         def paced() -> Iterator[Any]:
             for reply in replies:
-                self._pace("down", reply.ByteSize())
+                self._pace("down", wire_size(reply))
                 yield reply
 
         return paced()
@@ -126,10 +126,18 @@ class Throttle(grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientIntercep
     def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         def paced() -> Iterator[Any]:
             for request in requests:
-                self._pace("up", request.ByteSize())
+                self._pace("up", wire_size(request))
                 yield request
 
         return continuation(details, paced())
+
+
+def wire_size(message: Any) -> int:
+    """A message's bytes on the wire: a protobuf message, or one already serialized (the
+    daemon sends its update chunks as bytes: fedge.chunk_wire)."""
+    if isinstance(message, bytes | bytearray | memoryview):
+        return len(message)
+    return int(message.ByteSize())
 
 
 def slow_down(trainer: Any, factor: float, wait: Callable[[float], Any]) -> None:
