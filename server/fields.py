@@ -92,13 +92,15 @@ def check_join(request: fedge_pb2.JoinRequest, max_examples: int) -> None:
     check_count("num_examples", request.num_examples, 0, max_examples)
 
 
-def check_report(report: fedge_pb2.MetricsReport, latest: int) -> dict[str, float]:
+def check_report(report: fedge_pb2.MetricsReport, latest: int,
+                 num_examples: int) -> dict[str, float]:
     """The bounds of a MetricsReport: a round and model version that exist (at most the
-    round in progress, latest + 1) and bounded, finite metrics; returns the metrics."""
+    round in progress, latest + 1) and bounded, finite metrics; returns the metrics, held
+    to what a device that joined with num_examples could have measured (`plausible`)."""
     check_count("round", report.round, 0, latest + 1)
     check_count("model_version", report.model_version, 0, latest)
     check_text("task_id", report.task_id, 128)
-    return check_metrics(report.metrics, REPORT_METRICS)
+    return plausible(check_metrics(report.metrics, REPORT_METRICS), num_examples)
 
 
 def check_update_header(header: fedge_pb2.UpdateHeader, settings: RoundSettings,
@@ -127,3 +129,18 @@ def check_fingerprint(theirs: list[Spec], ours: list[Spec], task_name: str) -> N
         diff = next((f"{a} != {b}" for a, b in zip(theirs, ours, strict=False) if a != b),
                     f"{len(theirs)} tensors != {len(ours)}")
         raise InvalidRequest(f"the device's model does not match task {task_name!r}: {diff}")
+
+
+def plausible(metrics: dict[str, float], num_examples: int) -> dict[str, float]:
+    """A device's reported metrics held to what it could have measured: an accuracy in
+    [0, 1] and an example count no larger than the examples it joined with. The server
+    weighs devices by the counts they report (federated evaluation, the canary gate), so
+    one device claiming a billion held-out examples must not outvote the fleet."""
+    out = {}
+    for key, value in metrics.items():
+        if key.endswith("_accuracy"):
+            value = min(max(value, 0.0), 1.0)
+        elif key.endswith("_examples"):
+            value = min(max(value, 0.0), float(max(num_examples, 0)))
+        out[key] = value
+    return out

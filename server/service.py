@@ -414,7 +414,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                       context: grpc.ServicerContext) -> fedge_pb2.MetricsReply:
         self._rounds.count_bytes(up=_size(request))
         device = self._device(request.session_id)
-        metrics = check_report(request, self._rounds.model_version)
+        metrics = check_report(request, self._rounds.model_version, device.num_examples)
         if request.task_id:  # the answer to an EVALUATE task (fedge.server.fleet_eval)
             report_evaluation(self._rounds, device, request, metrics)
             return fedge_pb2.MetricsReply()
