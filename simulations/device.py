@@ -145,16 +145,20 @@ def slow_down(trainer: Any, factor: float, wait: Callable[[float], Any]) -> None
     followed by wait((factor - 1) x its own length), as on a device factor times slower."""
     for name in ("train", "gradient"):
         method = getattr(trainer, name, None)
-        if method is None:
-            continue
+        if method is not None:
+            setattr(trainer, name, _slowed(method, factor, wait))
 
-        def slow(*args: Any, _method: Callable[..., Any] = method, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            result = _method(*args, **kwargs)
-            wait((factor - 1) * (time.perf_counter() - started))
-            return result
 
-        setattr(trainer, name, slow)
+def _slowed(method: Callable[..., Any], factor: float,
+            wait: Callable[[float], Any]) -> Callable[..., Any]:
+    """method, followed by wait((factor - 1) x the call's own length)."""
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        result = method(*args, **kwargs)
+        wait((factor - 1) * (time.perf_counter() - started))
+        return result
+
+    return slow
 
 
 class SimulatedDaemon(Daemon):
