@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-from fedge.cli.status import local_status, operator_channel, remote_status
+from fedge.cli.status import operator_channel, snapshot
 from fedge.errors import FedgeError
 
 
@@ -66,10 +66,7 @@ def format_rollout(snap: dict[str, Any]) -> str:
 
 def status(args: argparse.Namespace) -> int:
     """Prints the rollout of the newest artifact and the version each device runs."""
-    if bool(args.server) == bool(args.state_dir):
-        raise FedgeError("give --server HOST:PORT (with an operator token) or --state-dir "
-                         "DIR (on the server's machine), not both")
-    snap = remote_status(args) if args.server else local_status(args.state_dir)
+    snap = snapshot(args)
     if args.json:
         print(json.dumps({"rollout": snap.get("rollout"), "devices": [
             {"device_id": d["device_id"], "edge_model": d["edge_model"]}

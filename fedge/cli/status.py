@@ -33,12 +33,18 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Prints the server's status as a table, or as JSON for scripts."""
+def snapshot(args: argparse.Namespace) -> dict[str, Any]:
+    """The server's status from --server (over gRPC, an operator token) or --state-dir
+    (its files, on its machine): exactly one of them."""
     if bool(args.server) == bool(args.state_dir):
         raise FedgeError("give --server HOST:PORT (with an operator token) or --state-dir "
                          "DIR (on the server's machine), not both")
-    snap = remote_status(args) if args.server else local_status(args.state_dir)
+    return remote_status(args) if args.server else local_status(args.state_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prints the server's status as a table, or as JSON for scripts."""
+    snap = snapshot(args)
     if args.json:
         print(json.dumps(snap, indent=2))
     else:
