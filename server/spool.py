@@ -38,7 +38,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,15 +68,23 @@ log = logging.getLogger(__name__)
 BLOCK_BYTES = 4 << 20  # read per block when folding: a multiple of every dtype's size
 
 
-class Spool:
-    """The spool directory and its byte budget (all spool files together)."""
+Reference = Callable[[], tuple[Mapping[str, np.ndarray], str]]
 
-    def __init__(self, directory: Path, budget: int, threshold: int, rounds: Rounds) -> None:
+
+class Spool:
+    """The spool directory and its byte budget (all spool files together).
+
+    reference: the round's global model and update kind, that an update's
+    pseudo-gradient is measured against as it arrives.
+    """
+
+    def __init__(self, directory: Path, budget: int, threshold: int,
+                 reference: Reference) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.budget = budget
         self.threshold = threshold
-        self.rounds = rounds
+        self.reference = reference
         self._lock = threading.Lock()
         self.reserved = 0  # bytes reserved by open spool files
         self.opened = 0  # spool files opened, ever (for tests and status)
@@ -102,8 +110,7 @@ class Spool:
         except BaseException:
             self.release(size)
             raise
-        return SpoolReceived(self, file, wire, size, self.rounds.global_model,
-                             self.rounds.settings.update_kind)
+        return SpoolReceived(self, file, wire, size, *self.reference())
 
     def release(self, size: int) -> None:
         """Gives back what a closed spool file reserved."""
@@ -312,7 +319,8 @@ def spool_for(rounds: Rounds, guards: Guards) -> Spool | None:
     if not isinstance(rounds.strategy.new_accumulator(), FedAvgFold):
         return None
     spool = Spool(Path(guards.spool_dir), guards.spool_budget_bytes,
-                  guards.spool_threshold_bytes, rounds)
+                  guards.spool_threshold_bytes,
+                  lambda: (rounds.global_model, rounds.settings.update_kind))
     rounds.sum_in_blob = spool.applies(Expected(
         tuple(rounds.specs), rounds.settings.encoding, rounds.settings.topk_fraction, 0))
     return spool
