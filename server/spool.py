@@ -317,6 +317,11 @@ def spool_for(rounds: Rounds, guards: Guards) -> Spool | None:
     if not guards.spool_dir or type(rounds).accept is not Rounds.accept:
         return None
     if not isinstance(rounds.strategy.new_accumulator(), FedAvgFold):
+        size = sum(s.nbytes for s in rounds.specs)
+        if size >= guards.spool_threshold_bytes:
+            log.warning("strategy %s keeps each update of a round in memory (%d bytes "
+                        "each, not spooled to disk): the server needs about %d bytes per "
+                        "device sampled", rounds.strategy.name, size, size)
         return None
     spool = Spool(Path(guards.spool_dir), guards.spool_budget_bytes,
                   guards.spool_threshold_bytes,
