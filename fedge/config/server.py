@@ -101,8 +101,8 @@ class ServerConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSe
     spool_threshold_bytes: int = setting(
         64 << 20, "an update of at least this many bytes (f32 encoding, FedAvg family, "
         "synchronous rounds) streams to a file under STATE_DIR/spool and is folded from "
-        "there, never whole in memory; smaller ones are received in memory, which is "
-        "faster", shown="67108864 = 64 MiB", low=0)
+        "there, never whole in memory; smaller ones are received in memory (faster for "
+        "small updates); 0: spool every update", shown="67108864 = 64 MiB", low=0)
     spool_budget_bytes: int = setting(
         8 << 30, "disk for spooled updates being received or kept to resume, all "
         "together; an update that does not fit is refused as busy (the device retries)",
