@@ -57,7 +57,7 @@ def place_sum(strategy: Any, fold: Any, global_model: Mapping[str, np.ndarray],
               task_name: str, round_: int) -> bytearray | None:
     """Lays out round_'s blob and has fold sum into it, where the strategy's step is
     plain FedAvg's (else None: the fold and the commit go on as usual)."""
-    if (not isinstance(fold, FedAvgFold) or type(strategy).step is not FedAvg.step
+    if (type(fold) is not FedAvgFold or type(strategy).step is not FedAvg.step
             or type(strategy).aggregate is not FedAvg.aggregate):
         return None
     blob, views = blob_layout(global_model, {"task": task_name, "round": str(round_)})

@@ -307,6 +307,12 @@ def accept_update(rounds: Rounds, assignment: Any, update: Any, num_examples: in
             update.discard()
 
 
+def folds_from_disk(strategy: Any) -> bool:
+    """Whether the strategy's accumulator is the plain running sum, which add_blocks
+    folds as add() does (not central DP's ClippedFold, whose add() clips first)."""
+    return type(strategy.new_accumulator()) is FedAvgFold
+
+
 def spool_for(rounds: Rounds, guards: Guards) -> Spool | None:
     """The server's spool, or None where updates stay in memory: no spool directory,
     asynchronous rounds, or a strategy whose accumulator is not a running sum (median,
@@ -316,7 +322,7 @@ def spool_for(rounds: Rounds, guards: Guards) -> Spool | None:
 
     if not guards.spool_dir or type(rounds).accept is not Rounds.accept:
         return None
-    if not isinstance(rounds.strategy.new_accumulator(), FedAvgFold):
+    if not folds_from_disk(rounds.strategy):
         size = sum(s.nbytes for s in rounds.specs)
         if size >= guards.spool_threshold_bytes:
             log.warning("strategy %s keeps each update of a round in memory (%d bytes "

@@ -19,8 +19,11 @@ from fedge.refusals import Busy, Corrupt, InvalidUpdate, StreamCut
 from fedge.server.intake import Expected
 from fedge.server.next_blob import blob_layout, filled_blob
 from fedge.server.partial_uploads import PartialUploads
-from fedge.server.spool import Spool, fold_any, prepare_any
-from fedge.server.strategies.fedavg import FedAvgFold
+from fedge.server.spool import Spool, fold_any, folds_from_disk, prepare_any
+from fedge.server.strategies.dp import CentralDP
+from fedge.server.strategies.fedavg import FedAvg, FedAvgFold
+from fedge.server.strategies.fedprox import FedProx
+from fedge.server.strategies.median import Median
 from fedge.simulations.partition import iid, write_partitions
 from fedge.tensors import fingerprint, iter_chunks, stream_sha256, to_blob
 from tests.cutting_proxy import CuttingProxy
@@ -157,6 +160,13 @@ def test_a_spooled_update_is_clipped_by_the_rules_of_the_memory_path(tmp_path: P
         prepare_any(spooled, global_model, "weights", 20.0, "refuse", 0.0)  # type: ignore[arg-type]
     spooled.discard()  # type: ignore[attr-defined]
     assert spool.reserved == 0
+
+
+def test_only_the_plain_running_sum_folds_from_disk() -> None:
+    # Central DP's fold clips each update in add(): folding blocks would skip the clip.
+    assert folds_from_disk(FedAvg()) and folds_from_disk(FedProx(mu=0.1))
+    assert not folds_from_disk(CentralDP(FedAvg(), noise_multiplier=1.0, clip=1.0))
+    assert not folds_from_disk(Median())
 
 
 # ------------------------------------------------------------------ over gRPC
