@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -167,9 +168,14 @@ class SpoolReceived:
             g = gradient_block(self.kind, self.reference[chunk.name],
                                filled // dtype.itemsize,
                                np.frombuffer(data, dtype).astype(dtype.newbyteorder("=")))
-            if not self.nonfinite and not np.isfinite(g).all():
+            squares = float(np.einsum("i,i->", g, g, dtype=np.float64))
+            # Squares of float32 values summed in float64 cannot overflow: the sum is
+            # finite exactly when every value is, so no second pass over the chunk
+            # (float64 values can overflow it: those are checked).
+            if not math.isfinite(squares) and not self.nonfinite and (
+                    g.dtype.itemsize <= 4 or not np.isfinite(g).all()):
                 self.nonfinite = chunk.name
-            self.squares += float(np.einsum("i,i->", g, g, dtype=np.float64))
+            self.squares += squares
         self.filled[chunk.name] = filled + len(data)
 
     def finish(self, sha256: str, digest: str) -> SpooledUpdate:
