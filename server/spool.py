@@ -39,6 +39,7 @@ import math
 import os
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,7 +130,10 @@ class SpoolReceived:
     def __init__(self, spool: Spool, file: Any, wire: list[Spec], size: int,
                  reference: Mapping[str, np.ndarray], kind: str) -> None:
         self.spool, self.file, self.size = spool, file, size
-        self.reference, self.kind = reference, kind
+        # Weak: a broken upload kept to resume must not keep an old global model alive
+        # (1x the model) after its round commits without it.
+        self._reference = {n: weakref.ref(a) for n, a in reference.items()}
+        self.kind = kind
         self.digest = hashlib.sha256()
         self.specs = {s.name: s for s in wire}
         self.places: dict[str, int] = {}  # each tensor's first byte in the file
@@ -165,7 +169,7 @@ class SpoolReceived:
         self.offset += len(data)
         if data:
             os.pwrite(self.file.fileno(), data, self.places[chunk.name] + filled)
-            g = gradient_block(self.kind, self.reference[chunk.name],
+            g = gradient_block(self.kind, self.reference(chunk.name),
                                filled // dtype.itemsize,
                                np.frombuffer(data, dtype).astype(dtype.newbyteorder("=")))
             squares = float(np.einsum("i,i->", g, g, dtype=np.float64))
@@ -177,6 +181,18 @@ class SpoolReceived:
                 self.nonfinite = chunk.name
             self.squares += squares
         self.filled[chunk.name] = filled + len(data)
+
+    def reference(self, name: str) -> np.ndarray:
+        """Tensor name of the global model the update is measured against (StaleRequest
+        once that model is gone: its round committed)."""
+        array = self._reference[name]()
+        if array is None:
+            raise StaleRequest("the round's model changed while the update arrived")
+        return array
+
+    def measured_against(self, model: Mapping[str, np.ndarray]) -> bool:
+        """Whether the update was measured against this model."""
+        return all(ref() is model.get(n) for n, ref in self._reference.items())
 
     def finish(self, sha256: str, digest: str) -> SpooledUpdate:
         """The whole update, once complete (TensorError), its SHA-256 the announced one
@@ -238,7 +254,7 @@ class SpooledUpdate:
                 if got != size:
                     raise OSError(f"spool file of {name!r} is short: {got} of {size} bytes")
                 x = np.frombuffer(view, dtype).astype(dtype.newbyteorder("="), copy=False)
-                g = gradient_block(r.kind, r.reference[name], start // dtype.itemsize, x)
+                g = gradient_block(r.kind, r.reference(name), start // dtype.itemsize, x)
                 for scale in self.scales:  # as intake's _scale: each clip in turn
                     g *= scale
                 yield name, start // dtype.itemsize, g
@@ -268,7 +284,7 @@ def prepare_spooled(update: SpooledUpdate, reference: Mapping[str, np.ndarray], 
     """Filters 10-11 on a spooled update whose norm is known: the same rules as
     fedge.server.intake.bound_norm and clip_distance, their clipping recorded as
     scales for the fold to apply."""
-    if update.received.reference is not reference or update.received.kind != kind:
+    if not update.received.measured_against(reference) or update.received.kind != kind:
         raise StaleRequest("the round's model changed while the update arrived")
     length = update.norm
     if max_norm > 0 and length > max_norm:

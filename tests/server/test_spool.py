@@ -4,9 +4,11 @@ bit, and no spool file left behind by an accepted, refused or cut upload."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 
 from bench.wide_task import small
 from fedge.protos import fedge_pb2
-from fedge.refusals import Busy, Corrupt, InvalidUpdate, StreamCut
+from fedge.refusals import Busy, Corrupt, InvalidUpdate, StaleRequest, StreamCut
 from fedge.server.intake import Expected
 from fedge.server.next_blob import blob_layout, filled_blob
 from fedge.server.partial_uploads import PartialUploads
@@ -138,6 +140,32 @@ def test_refused_and_cut_uploads_leave_no_spool_file(tmp_path: Path) -> None:
     with pytest.raises(Busy):  # no room in the budget: the device retries later
         PartialUploads(1 << 20, 60.0, spool=full).receive(
             "f", header, iter_chunks(update, 4096), expected, 2e9)
+
+
+def test_a_kept_broken_upload_does_not_keep_an_old_global_model_alive(tmp_path: Path) -> None:
+    current = {"model": _model(0)}
+    spool = Spool(tmp_path, 1 << 30, 0, lambda: (current["model"], "weights"))
+    partials = PartialUploads(1 << 20, 60.0, spool=spool)
+    update = _model(1)
+    expected = Expected(tuple(fingerprint(update)), "f32", 0.1, 1 << 30)
+    header = fedge_pb2.UpdateHeader(task_id="t", sha256=stream_sha256(update))
+    chunks = iter_chunks(update, 4096)
+
+    def cut() -> Iterator[fedge_pb2.TensorChunk]:
+        yield next(chunks)
+        raise StreamCut("the link broke")
+
+    with pytest.raises(StreamCut):
+        partials.receive("d", header, cut(), expected, 2e9)
+    old = weakref.ref(current["model"]["w"])
+    current["model"] = _model(2)  # the round committed without it
+    gc.collect()
+    assert old() is None
+    resumed = fedge_pb2.UpdateHeader(task_id="t", sha256=header.sha256,
+                                     resume_offset=partials.offset("d", "t", header.sha256))
+    with pytest.raises(StaleRequest):
+        partials.receive("d", resumed, chunks, expected, 2e9)
+    assert spool.reserved == 0
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
