@@ -82,7 +82,6 @@ class Spool:
 
     def __init__(self, directory: Path, budget: int, threshold: int,
                  reference: Reference) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.budget = budget
         self.threshold = threshold
@@ -108,6 +107,7 @@ class Spool:
             self.reserved += size
             self.opened += 1
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)  # on first use only
             file = tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115 (closed by close)
         except BaseException:
             self.release(size)
