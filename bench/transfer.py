@@ -3,6 +3,7 @@ the same bytes, and whole rounds of a large model with the server's peak memory.
 
     python -m bench.transfer [--mb 1024] [--devices 2] [--rounds 1]
                              [--out bench/results/transfer.json]
+                             [--rounds-only] [--compare-memory]
 
 The model is ``bench.wide_task`` at ``--mb`` megabytes (1024: 256M float32 parameters,
 one wide hidden layer, defined in code). Every server here is a separate process on
@@ -18,6 +19,10 @@ real daemons (threads of this process).
   (``--max-uploads 1``: the server holds the global model, the running sum and one
   update). The server's peak resident memory (VmHWM) against the model's size, and its
   resident memory before the model exists (the Python, torch and gRPC baseline).
+  Updates of this size are spooled to disk and folded from there (fedge.server.spool);
+  ``--compare-memory`` runs the round again with every update received in memory
+  (``--spool-threshold-bytes`` above the model: the path before spooling).
+  ``--rounds-only`` skips the throughput part (one device and the raw baseline).
 """
 
 from __future__ import annotations
@@ -153,9 +158,11 @@ def _timed(log: list[dict[str, Any]], what: str, fn: Callable[..., Any],
     return wrapper
 
 
-def fedge_run(mb: float, devices: int, rounds: int, tmp: Path) -> dict[str, Any]:
+def fedge_run(mb: float, devices: int, rounds: int, tmp: Path, spool: bool = True
+              ) -> dict[str, Any]:
     """A fedge server process and `devices` daemon threads for `rounds` rounds; the
-    daemons' downloads and uploads timed, the server's memory watched."""
+    daemons' downloads and uploads timed, the server's memory watched. spool False:
+    updates received in memory."""
     from fedge.client import daemon as daemon_module
     from fedge.client.daemon import Daemon
     from fedge.client.trainer import Trainer
@@ -166,12 +173,13 @@ def fedge_run(mb: float, devices: int, rounds: int, tmp: Path) -> dict[str, Any]
     os.environ["FEDGE_WIDE_MB"] = str(mb)
     spec = "bench.wide_task:task"
     port = _free_port()
-    state = tmp / f"state-{devices}"
+    state = tmp / f"state-{devices}-{'spool' if spool else 'memory'}"
     server = subprocess.Popen(
         [sys.executable, "-m", "fedge.cli", "server", "--task", spec, "--insecure",
          "--host", "127.0.0.1", "--port", str(port), "--rounds", str(rounds),
          "--min-clients", str(devices), "--allow-anonymous", "--no-edge",
          "--max-uploads", "1", "--round-timeout", "1800", "--poll-seconds", "1",
+         "--spool-threshold-bytes", str(1 if spool else 1 << 50),
          "--state-dir", str(state)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL, stderr=open(tmp / f"server-{devices}.log", "w"))  # noqa: SIM115
     peak = PeakRss(server.pid)
@@ -210,7 +218,7 @@ def fedge_run(mb: float, devices: int, rounds: int, tmp: Path) -> dict[str, Any]
             "server_peak_rss_bytes": peak.peak_kib * 1024,
             "server_baseline_rss_bytes": baseline_rss(),
             "peak_over_model": peak.peak_kib * 1024 / model_bytes,
-            "transfers": log}
+            "spooled": spool, "devices": devices, "rounds": rounds, "transfers": log}
 
 
 def baseline_rss() -> int:
@@ -237,15 +245,24 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", default="bench/results/transfer.json")
+    parser.add_argument("--rounds-only", action="store_true",
+                        help="skip the throughput part (one device, raw baseline)")
+    parser.add_argument("--compare-memory", action="store_true",
+                        help="run the round again with updates received in memory")
     parser.add_argument("--raw-server", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_server:
         raw_server(args.raw_server)
         return
     with tempfile.TemporaryDirectory() as tmp:
+        many = fedge_run(args.mb, args.devices, args.rounds, Path(tmp))
+        memory = (fedge_run(args.mb, args.devices, args.rounds, Path(tmp), spool=False)
+                  if args.compare_memory else None)
+        if args.rounds_only:
+            round_table(args, [many, memory])
+            return
         one = fedge_run(args.mb, 1, 1, Path(tmp))
         raw = raw_rates(one["model_bytes"])
-        many = fedge_run(args.mb, args.devices, args.rounds, Path(tmp))
     fetch, submit = _rate(one["transfers"], "fetch"), _rate(one["transfers"], "submit")
     throughput = {"fetch_mb_s": fetch, "submit_mb_s": submit, **raw,
                   "fetch_vs_raw": fetch / raw["down_mb_s"],
@@ -259,12 +276,20 @@ def main() -> None:
         ratio = throughput[key] / throughput[raw_key]
         print(f"{name:<8} {throughput[key]:>11.0f} {throughput[raw_key]:>14.0f} "
               f"{ratio:>6.2f} {'met' if ratio >= 0.7 else 'MISSED':>7}")
-    print(f"{'devices':>7} {'rounds':>6} {'server peak RSS':>16} {'x model':>8} "
-          f"{'baseline RSS':>13} {'target':>7}")
-    for run in (one, many):
-        n = 1 if run is one else args.devices
-        r = 1 if run is one else args.rounds
-        print(f"{n:>7} {r:>6} {run['server_peak_rss_bytes'] / 1e9:>14.2f} GB "
+    round_table(args, [one, many, memory], throughput)
+
+
+def round_table(args: argparse.Namespace, runs: list[dict[str, Any] | None],
+                throughput: dict[str, float] | None = None) -> None:
+    """Prints the rounds' memory table and writes the JSON."""
+    done = [run for run in runs if run is not None]
+    print(f"model {done[0]['model_bytes'] / 1e6:.0f} MB")
+    print(f"{'devices':>7} {'rounds':>6} {'updates':>8} {'server peak RSS':>16} "
+          f"{'x model':>8} {'baseline RSS':>13} {'target':>7}")
+    for run in done:
+        print(f"{run['devices']:>7} {run['rounds']:>6} "
+              f"{'on disk' if run['spooled'] else 'memory':>8} "
+              f"{run['server_peak_rss_bytes'] / 1e9:>14.2f} GB "
               f"{run['peak_over_model']:>8.2f} "
               f"{run['server_baseline_rss_bytes'] / 1e9:>10.2f} GB "
               f"{'met' if run['peak_over_model'] < 3 else 'MISSED':>7}")
@@ -272,8 +297,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         load = os.getloadavg()
-    out.write_text(json.dumps({"throughput": throughput, "one_device": one,
-                               "round": many, "devices": args.devices,
+    out.write_text(json.dumps({"throughput": throughput, "runs": done,
+                               "devices": args.devices,
                                "rounds": args.rounds, "machine": platform.platform(),
                                "cpus": os.cpu_count(), "loadavg": load}, indent=1))
     print(f"wrote {out}")

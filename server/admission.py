@@ -240,3 +240,6 @@ class Guards:
     anonymous_per_address: int = 64
     partial_upload_bytes: int = 1 << 30
     partial_upload_ttl_s: float = 300.0
+    spool_dir: str = ""  # where large updates are spooled ("": all in memory)
+    spool_threshold_bytes: int = 64 << 20
+    spool_budget_bytes: int = 8 << 30

@@ -179,7 +179,10 @@ class FedgeServer:
                         stream_idle_s=config.stream_idle_s, stream_max_s=config.stream_max_s,
                         anonymous_per_address=config.anonymous_per_address,
                         partial_upload_bytes=config.partial_upload_bytes,
-                        partial_upload_ttl_s=config.partial_upload_ttl_s)
+                        partial_upload_ttl_s=config.partial_upload_ttl_s,
+                        spool_dir=str(Path(config.state_dir) / "spool"),
+                        spool_threshold_bytes=config.spool_threshold_bytes,
+                        spool_budget_bytes=config.spool_budget_bytes)
         self.service = FederationService(self.task.name, specs, self.registry, self.rounds,
                                          self.store, config.poll_seconds,
                                          config.max_update_bytes, self.tokens, guards)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from fedge.server.next_blob import filled_blob
 from fedge.server.round_state import RoundState
 from fedge.server.store import RoundRecord, StateStore
 from fedge.server.strategies.spec import Strategy
@@ -60,9 +61,13 @@ def commit_round(store: StateStore, strategy: Strategy[Any], task_name: str,
     new global model (views of its blob: the model is held once) and its blob."""
     weights = next_model(strategy, global_model, state)
     metrics = evaluate(weights)
-    blob = model_blob(weights, task_name, state.number)
+    # A laid-out blob is a bytearray, read as bytes from here on: nothing writes it.
+    blob = (cast(bytes, filled_blob(state.next_blob, weights))
+            if state.next_blob is not None else model_blob(weights, task_name, state.number))
     del weights  # the blob's views replace them
     weights, _ = from_blob(blob, copy=False)
+    for array in weights.values():  # a laid-out blob is a bytearray: keep the model fixed
+        array.flags.writeable = False
     record = RoundRecord(
         round=state.number, accuracy=metrics["accuracy"], loss=metrics["loss"],
         clients=state.fold.count, examples=state.examples, bytes_up=state.bytes_up,

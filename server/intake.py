@@ -189,6 +189,9 @@ class Received:
         """Bytes of memory its tensors take."""
         return self.assembler.bytes_allocated
 
+    def discard(self) -> None:
+        """Lets go of what arrived (memory: nothing to do; see fedge.server.spool)."""
+
 
 def receive(chunks: Chunks, expected: Expected, sha256: str,
             received: Received | None = None) -> dict[str, np.ndarray]:

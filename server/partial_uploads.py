@@ -15,15 +15,21 @@ can grow the server's memory by breaking streams on purpose:
 
 A stream that resumes takes its partial upload out of the store, so it is never held
 twice, and puts it back only if it breaks again.
+
+A large update is received into a spool file instead (fedge.server.spool): its part is
+kept the same way, as the open file (no memory; the spool's own budget bounds the disk),
+and a partial that is dropped, replaced or expired has its file deleted.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -31,7 +37,18 @@ import numpy as np
 from fedge.protos import fedge_pb2
 from fedge.refusals import ResumeLost, StreamCut
 from fedge.server.intake import Expected, Received, receive
+from fedge.server.spool import (
+    Spool,
+    SpooledUpdate,
+    SpoolReceived,
+    accept_update,
+    spool_for,
+    spool_receive,
+)
 from fedge.tensors import Spec
+
+# Re-exported: the service takes the spool's two hooks from here.
+__all__ = ["PartialUploads", "accept_update", "spool_for"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +60,7 @@ class Partial:
     device_id: str
     task_id: str
     sha256: str
-    received: Received
+    received: Received | SpoolReceived
     expires: float  # time.monotonic()
 
 
@@ -51,8 +68,10 @@ class PartialUploads:
     """Broken update streams by device, bounded in bytes and time."""
 
     def __init__(self, max_bytes: int, ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, spool: Spool | None = None,
+                 ) -> None:
         self.max_bytes = max_bytes
+        self.spool = spool  # where large updates are received (None: all in memory)
         self.ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -74,7 +93,7 @@ class PartialUploads:
     def _expire(self) -> None:
         now = self._clock()
         for device_id in [d for d, p in self._by_device.items() if p.expires <= now]:
-            del self._by_device[device_id]
+            self._by_device.pop(device_id).received.discard()
 
     def offset(self, device_id: str, task_id: str, sha256: str) -> int:
         """Data bytes held of this device's update (0: none, start over)."""
@@ -86,26 +105,32 @@ class PartialUploads:
             return partial.received.offset
 
     def take(self, device_id: str, task_id: str, sha256: str, offset: int,
-             wire: list[Spec]) -> Received:
-        """What a stream starting at data byte offset goes on from: a fresh Received at
-        0, else the kept one, taken out of the store. ResumeLost (the device may start
-        over) when nothing of this update is held at that offset."""
+             wire: list[Spec], fresh: Callable[[], SpoolReceived] | None = None,
+             ) -> Received | SpoolReceived:
+        """What a stream starting at data byte offset goes on from: a fresh Received (or
+        fresh() spool file) at 0, else the kept one, taken out of the store. ResumeLost
+        (the device may start over) when nothing of this update is held at that offset."""
         with self._lock:
             self._expire()
             partial = self._by_device.pop(device_id, None)
+        if partial is not None and (offset == 0 or (partial.task_id, partial.sha256)
+                                    != (task_id, sha256)):
+            partial.received.discard()  # replaced by this stream
+            partial = None
         if offset == 0:
-            return Received(wire)
-        if partial is None or (partial.task_id, partial.sha256) != (task_id, sha256):
+            return fresh() if fresh is not None else Received(wire)
+        if partial is None:
             raise ResumeLost(f"no part of this update is held (it expired or was never "
                              f"kept); send it from byte 0, not {offset}")
         if partial.received.offset != offset:
+            partial.received.discard()  # taken out and not resumable: dropped
             raise ResumeLost(f"the server holds {partial.received.offset} bytes of this "
                              f"update, not {offset}; ask UploadOffset again")
         self.resumed += 1
         return partial.received
 
-    def keep(self, device_id: str, task_id: str, sha256: str, received: Received,
-             deadline_unix: float) -> bool:
+    def keep(self, device_id: str, task_id: str, sha256: str,
+             received: Received | SpoolReceived, deadline_unix: float) -> bool:
         """Keeps what arrived of a broken stream, until ttl_s from now or the round's
         deadline (unix seconds); False if there is nothing to keep or no room."""
         if received.offset == 0:
@@ -114,7 +139,9 @@ class PartialUploads:
                       self._clock() + (deadline_unix - time.time()))
         with self._lock:
             self._expire()
-            self._by_device.pop(device_id, None)
+            old = self._by_device.pop(device_id, None)
+            if old is not None:
+                old.received.discard()
             used = sum(p.received.held for p in self._by_device.values())
             if expires <= self._clock() or used + received.held > self.max_bytes:
                 log.info("%s: %d bytes of a broken update not kept (%d of %d bytes held)",
@@ -128,14 +155,25 @@ class PartialUploads:
 
     def receive(self, device_id: str, header: fedge_pb2.UpdateHeader,
                 chunks: Iterable[fedge_pb2.TensorChunk], expected: Expected,
-                deadline_unix: float) -> dict[str, np.ndarray]:
+                deadline_unix: float) -> dict[str, np.ndarray] | SpooledUpdate:
         """The intake's filters 1-7 over a stream that may resume a broken one (header's
         resume_offset) and, if it breaks in turn (the link, not its content), leaves
-        what arrived here for the next one."""
+        what arrived here for the next one. A large update goes to a spool file and
+        comes back as a SpooledUpdate; a refused one leaves no file."""
+        fresh: Any = None
+        if self.spool is not None and self.spool.applies(expected):
+            fresh = functools.partial(self.spool.open, expected.wire)
         received = self.take(device_id, header.task_id, header.sha256,
-                             header.resume_offset, expected.wire)
+                             header.resume_offset, expected.wire, fresh)
         try:
+            if isinstance(received, SpoolReceived):
+                return spool_receive(chunks, expected, header.sha256, received)
             return receive(chunks, expected, header.sha256, received)
         except (grpc.RpcError, StreamCut):
-            self.keep(device_id, header.task_id, header.sha256, received, deadline_unix)
+            if not self.keep(device_id, header.task_id, header.sha256, received,
+                             deadline_unix):
+                received.discard()
+            raise
+        except BaseException:
+            received.discard()
             raise

@@ -184,6 +184,8 @@ class RoundState:
     median_examples: float = 0.0
     distance_bound: float = 0.0
     distances: list[float] = field(default_factory=list)
+    # The next model's blob the fold sums into (a large model; fedge.server.next_blob).
+    next_blob: bytearray | None = None
 
 
 def all_settled(assignments: Iterable[Assignment]) -> bool:

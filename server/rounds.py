@@ -26,7 +26,7 @@ from fedge.refusals import AlreadySettled, InvalidUpdate, StaleRequest
 from fedge.secure.vector import size_of
 from fedge.server.bounds import Bounds, distance_bound, example_weight, median
 from fedge.server.commit import restore_strategy, starting_point
-from fedge.server.intake import prepare_bounded
+from fedge.server.next_blob import place_sum
 from fedge.server.personalize import Personalizations
 from fedge.server.registry import Device, Registry
 from fedge.server.round_state import (
@@ -44,6 +44,7 @@ from fedge.server.round_state import (
 )
 from fedge.server.secure_round import SecureRound, make_params
 from fedge.server.side_tasks import side_task
+from fedge.server.spool import fold_any, prepare_any
 from fedge.server.store import RoundRecord, StateStore
 from fedge.server.strategies.fedavg import FedAvg
 from fedge.server.strategies.spec import Strategy
@@ -107,6 +108,7 @@ class Rounds:
                              settings.warmup_norm_ratio)
         # The median distance of the last attempt's updates (0: none yet, warm-up).
         self.reference_distance = 0.0
+        self.sum_in_blob = False  # set by the spool for a large model (next_blob.py)
         self.deploy = deployments
         self.evaluation: FleetEvaluation | None = None  # federated evaluation, if on
         self.personal = Personalizations(store)  # PERSONALIZE before STOP, to those who ask
@@ -214,7 +216,7 @@ class Rounds:
         with self.cond:
             reference = self.global_model  # replaced, never mutated, at commit
             state = self.current
-        prepared = prepare_bounded(arrays, reference, self.settings.update_kind,
+        prepared = prepare_any(arrays, reference, self.settings.update_kind,
                                    self.settings.max_update_norm, self.settings.norm_action,
                                    state.distance_bound, measure=self.bounds.norm_factor > 0)
         gradient = prepared.gradient
@@ -245,7 +247,7 @@ class Rounds:
         folded, started = False, time.perf_counter()
         try:
             with state.fold_lock:  # the accumulator's own lock, not the round's
-                state.fold.add(gradient, weight)
+                fold_any(state.fold, gradient, weight)
             folded = True
         finally:
             with self.cond:
@@ -341,6 +343,9 @@ class Rounds:
     def open_round(self, sample: list[Device]) -> None:
         """Hands the round's TRAIN task to each sampled device."""
         deadline = time.time() + self.settings.round_timeout_s
+        fold = self.strategy.new_accumulator()  # a large model's: laid out outside the lock
+        blob = (place_sum(self.strategy, fold, self.global_model, self.task_name,
+                          self.current.number) if self.sum_in_blob else None)
         with self.cond:
             number = self.current.number
             global_norm = (l2_norm(self.global_model)
@@ -348,8 +353,7 @@ class Rounds:
                            else 0.0)
             self.current = RoundState(
                 number, bytes_up=self.current.bytes_up, bytes_down=self.current.bytes_down,
-                fold=self.strategy.new_accumulator(),
-                median_examples=median(d.num_examples for d in sample),
+                fold=fold, next_blob=blob, median_examples=median(d.num_examples for d in sample),
                 distance_bound=distance_bound(self.reference_distance, global_norm,
                                               self.bounds))
             for device in sample:

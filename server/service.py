@@ -48,7 +48,7 @@ from fedge.server.downloads import model_chunks
 from fedge.server.fields import check_fingerprint, check_join, check_report, check_update_header
 from fedge.server.intake import Expected
 from fedge.server.limits import CallLimits, UploadSlots, peer_host
-from fedge.server.partial_uploads import PartialUploads
+from fedge.server.partial_uploads import PartialUploads, accept_update, spool_for
 from fedge.server.registry import Device, Registry
 from fedge.server.relays import check_relay
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds
@@ -140,7 +140,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._guards = guards or Guards(allow_anonymous=tokens is None)
         self._uploads = UploadSlots(self._guards.max_uploads)
         self.partials = PartialUploads(self._guards.partial_upload_bytes,
-                                       self._guards.partial_upload_ttl_s)
+                                       self._guards.partial_upload_ttl_s,
+                                       spool=spool_for(rounds, self._guards))
         self._rate = CallLimits(self._guards.rate_limit, self._guards.rate_burst)
         self._polls = threading.BoundedSemaphore(self._guards.max_polls)
         self.watch = StreamWatch(self._guards.stream_idle_s, self._guards.stream_max_s)
@@ -343,7 +344,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                 arrays = self.partials.receive(device.device_id, header, chunks,
                                                self._expected, assignment.deadline)
             watched.finish()  # all read: the fold's time is not the device's
-            self._rounds.accept(assignment, arrays, header.num_examples, header.sha256)
+            accept_update(self._rounds, assignment, arrays, header.num_examples, header.sha256)
         except AlreadyAccepted:
             log.info("round %d: %s resent its accepted update; ignored", header.round,
                      device.device_id)

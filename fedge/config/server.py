@@ -98,6 +98,15 @@ class ServerConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSe
     partial_upload_ttl_s: float = setting(
         300.0, "how long the part of a broken update stream is kept (at most until its "
         "round's deadline)", flag=None, low=0.1)
+    spool_threshold_bytes: int = setting(
+        64 << 20, "an update of at least this many bytes (f32 encoding, FedAvg family, "
+        "synchronous rounds) streams to a file under STATE_DIR/spool and is folded from "
+        "there, never whole in memory; smaller ones are received in memory (faster for "
+        "small updates); 0: spool every update", shown="67108864 = 64 MiB", low=0)
+    spool_budget_bytes: int = setting(
+        8 << 30, "disk for spooled updates being received or kept to resume, all "
+        "together; an update that does not fit is refused as busy (the device retries)",
+        shown="8589934592 = 8 GiB", flag=None, low=0)
     metrics_port: int = setting(0, "serve Prometheus metrics on "
                                 "http://HOST:PORT/metrics; 0: off", low=0, high=65535)
     status_interval_s: float = setting(2.0, "how often STATE_DIR/status.json is rewritten "

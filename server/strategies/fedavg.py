@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -113,6 +113,54 @@ class FedAvgFold:
         self.total_weight = 0.0
         self.count = 0
         self._result: dict[str, np.ndarray] | None = None
+        self._placed: dict[str, np.ndarray] = {}
+
+    def place(self, buffers: Mapping[str, np.ndarray]) -> None:
+        """Sums each named tensor into the given array (of the sum's dtype and the
+        tensor's shape; views of the next model's blob) instead of a new one or the first
+        update's (see fedge.server.next_blob)."""
+        if self.count:
+            raise ValueError("a fold is placed before its first update")
+        self._placed = dict(buffers)
+
+    def _first(self, name: str, array: np.ndarray, weight: float) -> None:
+        self._dtypes[name] = array.dtype
+        dtype = _accumulator_dtype(array.dtype)
+        placed = self._placed.get(name)
+        # The first update becomes the sum, scaled in place: no model-sized copy.
+        own = array.dtype == dtype and array.flags.writeable
+        self._sum[name] = np.multiply(array, weight, dtype=dtype,
+                                      out=placed if placed is not None else
+                                      array if own else None)
+
+    def add_blocks(self, blocks: Iterable[tuple[str, int, np.ndarray]], weight: float,
+                   shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Folds one update given as flat blocks (tensor, first element, values; each
+        tensor covered whole, as from fedge.server.spool; shapes: each tensor's) with
+        the same operations, element by element, as add()."""
+        if weight <= 0:
+            raise ValueError("weight must be positive")
+        if self._result is not None:
+            raise ValueError("the fold's result was taken: it takes no more updates")
+        first = not self.count
+        for name, start, block in blocks:
+            acc = self._sum.get(name)
+            if acc is None:
+                if not first:
+                    raise ValueError(f"tensor {name!r} is not in the first update")
+                placed = self._placed.get(name)
+                dtype = _accumulator_dtype(block.dtype)
+                acc = placed if placed is not None else np.empty(shapes[name], dtype)
+                self._sum[name], self._dtypes[name] = acc, block.dtype
+            flat = acc.reshape(-1)[start : start + block.size]
+            if first:
+                np.multiply(block, weight, dtype=flat.dtype, out=flat)
+            elif block.dtype == acc.dtype:
+                scaled_add(flat, block, weight)
+            else:
+                flat += np.multiply(block, weight, dtype=acc.dtype)
+        self.total_weight += weight
+        self.count += 1
 
     def add(self, update: Mapping[str, np.ndarray], weight: float) -> None:
         """Folds update in with the given weight (its example count)."""
@@ -125,12 +173,7 @@ class FedAvgFold:
         for name, array in update.items():
             acc = self._sum.get(name)
             if acc is None:
-                self._dtypes[name] = array.dtype
-                dtype = _accumulator_dtype(array.dtype)
-                # The first update becomes the sum, scaled in place: no model-sized copy.
-                own = array.dtype == dtype and array.flags.writeable
-                self._sum[name] = np.multiply(array, weight, dtype=dtype,
-                                              out=array if own else None)
+                self._first(name, array, weight)
                 continue
             if array.dtype == acc.dtype:
                 scaled_add(acc, array, weight)
