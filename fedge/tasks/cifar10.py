@@ -127,8 +127,9 @@ def resnet() -> nn.Module:
 
 def mobilenet_student() -> nn.Module:
     """The previous student: a MobileNet-style stack of depthwise-separable convolutions,
-    about 9k parameters. Kept for comparison (bench/edge_options.py): its layers are too
-    narrow for int8 to pay, 0.8x the fp32 student's throughput at batch 32 on AVX2."""
+    about 9k parameters. Kept for comparison (a custom task may still name it): its
+    layers are too narrow for int8 to pay, about 0.8x its fp32 throughput at batch 32 on
+    AVX2 without VNNI (BENCHMARKS.md)."""
     from torch import nn
 
     def separable(cin: int, cout: int, stride: int) -> list[nn.Module]:
@@ -146,9 +147,10 @@ def patch_student() -> nn.Module:
     convolution and two 1x1 convolutions of 48 channels, a global average pool; about
     28k parameters.
 
-    Shaped for int8 (issue 16): most of its work is convolutions with an im2col depth of
-    48 to 432, where onnxruntime's u8s8 kernels run about twice the fp32 rate even
-    without VNNI, and no depthwise layer (which int8 slows down). The pool is an
+    Shaped for int8 (issue 16): most of its work is full convolutions over 48 channels,
+    which onnxruntime's u8s8 kernels run faster than fp32 even without VNNI (the 3x3,
+    im2col depth 432, about 2x; the 1x1s about 1.5x), and it has no depthwise layer
+    (which int8 slows down). The pool is an
     AvgPool2d, exported as AveragePool, which the int8 graph runs as a channels-last
     QLinearAveragePool; AdaptiveAvgPool2d exports as ReduceMean, which costs the int8
     graph a transpose and a dequantisation. Measured in BENCHMARKS.md (bench.edge).
