@@ -126,7 +126,8 @@ class FedgeServer:
             secure_noise_multiplier=config.dp_noise_multiplier if distributed else 0.0,
             secure_stage_timeout_s=config.secure_stage_timeout_s,
             examples_factor=config.examples_factor,
-            norm_factor=config.norm_factor, warmup_norm_ratio=config.warmup_norm_ratio)
+            norm_factor=config.norm_factor, warmup_norm_ratio=config.warmup_norm_ratio,
+            eval_every=config.eval_every, eval_threads=config.eval_threads)
         strategy = build_strategy(config.strategy, config.server_lr, config.server_momentum,
                                   config.mu, config.trim, config.byzantine_f)
         if config.update == "gradient" and config.server_lr is None:
