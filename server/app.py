@@ -280,6 +280,10 @@ class FedgeServer:
     def shutdown(self, grace: float = 1.0) -> None:
         """Stops serving and closes the state store (idempotent)."""
         self.rounds.stop()
+        # A stopped driver still finishes the evaluation it owes (the last committed
+        # round's: fedge.server.eval_worker) and writes it to the store: let it.
+        if self._driver.is_alive() and threading.current_thread() is not self._driver:
+            self._driver.join(120)
         self._health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
         self.service.close()
