@@ -40,11 +40,14 @@ class RoundBar:
             self.stream.flush()
 
     def __call__(self, record: Any) -> None:
-        """Takes a committed round's record (round, accuracy, clients)."""
+        """Takes a committed round's record (round, accuracy, clients), again when its
+        evaluation ends (the accuracy None until then: the last one measured stays)."""
         with self._lock:
-            self.round = record.round
-            self.accuracy = record.accuracy
-            self.clients = record.clients
+            self.round = max(self.round, record.round)
+            if record.accuracy is not None:
+                self.accuracy = record.accuracy
+            if record.round == self.round:
+                self.clients = record.clients
             self._draw()
 
     def line(self) -> str:
@@ -74,10 +77,21 @@ class RoundLines:
         self.total = total
         self.stream = stream
         self._started = time.monotonic()
+        self._seen: set[int] = set()
 
     def __call__(self, record: Any) -> None:
-        """Takes a committed round's record (round, accuracy, loss, clients, seconds)."""
-        print(f"round {record.round:>3}/{self.total}  accuracy {record.accuracy:.4f}  "
-              f"loss {record.loss:.4f}  clients {record.clients}  "
-              f"{record.seconds:5.2f} s  (elapsed {time.monotonic() - self._started:.1f} s)",
+        """Takes a committed round's record (round, accuracy, loss, clients, seconds):
+        a line at its commit, and one more when its evaluation ends after the commit."""
+        elapsed = f"(elapsed {time.monotonic() - self._started:.1f} s)"
+        if record.round in self._seen:
+            print(f"round {record.round:>3}/{self.total}  evaluated: accuracy "
+                  f"{record.accuracy:.4f}  loss {record.loss:.4f}  {elapsed}",
+                  file=self.stream, flush=True)
+            return
+        self._seen.add(record.round)
+        measured = record.accuracy is not None
+        print(f"round {record.round:>3}/{self.total}  "
+              + (f"accuracy {record.accuracy:.4f}  loss {record.loss:.4f}  " if measured
+                 else "")
+              + f"clients {record.clients}  {record.seconds:5.2f} s  {elapsed}",
               file=self.stream, flush=True)

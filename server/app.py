@@ -126,7 +126,8 @@ class FedgeServer:
             secure_noise_multiplier=config.dp_noise_multiplier if distributed else 0.0,
             secure_stage_timeout_s=config.secure_stage_timeout_s,
             examples_factor=config.examples_factor,
-            norm_factor=config.norm_factor, warmup_norm_ratio=config.warmup_norm_ratio)
+            norm_factor=config.norm_factor, warmup_norm_ratio=config.warmup_norm_ratio,
+            eval_every=config.eval_every, eval_threads=config.eval_threads)
         strategy = build_strategy(config.strategy, config.server_lr, config.server_momentum,
                                   config.mu, config.trim, config.byzantine_f)
         if config.update == "gradient" and config.server_lr is None:
@@ -282,6 +283,10 @@ class FedgeServer:
     def shutdown(self, grace: float = 1.0) -> None:
         """Stops serving and closes the state store (idempotent)."""
         self.rounds.stop()
+        # A stopped driver still finishes the evaluation it owes (the last committed
+        # round's: fedge.server.eval_worker) and writes it to the store: let it.
+        if self._driver.is_alive() and threading.current_thread() is not self._driver:
+            self._driver.join(120)
         self._health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
         self.service.close()

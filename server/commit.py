@@ -1,5 +1,6 @@
 """The commit pipeline: a closed round's accumulator becomes the next global model, which
-is measured and written to the state directory.
+is written to the state directory (and measured on the test split there, or afterwards
+by fedge.server.eval_worker).
 
 Order on disk: the server optimizer's state (if the strategy has any), then the round's
 checkpoint (temp file, fsync, rename), then its row in one SQLite transaction. A row is
@@ -10,6 +11,7 @@ here takes the round's lock.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -55,12 +57,15 @@ def write_commit(store: StateStore, strategy: Strategy[Any], record: RoundRecord
 
 def commit_round(store: StateStore, strategy: Strategy[Any], task_name: str,
                  global_model: Mapping[str, np.ndarray], state: RoundState, sampled: int,
-                 evaluate: Callable[[Mapping[str, np.ndarray]], dict[str, float]],
+                 evaluate: Callable[[Mapping[str, np.ndarray]], dict[str, float]] | None,
                  ) -> tuple[RoundRecord, dict[str, np.ndarray], bytes]:
-    """Computes, measures and durably commits a closed round; returns its record, the
-    new global model (views of its blob: the model is held once) and its blob."""
+    """Computes, measures (unless evaluate is None: the record's accuracy and loss are
+    None, to be attached later) and durably commits a closed round; returns its record,
+    the new global model (views of its blob: the model is held once) and its blob."""
     weights = next_model(strategy, global_model, state)
-    metrics = evaluate(weights)
+    metrics: dict[str, float | None] = {"accuracy": None, "loss": None}
+    if evaluate is not None:
+        metrics.update(evaluate(weights))
     # A laid-out blob is a bytearray, read as bytes from here on: nothing writes it.
     blob = (cast(bytes, filled_blob(state.next_blob, weights))
             if state.next_blob is not None else model_blob(weights, task_name, state.number))
@@ -96,10 +101,18 @@ def starting_point(store: StateStore, evaluate: Callable[[Mapping[str, np.ndarra
                    initial: Mapping[str, np.ndarray], task_name: str,
                    ) -> tuple[RoundRecord, bytes]:
     """The committed round a server starts from: the last one in store (a resume), or
-    round 0, the initial model, evaluated and committed first."""
+    round 0, the initial model, evaluated and committed first. A resumed round that was
+    committed but not evaluated (a crash before its evaluation ended) is evaluated now."""
     latest = store.latest()
     if latest is not None:
         record, blob = latest
+        if record.accuracy is None:
+            metrics = evaluate(from_blob(blob, copy=False)[0])
+            store.set_metrics(record.round, metrics["accuracy"], metrics["loss"])
+            record = dataclasses.replace(record, accuracy=metrics["accuracy"],
+                                         loss=metrics["loss"])
+            log.info("round %d was committed but not evaluated; evaluated now",
+                     record.round, extra={"event": "round.evaluated", "round": record.round})
         log.info("resuming from committed round %d (accuracy %.4f)", record.round,
                  record.accuracy, extra={"event": "run.resumed", "round": record.round})
         return record, blob

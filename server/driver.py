@@ -96,6 +96,8 @@ class Driver:
                 rounds.fail(failure)
             else:
                 self._pause(settings.retry_backoff_s)
+        # The final round's test accuracy is always there before the run ends.
+        rounds.evaluations.finish(rounds.model_version, rounds.global_model)
         self._wait_for_edge()
         rounds.linger()
 
@@ -146,7 +148,7 @@ class Driver:
             spent = budget.exceeds(sampled, self._population)
         record, weights, blob = commit_round(
             rounds.store, rounds.strategy, rounds.task_name,
-            rounds.global_model, state, sampled, rounds.evaluate)
+            rounds.global_model, state, sampled, None)  # evaluated after, off the path
         if budget is not None:
             record = dataclasses.replace(record, epsilon=entry.epsilon)
         last = state.number >= settings.rounds or spent
@@ -159,12 +161,12 @@ class Driver:
         with rounds.cond:  # one step for the polls: the model and its evaluation
             rounds.install(record, weights, blob, last=last)
             open_after_commit(rounds, record.round, last)
-        log.info("round %d committed: accuracy %.4f, loss %.4f, %d client(s), %.2f s",
-                 record.round, record.accuracy, record.loss, record.clients, record.seconds,
-                 extra={"event": "round.committed", "round": record.round,
-                        "accuracy": record.accuracy, "clients": record.clients})
+        log.info("round %d committed: %d client(s), %.2f s", record.round, record.clients,
+                 record.seconds, extra={"event": "round.committed", "round": record.round,
+                                        "clients": record.clients})
         if rounds.on_commit is not None:
             rounds.on_commit(record)
+        rounds.evaluations.submit(record, weights, last=last)  # after on_commit: in order
 
     def _budget_reason(self, round_: int) -> str:
         budget = self._rounds.budget

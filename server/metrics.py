@@ -58,6 +58,16 @@ class ServerCollector(Collector):
         yield _gauge("fedge_model_version", "The newest committed model version.",
                      progress.model_version)
         yield _gauge("fedge_round", "The round in progress (or next).", progress.round)
+        # Test accuracy lands after the commit (fedge.server.eval_worker): the newest round
+        # that has it, which may trail the model version by a round.
+        evaluated = [r for r in committed if r.accuracy is not None]
+        if evaluated:
+            yield _gauge("fedge_evaluated_round", "The newest round evaluated on the test "
+                         "split.", evaluated[-1].round)
+            yield _gauge("fedge_accuracy", "Test accuracy of the newest evaluated round.",
+                         evaluated[-1].accuracy or 0.0)
+            yield _gauge("fedge_loss", "Test loss of the newest evaluated round.",
+                         evaluated[-1].loss or 0.0)
         live = len(self._registry.live())
         yield _gauge("fedge_devices_connected", "Devices heard from within the device "
                      "timeout.", live)

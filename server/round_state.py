@@ -63,6 +63,10 @@ class RoundSettings:
     examples_factor: float = 0.0  # fleet-relative bounds (fedge.server.bounds); 0: off
     norm_factor: float = 0.0
     warmup_norm_ratio: float = 0.0
+    # The server's test evaluation (fedge.server.eval_worker): every N rounds and the
+    # last, off the round's critical path, on this many torch threads (0: all cores).
+    eval_every: int = 1
+    eval_threads: int = 0
 
     def quorum(self, sampled: int) -> int:
         """Updates needed to commit a round of sampled devices at its deadline."""

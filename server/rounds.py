@@ -26,6 +26,7 @@ from fedge.refusals import AlreadySettled, InvalidUpdate, StaleRequest
 from fedge.secure.vector import size_of
 from fedge.server.bounds import Bounds, distance_bound, example_weight, median
 from fedge.server.commit import restore_strategy, starting_point
+from fedge.server.eval_worker import EvalWorker
 from fedge.server.next_blob import place_sum
 from fedge.server.personalize import Personalizations
 from fedge.server.registry import Device, Registry
@@ -88,7 +89,9 @@ class Rounds:
         self.store = store
         self.evaluate = evaluate
         self.task_name = task_name
-        self.on_commit = on_commit
+        self.on_commit = on_commit  # at commit, and again once the round is evaluated
+        self.evaluations = EvalWorker(store, evaluate, settings.eval_every,
+                                      settings.eval_threads, on_commit)
         # One lock, two conditions: the driver waits on cond (woken by every settled
         # update), long polls on _tasks (woken only when what a poll answers can change:
         # a round opens, a model commits, an artifact is ready, the run stops). With a

@@ -356,4 +356,6 @@ def spool_for(rounds: Rounds, guards: Guards) -> Spool | None:
                   lambda: (rounds.global_model, rounds.settings.update_kind))
     rounds.sum_in_blob = spool.applies(Expected(
         tuple(rounds.specs), rounds.settings.encoding, rounds.settings.topk_fraction, 0))
+    if rounds.sum_in_blob:  # no evaluated model waits beside the new one and the next blob
+        rounds.evaluations.queue = 0
     return spool

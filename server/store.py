@@ -53,11 +53,15 @@ CREATE TABLE IF NOT EXISTS metrics (
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """What the server records about a committed round (round 0 is the initial model)."""
+    """What the server records about a committed round (round 0 is the initial model).
+
+    accuracy and loss are the global model's on the task's test split; None while the
+    round is not evaluated (its evaluation runs after the commit, or was skipped:
+    fedge.server.eval_worker)."""
 
     round: int
-    accuracy: float
-    loss: float
+    accuracy: float | None
+    loss: float | None
     clients: int
     examples: int
     bytes_up: int
@@ -166,6 +170,12 @@ class StateStore:
                  record.clients, record.examples, record.bytes_up, record.bytes_down,
                  record.seconds, time.time()))
         return record
+
+    def set_metrics(self, round_: int, accuracy: float, loss: float) -> None:
+        """Attaches a committed round's test accuracy and loss to its row."""
+        with self._lock, self._db:
+            self._db.execute("UPDATE rounds SET accuracy=?, loss=? WHERE round=?",
+                             (accuracy, loss, round_))
 
     def server_state_path(self, round_: int) -> Path:
         return self.checkpoints / f"round-{round_:06d}.server.safetensors"

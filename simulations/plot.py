@@ -29,14 +29,15 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")  # files only: never a window, never a display
     import matplotlib.pyplot as plt
 
-    rounds = [r["round"] for r in report["rounds"]]
     parts = report.get("participation") or []
     panels = 2 if parts else 1
     fig, axes = plt.subplots(panels, 1, figsize=(7, 3.2 * panels), squeeze=False)
     ax = axes[0][0]
-    ax.plot(rounds, [r["accuracy"] for r in report["rounds"]], "o-", color="tab:blue",
-            label="accuracy")
-    shown = [r["accuracy"] for r in report["rounds"]]
+    # Rounds not evaluated (--eval-every) have no point; the line joins those that do.
+    measured = [r for r in report["rounds"] if r["accuracy"] is not None]
+    ax.plot([r["round"] for r in measured], [r["accuracy"] for r in measured], "o-",
+            color="tab:blue", label="accuracy")
+    shown = [r["accuracy"] for r in measured]
     for key, style, label in (("fed", "^", "federated (devices' held-out)"),
                               ("fed_edge", "v", "federated, edge model")):
         fed = [f for f in report.get("federated") or [] if f[f"{key}_examples"]]
@@ -50,8 +51,8 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("accuracy", color="tab:blue")
     ax.set_ylim(*accuracy_limits(shown))
     loss = ax.twinx()
-    loss.plot(rounds, [r["loss"] for r in report["rounds"]], "s--", color="tab:red",
-              label="loss")
+    loss.plot([r["round"] for r in measured], [r["loss"] for r in measured], "s--",
+              color="tab:red", label="loss")
     loss.set_ylabel("loss", color="tab:red")
     title = report.get("scenario") or "default"
     final = report["final"]["accuracy"]  # None: stopped before its first evaluation

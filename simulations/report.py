@@ -132,6 +132,11 @@ def _final(report: dict[str, Any]) -> dict[str, float]:
     return final
 
 
+def _num(value: float | None) -> str:
+    """A round's accuracy or loss, "-" for a round that was not evaluated (--eval-every)."""
+    return "-" if value is None else f"{value:.4f}"
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """The run as a short Markdown page: settings, final accuracy, the per-round table
     and the edge block."""
@@ -159,7 +164,7 @@ def format_summary(report: dict[str, Any]) -> str:
               "bytes down | seconds |" + (" epsilon |" if dp else ""),
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if dp else "")]
     for r in _rows(report):
-        lines.append(f"| {r['round']} | {r['accuracy']:.4f} | {r['loss']:.4f} | "
+        lines.append(f"| {r['round']} | {_num(r['accuracy'])} | {_num(r['loss'])} | "
                      f"{r.get('sampled', '')} | {r['clients']} | {r.get('dropped', '')} | "
                      f"{r['bytes_up']:,} | {r['bytes_down']:,} | {r['seconds']:.2f} |"
                      + (f" {r.get('epsilon', 0):.4g} |" if dp else ""))
@@ -211,7 +216,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [f"{'round':>5}  {'accuracy':>8}  {'loss':>7}  {'clients':>7}  "
              f"{'bytes up':>10}  {'bytes down':>10}  {'seconds':>7}"]
     for r in report["rounds"]:
-        lines.append(f"{r['round']:>5}  {r['accuracy']:>8.4f}  {r['loss']:>7.4f}  "
+        lines.append(f"{r['round']:>5}  {_num(r['accuracy']):>8}  {_num(r['loss']):>7}  "
                      f"{r['clients']:>7}  {r['bytes_up']:>10,}  {r['bytes_down']:>10,}  "
                      f"{r['seconds']:>7.2f}")
     final = _final(report)

@@ -10,6 +10,7 @@ the same reader ``fedge client`` uses, exactly as a device would.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -81,10 +82,14 @@ def simulate(config: SimulateConfig,
     # not hold every round hostage: half of those sampled commit it then.
     quorum = config.quorum_fraction or (
         0.5 if config.dropout or roles["leave"] or attacks else 0.0)
-    records: list[RoundRecord] = []
+    by_round: dict[int, RoundRecord] = {}
 
     def record(r: RoundRecord) -> None:
-        records.append(r)
+        # A round comes at its commit, and again with its accuracy once it is evaluated
+        # (fedge.server.eval_worker); the later record replaces the earlier.
+        if r.round in by_round and r.epsilon is None:
+            r = dataclasses.replace(r, epsilon=by_round[r.round].epsilon)
+        by_round[r.round] = r
         if on_round is not None:
             on_round(r)
 
@@ -175,6 +180,7 @@ def simulate(config: SimulateConfig,
     if failed and not interrupted:
         raise FedgeError(f"{len(failed)} client(s) failed; first: {failed[0]['client']}: "
                          f"{failed[0]['error']}")
+    records = [by_round[k] for k in sorted(by_round)]
     committed = [r for r in records if r.round > 0]
     # A run the server stopped (a round that kept missing its quorum) still gets its
     # report: how the accuracy fell is what a hostile scenario is run to see.

@@ -106,6 +106,11 @@ def local_status(state_dir: str) -> dict[str, Any]:
     return snap
 
 
+def _num(value: float | None) -> str:
+    """A round's accuracy or loss, "-" while it is not evaluated."""
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _fed(r: dict[str, Any], prefix: str) -> str:
     """One model's federated accuracy and count in a round row ("-" if not measured)."""
     n = int(r.get(f"{prefix}_examples") or 0)
@@ -155,7 +160,7 @@ def format_status(snap: dict[str, Any]) -> str:
                  + (f"  {'fed acc':>8}  {'fed n':>6}  {'edge acc':>8}  {'edge n':>6}"
                     if fed else ""))
     for r in snap["rounds"]:
-        lines.append(f"  {r['round']:>5}  {r['accuracy']:>8.4f}  {r['loss']:>7.4f}  "
+        lines.append(f"  {r['round']:>5}  {_num(r['accuracy']):>8}  {_num(r['loss']):>7}  "
                      f"{r['clients']:>7}  {r['seconds']:>7.2f}"
                      + (f"  {r.get('epsilon', 0):>8.4g}" if privacy else "")
                      + (f"  {_fed(r, 'fed')}  {_fed(r, 'fed_edge')}" if fed else ""))

@@ -39,8 +39,10 @@ class AsyncSettings:
                              choices=STALENESS, group=ASYNC)
     staleness_exponent: float = setting(0.5, "async: a of polynomial, b of hinge", low=0,
                                         group=ASYNC)
-    eval_every: int = setting(1, "async: evaluate every N versions (and the last); the "
-                              "others keep the last measured accuracy", low=1, group=ASYNC)
+    eval_every: int = setting(1, "test-split evaluation of the global model every N rounds "
+                              "(async: versions) and always the last; sync: the others "
+                              "have no accuracy, async: they keep the last measured one",
+                              low=1, group=ASYNC)
 
 
 def updates_per_version(config: Any, per_round: int) -> int:

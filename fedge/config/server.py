@@ -109,6 +109,9 @@ class ServerConfig(LocalTraining, StrategySettings, PrivacySettings, LifecycleSe
         shown="8589934592 = 8 GiB", flag=None, low=0)
     metrics_port: int = setting(0, "serve Prometheus metrics on "
                                 "http://HOST:PORT/metrics; 0: off", low=0, high=65535)
+    eval_threads: int = setting(0, "torch threads of the server's test evaluation, which "
+                                "runs beside the next round (sync mode); 0: all cores",
+                                low=0)
     status_interval_s: float = setting(2.0, "how often STATE_DIR/status.json is rewritten "
                                        "for `fedge status`", flag=None, low=0.1)
     # Edge artifacts are built from the task's student model; see server/deploy.py.

@@ -87,7 +87,9 @@ def final_accuracy(fleet: Fleet, data: list[Path], run: str, attack: Attack | No
         attacker.join(30)
     assert [r.round for r in records] == list(range(ROUNDS + 1)), records
     server.shutdown(grace=0.1)
-    return records[-1].accuracy, results
+    final = records[-1].accuracy
+    assert final is not None  # the last round is always evaluated
+    return final, results
 
 
 @pytest.mark.slow
