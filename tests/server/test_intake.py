@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pytest
@@ -121,7 +122,7 @@ def test_a_damaged_chunk_without_a_crc_is_refused_by_the_streams_sha256() -> Non
         data = bytearray(chunks[index].data)
         data[len(data) // 2] ^= 0x10
         chunks[index].data = bytes(data)
-        _refused(lambda c=chunks: receive(c, _expected(), sha), Corrupt, "SHA-256")
+        _refused(partial(receive, chunks, _expected(), sha), Corrupt, "SHA-256")
     bare = list(iter_chunks(update, chunk_bytes=1000))
     for chunk in bare:
         chunk.ClearField("crc32")
