@@ -15,6 +15,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import numpy as np
@@ -38,9 +40,23 @@ def download(session: Session, version: int, artifact: bool = False) -> bytearra
     last byte on a broken stream; FedgeError if it arrives damaged. Chunks are copied
     once, into one buffer of the announced size (no list of parts joined at the end:
     that would hold the model twice)."""
+    # SHA-256 on a thread of its own (hashlib lets go of the GIL), in chunk order, of the
+    # blob's bytes once stored: hashing a chunk overlaps receiving and storing the next.
+    with ThreadPoolExecutor(1, thread_name_prefix="fedge-sha256") as hasher:
+        digest = hashlib.sha256()
+        blob, received, total, sha = _fetch(session, version, artifact, hasher, digest)
+    if received != total or len(blob) != total or digest.hexdigest() != sha:
+        raise FedgeError(f"model version {version} arrived damaged: {received} of "
+                         f"{total} bytes, SHA-256 mismatch")
+    return blob
+
+
+def _fetch(session: Session, version: int, artifact: bool, hasher: ThreadPoolExecutor,
+           digest: Any) -> tuple[bytearray, int, int, str]:
+    """download's stream loop: the blob, the bytes received, the announced size and
+    SHA-256; each stored chunk handed to hasher to add to digest."""
     blob = bytearray()
     received, total, sha = 0, -1, ""
-    digest = hashlib.sha256()  # as chunks arrive: hashing overlaps the transfer
     for attempt in range(DOWNLOAD_ATTEMPTS):
         request = fedge_pb2.FetchRequest(session_id=session.id, model_version=version,
                                          offset=received, artifact=artifact)
@@ -57,7 +73,7 @@ def download(session: Session, version: int, artifact: bool = False) -> bytearra
                 if len(blob) != total:  # the first chunk says how large the blob is
                     blob = bytearray(total)
                 blob[received:end] = data
-                digest.update(data)
+                hasher.submit(digest.update, memoryview(blob)[received:end])
                 received = end
             break
         except grpc.RpcError as exc:
@@ -66,10 +82,7 @@ def download(session: Session, version: int, artifact: bool = False) -> bytearra
             log.warning("%s: model download broke at byte %d (%s); resuming",
                         session.device_id, received, refusal_of(exc))
             session.link.pause(session.link.backoff.next_delay())
-    if received != total or len(blob) != total or digest.hexdigest() != sha:
-        raise FedgeError(f"model version {version} arrived damaged: {received} of "
-                         f"{total} bytes, SHA-256 mismatch")
-    return blob
+    return blob, received, total, sha
 
 
 def decode_weights(blob: bytes | bytearray, version: int, specs: list[Spec],
