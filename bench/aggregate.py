@@ -10,11 +10,14 @@ puts the same work inside both timers:
 
 * from the wire (decoding inside the timer, on both sides):
 
-  * ``fedge intake+fold``: each update as the TensorChunk messages it arrives in; the
-    timer holds the server's intake filters 1-7 (:func:`server.intake.receive`: chunk
-    and size limits, each chunk's CRC-32, assembling the tensors, the stream's SHA-256,
-    decoding) and the fold into :class:`server.strategies.fedavg.FedAvgFold`'s running
-    sum (memory: one sum plus one update);
+  * ``fedge intake+fold``: each update as the serialized UpdateChunk messages gRPC
+    hands the server (as the daemon writes them: 1 MiB of data each, no CRC-32, which a
+    server that checks the stream's SHA-256 does not ask for); the timer holds their
+    parsing (:func:`fedge.chunk_wire.parse_update_chunk`), the server's intake filters
+    1-7 (:func:`server.intake.receive`: chunk and size limits, assembling the tensors,
+    the stream's SHA-256, decoding) and the fold into
+    :class:`server.strategies.fedavg.FedAvgFold`'s running sum (memory: one sum plus
+    one update);
   * ``flower inplace``: ``flwr.server.strategy.aggregate.aggregate_inplace`` over the
     round's list of ``FitRes`` (how a Flower server holds results: all K, serialized);
     it deserializes each (``np.load`` of the bytes) inside the timer;
@@ -93,16 +96,20 @@ def _time_fold(pool: list[dict[str, np.ndarray]], counts: list[int]) -> float:
     return seconds + time.perf_counter() - start
 
 
-def _wire(pool: list[dict[str, np.ndarray]]) -> tuple[list[list[Any]], list[str]]:
-    """Each pooled update as the chunks it travels in, and its SHA-256 (untimed)."""
-    from fedge.tensors import iter_chunks, stream_sha256
+def _wire(pool: list[dict[str, np.ndarray]]) -> tuple[list[list[bytes]], list[str]]:
+    """Each pooled update as the serialized chunks it travels in (as the daemon sends
+    them to a server that sets update_crc_optional), and its SHA-256 (untimed)."""
+    from fedge.chunk_wire import update_tensor_chunk
+    from fedge.tensors import iter_pieces, stream_sha256
 
-    return ([list(iter_chunks(update)) for update in pool],
+    return ([[update_tensor_chunk(p.name, p.dtype, p.shape, p.offset, p.data)
+              for p in iter_pieces(update, crc=False)] for update in pool],
             [stream_sha256(update) for update in pool])
 
 
 def _time_intake(pool: list[dict[str, np.ndarray]], counts: list[int],
-                 wire: tuple[list[list[Any]], list[str]]) -> float:
+                 wire: tuple[list[list[bytes]], list[str]]) -> float:
+    from fedge.chunk_wire import parse_update_chunk
     from fedge.server.intake import Expected, receive
     from fedge.server.strategies.fedavg import FedAvgFold
     from fedge.tensors import fingerprint
@@ -112,7 +119,8 @@ def _time_intake(pool: list[dict[str, np.ndarray]], counts: list[int],
     fold, seconds = FedAvgFold(), 0.0
     for i, count in enumerate(counts):
         start = time.perf_counter()
-        fold.add(receive(chunks[i % POOL], expected, digests[i % POOL]), count)
+        parsed = (parse_update_chunk(raw).tensor for raw in chunks[i % POOL])
+        fold.add(receive(parsed, expected, digests[i % POOL]), count)
         seconds += time.perf_counter() - start
     start = time.perf_counter()
     fold.result()

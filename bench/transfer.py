@@ -11,10 +11,12 @@ one wide hidden layer, defined in code). Every server here is a separate process
 real daemons (threads of this process).
 
 - **throughput**: one device, one round. Its model download (``FetchModel`` into one
-  buffer, SHA-256 checked) and its update upload (``SubmitUpdate``: chunks with CRC-32,
-  the server assembling, checking the SHA-256, decoding and folding) are timed around
-  the daemon's own calls. The baseline is a bare gRPC server streaming the same number
-  of bytes in the same 1 MiB messages (bytes in, bytes out, nothing checked), each way.
+  buffer, SHA-256 checked) and its update upload (``SubmitUpdate``: the chunks, without
+  CRC-32 since the server checks the stream's SHA-256; the server assembling, checking
+  the SHA-256, decoding and folding before it replies) are timed around the daemon's
+  own calls. The baseline is a bare gRPC server streaming the same number of bytes in
+  messages of the same size, ``fedge.tensors.CHUNK_BYTES`` (1 MiB) of data each, as
+  fedge's chunks carry (bytes in, bytes out, nothing checked), each way.
 - **round**: ``--devices`` devices, ``--rounds`` rounds, one upload received at a time
   (``--max-uploads 1``: the server holds the global model, the running sum and one
   update). The server's peak resident memory (VmHWM) against the model's size, and its
@@ -45,8 +47,10 @@ from typing import Any
 
 import grpc
 
+from fedge.tensors import CHUNK_BYTES
+
 ROOT = Path(__file__).resolve().parents[1]
-CHUNK = 1 << 20
+CHUNK = CHUNK_BYTES  # the raw baseline's messages carry as much data as fedge's chunks
 OPTIONS = [("grpc.max_receive_message_length", 4 * CHUNK),
            ("grpc.max_send_message_length", 4 * CHUNK)]
 

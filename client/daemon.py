@@ -228,7 +228,8 @@ class Daemon:
         self._link.backoff.reset()
         log.info("%s: joined %s (round %d)%s", self.config.device_id, self.config.server,
                  reply.round, " inference-only" if self.inference_only else "")
-        return Session(stub, reply.session_id, self._link, self.config.device_id)
+        return Session(stub, reply.session_id, self._link, self.config.device_id,
+                       reply.update_crc_optional)
 
     def _hold_out(self, fraction: float) -> None:
         """Splits the local examples at the server's held-out share (when it changed;

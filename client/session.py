@@ -93,13 +93,16 @@ class Session:
     """One joined session, as task handlers see it.
 
     stub: the Federation stub over the daemon's channel; id: the session id every
-    request names; link: waits and calls that end on stop; device_id: for the logs.
+    request names; link: waits and calls that end on stop; device_id: for the logs;
+    crc_optional: the server checks an update by its stream's SHA-256 alone
+    (JoinReply.update_crc_optional), so its chunks go without a CRC-32.
     """
 
     stub: fedge_pb2_grpc.FederationStub
     id: str
     link: Link
     device_id: str
+    crc_optional: bool = False
 
     def call(self, future: grpc.Future) -> Any:
         """Waits for an RPC future (see Link.call)."""

@@ -15,11 +15,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import numpy as np
 
-from fedge.chunk_wire import passthrough, update_tensor_chunk
+from fedge.chunk_wire import parse_model_chunk, passthrough, update_tensor_chunk
 from fedge.client.channel import refusal_of
 from fedge.client.session import Session
 from fedge.errors import FedgeError
@@ -38,9 +40,23 @@ def download(session: Session, version: int, artifact: bool = False) -> bytearra
     last byte on a broken stream; FedgeError if it arrives damaged. Chunks are copied
     once, into one buffer of the announced size (no list of parts joined at the end:
     that would hold the model twice)."""
+    # SHA-256 on a thread of its own (hashlib lets go of the GIL), in chunk order, of the
+    # blob's bytes once stored: hashing a chunk overlaps receiving and storing the next.
+    with ThreadPoolExecutor(1, thread_name_prefix="fedge-sha256") as hasher:
+        digest = hashlib.sha256()
+        blob, received, total, sha = _fetch(session, version, artifact, hasher, digest)
+    if received != total or len(blob) != total or digest.hexdigest() != sha:
+        raise FedgeError(f"model version {version} arrived damaged: {received} of "
+                         f"{total} bytes, SHA-256 mismatch")
+    return blob
+
+
+def _fetch(session: Session, version: int, artifact: bool, hasher: ThreadPoolExecutor,
+           digest: Any) -> tuple[bytearray, int, int, str]:
+    """download's stream loop: the blob, the bytes received, the announced size and
+    SHA-256; each stored chunk handed to hasher to add to digest."""
     blob = bytearray()
     received, total, sha = 0, -1, ""
-    digest = hashlib.sha256()  # as chunks arrive: hashing overlaps the transfer
     for attempt in range(DOWNLOAD_ATTEMPTS):
         request = fedge_pb2.FetchRequest(session_id=session.id, model_version=version,
                                          offset=received, artifact=artifact)
@@ -50,13 +66,14 @@ def download(session: Session, version: int, artifact: bool = False) -> bytearra
                     raise FedgeError(f"model stream jumped to byte {chunk.offset}, "
                                      f"expected {received}")
                 total, sha = chunk.total_size, chunk.sha256
-                end = received + len(chunk.data)
+                data = chunk.data  # once: a protobuf message copies it on every read
+                end = received + len(data)
                 if not 0 <= end <= total:
                     raise FedgeError(f"model stream runs past its {total} bytes")
                 if len(blob) != total:  # the first chunk says how large the blob is
                     blob = bytearray(total)
-                blob[received:end] = chunk.data
-                digest.update(chunk.data)
+                blob[received:end] = data
+                hasher.submit(digest.update, memoryview(blob)[received:end])
                 received = end
             break
         except grpc.RpcError as exc:
@@ -65,10 +82,7 @@ def download(session: Session, version: int, artifact: bool = False) -> bytearra
             log.warning("%s: model download broke at byte %d (%s); resuming",
                         session.device_id, received, refusal_of(exc))
             session.link.pause(session.link.backoff.next_delay())
-    if received != total or len(blob) != total or digest.hexdigest() != sha:
-        raise FedgeError(f"model version {version} arrived damaged: {received} of "
-                         f"{total} bytes, SHA-256 mismatch")
-    return blob
+    return blob, received, total, sha
 
 
 def decode_weights(blob: bytes | bytearray, version: int, specs: list[Spec],
@@ -84,21 +98,27 @@ def decode_weights(blob: bytes | bytearray, version: int, specs: list[Spec],
     return arrays
 
 
-def update_stream(header: fedge_pb2.UpdateHeader, weights: dict[str, np.ndarray]
-                  ) -> Iterator[fedge_pb2.UpdateChunk | bytes]:
+def update_stream(header: fedge_pb2.UpdateHeader, weights: dict[str, np.ndarray],
+                  crc: bool = True) -> Iterator[fedge_pb2.UpdateChunk | bytes]:
     """The messages of one upload: the header, then the tensors' chunks from the
     header's resume_offset on, serialized by hand (fedge.chunk_wire: FastStub sends
-    them as they are)."""
+    them as they are); crc: give each chunk a CRC-32 (a server that does not set
+    JoinReply.update_crc_optional refuses a chunk without one)."""
     yield fedge_pb2.UpdateChunk(header=header)
-    for p in iter_pieces(weights, start=header.resume_offset):
+    for p in iter_pieces(weights, start=header.resume_offset, crc=crc):
         yield update_tensor_chunk(p.name, p.dtype, p.shape, p.offset, p.data, p.crc32)
 
 
 class FastStub(fedge_pb2_grpc.FederationStub):
-    """The Federation stub, sending an update's hand-serialized chunks as they are."""
+    """The Federation stub, sending an update's hand-serialized chunks as they are and
+    reading a model's chunks without copying their data (fedge.chunk_wire)."""
 
     def __init__(self, channel: grpc.Channel) -> None:
         super().__init__(channel)
+        self.FetchModel = channel.unary_stream(
+            "/fedge.v1.Federation/FetchModel",
+            request_serializer=fedge_pb2.FetchRequest.SerializeToString,
+            response_deserializer=parse_model_chunk)
         self.SubmitUpdate = channel.stream_unary(
             "/fedge.v1.Federation/SubmitUpdate", request_serializer=passthrough,
             response_deserializer=fedge_pb2.SubmitReply.FromString)
@@ -137,7 +157,7 @@ def submit(session: Session, header: fedge_pb2.UpdateHeader,
             if attempt > 1:  # the server may hold the part a broken stream carried
                 header.resume_offset = upload_offset(session, header, total)
             reply: fedge_pb2.SubmitReply = session.stub.SubmitUpdate(
-                update_stream(header, weights), timeout=600)
+                update_stream(header, weights, not session.crc_optional), timeout=600)
             session.link.backoff.reset()
             return reply
         except grpc.RpcError as exc:

@@ -108,21 +108,23 @@ def _raw_bytes(array: np.ndarray) -> memoryview:
 
 @dataclass(frozen=True)
 class Piece:
-    """One chunk's fields: a slice of one tensor's bytes (a view), with its CRC-32."""
+    """One chunk's fields: a slice of one tensor's bytes (a view), with its CRC-32
+    (None when not asked for)."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
     offset: int
     data: memoryview
-    crc32: int
+    crc32: int | None
 
 
-def iter_pieces(arrays: Arrays, chunk_bytes: int = CHUNK_BYTES, start: int = 0
-                ) -> Iterator[Piece]:
+def iter_pieces(arrays: Arrays, chunk_bytes: int = CHUNK_BYTES, start: int = 0,
+                crc: bool = True) -> Iterator[Piece]:
     """Splits named arrays into pieces of at most chunk_bytes of data each, each holding
-    whole values (so a chunk decodes on its own), with a CRC-32 of its data; the data
-    are views of the arrays, which must not change while they are used.
+    whole values (so a chunk decodes on its own), with a CRC-32 of its data unless crc
+    is False (a pass over the bytes a server that checks the stream's SHA-256 does not
+    need); the data are views of the arrays, which must not change while they are used.
 
     Every tensor yields at least one piece, so empty tensors arrive too. start: the
     byte of the stream's data (all tensors' bytes in stream order) to begin at, for an
@@ -143,7 +145,8 @@ def iter_pieces(arrays: Arrays, chunk_bytes: int = CHUNK_BYTES, start: int = 0
             raise ValueError(f"resume offset {start} splits a value of tensor {name!r}")
         while True:
             piece = raw[offset : offset + step]
-            yield Piece(name, spec.dtype, spec.shape, offset, piece, zlib.crc32(piece))
+            yield Piece(name, spec.dtype, spec.shape, offset, piece,
+                        zlib.crc32(piece) if crc else None)
             offset += len(piece)
             if offset >= len(raw):
                 break
@@ -294,9 +297,12 @@ def stream_sha256(arrays: Arrays) -> str:
     return digest.hexdigest()
 
 
-def check_crc32(chunk: fedge_pb2.TensorChunk) -> None:
-    """Raises ChecksumError unless the chunk carries a CRC-32 that matches its data."""
+def check_crc32(chunk: fedge_pb2.TensorChunk, required: bool = True) -> None:
+    """Raises ChecksumError unless the chunk carries a CRC-32 that matches its data (or,
+    not required, carries none)."""
     if not chunk.HasField("crc32"):
+        if not required:
+            return
         raise ChecksumError(f"tensor {chunk.name!r}: chunk at byte {chunk.offset} carries "
                             "no crc32")
     if zlib.crc32(chunk.data) != chunk.crc32:

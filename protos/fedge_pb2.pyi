@@ -109,18 +109,20 @@ class JoinRequest(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., num_examples: _Optional[int] = ..., previous_session: _Optional[str] = ..., inference_only: bool = ..., relay: bool = ..., device_class: _Optional[str] = ..., personalize: bool = ...) -> None: ...
 
 class JoinReply(_message.Message):
-    __slots__ = ("session_id", "round", "model_version", "poll_seconds", "holdout_fraction")
+    __slots__ = ("session_id", "round", "model_version", "poll_seconds", "holdout_fraction", "update_crc_optional")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     POLL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HOLDOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_CRC_OPTIONAL_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     model_version: int
     poll_seconds: float
     holdout_fraction: float
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., poll_seconds: _Optional[float] = ..., holdout_fraction: _Optional[float] = ...) -> None: ...
+    update_crc_optional: bool
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., poll_seconds: _Optional[float] = ..., holdout_fraction: _Optional[float] = ..., update_crc_optional: bool = ...) -> None: ...
 
 class PollRequest(_message.Message):
     __slots__ = ("session_id", "wait_seconds")

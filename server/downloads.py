@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 
 import grpc
 
-from fedge.chunk_wire import model_chunk, passthrough
+from fedge.chunk_wire import model_chunk, parse_update_chunk, passthrough
 from fedge.protos import fedge_pb2_grpc
 from fedge.server.admission import Watched
 from fedge.tensors import CHUNK_BYTES
@@ -43,7 +43,9 @@ def model_chunks(version: int, blob: bytes, sha: str, offset: int,
 
 def add_service(service: fedge_pb2_grpc.FederationServicer, server: grpc.Server) -> None:
     """Serves service on server as the generated add_FederationServicer_to_server does,
-    except that FetchModel's replies, serialized here, are sent as they are."""
+    except that FetchModel's replies, serialized here, are sent as they are, and
+    SubmitUpdate's tensor chunks are parsed without copying their data
+    (fedge.chunk_wire.parse_update_chunk)."""
     recorder = _Recorder()
     fedge_pb2_grpc.add_FederationServicer_to_server(service, recorder)
     handlers = dict(recorder.handlers)
@@ -52,6 +54,11 @@ def add_service(service: fedge_pb2_grpc.FederationServicer, server: grpc.Server)
     handlers["FetchModel"] = grpc.unary_stream_rpc_method_handler(
         fetch.unary_stream, request_deserializer=fetch.request_deserializer,
         response_serializer=passthrough)
+    submit = handlers["SubmitUpdate"]
+    assert submit.stream_unary is not None
+    handlers["SubmitUpdate"] = grpc.stream_unary_rpc_method_handler(
+        submit.stream_unary, request_deserializer=parse_update_chunk,
+        response_serializer=submit.response_serializer)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(recorder.name, handlers),))
     # grpc 1.62+: looked up before the generic handlers (grpc-stubs does not know it).

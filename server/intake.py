@@ -10,7 +10,7 @@ it settles the device's task and whether the daemon may retry:
 ==  =======================  ==========================================  ===============
  1  :func:`chunk_limit`      no chunk over ``CHUNK_BYTES``               TooLarge
  2  :func:`update_limit`     the stream within ``max_update_bytes``      TooLarge
- 3  :func:`crc_checked`      each chunk's CRC-32                         Corrupt
+ 3  :func:`crc_checked`      a chunk's CRC-32, where it carries one      Corrupt
  4  :class:`StreamDigest`    (records the stream's SHA-256 as it passes)
  5  :func:`assemble`         names, dtypes, shapes, order, completeness  InvalidUpdate
  6  :func:`check_digest`     the SHA-256 announced in the header         Corrupt
@@ -115,10 +115,12 @@ def update_limit(chunks: Chunks, max_bytes: int) -> Iterator[fedge_pb2.TensorChu
 
 
 def crc_checked(chunks: Chunks) -> Iterator[fedge_pb2.TensorChunk]:
-    """3. Refuses a chunk without a CRC-32, or whose data fails it (Corrupt)."""
+    """3. Refuses a chunk whose data fails the CRC-32 it carries (Corrupt). A chunk
+    without one passes (JoinReply.update_crc_optional): the stream's SHA-256 (6) covers
+    every chunk's bytes, and a damaged one fails it when the stream ends."""
     for chunk in chunks:
         try:
-            _crc32(chunk)
+            _crc32(chunk, required=False)
         except ChecksumError as exc:
             raise Corrupt(str(exc)) from None
         yield chunk

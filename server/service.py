@@ -258,7 +258,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                                     round=self._rounds.model_version + 1,
                                     model_version=self._rounds.model_version,
                                     poll_seconds=self._poll_seconds,
-                                    holdout_fraction=holdout_of(self._rounds))
+                                    holdout_fraction=holdout_of(self._rounds),
+                                    update_crc_optional=True)
         self._rounds.count_bytes(down=_size(reply))
         return reply
 
