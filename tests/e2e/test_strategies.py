@@ -3,6 +3,7 @@ real server and real client daemons over loopback gRPC, real torch training)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,14 +28,18 @@ BAR = 0.93  # the federated loop's accuracy bar on digits-mlp
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    """simulate() with settings as keywords; runs with equal settings are shared."""
+    """simulate() with settings as keywords; runs of equal configs are shared (the
+    defaults spelt out or not). No edge artifact: none of these tests reads it, and
+    building one (distilling, timing, shipping) tripled a small run's time; the runs of
+    tests/e2e/test_processes.py and test_edge.py check it."""
     cache: dict[str, dict[str, Any]] = {}
 
     def go(hostile: dict[int, Attack] | None = None, **settings: Any) -> dict[str, Any]:
-        key = repr(sorted(settings.items())) + repr(sorted((hostile or {}).items()))
+        config = SimulateConfig(edge=False, **settings)
+        key = repr(config) + repr(sorted((hostile or {}).items()))
         if key not in cache:
             out = tmp_path_factory.mktemp("sim")
-            report = simulate(SimulateConfig(out=str(out), **settings), hostile=hostile)
+            report = simulate(dataclasses.replace(config, out=str(out)), hostile=hostile)
             report["out"] = out
             cache[key] = report
         return cache[key]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.test_crashes import _committed
+from tests.faults.test_crashes import RETRY, _committed
 from tests.fleet import free_port
 from tests.processes import Processes, enroll
 
@@ -31,11 +31,12 @@ def test_an_async_server_killed_mid_buffer_keeps_every_committed_version(
                    "--buffer-size", "2", "--max-staleness", "50", "--strategy", "fedavgm",
                    "--state-dir", "state", "--poll-seconds", "1", "--round-timeout", "60",
                    "--epochs", "8", "--no-edge"]
+    (tmp_path / "retry.toml").write_text(RETRY)
     server = procs.start("server-1", *server_args)
     for k in range(3):
         procs.start(f"client-{k}", "client", "--server", f"127.0.0.1:{port}", "--data",
                     f"parts/client-{k}", "--device-id", f"dev-{k}", "--insecure",
-                    "--poll-seconds", "1",
+                    "--poll-seconds", "1", "--config", "retry.toml",
                     env={"FEDGE_TOKEN": tokens[k]})
     procs.wait_for("server-1", f"round   3/{versions}", timeout=180)
     server.send_signal(signal.SIGKILL)

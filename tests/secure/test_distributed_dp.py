@@ -159,7 +159,7 @@ def test_simulate_with_distributed_dp_reports_epsilon(tmp_path: Path) -> None:
 
     report = simulate(SimulateConfig(
         out=str(tmp_path), clients=3, rounds=1, secure_aggregation=True, dp="distributed",
-        dp_noise_multiplier=0.5, dp_clip=1.0, dp_delta=DELTA))
+        dp_noise_multiplier=0.5, dp_clip=1.0, dp_delta=DELTA, edge=False))
     assert report["privacy"]["mode"] == "distributed"
     # The simulation's quorum is every sampled client: their shares sum to z C exactly.
     assert report["rounds"][0]["epsilon"] == pytest.approx(gaussian_epsilon(0.5), rel=1e-9)

@@ -45,8 +45,10 @@ def _fleet(fleet: Fleet, procs: Processes, tmp: Path, **server: object
            ) -> tuple[FedgeServer, dict[str, subprocess.Popen[bytes]]]:
     parts = fleet.partitions("digits-mlp", CLIENTS)
     LOGS[:] = [procs.tmp]
+    # linger_s: the killed devices stay live (unheard of for less than the device
+    # timeout), so the server would linger its whole time after the round for their STOP.
     s = fleet.server(rounds=1, min_clients=CLIENTS, secure_aggregation=True,
-                     secure_stage_timeout_s=4.0, round_timeout_s=40.0, **server)
+                     secure_stage_timeout_s=4.0, round_timeout_s=40.0, linger_s=0.2, **server)
     port = s.start()
     clients = {}
     for i, part in enumerate(parts):
