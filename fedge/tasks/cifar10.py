@@ -126,10 +126,8 @@ def resnet() -> nn.Module:
 
 
 def mobilenet_student() -> nn.Module:
-    """The previous student: a MobileNet-style stack of depthwise-separable convolutions,
-    about 9k parameters. Kept for comparison (a custom task may still name it): its
-    layers are too narrow for int8 to pay, about 0.8x its fp32 throughput at batch 32 on
-    AVX2 without VNNI (BENCHMARKS.md)."""
+    """Student: a MobileNet-style stack of depthwise-separable convolutions (plain conv
+    and ReLU, which int8 QDQ quantisation handles whole), about 9k parameters."""
     from torch import nn
 
     def separable(cin: int, cout: int, stride: int) -> list[nn.Module]:
@@ -142,32 +140,9 @@ def mobilenet_student() -> nn.Module:
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, len(LABELS)))
 
 
-def patch_student() -> nn.Module:
-    """Student: a patchify stem (4x4 patches, stride 4, to 8x8x48), one full 3x3
-    convolution and two 1x1 convolutions of 48 channels, a global average pool; about
-    28k parameters.
-
-    Shaped for int8 (issue 16): most of its work is full convolutions over 48 channels,
-    which onnxruntime's u8s8 kernels run faster than fp32 even without VNNI (the 3x3,
-    im2col depth 432, about 2x; the 1x1s about 1.5x), and it has no depthwise layer
-    (which int8 slows down). The pool is an
-    AvgPool2d, exported as AveragePool, which the int8 graph runs as a channels-last
-    QLinearAveragePool; AdaptiveAvgPool2d exports as ReduceMean, which costs the int8
-    graph a transpose and a dequantisation. Measured in BENCHMARKS.md (bench.edge).
-    """
-    from torch import nn
-
-    width = 48
-    return nn.Sequential(
-        nn.Conv2d(3, width, 4, 4), nn.ReLU(),  # 8x8
-        nn.Conv2d(width, width, 3, 1, 1), nn.ReLU(),
-        nn.Conv2d(width, width, 1), nn.ReLU(), nn.Conv2d(width, width, 1), nn.ReLU(),
-        nn.AvgPool2d(8), nn.Flatten(), nn.Linear(width, len(LABELS)))
-
-
 def resnet_task() -> Task:
-    """CIFAR-10-shaped image classification with a ResNet-8 and a patchify-stem
-    convolutional student."""
+    """CIFAR-10-shaped image classification with a ResNet-8 and a MobileNet-style
+    student."""
     return Task(
         name="cifar10-resnet",
         schema=DataSchema(input_shape=SHAPE, labels=LABELS, image_size=(32, 32),
@@ -175,6 +150,6 @@ def resnet_task() -> Task:
         build_model=resnet,
         load_data=load_data,
         defaults=TrainDefaults(epochs=1, lr=0.05, batch_size=32, momentum=0.9),
-        build_student=patch_student,
+        build_student=mobilenet_student,
         description="32x32 RGB images in 10 classes (CIFAR-10), a ResNet-8",
     )
