@@ -25,6 +25,7 @@ import numpy as np
 
 from fedge.client.channel import refusal_of
 from fedge.client.session import Session
+from fedge.client.transfers import UPLOAD_ATTEMPTS
 from fedge.errors import FedgeError
 from fedge.protos import fedge_pb2
 from fedge.secure import quantize, vector
@@ -111,6 +112,28 @@ class SecureTask:
             if reply.ready:
                 return reply
 
+    def _send(self, header: fedge_pb2.MaskedHeader, masked: np.ndarray) -> None:
+        """Streams the masked input; resends after a backoff while the refusal allows it
+        (the server's upload slots are full: ``busy``) and the deadline is not reached,
+        as a plain update is (fedge.client.transfers.submit). Raises the last
+        grpc.RpcError otherwise."""
+        s, deadline = self._session, self._task.deadline_unix
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            try:
+                s.stub.SubmitMasked(masked_chunks(header, masked),
+                                    timeout=max(30.0, deadline - time.time() + 30))
+                s.link.backoff.reset()
+                return
+            except grpc.RpcError as exc:
+                refusal = refusal_of(exc)
+                delay = s.link.backoff.next_delay()
+                if (not refusal.resend or time.time() + delay > deadline
+                        or attempt == UPLOAD_ATTEMPTS):
+                    raise
+                log.info("%s: round %d masked input not taken (%s); resending in %.1f s",
+                         s.device_id, header.round, refusal, delay)
+                s.link.pause(delay)
+
     def keys(self) -> bool:
         """Stages 1 and 2: advertise keys, share secrets with the neighbours (True when
         both went through)."""
@@ -142,8 +165,7 @@ class SecureTask:
             session_id=s.id, task_id=task.task_id, round=task.round,
             num_examples=weight, size=p.size, metrics=dict(metrics),
             sha256=hashlib.sha256(masked.astype("<u4", copy=False).tobytes()).hexdigest())
-        s.stub.SubmitMasked(masked_chunks(header, masked),
-                            timeout=max(30.0, task.deadline_unix - time.time() + 30))
+        self._send(header, masked)
         reply = self._step(stage=fedge_pb2.SECURE_UNMASK)
         seeds, keys = self.device.reveal(list(reply.survivors), list(reply.dropped))
         self._step(stage=fedge_pb2.SECURE_REVEAL,
