@@ -49,6 +49,14 @@ def _open(rounds: Rounds, device: Device, task_id: str, round_: int
     return assignment, secure
 
 
+def _arrived(rounds: Rounds, secure: SecureRound) -> None:
+    """Wakes the driver once the open stage has every message it waits for (call under
+    rounds.cond after adding one). Not after each message: every handler parked on the
+    stage would wake with it, n times n wakeups a stage."""
+    if secure.expected() <= secure.arrived():
+        rounds.cond.notify_all()
+
+
 def _wait_past(rounds: Rounds, secure: SecureRound, stage: int, wait_s: float) -> bool:
     """Waits until the stage has closed (True) or wait_s passed (False)."""
     end = time.monotonic() + max(0.0, min(wait_s, MAX_WAIT_S))
@@ -76,7 +84,7 @@ def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
                     raise InvalidRequest("an advert is this device's id and two 32-byte "
                                          "X25519 public keys")
                 total.add_advert(advert)
-                rounds.cond.notify_all()
+                _arrived(rounds, secure)
             elif total.adverts[me] != advert:
                 raise InvalidRequest("this device already advertised other keys this round")
             if not _wait_past(rounds, secure, ADVERTISE, request.wait_seconds):
@@ -96,7 +104,7 @@ def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
                     total.add_shares(me, sealed)
                 except ValueError as exc:
                     raise InvalidRequest(str(exc)) from None
-                rounds.cond.notify_all()
+                _arrived(rounds, secure)
             if not _wait_past(rounds, secure, SHARE, request.wait_seconds):
                 return fedge_pb2.SecureReply(ready=False)
             return fedge_pb2.SecureReply(ready=True, shares=[
@@ -117,7 +125,7 @@ def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
                                  {p.peer: p.data for p in request.key_shares})
             except ValueError as exc:
                 raise InvalidRequest(str(exc)) from None
-            rounds.cond.notify_all()
+            _arrived(rounds, secure)
             return fedge_pb2.SecureReply(ready=True, message="shares taken")
     raise InvalidRequest(f"unknown secure stage {request.stage}")
 
@@ -159,5 +167,5 @@ def submit_masked(rounds: Rounds, device: Device, header: fedge_pb2.MaskedHeader
         assignment.submitted = True
         rounds.current.examples += header.num_examples
         rounds.totals.updates_accepted += 1
-        rounds.cond.notify_all()
+        _arrived(rounds, secure)
     return offset
