@@ -19,6 +19,7 @@ import numpy as np
 from fedge.protos import fedge_pb2
 from fedge.refusals import InvalidRequest, InvalidUpdate, StaleRequest
 from fedge.secure.masks import Advert
+from fedge.server.fields import HEADER_METRICS, check_metrics
 from fedge.server.registry import Device
 from fedge.server.round_state import Assignment, Phase
 from fedge.server.secure_round import (
@@ -132,8 +133,10 @@ def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
 
 def submit_masked(rounds: Rounds, device: Device, header: fedge_pb2.MaskedHeader,
                   chunks: Iterator[bytes]) -> int:
-    """Stage 3: receives a masked input and adds it to the round's sum; returns the
-    bytes received."""
+    """Stage 3: receives a masked input and adds it to the round's sum, and keeps its
+    training metrics for the round to write in one go (fedge.server.secure_round);
+    returns the bytes received."""
+    metrics = check_metrics(header.metrics, HEADER_METRICS)  # before anything is looked at
     with rounds.cond:
         assignment, secure = _open(rounds, device, header.task_id, header.round)
         check_stage(secure, MASKED, header.round)
@@ -165,6 +168,8 @@ def submit_masked(rounds: Rounds, device: Device, header: fedge_pb2.MaskedHeader
         except ValueError as exc:
             raise InvalidUpdate(str(exc)) from None
         assignment.submitted = True
+        if metrics:
+            secure.metrics[device.device_id] = metrics
         rounds.current.examples += header.num_examples
         rounds.totals.updates_accepted += 1
         _arrived(rounds, secure)
