@@ -178,7 +178,7 @@ def hooked(timeline: Timeline) -> Iterator[None]:
 
     def server_step(original: Any) -> Any:
         def run(rounds: Any, device: Any, request: Any) -> Any:
-            start = tl.now()
+            start, cpu = tl.now(), time.thread_time()
             ready = None
             try:
                 reply = original(rounds, device, request)
@@ -186,16 +186,17 @@ def hooked(timeline: Timeline) -> Iterator[None]:
                 return reply
             finally:
                 tl.log(device.device_id, f"server {_STAGE[request.stage]}", start, tl.now(),
-                       ready=ready)
+                       ready=ready, cpu=time.thread_time() - cpu)
         return run
 
     def server_masked(original: Any) -> Any:
         def run(rounds: Any, device: Any, header: Any, chunks: Any) -> Any:
-            start = tl.now()
+            start, cpu = tl.now(), time.thread_time()
             try:
                 return original(rounds, device, header, chunks)
             finally:
-                tl.log(device.device_id, "server masked", start, tl.now())
+                tl.log(device.device_id, "server masked", start, tl.now(),
+                       cpu=time.thread_time() - cpu)
         return run
 
     def arrival(what: str) -> Any:
@@ -256,6 +257,17 @@ def hooked(timeline: Timeline) -> Iterator[None]:
             return run
         return wrapper
 
+    def rpc(name: str) -> Any:
+        def wrapper(original: Any) -> Any:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                start, cpu = tl.now(), time.thread_time()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    tl.log("rpc", f"rpc {name}", start, tl.now(), cpu=time.thread_time() - cpu)
+            return run
+        return wrapper
+
     def thread_run(original: Any) -> Any:
         def run(self: threading.Thread) -> None:
             try:
@@ -285,6 +297,8 @@ def hooked(timeline: Timeline) -> Iterator[None]:
         _wrap(server_driver, "commit_round", snapshot("commit", server_span("commit"))),
         _wrap(Rounds, "accept", accepted),
     ]
+    patches += [_wrap(service.FederationService, m, rpc(m)) for m in (
+        "PollTask", "SecureStep", "SubmitMasked", "SubmitUpdate", "FetchModel")]
     patches += [_wrap(MaskingDevice, m, device_span(f"compute {m}"))
                 for m in ("advertise", "share", "mask", "reveal")]
     patches += [_wrap(MaskedSum, m, arrival(what)) for m, what in (
@@ -312,7 +326,7 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     for e in events:
         if "end" in e:
             spans.setdefault(e["what"], []).append(e["end"] - e["t"])
-            if e["who"] != "server" and "cpu" in e:
+            if e["who"] not in ("server", "thread") and "cpu" in e:
                 cpu[e["what"]] = cpu.get(e["what"], 0.0) + e["cpu"]
     phases = {what: {"n": len(v), "median_s": statistics.median(v), "max_s": max(v),
                      "sum_s": sum(v), "cpu_s": cpu.get(what)}

@@ -8,14 +8,17 @@ into Z_{2^32}, masks it and streams it (stage 3); then it answers the server's
 unmasking request (stage 4), refusing one that asks for both kinds of share of a peer
 (fedge.secure.device). The server never receives the update in the clear.
 
-A step the server refuses, or a stage that closes without this device, ends the
-device's part in the round (logged); the loop takes its next task.
+Stages 1 and 2 run on a thread of their own while the daemon downloads the model and
+trains (start_keys, keys_done). A step the server refuses, or a stage that closes
+without this device, ends the device's part in the round (logged); the loop takes its
+next task.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -99,6 +102,9 @@ class SecureTask:
         self.params = params_of(task)
         self.device = MaskingDevice(session.device_id, self.params)
         self._messages: dict[str, bytes] = {}
+        self._keys_thread = threading.Thread()  # start_keys() replaces it
+        self._keys_ok = False
+        self._keys_error: BaseException | None = None
 
     def _step(self, **fields: Any) -> fedge_pb2.SecureReply:
         """Calls SecureStep until the stage closes (ready) or the round's deadline."""
@@ -133,6 +139,30 @@ class SecureTask:
                 log.info("%s: round %d masked input not taken (%s); resending in %.1f s",
                          s.device_id, header.round, refusal, delay)
                 s.link.pause(delay)
+
+    def start_keys(self) -> None:
+        """Runs keys() on a thread of its own: stages 1 and 2 need neither the model
+        nor the update, so they overlap the download and the training instead of
+        delaying them by two barriers (each waits for the round's slowest device)."""
+        self._keys_thread = threading.Thread(
+            target=self._run_keys, name=f"{self._session.device_id}-keys", daemon=True)
+        self._keys_thread.start()
+
+    def _run_keys(self) -> None:
+        try:
+            self._keys_ok = attempt(self.keys, self._session.device_id,
+                                    self._task.round) is not None
+        except BaseException as exc:  # handed to keys_done()'s caller, on the daemon's thread
+            self._keys_error = exc
+
+    def keys_done(self) -> bool:
+        """Waits for start_keys()'s stages: True when both went through, False when the
+        round went on without this device; re-raises what else ended them (Stopped, a
+        session the server no longer knows)."""
+        self._keys_thread.join()
+        if self._keys_error is not None:
+            raise self._keys_error
+        return self._keys_ok
 
     def keys(self) -> bool:
         """Stages 1 and 2: advertise keys, share secrets with the neighbours (True when

@@ -72,13 +72,15 @@ class MaskingDevice:
         seed_shares = shamir.split_bytes(self._seed, self.params.threshold, points)
         key_shares = shamir.split_bytes(self._mask.private, self.params.threshold, points)
         out = {}
-        for peer, x in zip(self._neighbours, points, strict=True):
+        nonces = os.urandom(keys.NONCE_BYTES * len(points))  # one read for all k messages
+        for i, (peer, x) in enumerate(zip(self._neighbours, points, strict=True)):
             key = masks.encryption_key(self._encrypt, adverts[peer].encrypt_public,
                                        self.params.round, self.device_id, peer)
             self._sealing[peer] = key  # the same key opens what peer sends back
             out[peer] = keys.seal(key, masks.pack_shares(seed_shares[x], key_shares[x]),
                                   masks.associated_data(self.params.round, self.device_id,
-                                                        peer))
+                                                        peer),
+                                  nonces[i * keys.NONCE_BYTES:(i + 1) * keys.NONCE_BYTES])
         return out
 
     def mask(self, vector: np.ndarray, messages: Mapping[str, bytes]) -> np.ndarray:

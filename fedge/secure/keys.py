@@ -77,9 +77,17 @@ def agree(private: bytes | KeyPair | X25519PrivateKey, peer_public: bytes, label
     return HKDF(hashes.SHA256(), KEY_BYTES, salt=None, info=label).derive(shared)
 
 
-def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
-    """AES-256-GCM encryption: a random nonce, then the ciphertext and its tag."""
-    nonce = os.urandom(NONCE_BYTES)
+def seal(key: bytes, plaintext: bytes, associated: bytes, nonce: bytes | None = None
+         ) -> bytes:
+    """AES-256-GCM encryption: a random nonce, then the ciphertext and its tag.
+
+    nonce: NONCE_BYTES fresh random bytes (a caller sealing many messages draws them in
+    one read of the system's entropy); never reused under one key.
+    """
+    if nonce is None:
+        nonce = os.urandom(NONCE_BYTES)
+    elif len(nonce) != NONCE_BYTES:
+        raise ValueError(f"an AES-GCM nonce is {NONCE_BYTES} bytes")
     return nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
 
 
