@@ -257,17 +257,6 @@ def hooked(timeline: Timeline) -> Iterator[None]:
             return run
         return wrapper
 
-    def rpc(name: str) -> Any:
-        def wrapper(original: Any) -> Any:
-            def run(*args: Any, **kwargs: Any) -> Any:
-                start, cpu = tl.now(), time.thread_time()
-                try:
-                    return original(*args, **kwargs)
-                finally:
-                    tl.log("rpc", f"rpc {name}", start, tl.now(), cpu=time.thread_time() - cpu)
-            return run
-        return wrapper
-
     def thread_run(original: Any) -> Any:
         def run(self: threading.Thread) -> None:
             try:
@@ -297,8 +286,6 @@ def hooked(timeline: Timeline) -> Iterator[None]:
         _wrap(server_driver, "commit_round", snapshot("commit", server_span("commit"))),
         _wrap(Rounds, "accept", accepted),
     ]
-    patches += [_wrap(service.FederationService, m, rpc(m)) for m in (
-        "PollTask", "SecureStep", "SubmitMasked", "SubmitUpdate", "FetchModel")]
     patches += [_wrap(MaskingDevice, m, device_span(f"compute {m}"))
                 for m in ("advertise", "share", "mask", "reveal")]
     patches += [_wrap(MaskedSum, m, arrival(what)) for m, what in (
