@@ -304,13 +304,11 @@ class Daemon:
             # device (the edge extra) does not have and never needs.
             from fedge.client.secure import SecureTask, attempt, pseudo_gradient
 
-            secure = SecureTask(session, task)
             if task.task_id == self._secure_missed:  # until the round settles it
                 self.pause(1.0)
                 return
-            if attempt(secure.keys, session.device_id, task.round) is None:
-                self._secure_missed = task.task_id  # its key stages went on without us
-                return
+            secure = SecureTask(session, task)
+            secure.start_keys()  # stages 1-2 meanwhile: neither download nor training needs them
         blob = download(session, task.model_version)
         self.stats.bytes_down += len(blob)
         weights = decode_weights(blob, task.model_version, self._specs, self.task.name)
@@ -320,6 +318,9 @@ class Daemon:
         self.stats.train_seconds += time.perf_counter() - started
         metrics.update(data_metrics)
         if secure is not None:  # masked, never sent in the clear
+            if not secure.keys_done():
+                self._secure_missed = task.task_id  # its key stages went on without us
+                return
             gradient = pseudo_gradient(plan.kind, weights, update)
             sent = attempt(lambda: secure.submit(gradient, self.trainer.num_examples,
                                                  metrics), session.device_id, task.round)

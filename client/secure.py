@@ -8,14 +8,17 @@ into Z_{2^32}, masks it and streams it (stage 3); then it answers the server's
 unmasking request (stage 4), refusing one that asks for both kinds of share of a peer
 (fedge.secure.device). The server never receives the update in the clear.
 
-A step the server refuses, or a stage that closes without this device, ends the
-device's part in the round (logged); the loop takes its next task.
+Stages 1 and 2 run on a thread of their own while the daemon downloads the model and
+trains (start_keys, keys_done). A step the server refuses, or a stage that closes
+without this device, ends the device's part in the round (logged); the loop takes its
+next task.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -25,6 +28,7 @@ import numpy as np
 
 from fedge.client.channel import refusal_of
 from fedge.client.session import Session
+from fedge.client.transfers import UPLOAD_ATTEMPTS
 from fedge.errors import FedgeError
 from fedge.protos import fedge_pb2
 from fedge.secure import quantize, vector
@@ -98,6 +102,9 @@ class SecureTask:
         self.params = params_of(task)
         self.device = MaskingDevice(session.device_id, self.params)
         self._messages: dict[str, bytes] = {}
+        self._keys_thread = threading.Thread()  # start_keys() replaces it
+        self._keys_ok = False
+        self._keys_error: BaseException | None = None
 
     def _step(self, **fields: Any) -> fedge_pb2.SecureReply:
         """Calls SecureStep until the stage closes (ready) or the round's deadline."""
@@ -110,6 +117,52 @@ class SecureTask:
                 s.stub.SecureStep.future(request, timeout=WAIT_S + 30))
             if reply.ready:
                 return reply
+
+    def _send(self, header: fedge_pb2.MaskedHeader, masked: np.ndarray) -> None:
+        """Streams the masked input; resends after a backoff while the refusal allows it
+        (the server's upload slots are full: ``busy``) and the deadline is not reached,
+        as a plain update is (fedge.client.transfers.submit). Raises the last
+        grpc.RpcError otherwise."""
+        s, deadline = self._session, self._task.deadline_unix
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            try:
+                s.stub.SubmitMasked(masked_chunks(header, masked),
+                                    timeout=max(30.0, deadline - time.time() + 30))
+                s.link.backoff.reset()
+                return
+            except grpc.RpcError as exc:
+                refusal = refusal_of(exc)
+                delay = s.link.backoff.next_delay()
+                if (not refusal.resend or time.time() + delay > deadline
+                        or attempt == UPLOAD_ATTEMPTS):
+                    raise
+                log.info("%s: round %d masked input not taken (%s); resending in %.1f s",
+                         s.device_id, header.round, refusal, delay)
+                s.link.pause(delay)
+
+    def start_keys(self) -> None:
+        """Runs keys() on a thread of its own: stages 1 and 2 need neither the model
+        nor the update, so they overlap the download and the training instead of
+        delaying them by two barriers (each waits for the round's slowest device)."""
+        self._keys_thread = threading.Thread(
+            target=self._run_keys, name=f"{self._session.device_id}-keys", daemon=True)
+        self._keys_thread.start()
+
+    def _run_keys(self) -> None:
+        try:
+            self._keys_ok = attempt(self.keys, self._session.device_id,
+                                    self._task.round) is not None
+        except BaseException as exc:  # handed to keys_done()'s caller, on the daemon's thread
+            self._keys_error = exc
+
+    def keys_done(self) -> bool:
+        """Waits for start_keys()'s stages: True when both went through, False when the
+        round went on without this device; re-raises what else ended them (Stopped, a
+        session the server no longer knows)."""
+        self._keys_thread.join()
+        if self._keys_error is not None:
+            raise self._keys_error
+        return self._keys_ok
 
     def keys(self) -> bool:
         """Stages 1 and 2: advertise keys, share secrets with the neighbours (True when
@@ -142,8 +195,7 @@ class SecureTask:
             session_id=s.id, task_id=task.task_id, round=task.round,
             num_examples=weight, size=p.size, metrics=dict(metrics),
             sha256=hashlib.sha256(masked.astype("<u4", copy=False).tobytes()).hexdigest())
-        s.stub.SubmitMasked(masked_chunks(header, masked),
-                            timeout=max(30.0, task.deadline_unix - time.time() + 30))
+        self._send(header, masked)
         reply = self._step(stage=fedge_pb2.SECURE_UNMASK)
         seeds, keys = self.device.reveal(list(reply.survivors), list(reply.dropped))
         self._step(stage=fedge_pb2.SECURE_REVEAL,

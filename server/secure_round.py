@@ -62,6 +62,10 @@ class SecureRound:
         self.sampled = sorted(sampled)
         self.stage = ADVERTISE
         self.failure = ""
+        # The training metrics of each masked input, written with the round's end: a
+        # transaction per input, serialized, held each device's reply and so the
+        # unmasking stage (the server's store fsyncs each one).
+        self.metrics: dict[str, dict[str, float]] = {}
 
     def expected(self) -> set[str]:
         """The devices the open stage waits for."""
@@ -134,7 +138,17 @@ def _advance(rounds: Rounds, secure: SecureRound, stage: int) -> None:
 
 def close_secure_round(rounds: Rounds) -> str:
     """Runs the open secure round's stages to their end; "" when its aggregate is folded
-    into the round's accumulator, else why the round cannot commit."""
+    into the round's accumulator, else why the round cannot commit. Then writes the
+    devices' training metrics (committed or not, as plain updates' are)."""
+    try:
+        return _run_stages(rounds)
+    finally:
+        secure = rounds.current.secure
+        if secure is not None and secure.metrics and not rounds.stopping:
+            rounds.store.add_round_metrics(secure.params.round, "train", secure.metrics)
+
+
+def _run_stages(rounds: Rounds) -> str:
     settings = rounds.settings
     stage_s = settings.secure_stage_timeout_s
     deadline = time.monotonic() + settings.round_timeout_s

@@ -19,6 +19,7 @@ import numpy as np
 from fedge.protos import fedge_pb2
 from fedge.refusals import InvalidRequest, InvalidUpdate, StaleRequest
 from fedge.secure.masks import Advert
+from fedge.server.fields import HEADER_METRICS, check_metrics
 from fedge.server.registry import Device
 from fedge.server.round_state import Assignment, Phase
 from fedge.server.secure_round import (
@@ -49,6 +50,14 @@ def _open(rounds: Rounds, device: Device, task_id: str, round_: int
     return assignment, secure
 
 
+def _arrived(rounds: Rounds, secure: SecureRound) -> None:
+    """Wakes the driver once the open stage has every message it waits for (call under
+    rounds.cond after adding one). Not after each message: every handler parked on the
+    stage would wake with it, n times n wakeups a stage."""
+    if secure.expected() <= secure.arrived():
+        rounds.cond.notify_all()
+
+
 def _wait_past(rounds: Rounds, secure: SecureRound, stage: int, wait_s: float) -> bool:
     """Waits until the stage has closed (True) or wait_s passed (False)."""
     end = time.monotonic() + max(0.0, min(wait_s, MAX_WAIT_S))
@@ -76,7 +85,7 @@ def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
                     raise InvalidRequest("an advert is this device's id and two 32-byte "
                                          "X25519 public keys")
                 total.add_advert(advert)
-                rounds.cond.notify_all()
+                _arrived(rounds, secure)
             elif total.adverts[me] != advert:
                 raise InvalidRequest("this device already advertised other keys this round")
             if not _wait_past(rounds, secure, ADVERTISE, request.wait_seconds):
@@ -96,7 +105,7 @@ def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
                     total.add_shares(me, sealed)
                 except ValueError as exc:
                     raise InvalidRequest(str(exc)) from None
-                rounds.cond.notify_all()
+                _arrived(rounds, secure)
             if not _wait_past(rounds, secure, SHARE, request.wait_seconds):
                 return fedge_pb2.SecureReply(ready=False)
             return fedge_pb2.SecureReply(ready=True, shares=[
@@ -117,15 +126,17 @@ def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
                                  {p.peer: p.data for p in request.key_shares})
             except ValueError as exc:
                 raise InvalidRequest(str(exc)) from None
-            rounds.cond.notify_all()
+            _arrived(rounds, secure)
             return fedge_pb2.SecureReply(ready=True, message="shares taken")
     raise InvalidRequest(f"unknown secure stage {request.stage}")
 
 
 def submit_masked(rounds: Rounds, device: Device, header: fedge_pb2.MaskedHeader,
                   chunks: Iterator[bytes]) -> int:
-    """Stage 3: receives a masked input and adds it to the round's sum; returns the
-    bytes received."""
+    """Stage 3: receives a masked input and adds it to the round's sum, and keeps its
+    training metrics for the round to write in one go (fedge.server.secure_round);
+    returns the bytes received."""
+    metrics = check_metrics(header.metrics, HEADER_METRICS)  # before anything is looked at
     with rounds.cond:
         assignment, secure = _open(rounds, device, header.task_id, header.round)
         check_stage(secure, MASKED, header.round)
@@ -157,7 +168,9 @@ def submit_masked(rounds: Rounds, device: Device, header: fedge_pb2.MaskedHeader
         except ValueError as exc:
             raise InvalidUpdate(str(exc)) from None
         assignment.submitted = True
+        if metrics:
+            secure.metrics[device.device_id] = metrics
         rounds.current.examples += header.num_examples
         rounds.totals.updates_accepted += 1
-        rounds.cond.notify_all()
+        _arrived(rounds, secure)
     return offset

@@ -405,10 +405,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         with self._uploads.hold():
             got = submit_masked(self._rounds, device, header,
                                 (m.data for m in request_iterator))
-        self._rounds.count_bytes(up=_size(first) + got)
-        if header.metrics:
-            self._store.add_metrics(header.round, device.device_id, "train",
-                                    dict(header.metrics))
+        self._rounds.count_bytes(up=_size(first) + got)  # its metrics: with the round's
         return fedge_pb2.SubmitReply(accepted=True, message="masked input added")
 
     @_status_boundary

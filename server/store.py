@@ -203,6 +203,16 @@ class StateStore:
                 "INSERT INTO metrics VALUES (?,?,?,?,?)",
                 [(round_, device_id, source, k, float(v)) for k, v in metrics.items()])
 
+    def add_round_metrics(self, round_: int, source: str,
+                          by_device: dict[str, dict[str, float]]) -> None:
+        """Many devices' metrics of one round in one transaction (add_metrics is one
+        transaction, and one fsync, per device)."""
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT INTO metrics VALUES (?,?,?,?,?)",
+                [(round_, device_id, source, k, float(v))
+                 for device_id, metrics in by_device.items() for k, v in metrics.items()])
+
     def committed_at(self) -> dict[int, float]:
         """When each round was committed (unix time)."""
         with self._lock:

@@ -47,6 +47,7 @@ class MaskingDevice:
         self._neighbours: list[str] = []
         self._masked_with: list[str] = []  # neighbours whose share messages arrived
         self._held: dict[str, tuple[bytes, bytes]] = {}  # peer -> (seed share, key share)
+        self._sealing: dict[str, bytes] = {}  # peer -> the pair's AES-GCM key (share())
         self._given: dict[str, str] = {}  # peer -> "seed" or "key", once revealed
 
     def advertise(self) -> Advert:
@@ -62,8 +63,8 @@ class MaskingDevice:
                 raise ProtocolError(f"advert of {advert.device_id!r} listed as {device_id!r}")
         self._adverts = dict(adverts)
         self._roster = sorted(adverts)
-        self._neighbours = graph.neighbours(self._roster, self.params.degree,
-                                            self.params.seed)[self.device_id]
+        self._neighbours = graph.neighbours_of(self._roster, self.params.degree,
+                                               self.params.seed, self.device_id)
         if len(self._neighbours) < self.params.threshold:
             raise ProtocolError(f"{len(self._neighbours)} neighbours cannot hold a "
                                 f"{self.params.threshold}-of-n sharing")
@@ -71,12 +72,15 @@ class MaskingDevice:
         seed_shares = shamir.split_bytes(self._seed, self.params.threshold, points)
         key_shares = shamir.split_bytes(self._mask.private, self.params.threshold, points)
         out = {}
-        for peer, x in zip(self._neighbours, points, strict=True):
-            key = masks.encryption_key(self._encrypt.private, adverts[peer].encrypt_public,
+        nonces = os.urandom(keys.NONCE_BYTES * len(points))  # one read for all k messages
+        for i, (peer, x) in enumerate(zip(self._neighbours, points, strict=True)):
+            key = masks.encryption_key(self._encrypt, adverts[peer].encrypt_public,
                                        self.params.round, self.device_id, peer)
+            self._sealing[peer] = key  # the same key opens what peer sends back
             out[peer] = keys.seal(key, masks.pack_shares(seed_shares[x], key_shares[x]),
                                   masks.associated_data(self.params.round, self.device_id,
-                                                        peer))
+                                                        peer),
+                                  nonces[i * keys.NONCE_BYTES:(i + 1) * keys.NONCE_BYTES])
         return out
 
     def mask(self, vector: np.ndarray, messages: Mapping[str, bytes]) -> np.ndarray:
@@ -89,18 +93,17 @@ class MaskingDevice:
         for sender, sealed in messages.items():
             if sender not in self._neighbours:
                 raise ProtocolError(f"a share message from {sender!r}, not a neighbour")
-            key = masks.encryption_key(self._encrypt.private,
-                                       self._adverts[sender].encrypt_public,
-                                       self.params.round, self.device_id, sender)
+            key = self._sealing[sender]
             plaintext = keys.open_sealed(key, sealed, masks.associated_data(
                 self.params.round, sender, self.device_id))
             self._held[sender] = masks.unpack_shares(plaintext)
         self._masked_with = sorted(messages)
-        out = vector + prg.expand(self._seed, self.params.size)
+        out = prg.expand(self._seed, self.params.size)
+        np.add(out, vector, out=out)
+        scratch = np.empty_like(out)  # one buffer for every pair mask
         for peer in self._masked_with:
-            out += masks.signed_pair_mask(self._mask.private, self._adverts[peer].mask_public,
-                                          self.params.round, self.device_id, peer,
-                                          self.params.size)
+            masks.apply_pair_mask(out, self._mask, self._adverts[peer].mask_public,
+                                  self.params.round, self.device_id, peer, scratch=scratch)
         return out
 
     def reveal(self, survivors: Iterable[str], dropped: Iterable[str]

@@ -40,17 +40,35 @@ def neighbours(device_ids: Iterable[str], degree: int, seed: bytes) -> dict[str,
     degree: k (rounded up to even below n - 1; k >= n - 1 gives everyone everyone).
     """
     ids = sorted(set(device_ids))
-    n = len(ids)
-    if degree >= n - 1:
+    if degree >= len(ids) - 1:
         return {d: [e for e in ids if e != d] for d in ids}
-    half = (degree + 1) // 2
+    ring = _ring(ids, seed)
+    return {d: _around(ring, position, degree) for position, d in enumerate(ring)}
+
+
+def neighbours_of(device_ids: Iterable[str], degree: int, seed: bytes, device: str
+                  ) -> list[str]:
+    """neighbours(device_ids, degree, seed)[device], without the rest of the graph (what
+    one device needs: O(n) instead of the whole graph's sets)."""
+    ids = sorted(set(device_ids))
+    if device not in ids:
+        raise KeyError(device)
+    if degree >= len(ids) - 1:
+        return [e for e in ids if e != device]
+    ring = _ring(ids, seed)
+    return _around(ring, ring.index(device), degree)
+
+
+def _ring(ids: list[str], seed: bytes) -> list[str]:
+    """The sorted ids in the circle's order drawn from seed."""
     digest = hashlib.sha256(b"fedge-secagg-graph/" + seed).digest()
-    order = np.random.default_rng(int.from_bytes(digest[:8], "big")).permutation(n)
-    ring = [ids[i] for i in order]
-    out: dict[str, set[str]] = {d: set() for d in ids}
-    for position, device in enumerate(ring):
-        for step in range(1, half + 1):
-            other = ring[(position + step) % n]
-            out[device].add(other)
-            out[other].add(device)
-    return {d: sorted(peers) for d, peers in out.items()}
+    order = np.random.default_rng(int.from_bytes(digest[:8], "big")).permutation(len(ids))
+    return [ids[i] for i in order]
+
+
+def _around(ring: list[str], position: int, degree: int) -> list[str]:
+    """The ceil(k/2) devices on either side of ring[position], sorted (the edges are
+    symmetric: each device is joined to those after it and, by them, to those before)."""
+    n, half = len(ring), (degree + 1) // 2
+    return sorted({ring[(position + step) % n] for step in range(1, half + 1)}
+                  | {ring[(position - step) % n] for step in range(1, half + 1)})

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from fedge.errors import FedgeError
-from fedge.secure import graph, masks, prg, shamir
+from fedge.secure import graph, keys, masks, prg, shamir
 from fedge.secure.masks import Advert, Params
 
 
@@ -118,17 +118,18 @@ class MaskedSum:
         when some secret has fewer than threshold shares."""
         size, round_ = self.params.size, self.params.round
         total = self.total.copy()
+        scratch = np.empty_like(total)  # one buffer for every mask removed
         for owner in sorted(self.weights):
             seed = self._reconstruct(self._seed_shares, owner, masks.SEED_BYTES, "seed")
-            np.subtract(total, prg.expand(seed, size), out=total)
+            np.subtract(total, prg.expand(seed, size, scratch), out=total)
         for owner in sorted(self.shared - set(self.weights)):
-            private = self._reconstruct(self._key_shares, owner, 32, "mask key")
+            private = keys.private_key(
+                self._reconstruct(self._key_shares, owner, 32, "mask key"))
             for peer in self.neighbours(owner):
                 if peer in self.weights:
                     # peer added its signed pair mask with owner; remove it.
-                    np.subtract(total, masks.signed_pair_mask(
-                        private, self.adverts[peer].mask_public, round_, peer, owner, size),
-                        out=total)
+                    masks.apply_pair_mask(total, private, self.adverts[peer].mask_public,
+                                          round_, peer, owner, sign=-1, scratch=scratch)
         return total
 
     def _reconstruct(self, table: dict[str, dict[int, bytes]], owner: str, length: int,

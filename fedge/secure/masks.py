@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedge.secure import keys, prg, shamir
 
@@ -51,7 +52,10 @@ def pair_ids(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
 
 
-def encryption_key(private: bytes, peer_public: bytes, round_: int, me: str, peer: str
+Private = bytes | keys.KeyPair | X25519PrivateKey  # what keys.agree takes
+
+
+def encryption_key(private: Private, peer_public: bytes, round_: int, me: str, peer: str
                    ) -> bytes:
     """The AES-GCM key of the pair's share messages in this round."""
     return keys.agree(private, peer_public, _label("encrypt", round_, *pair_ids(me, peer)))
@@ -62,18 +66,32 @@ def associated_data(round_: int, sender: str, recipient: str) -> bytes:
     return _label("share", round_, sender, recipient)
 
 
-def pair_mask(private: bytes, peer_public: bytes, round_: int, me: str, peer: str,
-              size: int) -> np.ndarray:
-    """The pair's mask vector; me adds it if me < peer, subtracts it otherwise."""
+def pair_mask(private: Private, peer_public: bytes, round_: int, me: str, peer: str,
+              size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The pair's mask vector; me adds it if me < peer, subtracts it otherwise. out: a
+    buffer to write it into (prg.expand)."""
     seed = keys.agree(private, peer_public, _label("mask", round_, *pair_ids(me, peer)))
-    return prg.expand(seed, size)
+    return prg.expand(seed, size, out)
 
 
-def signed_pair_mask(private: bytes, peer_public: bytes, round_: int, me: str, peer: str,
+def signed_pair_mask(private: Private, peer_public: bytes, round_: int, me: str, peer: str,
                      size: int) -> np.ndarray:
     """The pair mask with the sign me applies to its input (mod 2^32)."""
     mask = pair_mask(private, peer_public, round_, me, peer, size)
     return mask if me < peer else (np.uint32(0) - mask).astype(np.uint32)
+
+
+def apply_pair_mask(out: np.ndarray, private: Private, peer_public: bytes, round_: int,
+                    me: str, peer: str, sign: int = 1, scratch: np.ndarray | None = None
+                    ) -> None:
+    """out += sign * (the pair mask with me's sign), in place, mod 2^32 (no negated
+    copy of a model-sized vector). scratch: a uint32 buffer of out's size for the mask,
+    reused across calls."""
+    mask = pair_mask(private, peer_public, round_, me, peer, out.size, scratch)
+    if (me < peer) == (sign > 0):
+        np.add(out, mask, out=out)
+    else:
+        np.subtract(out, mask, out=out)
 
 
 def point(roster: list[str], device_id: str) -> int:

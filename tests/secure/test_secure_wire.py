@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 import grpc
 
+from fedge.protos import fedge_pb2
 from fedge.server.app import FedgeServer
+from fedge.server.fields import HEADER_METRICS
 from tests.faults.rawdevice import RawDevice, digits_weights, refusal
 
 
@@ -30,6 +32,32 @@ def test_train_task_carries_secure_params_and_plain_updates_are_refused(
         code, message = refusal(lambda: devices[0].submit(
             devices[0].stream(task, digits_weights())))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "secure" in message
+    finally:
+        for d in devices:
+            d.close()
+
+
+def test_a_masked_header_with_too_many_metrics_is_refused_first(
+        make_server: Callable[..., FedgeServer]) -> None:
+    # As a plain update's header is: before its task or stage is looked at.
+    server = make_server(secure_aggregation=True, allow_anonymous=True,
+                         round_timeout_s=5.0, secure_stage_timeout_s=1.0)
+    port = server.start()
+    devices = [RawDevice(port, f"raw-{i}", None) for i in range(2)]
+    try:
+        for d in devices:
+            d.join()
+        devices[1].poll(0.5)
+        task = devices[0].poll_train()
+        header = fedge_pb2.MaskedHeader(
+            session_id=devices[0].session, task_id=task.task_id, round=task.round,
+            num_examples=1, size=task.train.secure.size,
+            metrics={f"m{i}": 1.0 for i in range(HEADER_METRICS + 1)})
+        code, message = refusal(lambda: devices[0].stub.SubmitMasked(
+            iter([fedge_pb2.MaskedChunk(header=header)]), metadata=devices[0].metadata,
+            timeout=30))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "over the limit" in message
     finally:
         for d in devices:
             d.close()
