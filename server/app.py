@@ -88,6 +88,9 @@ def _resume_edge(rounds: Rounds, store: StateStore, deployments: Deployments | N
 class FedgeServer:
     """One federated run: start() binds and begins, wait() blocks until it is over.
 
+    on_round: called with a round's record when it commits (accuracy None while its test
+    evaluation runs in the background) and again, from the evaluation's thread, once its
+    accuracy is attached (docs/evaluation.md): make it idempotent per round.
     start_clients: devices the first round waits for (up to the round timeout) before it
     samples; ``fedge simulate`` passes its fleet's size so round 1 samples all of it.
     rounds_type: the round state machine and its driver (a relay, fedge.relay, drives its

@@ -64,8 +64,9 @@ def test_a_daemon_trains_on_files_that_appear_between_rounds(tmp_path: Path) -> 
     np.savez(source / "first.npz", x=splits.train_x[:first], y=splits.train_y[:first])
 
     def grow(record: RoundRecord) -> None:
-        # Runs in the server's round driver after round 1 commits, before round 2 opens.
-        if record.round == 1:
+        # Runs in the server's round driver after round 1 commits, before round 2 opens
+        # (and once more when round 1's evaluation ends: the files are there by then).
+        if record.round == 1 and not (source / "camera-roll.csv").exists():
             extra = slice(first, first + more)
             write_csv(source / "camera-roll.csv", splits.train_x[extra],
                       splits.train_y[extra].tolist(),
