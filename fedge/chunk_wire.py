@@ -180,6 +180,11 @@ class ModelChunkView:
     def __init__(self, small: fedge_pb2.ModelChunk, data: memoryview) -> None:
         self._small, self.data = small, data
 
+    def ByteSize(self) -> int:
+        """About its bytes on the wire (the data field's tag and length aside), as a
+        ModelChunk answers: a simulated link paces fetches by it."""
+        return len(self.data) + int(self._small.ByteSize())
+
     model_version = property(lambda self: self._small.model_version)
     offset = property(lambda self: self._small.offset)
     total_size = property(lambda self: self._small.total_size)

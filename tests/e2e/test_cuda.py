@@ -36,5 +36,5 @@ def test_clients_train_on_cuda_and_the_rounds_commit(procs: Processes) -> None:
     assert server.wait(timeout=120) == 0, procs.log("server")
     log = procs.log("server")
     assert len(re.findall(r"device gpu-\d joined \(cuda:", log)) == 2, log
-    accuracies = [float(a) for a in re.findall(r"round \d committed: accuracy ([0-9.]+)", log)]
+    accuracies = [float(a) for a in re.findall(r"round \d evaluated: accuracy ([0-9.]+)", log)]
     assert len(accuracies) == 3 and accuracies[-1] >= 0.8, log

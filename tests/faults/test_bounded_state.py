@@ -25,7 +25,7 @@ from fedge.tensors import specs_to_proto
 from tests.faults.rawdevice import RawDevice, digits_specs, digits_weights, refusal
 
 Code = grpc.StatusCode
-FORGED = "round 99 committed: accuracy 1.0000"
+FORGED = "round 99 evaluated: accuracy 1.0000"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.processes import Processes
 
 pytest.importorskip("flwr", reason="Flower is not installed: pip install 'fedge[flower]'")
 
-COMMITTED = re.compile(r"round (\d+) committed: accuracy ([0-9.]+)")
+EVALUATED = re.compile(r"round (\d+) evaluated: accuracy ([0-9.]+)")
 
 
 def run_fedge(project: Path) -> float:
@@ -41,7 +41,7 @@ def run_fedge(project: Path) -> float:
         for k, client in enumerate(clients):
             assert client.wait(timeout=240) == 0, procs.log(f"client-{k}")
         assert server.wait(timeout=60) == 0, procs.log("server")
-        rounds = dict(COMMITTED.findall(procs.log("server")))
+        rounds = dict(EVALUATED.findall(procs.log("server")))
     finally:
         procs.close()
     assert sorted(rounds, key=int) == [str(r) for r in range(1, ROUNDS + 1)], rounds
