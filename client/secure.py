@@ -28,7 +28,7 @@ import numpy as np
 
 from fedge.client.channel import refusal_of
 from fedge.client.session import Session
-from fedge.client.transfers import UPLOAD_ATTEMPTS
+from fedge.client.transfers import with_resends
 from fedge.errors import FedgeError
 from fedge.protos import fedge_pb2
 from fedge.secure import quantize, vector
@@ -123,22 +123,11 @@ class SecureTask:
         (the server's upload slots are full: ``busy``) and the deadline is not reached,
         as a plain update is (fedge.client.transfers.submit). Raises the last
         grpc.RpcError otherwise."""
-        s, deadline = self._session, self._task.deadline_unix
-        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-            try:
-                s.stub.SubmitMasked(masked_chunks(header, masked),
-                                    timeout=max(30.0, deadline - time.time() + 30))
-                s.link.backoff.reset()
-                return
-            except grpc.RpcError as exc:
-                refusal = refusal_of(exc)
-                delay = s.link.backoff.next_delay()
-                if (not refusal.resend or time.time() + delay > deadline
-                        or attempt == UPLOAD_ATTEMPTS):
-                    raise
-                log.info("%s: round %d masked input not taken (%s); resending in %.1f s",
-                         s.device_id, header.round, refusal, delay)
-                s.link.pause(delay)
+        s = self._session
+        with_resends(s, header.round, "masked input", self._task.deadline_unix,
+                     lambda attempt: s.stub.SubmitMasked(
+                         masked_chunks(header, masked),
+                         timeout=max(30.0, self._task.deadline_unix - time.time() + 30)))
 
     def start_keys(self) -> None:
         """Runs keys() on a thread of its own: stages 1 and 2 need neither the model

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -29,6 +29,7 @@ from fedge.protos import fedge_pb2, fedge_pb2_grpc
 from fedge.tensors import Spec, TensorError, fingerprint, from_blob, iter_pieces
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DOWNLOAD_ATTEMPTS = 5  # a stream broken this often is the loop's problem (it rejoins)
 UPLOAD_ATTEMPTS = 8  # sends of one update at most, however far off the deadline
@@ -144,29 +145,40 @@ def upload_offset(session: Session, header: fedge_pb2.UpdateHeader, total: int) 
     return 0
 
 
-def submit(session: Session, header: fedge_pb2.UpdateHeader,
-           weights: dict[str, np.ndarray], deadline: float) -> fedge_pb2.SubmitReply:
-    """Sends the update; resends after a backoff while the refusal allows it, the
-    deadline (unix seconds) is not reached and fewer than UPLOAD_ATTEMPTS were made (a
-    resent copy of an accepted update is answered, not folded twice). A resend goes on
-    from the bytes the server kept of a broken stream. Raises the last grpc.RpcError
-    otherwise."""
-    total = sum(int(a.nbytes) for a in weights.values())
+def with_resends(session: Session, round_: int, what: str, deadline: float,
+                 send: Callable[[int], T]) -> T:
+    """send(attempt) until it returns; after a refusal that allows it, again after a
+    backoff, while the deadline (unix seconds) is not reached and fewer than
+    UPLOAD_ATTEMPTS were made. Raises the last grpc.RpcError otherwise."""
     for attempt in range(1, UPLOAD_ATTEMPTS + 1):
         try:
-            if attempt > 1:  # the server may hold the part a broken stream carried
-                header.resume_offset = upload_offset(session, header, total)
-            reply: fedge_pb2.SubmitReply = session.stub.SubmitUpdate(
-                update_stream(header, weights, not session.crc_optional), timeout=600)
+            result = send(attempt)
             session.link.backoff.reset()
-            return reply
+            return result
         except grpc.RpcError as exc:
             refusal = refusal_of(exc)
             delay = session.link.backoff.next_delay()
             if (not refusal.resend or time.time() + delay > deadline
                     or attempt == UPLOAD_ATTEMPTS):
                 raise
-            log.info("%s: round %d update not taken (%s); resending in %.1f s",
-                     session.device_id, header.round, refusal, delay)
+            log.info("%s: round %d %s not taken (%s); resending in %.1f s",
+                     session.device_id, round_, what, refusal, delay)
             session.link.pause(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def submit(session: Session, header: fedge_pb2.UpdateHeader,
+           weights: dict[str, np.ndarray], deadline: float) -> fedge_pb2.SubmitReply:
+    """Sends the update, resent as with_resends allows (a resent copy of an accepted
+    update is answered, not folded twice). A resend goes on from the bytes the server
+    kept of a broken stream. Raises the last grpc.RpcError otherwise."""
+    total = sum(int(a.nbytes) for a in weights.values())
+
+    def send(attempt: int) -> fedge_pb2.SubmitReply:
+        if attempt > 1:  # the server may hold the part a broken stream carried
+            header.resume_offset = upload_offset(session, header, total)
+        reply: fedge_pb2.SubmitReply = session.stub.SubmitUpdate(
+            update_stream(header, weights, not session.crc_optional), timeout=600)
+        return reply
+
+    return with_resends(session, header.round, "update", deadline, send)
