@@ -200,7 +200,8 @@ class FedgeServer:
                                                daemon=True)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
-        self._driver = threading.Thread(target=self.rounds.run, name="rounds", daemon=True)
+        self._driver = threading.Thread(target=self._drive, name="rounds", daemon=True)
+        self._driven = threading.Event()  # set when the driver thread's work has ended
         self.port = 0
 
     def start(self) -> int:
@@ -279,6 +280,12 @@ class FedgeServer:
         self.shutdown()
         return records
 
+    def _drive(self) -> None:
+        try:
+            self.rounds.run()
+        finally:
+            self._driven.set()
+
     def stop(self) -> None:
         """Asks the round driver to stop; wait() then returns."""
         self.rounds.stop()
@@ -288,8 +295,11 @@ class FedgeServer:
         self.rounds.stop()
         # A stopped driver still finishes the evaluation it owes (the last committed
         # round's: fedge.server.eval_worker) and writes it to the store: let it.
-        if self._driver.is_alive() and threading.current_thread() is not self._driver:
-            self._driver.join(120)
+        # An Event, not is_alive(): a join() that Ctrl-C interrupted (in wait()) can
+        # leave is_alive() False while the driver still runs, and the store was then
+        # closed under it ("Cannot operate on a closed database").
+        if self._driver.ident is not None and threading.current_thread() is not self._driver:
+            self._driven.wait(120)
         self._health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
         self.service.close()
