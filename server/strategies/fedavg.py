@@ -99,6 +99,15 @@ def scaled_add(acc: np.ndarray, x: np.ndarray, weight: float) -> None:
         acc += np.multiply(x, weight, dtype=acc.dtype)
 
 
+def _add_scaled(acc: np.ndarray, x: np.ndarray, weight: float) -> None:
+    """acc += weight * x in place: fused when the dtypes agree (no temporary), else
+    through one temporary in the accumulator's dtype."""
+    if x.dtype == acc.dtype:
+        scaled_add(acc, x, weight)
+    else:
+        acc += np.multiply(x, weight, dtype=acc.dtype)
+
+
 class FedAvgFold:
     """A running example-weighted sum of updates: O(model) memory, one pass per update.
 
@@ -155,10 +164,8 @@ class FedAvgFold:
             flat = acc.reshape(-1)[start : start + block.size]
             if first:
                 np.multiply(block, weight, dtype=flat.dtype, out=flat)
-            elif block.dtype == acc.dtype:
-                scaled_add(flat, block, weight)
             else:
-                flat += np.multiply(block, weight, dtype=acc.dtype)
+                _add_scaled(flat, block, weight)
         self.total_weight += weight
         self.count += 1
 
@@ -175,10 +182,7 @@ class FedAvgFold:
             if acc is None:
                 self._first(name, array, weight)
                 continue
-            if array.dtype == acc.dtype:
-                scaled_add(acc, array, weight)
-            else:
-                acc += np.multiply(array, weight, dtype=acc.dtype)
+            _add_scaled(acc, array, weight)
         self.total_weight += weight
         self.count += 1
 
