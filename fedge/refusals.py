@@ -174,6 +174,12 @@ class InvalidUpdate(Refused):
     name = "invalid_update"
 
 
+class EndedEarly(InvalidUpdate):
+    """An update stream that ended before all of its bytes: refused like any invalid
+    update when its device ended it, kept for a resume when the link broke
+    (fedge.server.partial_uploads)."""
+
+
 class StaleRequest(Refused):
     """A request for a round or task that is not open any more (or not yet)."""
 

@@ -51,6 +51,10 @@ class TensorError(FedgeError):
     """A tensor stream or blob that does not decode to what was expected."""
 
 
+class Incomplete(TensorError):
+    """A stream that ended before every expected tensor had arrived whole."""
+
+
 class ChecksumError(TensorError):
     """Bytes that do not match the checksum sent with them."""
 
@@ -213,7 +217,7 @@ class TensorAssembler:
         """Returns the arrays once every expected tensor has arrived whole."""
         missing = [n for n, s in self._expected.items() if self._filled.get(n, -1) != s.nbytes]
         if missing:
-            raise TensorError(f"update is incomplete: {len(missing)} tensor(s) missing or "
+            raise Incomplete(f"update is incomplete: {len(missing)} tensor(s) missing or "
                               f"cut short, first {missing[0]!r}")
         arrays = self._arrays
         self._arrays, self._filled = {}, {}

@@ -73,6 +73,18 @@ class Watched:
         """The device's part is done (all read): the clocks stop."""
         self._finished = True
 
+    def hung_up(self, grace_s: float = 1.0) -> bool:
+        """Whether the device hung up on a stream that ended early. gRPC can end the
+        request iterator of a call whose connection broke a moment before it marks the
+        call cancelled, so a stream that looks closed by its device is given grace_s to
+        turn out broken."""
+        end = time.monotonic() + grace_s
+        while self.context.is_active():
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
+        return True
+
     def expired(self, now: float) -> str:
         """Why the stream must be cut now ("" if it may go on)."""
         if self._finished:

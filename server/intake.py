@@ -50,10 +50,11 @@ import numpy as np
 
 from fedge.encodings import decode, wire_specs
 from fedge.protos import fedge_pb2
-from fedge.refusals import Corrupt, InvalidUpdate, TooLarge, quote
+from fedge.refusals import Corrupt, EndedEarly, InvalidUpdate, TooLarge, quote
 from fedge.tensors import (
     CHUNK_BYTES,
     ChecksumError,
+    Incomplete,
     Spec,
     TensorAssembler,
     TensorError,
@@ -154,6 +155,8 @@ def assemble(chunks: Chunks, wire: Iterable[Spec],
         for chunk in chunks:
             assembler.add(chunk)
         return assembler.finish()
+    except Incomplete as exc:
+        raise EndedEarly(str(exc)) from None
     except TensorError as exc:
         raise InvalidUpdate(str(exc)) from None
 

@@ -35,7 +35,7 @@ import grpc
 import numpy as np
 
 from fedge.protos import fedge_pb2
-from fedge.refusals import ResumeLost, StreamCut
+from fedge.refusals import EndedEarly, ResumeLost, StreamCut
 from fedge.server.intake import Expected, Received, receive
 from fedge.server.spool import (
     Spool,
@@ -155,11 +155,14 @@ class PartialUploads:
 
     def receive(self, device_id: str, header: fedge_pb2.UpdateHeader,
                 chunks: Iterable[fedge_pb2.TensorChunk], expected: Expected,
-                deadline_unix: float) -> dict[str, np.ndarray] | SpooledUpdate:
+                deadline_unix: float, hung_up: Callable[[], bool] = lambda: False,
+                ) -> dict[str, np.ndarray] | SpooledUpdate:
         """The intake's filters 1-7 over a stream that may resume a broken one (header's
         resume_offset) and, if it breaks in turn (the link, not its content), leaves
         what arrived here for the next one. A large update goes to a spool file and
-        comes back as a SpooledUpdate; a refused one leaves no file."""
+        comes back as a SpooledUpdate; a refused one leaves no file. hung_up: whether
+        a stream that ended early was broken off by its link (then kept, like a cut)
+        rather than ended by its device (then refused)."""
         fresh: Any = None
         if self.spool is not None and self.spool.applies(expected):
             fresh = functools.partial(self.spool.open, expected.wire)
@@ -169,11 +172,20 @@ class PartialUploads:
             if isinstance(received, SpoolReceived):
                 return spool_receive(chunks, expected, header.sha256, received)
             return receive(chunks, expected, header.sha256, received)
-        except (grpc.RpcError, StreamCut):
-            if not self.keep(device_id, header.task_id, header.sha256, received,
-                             deadline_unix):
+        except EndedEarly as early:
+            if not hung_up():  # its device ended it: refused, and it settles the task
                 received.discard()
+                raise
+            self._keep_or_discard(device_id, header, received, deadline_unix)
+            raise StreamCut(f"the update stream broke off: {early}") from None
+        except (grpc.RpcError, StreamCut):
+            self._keep_or_discard(device_id, header, received, deadline_unix)
             raise
         except BaseException:
             received.discard()
             raise
+
+    def _keep_or_discard(self, device_id: str, header: fedge_pb2.UpdateHeader,
+                         received: Received | SpoolReceived, deadline_unix: float) -> None:
+        if not self.keep(device_id, header.task_id, header.sha256, received, deadline_unix):
+            received.discard()

@@ -343,7 +343,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                   else contextlib.nullcontext()), self._uploads.hold():
                 chunks = admitted_chunks(self._tensor_chunks(messages), wire)
                 arrays = self.partials.receive(device.device_id, header, chunks,
-                                               self._expected, assignment.deadline)
+                                               self._expected, assignment.deadline,
+                                               watched.hung_up)
             watched.finish()  # all read: the fold's time is not the device's
             accept_update(self._rounds, assignment, arrays, header.num_examples, header.sha256)
         except AlreadyAccepted:

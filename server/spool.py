@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedge.protos import fedge_pb2
-from fedge.refusals import Busy, InvalidUpdate, StaleRequest
+from fedge.refusals import Busy, EndedEarly, InvalidUpdate, StaleRequest
 from fedge.server.intake import (
     Expected,
     Prepared,
@@ -59,7 +59,7 @@ from fedge.server.intake import (
     update_limit,
 )
 from fedge.server.strategies.fedavg import FedAvgFold
-from fedge.tensors import Spec, TensorError, check_dtype
+from fedge.tensors import Incomplete, Spec, TensorError, check_dtype
 
 if TYPE_CHECKING:
     from fedge.server.admission import Guards
@@ -199,7 +199,7 @@ class SpoolReceived:
         (Corrupt) and its g finite (InvalidUpdate)."""
         missing = [n for n, s in self.specs.items() if self.filled[n] != s.nbytes]
         if missing:
-            raise TensorError(f"update is incomplete: {len(missing)} tensor(s) missing or "
+            raise Incomplete(f"update is incomplete: {len(missing)} tensor(s) missing or "
                               f"cut short, first {missing[0]!r}")
         check_digest(digest, sha256)
         if self.nonfinite:
@@ -275,6 +275,8 @@ def spool_receive(chunks: Iterable[fedge_pb2.TensorChunk], expected: Expected, s
         for chunk in digest:
             received.add(chunk)
         return received.finish(sha256, digest.hexdigest())
+    except Incomplete as exc:
+        raise EndedEarly(str(exc)) from None
     except TensorError as exc:
         raise InvalidUpdate(str(exc)) from None
 

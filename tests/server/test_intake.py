@@ -13,7 +13,7 @@ import pytest
 
 from fedge.encodings import encode
 from fedge.protos import fedge_pb2
-from fedge.refusals import Corrupt, InvalidUpdate, Refused, TooLarge
+from fedge.refusals import Corrupt, EndedEarly, InvalidUpdate, Refused, TooLarge
 from fedge.server.intake import (
     Expected,
     assemble,
@@ -83,7 +83,7 @@ def test_stream_filters_each_raise_their_one_refusal() -> None:
     reshaped.CopyFrom(chunks[0])
     reshaped.shape[:] = [65]
     _refused(lambda: assemble([reshaped, *chunks[1:]], wire), InvalidUpdate, "does not match")
-    _refused(lambda: assemble(chunks[:-1], wire), InvalidUpdate, "incomplete")
+    _refused(lambda: assemble(chunks[:-1], wire), EndedEarly, "incomplete")
     renamed = fedge_pb2.TensorChunk()
     renamed.CopyFrom(chunks[0])
     renamed.name = "backdoor"

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from fedge.protos.fedge_pb2 import TensorChunk
-from fedge.refusals import ResumeLost
+from fedge.protos.fedge_pb2 import TensorChunk, UpdateHeader
+from fedge.refusals import EndedEarly, Refused, ResumeLost, StreamCut
 from fedge.server.intake import Expected, Received, receive
 from fedge.server.partial_uploads import PartialUploads
 from fedge.tensors import fingerprint, iter_chunks, stream_sha256
@@ -85,3 +85,18 @@ def test_partial_uploads_expire_after_their_ttl_or_their_round_deadline() -> Non
     now[0] += 25
     assert len(store) == 0
     assert not store.keep("d3", "t", SHA, _half(), time.time() - 1)  # deadline passed
+
+
+@pytest.mark.parametrize("hung_up", [True, False])
+def test_a_stream_that_ends_early_is_kept_only_when_its_device_hung_up(hung_up: bool) -> None:
+    """gRPC may end a broken call's request iterator before it marks the call
+    cancelled: an early end is then a cut (kept, not settling) if the device turns out to
+    have hung up, and an invalid update (refused, nothing kept) if it ended the stream."""
+    store = PartialUploads(max_bytes=1 << 20, ttl_s=60)
+    header = UpdateHeader(task_id="t1", sha256=SHA)
+    chunks = list(iter_chunks(ARRAYS, CHUNK))[:2]
+    with pytest.raises(Refused) as info:
+        store.receive("d1", header, chunks, EXPECTED, time.time() + 60, lambda: hung_up)
+    assert type(info.value) is (StreamCut if hung_up else EndedEarly), info.value
+    assert not info.value.rule.settles if hung_up else info.value.rule.settles
+    assert store.offset("d1", "t1", SHA) == (2 * CHUNK if hung_up else 0)
