@@ -104,6 +104,7 @@ class Relay:
         # Called (from the uplink thread) once the upstream link has ended, failed or not.
         self.on_exit: Callable[[Relay], None] | None = None
         self._thread = threading.Thread(target=self._link, name="uplink", daemon=True)
+        self._stopped = threading.Event()  # stop() called here: not the run's end
         self.port = 0
 
     def start(self) -> int:
@@ -127,7 +128,11 @@ class Relay:
                 log.exception("the relay's upstream link failed")
                 reason = f"{type(exc).__name__}: {exc}"
         self.error = reason
-        self.rounds.finish(f"the relay's upstream link failed: {reason}" if reason else "")
+        # A relay stopped here (a restart, Ctrl-C) leaves its devices' run open: they
+        # see it go away and reconnect, where STOP would have ended their daemons.
+        if not self._stopped.is_set():
+            self.rounds.finish(f"the relay's upstream link failed: {reason}" if reason
+                               else "")
         if self.on_exit is not None:
             self.on_exit(self)
 
@@ -140,6 +145,8 @@ class Relay:
         self.server.wait(timeout)
 
     def stop(self) -> None:
-        """Leaves the upstream and stops serving (wait() then returns)."""
+        """Leaves the upstream and stops serving (wait() then returns); its devices are
+        not told to stop."""
+        self._stopped.set()
         self.daemon.stop()
         self.server.stop()

@@ -85,10 +85,13 @@ def test_idle_streams_and_an_anonymous_poll_flood_do_not_stop_the_run(
     assert elapsed < DEADLINE and all(r.clients == 2 for r in records[1:]), (elapsed, records)
     assert all(c.stats[0].rounds_trained == 2 for c in honest)
     # One stream per enrolled device at a time: the one holding it is cut when idle,
-    # the others are refused at once (under load, a late one may hold it next).
+    # the others are refused at once (under load, a late one may hold it next). A call
+    # the server cancels ends CANCELLED on its client, or now and then UNAVAILABLE when
+    # the cancel overtakes the call's first response on the wire.
     ends = [f.code().name for f in idle if f.exception(10) is not None]
-    assert len(ends) == 32 and set(ends) == {"ABORTED", "CANCELLED"}, ends
-    assert ends.count("ABORTED") >= 24 and ends.count("CANCELLED") == server.service.watch.cuts
+    cut = [e for e in ends if e != "ABORTED"]
+    assert len(ends) == 32 and set(cut) <= {"CANCELLED", "UNAVAILABLE"}, ends
+    assert ends.count("ABORTED") >= 24 and len(cut) == server.service.watch.cuts >= 1, ends
     # The flood was told who it is (no token), then to slow down (per address).
     assert Code.UNAUTHENTICATED in codes and Code.RESOURCE_EXHAUSTED in codes
     mallory.close()
