@@ -26,6 +26,7 @@ from fedge.relay.uplink import Uplink
 from fedge.server.app import FedgeServer
 from fedge.tasks import Task
 from fedge.tensors import fingerprint
+from fedge.threads import join_interruptibly
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,7 @@ class Relay:
     def wait(self, timeout: float | None = None) -> None:
         """Blocks until the upstream run is over (or stop()) and the devices are told
         STOP, then shuts the relay down."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not join_interruptibly(self._thread, timeout):
             raise TimeoutError(f"the relay did not finish within {timeout} s")
         self.server.wait(timeout)
 

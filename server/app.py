@@ -37,6 +37,7 @@ from fedge.server.tokens import TokenStore
 from fedge.tasks import Task, load_task
 from fedge.tasks.training import weights_of
 from fedge.tensors import CHUNK_BYTES, fingerprint, from_blob
+from fedge.threads import join_interruptibly
 
 if TYPE_CHECKING:
     from fedge.metrics import MetricsEndpoint
@@ -273,8 +274,7 @@ class FedgeServer:
 
     def wait(self, timeout: float | None = None) -> list[RoundRecord]:
         """Blocks until every round is committed (or stop()), then shuts down."""
-        self._driver.join(timeout)
-        if self._driver.is_alive():
+        if not join_interruptibly(self._driver, timeout):
             raise TimeoutError(f"the run did not finish within {timeout} s")
         records = self.store.rounds()
         self.shutdown()
