@@ -15,9 +15,10 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fedge.simulations.device import ClientSpec, SimulatedDaemon, build_daemon
+if TYPE_CHECKING:  # imported once the host's signal handlers are in (main)
+    from fedge.simulations.device import ClientSpec, SimulatedDaemon
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def run_group(specs: list[ClientSpec], stop: threading.Event) -> list[dict[str, 
     (None when it ended cleanly)."""
     import torch
 
+    from fedge.simulations.device import build_daemon
     from fedge.simulations.report import client_data
     from fedge.tasks import load_task
 
@@ -77,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     def handle(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    # First: a host stopped while it still imports torch (the run may end before a slow
+    # host is up) must still end cleanly and write its results, not die of SIGTERM.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handle)
+    from fedge.simulations.device import ClientSpec
+
     specs = [ClientSpec.from_json(v) for v in json.loads(Path(args[0]).read_text())]
     results = run_group(specs, stop)
     Path(args[1]).write_text(json.dumps(results))
