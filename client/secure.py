@@ -5,8 +5,9 @@ device advertises its keys and shares its secrets with its neighbours (stages 1-
 after training it clips its pseudo-gradient, weights it by its example count (with
 distributed DP: weight 1, plus its share of the round's Gaussian noise), quantizes it
 into Z_{2^32}, masks it and streams it (stage 3); then it answers the server's
-unmasking request (stage 4), refusing one that asks for both kinds of share of a peer
-(fedge.secure.device). The server never receives the update in the clear.
+unmasking request (stage 4: in the masked input's reply, or from SecureStep when the
+masked stage outlasts the wait), refusing one that asks for both kinds of share of a
+peer (fedge.secure.device). The server never receives the update in the clear.
 
 Stages 1 and 2 run on a thread of their own while the daemon downloads the model and
 trains (start_keys, keys_done). A step the server refuses, or a stage that closes
@@ -118,13 +119,14 @@ class SecureTask:
             if reply.ready:
                 return reply
 
-    def _send(self, header: fedge_pb2.MaskedHeader, masked: np.ndarray) -> None:
+    def _send(self, header: fedge_pb2.MaskedHeader, masked: np.ndarray
+              ) -> fedge_pb2.SubmitReply:
         """Streams the masked input; resends after a backoff while the refusal allows it
         (the server's upload slots are full: ``busy``) and the deadline is not reached,
         as a plain update is (fedge.client.transfers.submit). Raises the last
         grpc.RpcError otherwise."""
         s = self._session
-        with_resends(s, header.round, "masked input", self._task.deadline_unix,
+        return with_resends(s, header.round, "masked input", self._task.deadline_unix,
                      lambda attempt: s.stub.SubmitMasked(
                          masked_chunks(header, masked),
                          timeout=max(30.0, self._task.deadline_unix - time.time() + 30)))
@@ -183,9 +185,11 @@ class SecureTask:
         header = fedge_pb2.MaskedHeader(
             session_id=s.id, task_id=task.task_id, round=task.round,
             num_examples=weight, size=p.size, metrics=dict(metrics),
-            sha256=hashlib.sha256(masked.astype("<u4", copy=False).tobytes()).hexdigest())
-        self._send(header, masked)
-        reply = self._step(stage=fedge_pb2.SECURE_UNMASK)
+            sha256=hashlib.sha256(masked.astype("<u4", copy=False).tobytes()).hexdigest(),
+            unmask_wait_seconds=WAIT_S)
+        reply = self._send(header, masked).unmask  # the unmasking request, if it came
+        if not reply.ready:  # the masked stage still open (or a server that never sends it)
+            reply = self._step(stage=fedge_pb2.SECURE_UNMASK)
         seeds, keys = self.device.reveal(list(reply.survivors), list(reply.dropped))
         self._step(stage=fedge_pb2.SECURE_REVEAL,
                    seed_shares=[fedge_pb2.PeerBytes(peer=k, data=v) for k, v in seeds.items()],

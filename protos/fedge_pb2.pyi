@@ -270,12 +270,14 @@ class UpdateChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., tensor: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
 
 class SubmitReply(_message.Message):
-    __slots__ = ("accepted", "message")
+    __slots__ = ("accepted", "message", "unmask")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    UNMASK_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     message: str
-    def __init__(self, accepted: bool = ..., message: _Optional[str] = ...) -> None: ...
+    unmask: SecureReply
+    def __init__(self, accepted: bool = ..., message: _Optional[str] = ..., unmask: _Optional[_Union[SecureReply, _Mapping]] = ...) -> None: ...
 
 class MetricsReport(_message.Message):
     __slots__ = ("session_id", "round", "model_version", "metrics", "task_id")
@@ -534,7 +536,7 @@ class SecureReply(_message.Message):
     def __init__(self, ready: bool = ..., adverts: _Optional[_Iterable[_Union[SecureAdvert, _Mapping]]] = ..., shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class MaskedHeader(_message.Message):
-    __slots__ = ("session_id", "task_id", "round", "num_examples", "size", "sha256", "metrics")
+    __slots__ = ("session_id", "task_id", "round", "num_examples", "size", "sha256", "metrics", "unmask_wait_seconds")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -549,6 +551,7 @@ class MaskedHeader(_message.Message):
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    UNMASK_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     task_id: str
     round: int
@@ -556,7 +559,8 @@ class MaskedHeader(_message.Message):
     size: int
     sha256: str
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., num_examples: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    unmask_wait_seconds: float
+    def __init__(self, session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., num_examples: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., unmask_wait_seconds: _Optional[float] = ...) -> None: ...
 
 class MaskedChunk(_message.Message):
     __slots__ = ("header", "data")

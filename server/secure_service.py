@@ -1,5 +1,6 @@
 """The gRPC handlers' side of a secure round: SecureStep (stages 1, 2 and 4) and
-SubmitMasked (stage 3), on top of fedge.server.secure_round.
+SubmitMasked (stage 3, whose reply may carry stage 4's request: unmask_after_masked), on
+top of fedge.server.secure_round.
 
 Every request is checked against the device's open TRAIN task. A step's message is
 taken once (a resent identical one is fine: the device asks again while a stage is
@@ -69,6 +70,30 @@ def _wait_past(rounds: Rounds, secure: SecureRound, stage: int, wait_s: float) -
     return secure.stage > stage
 
 
+def _unmask_request(rounds: Rounds, secure: SecureRound, me: str, round_: int,
+                    wait_s: float) -> fedge_pb2.SecureReply:
+    """Stage 4's question to this device once the masked stage closed within wait_s:
+    which neighbours' self-mask seeds and which mask keys to reveal (call under
+    rounds.cond; not ready when the stage is still open)."""
+    if not _wait_past(rounds, secure, MASKED, wait_s):
+        return fedge_pb2.SecureReply(ready=False)
+    check_stage(secure, UNMASK, round_)
+    alive, gone = secure.sum.request(me)
+    return fedge_pb2.SecureReply(ready=True, survivors=alive, dropped=gone)
+
+
+def unmask_after_masked(rounds: Rounds, device: Device, header: fedge_pb2.MaskedHeader
+                        ) -> fedge_pb2.SecureReply:
+    """The unmasking request in the masked input's own reply, when the device waits for
+    it (header.unmask_wait_seconds): one SecureStep call fewer per device a round."""
+    if header.unmask_wait_seconds <= 0:
+        return fedge_pb2.SecureReply(ready=False)
+    with rounds.cond:
+        _, secure = _open(rounds, device, header.task_id, header.round)
+        return _unmask_request(rounds, secure, device.device_id, header.round,
+                               header.unmask_wait_seconds)
+
+
 def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
                 ) -> fedge_pb2.SecureReply:
     """One SecureStep call (see the module docstring)."""
@@ -114,11 +139,7 @@ def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
         if me not in total.weights:
             raise StaleRequest("this device's masked input is not part of the round")
         if request.stage == fedge_pb2.SECURE_UNMASK:
-            if not _wait_past(rounds, secure, MASKED, request.wait_seconds):
-                return fedge_pb2.SecureReply(ready=False)
-            check_stage(secure, UNMASK, request.round)
-            alive, gone = total.request(me)
-            return fedge_pb2.SecureReply(ready=True, survivors=alive, dropped=gone)
+            return _unmask_request(rounds, secure, me, request.round, request.wait_seconds)
         if request.stage == fedge_pb2.SECURE_REVEAL:
             check_stage(secure, UNMASK, request.round)
             try:

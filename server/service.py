@@ -52,7 +52,7 @@ from fedge.server.partial_uploads import PartialUploads, accept_update, spool_fo
 from fedge.server.registry import Device, Registry
 from fedge.server.relays import check_relay
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds
-from fedge.server.secure_service import secure_step, submit_masked
+from fedge.server.secure_service import secure_step, submit_masked, unmask_after_masked
 from fedge.server.side_tasks import (
     edge_report,
     holdout_of,
@@ -407,7 +407,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
             got = submit_masked(self._rounds, device, header,
                                 (m.data for m in request_iterator))
         self._rounds.count_bytes(up=_size(first) + got)  # its metrics: with the round's
-        return fedge_pb2.SubmitReply(accepted=True, message="masked input added")
+        return fedge_pb2.SubmitReply(accepted=True, message="masked input added",
+                                     unmask=unmask_after_masked(self._rounds, device, header))
 
     @_status_boundary
     def ReportMetrics(self, request: fedge_pb2.MetricsReport,

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from fedge.client.session import Stopped
+from fedge.protos import fedge_pb2
 from fedge.secure import quantize, vector
 from fedge.secure.device import MaskingDevice
 from fedge.secure.masked_sum import MaskedSum
+from fedge.server import service
 from fedge.tensors import from_blob
 from tests.fleet import Fleet
 
@@ -87,9 +89,20 @@ def test_secure_round_is_fedavg_and_the_server_sees_only_masked_inputs(
     fleet.join_clients()
     fleet.clients.clear()
     spy = Spy(monkeypatch)
+    stages: list[int] = []
+    step = service.secure_step
+
+    def counted(rounds: Any, device: Any, request: fedge_pb2.SecureRequest) -> Any:
+        stages.append(request.stage)
+        return step(rounds, device, request)
+
+    monkeypatch.setattr(service, "secure_step", counted)
     secure = _run(fleet, parts, state_dir=str(tmp_path / "secure"),
                   secure_aggregation=True)
     records = secure.wait(120)
+    # The unmasking request came in each masked input's reply: no device had to ask.
+    assert fedge_pb2.SECURE_UNMASK not in stages
+    assert stages.count(fedge_pb2.SECURE_REVEAL) == 4, stages
     fleet.join_clients()
     expected, _ = from_blob(plain.store.blob(1))
     got, _ = from_blob(secure.store.blob(1))
