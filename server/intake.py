@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
+import threading
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +70,10 @@ log = logging.getLogger(__name__)
 Chunks = Iterable[fedge_pb2.TensorChunk]
 NAME_CHARS = 256
 FINITE_BLOCK = 1 << 20  # values checked at once by check_finite
+# An update of at least this many bytes is hashed on a thread of its own (StreamDigest),
+# at most DIGEST_QUEUE chunks behind the stream.
+DIGEST_THREAD_BYTES = 16 << 20
+DIGEST_QUEUE = 16
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,11 @@ class Expected:
     encoding: str
     topk_fraction: float
     max_bytes: int
+
+    @property
+    def wire_bytes(self) -> int:
+        """The bytes of a whole update on the wire."""
+        return sum(s.nbytes for s in self.wire)
 
     @property
     def wire(self) -> list[Spec]:
@@ -129,16 +140,37 @@ def crc_checked(chunks: Chunks) -> Iterator[fedge_pb2.TensorChunk]:
 
 class StreamDigest:
     """4. The SHA-256 of the chunks' data, in stream order, computed as they pass
-    (digest: one to go on with, for a resumed stream)."""
+    (digest: one to go on with, for a resumed stream). threaded: hash on a thread of
+    its own (hashlib lets go of the GIL), so that a large update's hashing overlaps
+    its parsing and storing instead of adding to them; the digest is whole again
+    whenever the iteration ends, however it ends."""
 
-    def __init__(self, chunks: Chunks, digest: Any = None) -> None:
+    def __init__(self, chunks: Chunks, digest: Any = None, threaded: bool = False) -> None:
         self._chunks = chunks
         self._digest = digest if digest is not None else hashlib.sha256()
+        self._threaded = threaded
 
     def __iter__(self) -> Iterator[fedge_pb2.TensorChunk]:
-        for chunk in self._chunks:
-            self._digest.update(chunk.data)
-            yield chunk
+        if not self._threaded:
+            for chunk in self._chunks:
+                self._digest.update(chunk.data)
+                yield chunk
+            return
+        pending: queue.Queue[Any] = queue.Queue(maxsize=DIGEST_QUEUE)
+        worker = threading.Thread(target=self._hash, args=(pending,), daemon=True,
+                                  name="update-sha256")
+        worker.start()
+        try:
+            for chunk in self._chunks:
+                pending.put(chunk.data)  # immutable: a view of the received message
+                yield chunk
+        finally:
+            pending.put(None)
+            worker.join()
+
+    def _hash(self, pending: queue.Queue[Any]) -> None:
+        while (data := pending.get()) is not None:
+            self._digest.update(data)
 
     def hexdigest(self) -> str:
         """The digest of everything that has passed so far."""
@@ -204,7 +236,8 @@ def receive(chunks: Chunks, expected: Expected, sha256: str,
     arrived of this update before (its stream resumes), updated in place as chunks pass."""
     received = received or Received(expected.wire)
     limited = update_limit(chunk_limit(chunks), expected.max_bytes - received.offset)
-    digest = StreamDigest(crc_checked(limited), received.digest)
+    digest = StreamDigest(crc_checked(limited), received.digest,
+                          threaded=expected.wire_bytes >= DIGEST_THREAD_BYTES)
     wire = assemble(digest, expected.wire, received.assembler)
     check_digest(digest.hexdigest(), sha256)
     return decode_update(wire, expected)

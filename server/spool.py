@@ -49,6 +49,7 @@ import numpy as np
 from fedge.protos import fedge_pb2
 from fedge.refusals import Busy, EndedEarly, InvalidUpdate, StaleRequest
 from fedge.server.intake import (
+    DIGEST_THREAD_BYTES,
     Expected,
     Prepared,
     StreamDigest,
@@ -270,7 +271,8 @@ def spool_receive(chunks: Iterable[fedge_pb2.TensorChunk], expected: Expected, s
     doc): the update, ready for its bounds. received: this update's spool file, fresh
     or kept from a broken stream, advanced in place."""
     limited = update_limit(chunk_limit(chunks), expected.max_bytes - received.offset)
-    digest = StreamDigest(crc_checked(limited), received.digest)
+    digest = StreamDigest(crc_checked(limited), received.digest,
+                          threaded=expected.wire_bytes >= DIGEST_THREAD_BYTES)
     try:
         for chunk in digest:
             received.add(chunk)

@@ -4,8 +4,9 @@ content earns settles the device's task."""
 
 from __future__ import annotations
 
+import hashlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import numpy as np
@@ -16,6 +17,7 @@ from fedge.protos import fedge_pb2
 from fedge.refusals import Corrupt, EndedEarly, InvalidUpdate, Refused, TooLarge
 from fedge.server.intake import (
     Expected,
+    StreamDigest,
     assemble,
     bound_norm,
     check_digest,
@@ -186,3 +188,26 @@ def test_a_crc_mismatch_is_checked_with_the_chunk_s_own_checksum() -> None:
     chunk = next(iter(iter_chunks({"w": np.ones(4, np.float32)})))
     assert chunk.crc32 == zlib.crc32(chunk.data)
     assert list(crc_checked([chunk])) == [chunk]
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_the_stream_digest_is_whole_however_the_stream_ends(threaded: bool) -> None:
+    """Threaded (a large update hashed beside its parsing) or not: the digest of a whole
+    stream is its SHA-256, and a stream cut by its link leaves the digest of exactly the
+    chunks that passed, for a resumed stream to go on from."""
+    rng = np.random.default_rng(0)
+    chunks = [fedge_pb2.TensorChunk(data=rng.bytes(1 << 16)) for _ in range(40)]
+    whole = StreamDigest(chunks, threaded=threaded)
+    assert len(list(whole)) == 40
+    assert whole.hexdigest() == hashlib.sha256(b"".join(c.data for c in chunks)).hexdigest()
+
+    def cut_after(count: int) -> Iterator[fedge_pb2.TensorChunk]:
+        yield from chunks[:count]
+        raise ConnectionError("link cut")
+
+    digest = hashlib.sha256()
+    with pytest.raises(ConnectionError):
+        for _ in StreamDigest(cut_after(25), digest, threaded=threaded):
+            pass
+    assert digest.hexdigest() == hashlib.sha256(
+        b"".join(c.data for c in chunks[:25])).hexdigest()
