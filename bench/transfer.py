@@ -177,7 +177,10 @@ def fedge_run(mb: float, devices: int, rounds: int, tmp: Path, spool: bool = Tru
     os.environ["FEDGE_WIDE_MB"] = str(mb)
     spec = "bench.wide_task:task"
     port = _free_port()
-    state = tmp / f"state-{devices}-{'spool' if spool else 'memory'}"
+    # A directory of its own per run: with --devices 1 the throughput run would
+    # otherwise resume the round run's finished state and serve nothing.
+    state = Path(tempfile.mkdtemp(prefix=f"state-{devices}-{'spool' if spool else 'memory'}-",
+                                  dir=tmp))
     server = subprocess.Popen(
         [sys.executable, "-m", "fedge.cli", "server", "--task", spec, "--insecure",
          "--host", "127.0.0.1", "--port", str(port), "--rounds", str(rounds),
@@ -185,7 +188,7 @@ def fedge_run(mb: float, devices: int, rounds: int, tmp: Path, spool: bool = Tru
          "--max-uploads", "1", "--round-timeout", "1800", "--poll-seconds", "1",
          "--spool-threshold-bytes", str(1 if spool else 1 << 50),
          "--state-dir", str(state)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=open(tmp / f"server-{devices}.log", "w"))  # noqa: SIM115
+        stdout=subprocess.DEVNULL, stderr=open(state / "server.log", "w"))  # noqa: SIM115
     peak = PeakRss(server.pid)
     log: list[dict[str, Any]] = []
     saved = daemon_module.download, daemon_module.submit
