@@ -208,9 +208,10 @@ class AsyncRounds(Rounds):
                         f"{self.asynchronous.max_staleness})")
 
     def accept(self, assignment: Assignment, arrays: dict[str, np.ndarray],
-               num_examples: int, digest: str = "") -> None:
+               num_examples: int, digest: str = "", defer: bool = False) -> None:
         """Checks an update against the version it started from and folds it into the
-        open buffer, weighted by its staleness times its (bounded) example count."""
+        open buffer, weighted by its staleness times its (bounded) example count. Never
+        deferred: asynchronous rounds keep their updates in memory (no spool)."""
         base_version = assignment.round - 1
         with self.cond:
             base = self.bases.get(base_version)

@@ -152,8 +152,8 @@ class Rounds:
                                     message=(f"the run stopped: {self.failure}"
                                              if self.failure else "training is complete"))
                 assignment = self.current.assignments.get(device.device_id)
-                if (self.phase is Phase.TRAINING and assignment is not None
-                        and not assignment.settled and not device.inference_only):
+                if (self.phase is Phase.TRAINING and assignment is not None and not (
+                        assignment.settled or assignment.folding or device.inference_only)):
                     return TaskView("TRAIN", assignment, self.model_version)
                 side = side_task(self, device)
                 if side is not None:
@@ -212,10 +212,12 @@ class Rounds:
             return assignment
 
     def accept(self, assignment: Assignment, arrays: dict[str, np.ndarray],
-               num_examples: int, digest: str = "") -> None:
+               num_examples: int, digest: str = "", defer: bool = False,
+               ) -> Callable[[], None] | None:
         """Turns a decoded update into a checked pseudo-gradient against this round's
         global model (the intake's last filters, fedge.server.intake.prepare) and hands
-        it to the strategy's accumulator. The caller gives up arrays (reused in place)."""
+        it to the strategy's accumulator. The caller gives up arrays (reused in place).
+        defer: return the fold for the caller to run (the round's close waits for it)."""
         with self.cond:
             reference = self.global_model  # replaced, never mutated, at commit
             state = self.current
@@ -235,9 +237,8 @@ class Rounds:
             if busy and digest and digest == assignment.digest:
                 raise AlreadyAccepted()  # two copies of one update arrived together
             if assignment.settled or assignment.folding:
-                raise AlreadySettled(f"task {assignment.task_id!r} of round "
-                                     f"{assignment.round} was settled while this update "
-                                     "arrived")
+                raise AlreadySettled(f"task {assignment.task_id!r} of round {assignment.round}"
+                                     " was settled while this update arrived")
             if (self.current.assignments.get(assignment.device_id) is not assignment
                     or self.phase is not Phase.TRAINING):
                 raise StaleRequest(f"round {assignment.round} closed before the update "
@@ -247,24 +248,27 @@ class Rounds:
             state = self.current
             if self.bounds.norm_factor > 0:  # one per task: a resent copy never gets here
                 state.distances.append(prepared.norm)
-        folded, started = False, time.perf_counter()
-        try:
-            with state.fold_lock:  # the accumulator's own lock, not the round's
-                fold_any(state.fold, gradient, weight)
-            folded = True
-        finally:
-            with self.cond:
-                assignment.folding = False
-                if folded:
-                    self.totals.aggregation_seconds += time.perf_counter() - started
-                    self.totals.updates_accepted += 1
-                    state.examples += round(weight)  # as weighed, not as declared
-                    assignment.submitted = True
-                else:
-                    assignment.digest = ""
-                self.cond.notify_all()
-        log.debug("round %d: accepted update from %s (%d examples)", assignment.round,
-                  assignment.device_id, num_examples)
+
+        def fold() -> None:
+            folded, started = False, time.perf_counter()
+            try:
+                with state.fold_lock:  # the accumulator's own lock, not the round's
+                    fold_any(state.fold, gradient, weight)
+                folded = True
+            finally:
+                with self.cond:
+                    assignment.folding = False
+                    if folded:
+                        self.totals.aggregation_seconds += time.perf_counter() - started
+                        self.totals.updates_accepted += 1
+                        state.examples += round(weight)  # as weighed, not as declared
+                        assignment.submitted = True
+                    else:
+                        assignment.digest = ""
+                    self.cond.notify_all()
+        if not defer:
+            fold()
+        return fold if defer else None
 
     def refuse(self, assignment: Assignment, reason: str) -> None:
         """Settles an assignment whose update was refused for good (its refusal's rule
@@ -387,8 +391,7 @@ class Rounds:
                 self.cond.wait(remaining)
             self.phase = Phase.WAITING  # late updates are now stale
             self._notify_everyone()
-            # An update that began its fold before the close counts: wait for it, so the
-            # accumulator is whole before it is aggregated.
+            # An update whose fold began before the close counts (deferred ones too).
             while folding(assignments):
                 self.cond.wait(0.5)
             return list(assignments)

@@ -42,7 +42,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -315,22 +315,41 @@ def prepare_any(update: dict[str, np.ndarray] | SpooledUpdate,
 
 def fold_any(fold: Any, gradient: Any, weight: float) -> None:
     """accumulator.add(gradient, weight), or for a spooled update its blocks read from
-    disk into the running sum (the fold's lock must be held)."""
+    disk into the running sum and then its file deleted, before the round may close on
+    it (the fold's lock must be held)."""
     if isinstance(gradient, SpooledUpdate):
         fold.add_blocks(gradient.blocks(), weight,
                         {n: s.shape for n, s in gradient.received.specs.items()})
+        gradient.discard()
     else:
         fold.add(gradient, weight)
 
 
 def accept_update(rounds: Rounds, assignment: Any, update: Any, num_examples: int,
                   digest: str) -> None:
-    """rounds.accept, the update's spool file (if any) deleted after, folded or not."""
-    try:
+    """rounds.accept. A spooled update is answered once it is checked: its fold, a pass
+    over its file, runs on a thread of its own that the round's close waits for (the
+    assignment is folding), and its spool file is deleted after, folded or not."""
+    if not isinstance(update, SpooledUpdate):
         rounds.accept(assignment, update, num_examples, digest)
-    finally:
-        if isinstance(update, SpooledUpdate):
-            update.discard()
+        return
+    try:
+        fold = rounds.accept(assignment, cast(Any, update), num_examples, digest, defer=True)
+    except BaseException:
+        update.discard()
+        raise
+    assert fold is not None
+
+    def run() -> None:
+        try:
+            fold()
+        except Exception:  # the round then waits for this device as for a silent one
+            log.exception("round %d: the fold of %s's spooled update failed",
+                          assignment.round, assignment.device_id)
+        finally:
+            update.discard()  # a fold that failed: folded ones deleted it already
+
+    threading.Thread(target=run, name=f"fold-{assignment.device_id}", daemon=True).start()
 
 
 def folds_from_disk(strategy: Any) -> bool:

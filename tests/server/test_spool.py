@@ -11,13 +11,16 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from bench.wide_task import small
+from fedge.client import daemon as daemon_module
 from fedge.protos import fedge_pb2
 from fedge.refusals import Busy, Corrupt, InvalidUpdate, StaleRequest, StreamCut
+from fedge.server import rounds as rounds_module
 from fedge.server.intake import Expected
 from fedge.server.next_blob import blob_layout, filled_blob
 from fedge.server.partial_uploads import PartialUploads
@@ -245,8 +248,32 @@ def _run(fleet: Fleet, name: str, threshold: int, cut: bool = False) -> list[str
 
 
 @pytest.mark.usefixtures("_in_repo_root")
-def test_spooled_rounds_commit_the_models_the_in_memory_path_commits(fleet: Fleet) -> None:
-    assert _run(fleet, "disk", threshold=1) == _run(fleet, "memory", threshold=1 << 30)
+def test_spooled_rounds_commit_the_models_the_in_memory_path_commits(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spooled update is answered once checked and folded on a thread of its own
+    (here a second slower than its reply); the round still commits every update."""
+    events: list[tuple[str, float]] = []
+    fold, submit = rounds_module.fold_any, daemon_module.submit
+
+    def slow_fold(accumulator: Any, gradient: Any, weight: float) -> None:
+        time.sleep(1.0)
+        fold(accumulator, gradient, weight)
+        events.append(("folded", time.monotonic()))
+
+    def timed_submit(*args: Any, **kwargs: Any) -> Any:
+        reply = submit(*args, **kwargs)
+        events.append(("answered", time.monotonic()))
+        return reply
+
+    monkeypatch.setattr(rounds_module, "fold_any", slow_fold)
+    monkeypatch.setattr(daemon_module, "submit", timed_submit)
+    disk = _run(fleet, "disk", threshold=1)
+    monkeypatch.undo()
+    answered = sorted(t for e, t in events if e == "answered")
+    folded = sorted(t for e, t in events if e == "folded")
+    assert len(answered) == len(folded) == 4  # 2 devices x 2 rounds
+    assert all(a < f for a, f in zip(answered, folded, strict=True)), events
+    assert disk == _run(fleet, "memory", threshold=1 << 30)
 
 
 @pytest.mark.usefixtures("_in_repo_root")
