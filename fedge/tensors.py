@@ -182,32 +182,15 @@ class TensorAssembler:
         self.bytes_allocated = 0  # of the arrays being assembled
 
     def add(self, chunk: fedge_pb2.TensorChunk) -> None:
-        spec = self._expected.get(chunk.name)
-        if spec is None:
-            raise TensorError(f"unexpected tensor {chunk.name!r}; expected one of "
-                              f"{sorted(self._expected)[:8]}")
-        got = Spec(chunk.name, chunk.dtype, tuple(chunk.shape))
-        if got != spec:
-            raise TensorError(f"tensor {got} does not match the task's {spec}")
+        spec = check_chunk(self._expected, self._filled, chunk)
         self.bytes_received += len(chunk.data)
         if self._max_bytes is not None and self.bytes_received > self._max_bytes:
             raise TooLarge(f"update exceeds the maximum of {self._max_bytes} bytes")
         if chunk.name not in self._arrays:
             self._arrays[chunk.name] = np.empty(spec.shape, dtype=check_dtype(spec.dtype))
             self.bytes_allocated += spec.nbytes
-            self._filled[chunk.name] = 0
-        filled = self._filled[chunk.name]
-        if chunk.offset != filled:
-            raise TensorError(f"tensor {chunk.name!r}: chunk at byte {chunk.offset}, "
-                              f"expected byte {filled}")
-        itemsize = np.dtype(spec.dtype).itemsize
-        if len(chunk.data) % itemsize:
-            raise TensorError(f"tensor {chunk.name!r}: a chunk of {len(chunk.data)} bytes "
-                              f"does not hold whole {spec.dtype} values")
+        filled = self._filled.get(chunk.name, 0)
         end = filled + len(chunk.data)
-        if end > spec.nbytes:
-            raise TensorError(f"tensor {chunk.name!r}: {end} bytes sent for a "
-                              f"{spec.nbytes}-byte tensor")
         if chunk.data:
             target = self._arrays[chunk.name].reshape(-1).view(np.uint8)
             target[filled:end] = np.frombuffer(chunk.data, dtype=np.uint8)
@@ -215,14 +198,48 @@ class TensorAssembler:
 
     def finish(self) -> dict[str, np.ndarray]:
         """Returns the arrays once every expected tensor has arrived whole."""
-        missing = [n for n, s in self._expected.items() if self._filled.get(n, -1) != s.nbytes]
-        if missing:
-            raise Incomplete(f"update is incomplete: {len(missing)} tensor(s) missing or "
-                              f"cut short, first {missing[0]!r}")
+        check_complete(self._expected, self._filled)
         arrays = self._arrays
         self._arrays, self._filled = {}, {}
         # Native byte order for arithmetic; a no-op on little-endian hosts.
         return {n: a.astype(a.dtype.newbyteorder("="), copy=False) for n, a in arrays.items()}
+
+
+def check_chunk(expected: Mapping[str, Spec], filled: Mapping[str, int],
+                chunk: fedge_pb2.TensorChunk) -> Spec:
+    """The spec of the tensor a chunk belongs to, once the chunk fits it where it
+    arrives: an expected name, dtype and shape, at the tensor's next byte (filled: the
+    bytes each tensor holds so far; none when absent), whole values, within the tensor.
+    TensorError otherwise. Shared by every receiver of an update (in memory or spooled)."""
+    spec = expected.get(chunk.name)
+    if spec is None:
+        raise TensorError(f"unexpected tensor {chunk.name!r}; expected one of "
+                          f"{sorted(expected)[:8]}")
+    got = Spec(chunk.name, chunk.dtype, tuple(chunk.shape))
+    if got != spec:
+        raise TensorError(f"tensor {got} does not match the task's {spec}")
+    start = filled.get(chunk.name, 0)
+    if chunk.offset != start:
+        raise TensorError(f"tensor {chunk.name!r}: chunk at byte {chunk.offset}, "
+                          f"expected byte {start}")
+    itemsize = np.dtype(spec.dtype).itemsize
+    if len(chunk.data) % itemsize:
+        raise TensorError(f"tensor {chunk.name!r}: a chunk of {len(chunk.data)} bytes "
+                          f"does not hold whole {spec.dtype} values")
+    end = start + len(chunk.data)
+    if end > spec.nbytes:
+        raise TensorError(f"tensor {chunk.name!r}: {end} bytes sent for a "
+                          f"{spec.nbytes}-byte tensor")
+    return spec
+
+
+def check_complete(expected: Mapping[str, Spec], filled: Mapping[str, int]) -> None:
+    """Refuses (Incomplete) an update whose tensors have not all arrived whole; a tensor
+    absent from filled never arrived, even an empty one."""
+    missing = [n for n, s in expected.items() if filled.get(n, -1) != s.nbytes]
+    if missing:
+        raise Incomplete(f"update is incomplete: {len(missing)} tensor(s) missing or "
+                         f"cut short, first {missing[0]!r}")
 
 
 def decode_chunks(

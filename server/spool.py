@@ -14,7 +14,7 @@ runs on the way, one chunk at a time:
 
 So when the stream ends the update's norm is known, the norm bound and the round's
 distance bound give its scale (:func:`prepare_spooled`, the same rules as
-fedge.server.intake's filters 10-11), and :func:`fold_spooled` reads it back in blocks
+fedge.server.intake's filters 10-11), and :func:`fold_any` reads it back in blocks
 with plain reads (not mmap, whose touched pages count as the server's resident memory),
 turns each block into ``g`` again and adds it to the running sum in place
 (``FedAvgFold.add_blocks``): the same float32 operations, element by element, as the
@@ -34,6 +34,7 @@ others keep the in-memory path (:func:`spool_for` says which and why).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -60,7 +61,7 @@ from fedge.server.intake import (
     update_limit,
 )
 from fedge.server.strategies.fedavg import FedAvgFold
-from fedge.tensors import Incomplete, Spec, TensorError, check_dtype
+from fedge.tensors import Incomplete, Spec, TensorError, check_chunk, check_complete, check_dtype
 
 if TYPE_CHECKING:
     from fedge.server.admission import Guards
@@ -93,9 +94,8 @@ class Spool:
 
     def applies(self, expected: Expected) -> bool:
         """Whether updates of this shape are spooled (f32, at least the threshold)."""
-        wire = expected.wire
-        return (expected.encoding == "f32" and list(expected.specs) == wire
-                and sum(s.nbytes for s in wire) >= self.threshold)
+        return (expected.encoding == "f32" and list(expected.specs) == expected.wire
+                and expected.wire_bytes >= self.threshold)
 
     def open(self, wire: list[Spec]) -> SpoolReceived:
         """A fresh spool file for one update against the round's global model (Busy
@@ -137,9 +137,9 @@ class SpoolReceived:
         self.kind = kind
         self.digest = hashlib.sha256()
         self.specs = {s.name: s for s in wire}
-        self.places: dict[str, int] = {}  # each tensor's first byte in the file
-        for s in wire:
-            self.places[s.name] = sum(self.specs[n].nbytes for n in self.places)
+        # each tensor's first byte in the file
+        self.places = dict(zip(self.specs, itertools.accumulate(
+            (s.nbytes for s in wire), initial=0), strict=False))
         self.filled = dict.fromkeys(self.specs, 0)
         self.offset = 0  # data bytes received, in stream order
         self.squares = 0.0  # ||g||^2 so far, in float64
@@ -149,24 +149,9 @@ class SpoolReceived:
     def add(self, chunk: fedge_pb2.TensorChunk) -> None:
         """Checks a chunk as TensorAssembler does, writes it at its place and measures
         its g (TensorError on a chunk that does not fit the update's tensors)."""
-        spec = self.specs.get(chunk.name)
-        if spec is None:
-            raise TensorError(f"unexpected tensor {chunk.name!r}; expected one of "
-                              f"{sorted(self.specs)[:8]}")
-        if Spec(chunk.name, chunk.dtype, tuple(chunk.shape)) != spec:
-            raise TensorError(f"tensor {chunk.name}:{chunk.dtype}{list(chunk.shape)} does "
-                              f"not match the task's {spec}")
+        spec = check_chunk(self.specs, self.filled, chunk)
         filled, data = self.filled[chunk.name], chunk.data
         dtype = check_dtype(spec.dtype).newbyteorder("<")
-        if chunk.offset != filled:
-            raise TensorError(f"tensor {chunk.name!r}: chunk at byte {chunk.offset}, "
-                              f"expected byte {filled}")
-        if len(data) % dtype.itemsize:
-            raise TensorError(f"tensor {chunk.name!r}: a chunk of {len(data)} bytes does "
-                              f"not hold whole {spec.dtype} values")
-        if filled + len(data) > spec.nbytes:
-            raise TensorError(f"tensor {chunk.name!r}: {filled + len(data)} bytes sent "
-                              f"for a {spec.nbytes}-byte tensor")
         self.offset += len(data)
         if data:
             os.pwrite(self.file.fileno(), data, self.places[chunk.name] + filled)
@@ -198,10 +183,7 @@ class SpoolReceived:
     def finish(self, sha256: str, digest: str) -> SpooledUpdate:
         """The whole update, once complete (TensorError), its SHA-256 the announced one
         (Corrupt) and its g finite (InvalidUpdate)."""
-        missing = [n for n, s in self.specs.items() if self.filled[n] != s.nbytes]
-        if missing:
-            raise Incomplete(f"update is incomplete: {len(missing)} tensor(s) missing or "
-                              f"cut short, first {missing[0]!r}")
+        check_complete(self.specs, self.filled)
         check_digest(digest, sha256)
         if self.nonfinite:
             name = self.nonfinite
