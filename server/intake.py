@@ -303,23 +303,39 @@ def bound_norm(gradient: MutableMapping[str, np.ndarray], max_norm: float,
     if max_norm <= 0:
         return length or 0.0
     length = l2_norm(gradient) if length is None else length
-    if length <= max_norm:
-        return length
+    scale = norm_scale(length, max_norm, action)
+    if scale != 1.0:
+        _scale(gradient, scale)
+    return length
+
+
+def norm_scale(length: float, max_norm: float, action: str) -> float:
+    """Filter 10's rule for an update of norm length: 1.0 within max_norm (or without a
+    bound), else InvalidUpdate under "refuse" and the factor that clips it under "clip".
+    The one rule for updates in memory (bound_norm) and spooled (fedge.server.spool)."""
+    if max_norm <= 0 or length <= max_norm:
+        return 1.0
     if action == "refuse":
         raise InvalidUpdate(f"update norm {length:.4g} exceeds the bound of {max_norm:.4g} "
                             "(--max-update-norm)")
-    _scale(gradient, max_norm / length)
     log.info("clipped an update of norm %.4g to %.4g", length, max_norm)
-    return length
+    return max_norm / length
+
+
+def distance_scale(length: float, bound: float) -> float:
+    """Filter 11's rule: the factor that clips a gradient of norm length to the round's
+    distance bound (1.0 within it, or with no bound: 0)."""
+    return bound / length if 0 < bound < length else 1.0
 
 
 def clip_distance(gradient: MutableMapping[str, np.ndarray], length: float,
                   bound: float) -> bool:
     """11. Clips a gradient of norm length to the round's distance bound, in place
     (0: no bound; see fedge.server.bounds for how the bound is chosen); True if it did."""
-    if bound <= 0 or length <= bound:
+    scale = distance_scale(length, bound)
+    if scale == 1.0:
         return False
-    _scale(gradient, bound / length)
+    _scale(gradient, scale)
     return True
 
 

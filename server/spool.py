@@ -57,6 +57,8 @@ from fedge.server.intake import (
     check_digest,
     chunk_limit,
     crc_checked,
+    distance_scale,
+    norm_scale,
     prepare_bounded,
     update_limit,
 )
@@ -267,23 +269,16 @@ def spool_receive(chunks: Iterable[fedge_pb2.TensorChunk], expected: Expected, s
 
 def prepare_spooled(update: SpooledUpdate, reference: Mapping[str, np.ndarray], kind: str,
                     max_norm: float, action: str, round_bound: float) -> Prepared:
-    """Filters 10-11 on a spooled update whose norm is known: the same rules as
-    fedge.server.intake.bound_norm and clip_distance, their clipping recorded as
-    scales for the fold to apply."""
+    """Filters 10-11 on a spooled update whose norm is known: fedge.server.intake's
+    rules (norm_scale, distance_scale), their clipping recorded as scales for the fold
+    to apply."""
     if not update.received.measured_against(reference) or update.received.kind != kind:
         raise StaleRequest("the round's model changed while the update arrived")
     length = update.norm
-    if max_norm > 0 and length > max_norm:
-        if action == "refuse":
-            raise InvalidUpdate(f"update norm {length:.4g} exceeds the bound of "
-                                f"{max_norm:.4g} (--max-update-norm)")
-        update.scales.append(max_norm / length)
-        log.info("clipped an update of norm %.4g to %.4g", length, max_norm)
-    after = min(length, max_norm) if max_norm > 0 else length
-    clipped = 0 < round_bound < after
-    if clipped:
-        update.scales.append(round_bound / after)
-    return Prepared(update, length, clipped)  # type: ignore[arg-type]
+    after = min(length, max_norm) if max_norm > 0 else length  # as prepare_bounded
+    scales = [norm_scale(length, max_norm, action), distance_scale(after, round_bound)]
+    update.scales.extend(s for s in scales if s != 1.0)
+    return Prepared(update, length, scales[1] != 1.0)  # type: ignore[arg-type]
 
 
 def prepare_any(update: dict[str, np.ndarray] | SpooledUpdate,
