@@ -254,24 +254,29 @@ def decode_chunks(
 
 def to_blob(arrays: Arrays, metadata: Mapping[str, str] | None = None) -> bytes:
     """Serialises named arrays in the safetensors layout (header JSON, then raw bytes)."""
+    head, _ = blob_head(arrays, metadata)
+    return b"".join([head, *(_raw_bytes(arrays[name]) for name in sorted(arrays))])
+
+
+def blob_head(arrays: Arrays, metadata: Mapping[str, str] | None = None,
+              ) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """The start of to_blob's blob for arrays: the 8-byte header length and the header
+    JSON, padded to 8 bytes (as safetensors aligns its data section); and each tensor's
+    data range, counted from the end of that start."""
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = dict(metadata)
+    ranges: dict[str, tuple[int, int]] = {}
     offset = 0
-    raws = []
     for name in sorted(arrays):
         spec = spec_of(name, arrays[name])
-        raw = _raw_bytes(arrays[name])
-        header[name] = {
-            "dtype": _SAFETENSORS_DTYPES[spec.dtype],
-            "shape": list(spec.shape),
-            "data_offsets": [offset, offset + len(raw)],
-        }
-        offset += len(raw)
-        raws.append(raw)
+        ranges[name] = (offset, offset + spec.nbytes)
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[spec.dtype], "shape": list(spec.shape),
+                        "data_offsets": list(ranges[name])}
+        offset += spec.nbytes
     head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)  # safetensors aligns the data section to 8 bytes
-    return b"".join([struct.pack("<Q", len(head)), head, *raws])
+    head += b" " * (-len(head) % 8)
+    return struct.pack("<Q", len(head)) + head, ranges
 
 
 def from_blob(blob: bytes | bytearray, copy: bool = True

@@ -17,38 +17,26 @@ Adam), which are then copied in, and must not find their state in the blob.
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from fedge.server.strategies.fedavg import FedAvg, FedAvgFold, _accumulator_dtype
-from fedge.tensors import _SAFETENSORS_DTYPES, from_blob, spec_of
+from fedge.tensors import blob_head, from_blob
 
 
 def blob_layout(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str],
                 ) -> tuple[bytearray, dict[str, np.ndarray]]:
     """A zeroed blob laid out as to_blob lays out tensors shaped like arrays, and a
     writable view of each tensor's place in it."""
-    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
-    offset = 0
-    for name in sorted(arrays):
-        spec = spec_of(name, arrays[name])
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[spec.dtype], "shape": list(spec.shape),
-                        "data_offsets": [offset, offset + spec.nbytes]}
-        offset += spec.nbytes
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
-    start = 8 + len(head)
-    blob = bytearray(start + offset)
-    blob[:start] = struct.pack("<Q", len(head)) + head
+    head, ranges = blob_head(arrays, metadata)
+    blob = bytearray(len(head) + max((end for _, end in ranges.values()), default=0))
+    blob[:len(head)] = head
     views = {}
-    for name in sorted(arrays):
-        begin, end = header[name]["data_offsets"]
+    for name, (begin, end) in ranges.items():
         dtype = arrays[name].dtype.newbyteorder("<")
-        views[name] = np.frombuffer(memoryview(blob)[start + begin : start + end],
+        views[name] = np.frombuffer(memoryview(blob)[len(head) + begin : len(head) + end],
                                     dtype).reshape(arrays[name].shape)
     return blob, views
 
