@@ -83,8 +83,12 @@ def scaled_add(acc: np.ndarray, x: np.ndarray, weight: float) -> None:
     numpy has no fused multiply-add: scaling x and then adding reads and writes the
     model twice. BLAS's axpy (scipy, which the training extra brings) does it in one
     pass, at close to the speed of copying the update; without scipy, x is scaled in
-    place (it belongs to the fold by then) and added.
+    place (it belongs to the fold by then) and added. x of another dtype than acc
+    (float16 tensors, integer counters) goes through one temporary in acc's dtype.
     """
+    if x.dtype != acc.dtype:
+        acc += np.multiply(x, weight, dtype=acc.dtype)
+        return
     axpy = _blas_axpy(acc.dtype)
     if axpy is not None and acc.flags.c_contiguous and x.flags.c_contiguous and acc.size:
         out = axpy(x.reshape(-1), acc.reshape(-1), a=weight)
@@ -95,15 +99,6 @@ def scaled_add(acc: np.ndarray, x: np.ndarray, weight: float) -> None:
     if x.flags.writeable:
         np.multiply(x, weight, out=x)
         acc += x
-    else:
-        acc += np.multiply(x, weight, dtype=acc.dtype)
-
-
-def _add_scaled(acc: np.ndarray, x: np.ndarray, weight: float) -> None:
-    """acc += weight * x in place: fused when the dtypes agree (no temporary), else
-    through one temporary in the accumulator's dtype."""
-    if x.dtype == acc.dtype:
-        scaled_add(acc, x, weight)
     else:
         acc += np.multiply(x, weight, dtype=acc.dtype)
 
@@ -165,7 +160,7 @@ class FedAvgFold:
             if first:
                 np.multiply(block, weight, dtype=flat.dtype, out=flat)
             else:
-                _add_scaled(flat, block, weight)
+                scaled_add(flat, block, weight)
         self.total_weight += weight
         self.count += 1
 
@@ -182,7 +177,7 @@ class FedAvgFold:
             if acc is None:
                 self._first(name, array, weight)
                 continue
-            _add_scaled(acc, array, weight)
+            scaled_add(acc, array, weight)
         self.total_weight += weight
         self.count += 1
 
