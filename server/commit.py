@@ -1,6 +1,6 @@
 """The commit pipeline: a closed round's accumulator becomes the next global model, which
-is written to the state directory (and measured on the test split there, or afterwards
-by fedge.server.eval_worker).
+is written to the state directory (and measured on the test split afterwards, by
+fedge.server.eval_worker).
 
 Order on disk: the server optimizer's state (if the strategy has any), then the round's
 checkpoint (temp file, fsync, rename), then its row in one SQLite transaction. A row is
@@ -57,15 +57,11 @@ def write_commit(store: StateStore, strategy: Strategy[Any], record: RoundRecord
 
 def commit_round(store: StateStore, strategy: Strategy[Any], task_name: str,
                  global_model: Mapping[str, np.ndarray], state: RoundState, sampled: int,
-                 evaluate: Callable[[Mapping[str, np.ndarray]], dict[str, float]] | None,
                  ) -> tuple[RoundRecord, dict[str, np.ndarray], bytes]:
-    """Computes, measures (unless evaluate is None: the record's accuracy and loss are
-    None, to be attached later) and durably commits a closed round; returns its record,
-    the new global model (views of its blob: the model is held once) and its blob."""
+    """Computes and durably commits a closed round, not yet evaluated (its accuracy and
+    loss are None until fedge.server.eval_worker attaches them); returns its record, the
+    new global model (views of its blob: the model is held once) and its blob."""
     weights = next_model(strategy, global_model, state)
-    metrics: dict[str, float | None] = {"accuracy": None, "loss": None}
-    if evaluate is not None:
-        metrics.update(evaluate(weights))
     # A laid-out blob is a bytearray, read as bytes from here on: nothing writes it.
     blob = (cast(bytes, filled_blob(state.next_blob, weights))
             if state.next_blob is not None else model_blob(weights, task_name, state.number))
@@ -74,10 +70,9 @@ def commit_round(store: StateStore, strategy: Strategy[Any], task_name: str,
     for array in weights.values():  # a laid-out blob is a bytearray: keep the model fixed
         array.flags.writeable = False
     record = RoundRecord(
-        round=state.number, accuracy=metrics["accuracy"], loss=metrics["loss"],
-        clients=state.fold.count, examples=state.examples, bytes_up=state.bytes_up,
-        bytes_down=state.bytes_down, seconds=time.monotonic() - state.started,
-        sampled=sampled)
+        round=state.number, accuracy=None, loss=None, clients=state.fold.count,
+        examples=state.examples, bytes_up=state.bytes_up, bytes_down=state.bytes_down,
+        seconds=time.monotonic() - state.started, sampled=sampled)
     return write_commit(store, strategy, record, blob), weights, blob
 
 

@@ -148,7 +148,7 @@ class Driver:
             spent = budget.exceeds(sampled, self._population)
         record, weights, blob = commit_round(
             rounds.store, rounds.strategy, rounds.task_name,
-            rounds.global_model, state, sampled, None)  # evaluated after, off the path
+            rounds.global_model, state, sampled)  # evaluated after, off the path
         if budget is not None:
             record = dataclasses.replace(record, epsilon=entry.epsilon)
         last = state.number >= settings.rounds or spent
