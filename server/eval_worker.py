@@ -109,13 +109,13 @@ class EvalWorker:
         if not due(record.round, self.every, last):
             return
         with self._cond:
-            if self._waiting is not None or (self.queue == 0 and self._running is not None):
+            if self._slot_taken():
                 log.warning("round %d waits for the evaluation of round %d: evaluating "
                             "takes longer than a round (--eval-every N evaluates less "
                             "often)", record.round,
                             self._waiting[0].round if self._waiting else self._running,
                             extra={"event": "round.eval_behind", "round": record.round})
-            while self._waiting is not None or (self.queue == 0 and self._running is not None):
+            while self._slot_taken():
                 self._cond.wait()
             self._waiting = (record, weights)
             if self._thread is None:
@@ -123,6 +123,10 @@ class EvalWorker:
                                                 daemon=True)
                 self._thread.start()
             self._cond.notify_all()
+
+    def _slot_taken(self) -> bool:
+        """Whether a due round must wait to be queued (call under the condition)."""
+        return self._waiting is not None or (self.queue == 0 and self._running is not None)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Waits until no evaluation runs or waits; False on timeout."""
