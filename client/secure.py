@@ -127,9 +127,9 @@ class SecureTask:
         grpc.RpcError otherwise."""
         s = self._session
         return with_resends(s, header.round, "masked input", self._task.deadline_unix,
-                     lambda attempt: s.stub.SubmitMasked(
-                         masked_chunks(header, masked),
-                         timeout=max(30.0, self._task.deadline_unix - time.time() + 30)))
+                            lambda attempt: s.stub.SubmitMasked(
+                                masked_chunks(header, masked),
+                                timeout=max(30.0, self._task.deadline_unix - time.time() + 30)))
 
     def start_keys(self) -> None:
         """Runs keys() on a thread of its own: stages 1 and 2 need neither the model

@@ -222,8 +222,8 @@ class Rounds:
             reference = self.global_model  # replaced, never mutated, at commit
             state = self.current
         prepared = prepare_any(arrays, reference, self.settings.update_kind,
-                                   self.settings.max_update_norm, self.settings.norm_action,
-                                   state.distance_bound, measure=self.bounds.norm_factor > 0)
+                               self.settings.max_update_norm, self.settings.norm_action,
+                               state.distance_bound, measure=self.bounds.norm_factor > 0)
         gradient = prepared.gradient
         weight = example_weight(num_examples, assignment.joined_examples,
                                 state.median_examples, self.bounds.examples_factor)
