@@ -186,7 +186,8 @@ def clocks() -> Iterator[tuple[Clock, Clock]]:
 
     device, server = Clock(), Clock()
     patched: list[tuple[Any, str, Clock]] = [
-        (MaskingDevice, m, device) for m in ("advertise", "share", "mask", "reveal")]
+        (MaskingDevice, m, device) for m in ("advertise", "share", "premask", "mask",
+                                             "reveal")]
     patched += [(client_secure.quantize, m, device) for m in ("clip_norm", "encode")]
     patched += [(MaskedSum, m, server) for m in ("add_advert", "close_adverts", "add_shares",
                                                  "messages_for", "add_masked", "request",

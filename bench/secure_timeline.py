@@ -287,7 +287,7 @@ def hooked(timeline: Timeline) -> Iterator[None]:
         _wrap(Rounds, "accept", accepted),
     ]
     patches += [_wrap(MaskingDevice, m, device_span(f"compute {m}"))
-                for m in ("advertise", "share", "mask", "reveal")]
+                for m in ("advertise", "share", "premask", "mask", "reveal")]
     patches += [_wrap(MaskedSum, m, arrival(what)) for m, what in (
         ("add_shares", "share"), ("add_masked", "masked"), ("add_reveal", "reveal"))]
     patches += [_wrap(MaskedSum, "unmask", server_span("unmask")),

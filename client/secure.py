@@ -10,9 +10,11 @@ masked stage outlasts the wait), refusing one that asks for both kinds of share 
 peer (fedge.secure.device). The server never receives the update in the clear.
 
 Stages 1 and 2 run on a thread of their own while the daemon downloads the model and
-trains (start_keys, keys_done). A step the server refuses, or a stage that closes
-without this device, ends the device's part in the round (logged); the loop takes its
-next task.
+trains (start_keys, keys_done); once the device's shares are made, the daemon's thread
+computes its masks (MaskingDevice.premask) while that thread waits for the share stage
+to close, so the masked input is an addition away when it does. A step the server
+refuses, or a stage that closes without this device, ends the device's part in the
+round (logged); the loop takes its next task.
 """
 
 from __future__ import annotations
@@ -106,16 +108,23 @@ class SecureTask:
         self._keys_thread = threading.Thread()  # start_keys() replaces it
         self._keys_ok = False
         self._keys_error: BaseException | None = None
+        self._shared = threading.Event()  # set once share() has run, or keys() has ended
+        self._share_made = False
 
-    def _step(self, **fields: Any) -> fedge_pb2.SecureReply:
-        """Calls SecureStep until the stage closes (ready) or the round's deadline."""
+    def _step(self, sent: Callable[[], None] | None = None, **fields: Any
+              ) -> fedge_pb2.SecureReply:
+        """Calls SecureStep until the stage closes (ready) or the round's deadline;
+        sent: called once the first call is under way (its request serialized)."""
         s, task = self._session, self._task
         request = fedge_pb2.SecureRequest(session_id=s.id, task_id=task.task_id,
                                           round=task.round, wait_seconds=WAIT_S,
                                           **fields)
         while True:
-            reply: fedge_pb2.SecureReply = s.call(
-                s.stub.SecureStep.future(request, timeout=WAIT_S + 30))
+            future = s.stub.SecureStep.future(request, timeout=WAIT_S + 30)
+            if sent is not None:
+                sent()
+                sent = None
+            reply: fedge_pb2.SecureReply = s.call(future)
             if reply.ready:
                 return reply
 
@@ -145,11 +154,17 @@ class SecureTask:
                                     self._task.round) is not None
         except BaseException as exc:  # handed to keys_done()'s caller, on the daemon's thread
             self._keys_error = exc
+        finally:
+            self._shared.set()
 
     def keys_done(self) -> bool:
         """Waits for start_keys()'s stages: True when both went through, False when the
         round went on without this device; re-raises what else ended them (Stopped, a
-        session the server no longer knows)."""
+        session the server no longer knows). Meanwhile, once the shares are made, it
+        computes the masks (the keys thread is then waiting for the share stage)."""
+        self._shared.wait()
+        if self._share_made and self._keys_thread.is_alive():
+            self.device.premask()
         self._keys_thread.join()
         if self._keys_error is not None:
             raise self._keys_error
@@ -165,7 +180,10 @@ class SecureTask:
         adverts = {v.device_id: Advert(v.device_id, v.encrypt_public, v.mask_public)
                    for v in reply.adverts}
         sealed = self.device.share(adverts)
-        reply = self._step(stage=fedge_pb2.SECURE_SHARE, shares=[
+        self._share_made = True
+        # keys_done() computes the masks while the stage is open, once the shares are
+        # on their way (not before: they are what closes the stage).
+        reply = self._step(sent=self._shared.set, stage=fedge_pb2.SECURE_SHARE, shares=[
             fedge_pb2.PeerBytes(peer=p, data=d) for p, d in sorted(sealed.items())])
         self._messages = {m.peer: m.data for m in reply.shares}
         return True

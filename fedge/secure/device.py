@@ -5,7 +5,10 @@
    its self-mask seed b, splits b and its mask private key into Shamir shares among its
    neighbours and seals each neighbour's pair of shares under their pairwise key.
 3. ``mask(vector, messages)``: the neighbours whose share messages arrived are the ones
-   it masks against: y = x + PRG(b) + sum_j ±PRG(s_ij) (mod 2^32).
+   it masks against: y = x + PRG(b) + sum_j ±PRG(s_ij) (mod 2^32). ``premask()`` may
+   compute the masks of all neighbours beforehand (they need no input and no share
+   message), while the share stage is still open; mask() then takes back the pair masks
+   of the neighbours whose messages did not arrive.
 4. ``reveal(survivors, dropped)``: for each neighbour the server says survived, its
    share of that neighbour's b; for each it says dropped, its share of that neighbour's
    mask key. Never both for one neighbour, across all requests: a server that claims a
@@ -49,6 +52,7 @@ class MaskingDevice:
         self._held: dict[str, tuple[bytes, bytes]] = {}  # peer -> (seed share, key share)
         self._sealing: dict[str, bytes] = {}  # peer -> the pair's AES-GCM key (share())
         self._given: dict[str, str] = {}  # peer -> "seed" or "key", once revealed
+        self._premask: np.ndarray | None = None  # premask(): every neighbour's, until mask()
 
     def advertise(self) -> Advert:
         """Stage 1: this round's public keys."""
@@ -98,10 +102,33 @@ class MaskingDevice:
                 self.params.round, sender, self.device_id))
             self._held[sender] = masks.unpack_shares(plaintext)
         self._masked_with = sorted(messages)
-        out = prg.expand(self._seed, self.params.size)
+        out, self._premask = self._premask, None
+        if out is None:
+            out = self._masks(self._masked_with)
+        else:  # premask() added every neighbour's: take back those that did not share
+            scratch = np.empty_like(out)
+            for peer in sorted(set(self._neighbours) - set(messages)):
+                masks.apply_pair_mask(out, self._mask, self._adverts[peer].mask_public,
+                                      self.params.round, self.device_id, peer, sign=-1,
+                                      scratch=scratch)
         np.add(out, vector, out=out)
+        return out
+
+    def premask(self) -> None:
+        """Stage 3's masks before the input and the share messages: the self mask plus
+        every neighbour's pair mask. They need only this device's secrets and the
+        adverts, so a device computes them while the share stage is still open, and
+        mask() is left an addition (and, for a neighbour that did not share, a
+        subtraction) when the stage closes."""
+        if not self._roster:
+            raise ProtocolError("premask() before share()")
+        self._premask = self._masks(self._neighbours)
+
+    def _masks(self, peers: list[str]) -> np.ndarray:
+        """The self mask plus the pair masks (with this device's signs) of peers."""
+        out = prg.expand(self._seed, self.params.size)
         scratch = np.empty_like(out)  # one buffer for every pair mask
-        for peer in self._masked_with:
+        for peer in peers:
             masks.apply_pair_mask(out, self._mask, self._adverts[peer].mask_public,
                                   self.params.round, self.device_id, peer, scratch=scratch)
         return out

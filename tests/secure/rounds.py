@@ -36,9 +36,10 @@ def params_for(n: int, size: int, *, clip: float = 1.0, cap: int = 100,
 
 
 def run(inputs: dict[str, np.ndarray], params: Params,
-        drop: dict[int, set[str]] | None = None) -> Outcome:
+        drop: dict[int, set[str]] | None = None, premask: bool = False) -> Outcome:
     """One secure round of already-encoded (uint32) inputs; drop[s]: devices that
-    vanish after stage s (1 advertise, 2 share, 3 masked input)."""
+    vanish after stage s (1 advertise, 2 share, 3 masked input); premask: every device
+    that shared computes its masks before the share stage closes (as a daemon does)."""
     drop = drop or {}
     devices = {d: MaskingDevice(d, params) for d in inputs}
     server = MaskedSum(params)
@@ -49,6 +50,8 @@ def run(inputs: dict[str, np.ndarray], params: Params,
     alive -= drop.get(1, set())
     for d in sorted(alive):
         server.add_shares(d, devices[d].share(server.adverts))
+        if premask:  # before anyone is known to have dropped at stage 2
+            devices[d].premask()
     alive -= drop.get(2, set())
     outcome = Outcome(params, [], None)
     for d in sorted(alive):

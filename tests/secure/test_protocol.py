@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedge.secure import quantize
-from fedge.secure.device import MaskingDevice, UnmaskRefused
+from fedge.secure.device import MaskingDevice, ProtocolError, UnmaskRefused
 from fedge.secure.masked_sum import MaskedSum
 from tests.secure import rounds
 
@@ -33,17 +33,39 @@ def test_no_dropouts_sum_is_exact() -> None:
     assert out.total is not None and np.array_equal(out.total, _sum(inputs, sorted(inputs)))
 
 
+@pytest.mark.parametrize("premask", [False, True], ids=["masked-at-once", "premasked"])
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_thirty_percent_dropped_at_each_stage_leaves_the_survivors_exact_sum(
-        stage: int) -> None:
+        stage: int, premask: bool) -> None:
+    # premasked: the masks of every neighbour were added before the share stage closed,
+    # and those of the neighbours that dropped at stage 2 are taken back in mask().
     inputs = _inputs(20, 64, seed=stage)
     ids = sorted(inputs)
     gone = set(ids[::3][:6])  # 30%
-    out = rounds.run(inputs, rounds.params_for(20, 64), {stage: gone})
+    out = rounds.run(inputs, rounds.params_for(20, 64), {stage: gone}, premask)
     assert out.error == ""
     survivors = [d for d in ids if d not in gone] if stage < 3 else ids
     assert out.survivors == survivors
     assert out.total is not None and np.array_equal(out.total, _sum(inputs, survivors))
+
+
+def test_premasked_input_equals_the_one_masked_at_once() -> None:
+    inputs = _inputs(8, 32, seed=4)
+    params = rounds.params_for(8, 32)
+    devices = {d: MaskingDevice(d, params) for d in inputs}
+    server = MaskedSum(params)
+    for d in sorted(devices):
+        server.add_advert(devices[d].advertise())
+    server.close_adverts()
+    for d in sorted(devices)[1:]:  # dev-00 never shares: its neighbours must take it back
+        server.add_shares(d, devices[d].share(server.adverts))
+    for d in sorted(devices)[1:]:
+        messages = server.messages_for(d)
+        at_once = devices[d].mask(inputs[d], messages)
+        devices[d].premask()
+        assert np.array_equal(devices[d].mask(inputs[d], messages), at_once)
+    with pytest.raises(ProtocolError, match="before share"):
+        devices["dev-00"].premask()
 
 
 def test_too_many_dropouts_fail_to_unmask_instead_of_a_wrong_sum() -> None:
