@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -114,6 +115,7 @@ class Daemon:
         self._feedback = ErrorFeedback()
         self._ledger = TaskLedger()  # tasks trained, and those done with
         self._secure_missed = ""  # the secure task whose key stages closed without us
+        self._last_blob: bytearray | None = None  # see _spare()
         # Set by a relay (fedge.relay): its Join says its updates are partial aggregates.
         self.relay = False
         # Personalization fine-tunes on the training part and measures on the held-out
@@ -309,7 +311,8 @@ class Daemon:
                 return
             secure = SecureTask(session, task)
             secure.start_keys()  # stages 1-2 meanwhile: neither download nor training needs them
-        blob = download(session, task.model_version)
+        blob = download(session, task.model_version, into=self._spare())
+        self._last_blob = blob  # the next download's buffer once nothing views it
         self.stats.bytes_down += len(blob)
         weights = decode_weights(blob, task.model_version, self._specs, self.task.name)
         plan = UpdatePlan.from_proto(cfg)
@@ -361,6 +364,13 @@ class Daemon:
         self.stats.bytes_up += sum(a.nbytes for a in new_weights.values())
         log.info("%s: round %d update sent (%s, loss %.4f)", self.config.device_id,
                  task.round, reply.message, metrics["train_loss"])
+
+    def _spare(self) -> bytearray | None:
+        """The last training download's buffer, when nothing views it any more (the
+        previous round's weights are views of it): every numpy array, memoryview or
+        tensor over it holds a reference, so no other reference means none is alive."""
+        spare, self._last_blob = self._last_blob, None
+        return spare if spare is not None and sys.getrefcount(spare) <= 2 else None
 
     def _rescan(self) -> dict[str, float]:
         """Picks up data that appeared, changed or went since the last round; returns

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fedge.client import daemon as daemon_module
 from fedge.protos import fedge_pb2, fedge_pb2_grpc
 from fedge.tasks import load_task
 from fedge.tasks.training import weights_of
@@ -15,7 +17,17 @@ from fedge.tensors import fingerprint, from_blob, specs_to_proto
 from tests.fleet import Fleet, free_port
 
 
-def test_three_clients_train_rounds_over_grpc(fleet: Fleet) -> None:
+def test_three_clients_train_rounds_over_grpc(fleet: Fleet,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    reused: dict[str, list[bool]] = {}  # per device and round: written into the last one's?
+    original = daemon_module.download
+
+    def download(session: Any, version: int, **kwargs: Any) -> bytearray:
+        blob = original(session, version, **kwargs)  # no reference kept: it must be free
+        reused.setdefault(session.device_id, []).append(blob is kwargs.get("into"))
+        return blob
+
+    monkeypatch.setattr(daemon_module, "download", download)
     dirs = fleet.partitions("digits-mlp", 3)
     server = fleet.server(rounds=3, min_clients=3)
     port = server.start()
@@ -35,6 +47,8 @@ def test_three_clients_train_rounds_over_grpc(fleet: Fleet) -> None:
     for client in clients:
         (stats,) = client.stats
         assert stats.rounds_trained == 3 and stats.stopped_by_server
+    # Rounds 2 and 3 downloaded into the buffer of the round before (nothing viewed it).
+    assert reused == {f"dev-{k}": [False, True, True] for k in range(3)}
     checkpoints = sorted(p.name for p in (fleet.tmp / "state" / "checkpoints").iterdir())
     assert checkpoints == [f"round-{r:06d}.safetensors" for r in range(4)]
     # The final checkpoint is the model the server evaluated last.
