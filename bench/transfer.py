@@ -10,13 +10,18 @@ one wide hidden layer, defined in code). Every server here is a separate process
 127.0.0.1 (``fedge server``, or a bare gRPC server for the baseline); the devices are
 real daemons (threads of this process).
 
-- **throughput**: one device, one round. Its model download (``FetchModel`` into one
-  buffer, SHA-256 checked) and its update upload (``SubmitUpdate``: the chunks, without
-  CRC-32 since the server checks the stream's SHA-256; the server assembling, checking
-  the SHA-256, decoding and folding before it replies) are timed around the daemon's
-  own calls. The baseline is a bare gRPC server streaming the same number of bytes in
-  messages of the same size, ``fedge.tensors.CHUNK_BYTES`` (1 MiB) of data each, as
-  fedge's chunks carry (bytes in, bytes out, nothing checked), each way.
+- **throughput**: one device, two rounds, the server evaluating only the last model
+  (not each one beside the next round's transfers, as it does by default). Its model
+  downloads (``FetchModel`` into one buffer, SHA-256 checked: in round 1 a fresh
+  buffer, whose pages are touched for the first time; from round 2 on, the buffer of
+  the round before, as a daemon reuses it) and its update uploads (``SubmitUpdate``:
+  the chunks, without CRC-32 since the server checks the stream's SHA-256; the server
+  spooling, checking the SHA-256 and the update's bounds before it replies, the fold
+  into the running sum after) are timed around the daemon's own calls. The baseline is
+  a bare gRPC server streaming the same number of bytes in messages of the same size,
+  ``fedge.tensors.CHUNK_BYTES`` (1 MiB) of data each, as fedge's chunks carry (bytes
+  in, bytes out, nothing checked), each way, measured before and after the timed run;
+  the faster of the two is the limit.
 - **round**: ``--devices`` devices, ``--rounds`` rounds, one upload received at a time
   (``--max-uploads 1``: the server holds the global model, the running sum and one
   update). The server's peak resident memory (VmHWM) against the model's size, and its
@@ -162,11 +167,13 @@ def _timed(log: list[dict[str, Any]], what: str, fn: Callable[..., Any],
     return wrapper
 
 
-def fedge_run(mb: float, devices: int, rounds: int, tmp: Path, spool: bool = True
-              ) -> dict[str, Any]:
+def fedge_run(mb: float, devices: int, rounds: int, tmp: Path, spool: bool = True,
+              evaluate: bool = True) -> dict[str, Any]:
     """A fedge server process and `devices` daemon threads for `rounds` rounds; the
     daemons' downloads and uploads timed, the server's memory watched. spool False:
-    updates received in memory."""
+    updates received in memory; evaluate False: the server evaluates only the last
+    round's model (with --eval-every 1 it evaluates each beside the next round's
+    transfers, a forward pass over a 1 GB model on the cores they share)."""
     from fedge.client import daemon as daemon_module
     from fedge.client.daemon import Daemon
     from fedge.client.trainer import Trainer
@@ -187,6 +194,7 @@ def fedge_run(mb: float, devices: int, rounds: int, tmp: Path, spool: bool = Tru
          "--min-clients", str(devices), "--allow-anonymous", "--no-edge",
          "--max-uploads", "1", "--round-timeout", "1800", "--poll-seconds", "1",
          "--spool-threshold-bytes", str(1 if spool else 1 << 50),
+         *([] if evaluate else ["--eval-every", str(rounds + 1)]),
          "--state-dir", str(state)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL, stderr=open(state / "server.log", "w"))  # noqa: SIM115
     peak = PeakRss(server.pid)
@@ -240,8 +248,9 @@ def baseline_rss() -> int:
     return int(out.stdout.strip()) * 1024
 
 
-def _rate(log: list[dict[str, Any]], what: str) -> float:
-    rows = [r for r in log if r["what"] == what]
+def _rate(log: list[dict[str, Any]], what: str, rounds: slice = slice(None)) -> float:
+    """MB/s of the transfers of one kind, over the rounds selected (in order)."""
+    rows = [r for r in log if r["what"] == what][rounds]
     return sum(r["bytes"] for r in rows) / max(sum(r["seconds"] for r in rows), 1e-9) / 1e6
 
 
@@ -268,26 +277,35 @@ def main() -> None:
         if args.rounds_only:
             round_table(args, [many, memory])
             return
-        one = fedge_run(args.mb, 1, 1, Path(tmp))
-        raw = raw_rates(one["model_bytes"])
-    fetch, submit = _rate(one["transfers"], "fetch"), _rate(one["transfers"], "submit")
-    throughput = {"fetch_mb_s": fetch, "submit_mb_s": submit, **raw,
-                  "fetch_vs_raw": fetch / raw["down_mb_s"],
-                  "submit_vs_raw": submit / raw["up_mb_s"]}
+        # The raw stream before and after the timed run, the faster taken as the limit:
+        # on this shared box one measurement of it varies by 1.5x from run to run.
+        raws = [raw_rates(many["model_bytes"])]
+        one = fedge_run(args.mb, 1, 2, Path(tmp), evaluate=False)
+        raws.append(raw_rates(one["model_bytes"]))
+        raw = {key: max(r[key] for r in raws) for key in raws[0]}
+    log = one["transfers"]
+    throughput: dict[str, Any] = {"raw_runs": raws,
+                                  "fetch_first_mb_s": _rate(log, "fetch", slice(1)),
+                                  "fetch_mb_s": _rate(log, "fetch", slice(1, None)),
+                                  "submit_mb_s": _rate(log, "submit"), **raw}
+    for key, raw_key in (("fetch_first", "down"), ("fetch", "down"), ("submit", "up")):
+        throughput[f"{key}_vs_raw"] = throughput[f"{key}_mb_s"] / raw[f"{raw_key}_mb_s"]
     print(f"model {one['model_bytes'] / 1e6:.0f} MB ({one['model_bytes'] // 4 / 1e6:.0f}M "
           "float32 parameters)")
-    print(f"{'transfer':<8} {'fedge MB/s':>11} {'raw gRPC MB/s':>14} {'ratio':>6} "
+    print(f"{'transfer':<24} {'fedge MB/s':>11} {'raw gRPC MB/s':>14} {'ratio':>6} "
           f"{'target':>7}")
-    for name, key, raw_key in (("fetch", "fetch_mb_s", "down_mb_s"),
-                               ("submit", "submit_mb_s", "up_mb_s")):
-        ratio = throughput[key] / throughput[raw_key]
-        print(f"{name:<8} {throughput[key]:>11.0f} {throughput[raw_key]:>14.0f} "
-              f"{ratio:>6.2f} {'met' if ratio >= 0.7 else 'MISSED':>7}")
+    for name, key, raw_key in (("fetch, round 1 (fresh)", "fetch_first", "down"),
+                               ("fetch, round 2", "fetch", "down"),
+                               ("submit, rounds 1-2", "submit", "up")):
+        ratio = throughput[f"{key}_vs_raw"]
+        print(f"{name:<24} {throughput[f'{key}_mb_s']:>11.0f} "
+              f"{throughput[f'{raw_key}_mb_s']:>14.0f} {ratio:>6.2f} "
+              f"{'met' if ratio >= 0.7 else 'MISSED':>7}")
     round_table(args, [one, many, memory], throughput)
 
 
 def round_table(args: argparse.Namespace, runs: list[dict[str, Any] | None],
-                throughput: dict[str, float] | None = None) -> None:
+                throughput: dict[str, Any] | None = None) -> None:
     """Prints the rounds' memory table and writes the JSON."""
     done = [run for run in runs if run is not None]
     print(f"model {done[0]['model_bytes'] / 1e6:.0f} MB")

@@ -122,3 +122,14 @@ def test_gpu_bench_measures_the_real_trainer_and_says_when_there_is_no_gpu(tmp_p
     assert rows[0]["samples_per_s"] > 0 and rows[0]["examples"] == 32
     measured = [r for r in rows[1:] if "skipped" not in r]
     assert bool(measured) == torch.cuda.is_available()
+
+
+def test_fetch_ceiling_reads_both_streams_every_way(tmp_path):
+    from bench import fetch_ceiling
+
+    out = tmp_path / "ceiling.json"
+    fetch_ceiling.main(["--mb", "4", "--repeats", "1", "--out", str(out)])
+    rates = json.loads(out.read_text())["mb_s"]
+    assert {chunks: sorted(row) for chunks, row in rates.items()} == {
+        chunks: sorted(fetch_ceiling.READS) for chunks in ("raw", "ModelChunk")}
+    assert all(rate > 0 for row in rates.values() for rate in row.values())
