@@ -200,23 +200,24 @@ def clocks() -> Iterator[tuple[Clock, Clock]]:
             setattr(owner, name, original)
 
 
-def grpc_row(clients: int, secure: bool) -> dict[str, Any]:
-    """One round of fedge simulate (digits-mlp, threads) and its record; a secure one
-    with the devices' masking and the server's secure compute (module docstring)."""
+def grpc_row(clients: int, secure: bool, backend: str = "threads") -> dict[str, Any]:
+    """One round of fedge simulate (digits-mlp) and its record; a secure one on the
+    thread backend with the devices' masking and the server's secure compute (module
+    docstring). backend processes: the devices in host processes, one per core."""
     from fedge.config import SimulateConfig
     from fedge.simulations.runner import simulate
 
     with tempfile.TemporaryDirectory() as out, clocks() as (device, server):
         config = SimulateConfig(clients=clients, rounds=1, out=out, edge=False,
-                                backend="threads", secure_aggregation=secure,
+                                backend=backend, secure_aggregation=secure,
                                 round_timeout_s=600.0)
         report = simulate(config)
     row = report["rounds"][-1]
     cores = os.cpu_count() or 1
     result = {"clients": clients, "secure": secure, "round_s": row["seconds"],
               "up_bytes_per_device": row["bytes_up"] / clients, "cores": cores,
-              "load_average": os.getloadavg()[0]}
-    if secure:
+              "backend": backend, "load_average": os.getloadavg()[0]}
+    if secure and backend == "threads":  # the clocks see only this process's devices
         masking = sum(device.cpu.values())
         slowest = max(device.cpu.values(), default=0.0)
         result.update(device_mask_cpu_s=masking, device_mask_cpu_max_s=slowest,
@@ -232,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[26122, 1_000_000])
     parser.add_argument("--grpc", type=int, nargs="*", default=[10],
                         help="fleet sizes of the gRPC rounds (none: skip)")
+    parser.add_argument("--backend", choices=("threads", "processes"), nargs="+",
+                        default=["threads"], help="where the gRPC rounds' devices run "
+                        "(processes: host processes, one per core, the server apart)")
     parser.add_argument("--flower-max", type=int, default=2_000_000,
                         help="run Flower's SecAgg+ on rows with n x params up to this")
     parser.add_argument("--out", default="bench/results/secure.json")
@@ -250,17 +254,19 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['plain_server_s']:>11.4f} {r['up_bytes']:>10} "
                   f"{r['plain_up_bytes']:>10} {r['down_bytes']:>8}{flower}", flush=True)
     grpc = []
-    for clients in args.grpc or []:
-        for secure in (False, True):
-            g = grpc_row(clients, secure)
-            grpc.append(g)
-            extra = (f"; devices' masking {g['device_mask_cpu_s']:.2f} CPU s (slowest "
-                     f"{g['device_mask_cpu_max_s']:.3f}), server secure "
-                     f"{g['server_secure_s']:.2f} s, round less masking "
-                     f"{g['round_less_masking_s']:.2f} s" if secure else "")
-            print(f"grpc {clients:>4} clients {'secure' if secure else 'plain ':>6}: "
-                  f"round {g['round_s']:.2f} s, {g['up_bytes_per_device']:.0f} B up/device"
-                  f"{extra}", flush=True)
+    for backend in args.backend:
+        for clients in args.grpc or []:
+            for secure in (False, True):
+                g = grpc_row(clients, secure, backend)
+                grpc.append(g)
+                extra = (f"; devices' masking {g['device_mask_cpu_s']:.2f} CPU s (slowest "
+                         f"{g['device_mask_cpu_max_s']:.3f}), server secure "
+                         f"{g['server_secure_s']:.2f} s, round less masking "
+                         f"{g['round_less_masking_s']:.2f} s" if "server_secure_s" in g
+                         else "")
+                print(f"grpc {backend:<9} {clients:>4} clients "
+                      f"{'secure' if secure else 'plain ':>6}: round {g['round_s']:.2f} s, "
+                      f"{g['up_bytes_per_device']:.0f} B up/device{extra}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"protocol": rows, "grpc": grpc,
