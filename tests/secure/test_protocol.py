@@ -49,14 +49,21 @@ def test_thirty_percent_dropped_at_each_stage_leaves_the_survivors_exact_sum(
     assert out.total is not None and np.array_equal(out.total, _sum(inputs, survivors))
 
 
-def test_premasked_input_equals_the_one_masked_at_once() -> None:
-    inputs = _inputs(8, 32, seed=4)
-    params = rounds.params_for(8, 32)
+def _advertised(n: int, size: int, seed: int = 0) -> tuple[
+        dict[str, np.ndarray], dict[str, MaskingDevice], MaskedSum]:
+    """n devices' inputs, the devices, and a server whose advertise stage has closed."""
+    inputs = _inputs(n, size, seed)
+    params = rounds.params_for(n, size)
     devices = {d: MaskingDevice(d, params) for d in inputs}
     server = MaskedSum(params)
     for d in sorted(devices):
         server.add_advert(devices[d].advertise())
     server.close_adverts()
+    return inputs, devices, server
+
+
+def test_premasked_input_equals_the_one_masked_at_once() -> None:
+    inputs, devices, server = _advertised(8, 32, seed=4)
     for d in sorted(devices)[1:]:  # dev-00 never shares: its neighbours must take it back
         server.add_shares(d, devices[d].share(server.adverts))
     for d in sorted(devices)[1:]:
@@ -99,13 +106,7 @@ def test_server_sees_masked_inputs_uncorrelated_with_plaintexts() -> None:
 
 
 def test_device_refuses_to_reveal_both_shares_of_one_peer() -> None:
-    inputs = _inputs(6, 8)
-    params = rounds.params_for(6, 8)
-    devices = {d: MaskingDevice(d, params) for d in inputs}
-    server = MaskedSum(params)
-    for d in sorted(devices):
-        server.add_advert(devices[d].advertise())
-    server.close_adverts()
+    inputs, devices, server = _advertised(6, 8)
     for d in sorted(devices):
         server.add_shares(d, devices[d].share(server.adverts))
     for d in sorted(devices):
