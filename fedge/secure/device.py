@@ -106,8 +106,9 @@ class MaskingDevice:
         if out is None:
             out = self._masks(self._masked_with)
         else:  # premask() added every neighbour's: take back those that did not share
-            scratch = np.empty_like(out)
-            for peer in sorted(set(self._neighbours) - set(messages)):
+            silent = sorted(set(self._neighbours) - set(messages))
+            scratch = np.empty_like(out) if silent else None
+            for peer in silent:
                 masks.apply_pair_mask(out, self._mask, self._adverts[peer].mask_public,
                                       self.params.round, self.device_id, peer, sign=-1,
                                       scratch=scratch)
