@@ -146,7 +146,10 @@ def test_the_deployment_guide_runs_as_written(tmp_path: Path) -> None:
     script = script.replace(DEVICE_FILE, f"{DEVICE_FILE}backoff_max_s = 1\n")
     port, metrics_port = free_port(), free_port()
     script = script.replace("50051", str(port)).replace("9464", str(metrics_port))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    # Without PYTHONPATH: the guide is what a user runs, and a checkout on the path would
+    # make pip take fedge as installed and skip the wheel the guide installs.
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "PYTHONUNBUFFERED": "1"}
     returncode = run_script(script, work, env, tmp_path / "guide.out")
     stdout = (tmp_path / "guide.out").read_text(errors="replace")
