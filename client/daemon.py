@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -366,11 +365,19 @@ class Daemon:
                  task.round, reply.message, metrics["train_loss"])
 
     def _spare(self) -> bytearray | None:
-        """The last training download's buffer, when nothing views it any more (the
-        previous round's weights are views of it): every numpy array, memoryview or
-        tensor over it holds a reference, so no other reference means none is alive."""
+        """The last training download's buffer, when no view of it is alive any more
+        (the previous round's weights are views of it). A numpy array, a tensor over one
+        or a memoryview holds an export of the buffer, and a bytearray with an export
+        refuses to change size: growing it by a byte is the test."""
         spare, self._last_blob = self._last_blob, None
-        return spare if spare is not None and sys.getrefcount(spare) <= 2 else None
+        if spare is None:
+            return None
+        try:
+            spare.append(0)
+        except BufferError:  # still viewed: the next download gets a buffer of its own
+            return None
+        del spare[-1]
+        return spare
 
     def _rescan(self) -> dict[str, float]:
         """Picks up data that appeared, changed or went since the last round; returns

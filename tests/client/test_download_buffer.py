@@ -22,8 +22,10 @@ def _holder() -> SimpleNamespace:
 
 def test_a_buffer_nothing_views_is_handed_on_once() -> None:
     holder = _holder()
+    size = len(holder._last_blob)
     spare = _spare(holder)
     assert isinstance(spare, bytearray) and holder._last_blob is None
+    assert len(spare) == size and from_blob(spare)[0]["w"][3, 3] == 15  # as it was
     assert _spare(holder) is None  # handed on once, never to two downloads
 
 
