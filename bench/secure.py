@@ -31,6 +31,7 @@ masking is CPU-bound and had the cores to itself; under other load it subtracts 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -200,15 +201,16 @@ def clocks() -> Iterator[tuple[Clock, Clock]]:
             setattr(owner, name, original)
 
 
-def grpc_row(clients: int, secure: bool, backend: str = "threads") -> dict[str, Any]:
-    """One round of fedge simulate (digits-mlp) and its record; a secure one on the
-    thread backend with the devices' masking and the server's secure compute (module
+def grpc_row(clients: int, secure: bool, backend: str = "threads",
+             task: str = "digits-mlp") -> dict[str, Any]:
+    """One round of fedge simulate (task) and its record; a secure one on the thread
+    backend with the devices' masking and the server's secure compute (module
     docstring). backend processes: the devices in host processes, one per core."""
     from fedge.config import SimulateConfig
     from fedge.simulations.runner import simulate
 
     with tempfile.TemporaryDirectory() as out, clocks() as (device, server):
-        config = SimulateConfig(clients=clients, rounds=1, out=out, edge=False,
+        config = SimulateConfig(task=task, clients=clients, rounds=1, out=out, edge=False,
                                 backend=backend, secure_aggregation=secure,
                                 round_timeout_s=600.0)
         report = simulate(config)
@@ -216,7 +218,7 @@ def grpc_row(clients: int, secure: bool, backend: str = "threads") -> dict[str, 
     cores = os.cpu_count() or 1
     result = {"clients": clients, "secure": secure, "round_s": row["seconds"],
               "up_bytes_per_device": row["bytes_up"] / clients, "cores": cores,
-              "backend": backend, "load_average": os.getloadavg()[0]}
+              "backend": backend, "task": task, "load_average": os.getloadavg()[0]}
     if secure and backend == "threads":  # the clocks see only this process's devices
         masking = sum(device.cpu.values())
         slowest = max(device.cpu.values(), default=0.0)
@@ -236,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("threads", "processes"), nargs="+",
                         default=["threads"], help="where the gRPC rounds' devices run "
                         "(processes: host processes, one per core, the server apart)")
+    parser.add_argument("--grpc-tasks", nargs="+", default=["digits-mlp"],
+                        help="tasks of the gRPC rounds (bench.wide_task:million: 1M "
+                        "parameters)")
     parser.add_argument("--flower-max", type=int, default=2_000_000,
                         help="run Flower's SecAgg+ on rows with n x params up to this")
     parser.add_argument("--out", default="bench/results/secure.json")
@@ -254,17 +259,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['plain_server_s']:>11.4f} {r['up_bytes']:>10} "
                   f"{r['plain_up_bytes']:>10} {r['down_bytes']:>8}{flower}", flush=True)
     grpc = []
-    for backend in args.backend:
+    for task, backend in itertools.product(args.grpc_tasks, args.backend):
         for clients in args.grpc or []:
             for secure in (False, True):
-                g = grpc_row(clients, secure, backend)
+                g = grpc_row(clients, secure, backend, task)
                 grpc.append(g)
                 extra = (f"; devices' masking {g['device_mask_cpu_s']:.2f} CPU s (slowest "
                          f"{g['device_mask_cpu_max_s']:.3f}), server secure "
                          f"{g['server_secure_s']:.2f} s, round less masking "
                          f"{g['round_less_masking_s']:.2f} s" if "server_secure_s" in g
                          else "")
-                print(f"grpc {backend:<9} {clients:>4} clients "
+                print(f"grpc {task} {backend:<9} {clients:>4} clients "
                       f"{'secure' if secure else 'plain ':>6}: round {g['round_s']:.2f} s, "
                       f"{g['up_bytes_per_device']:.0f} B up/device{extra}", flush=True)
     out = Path(args.out)

@@ -4,7 +4,8 @@ download), with Gaussian-blob data. Its size comes from ``FEDGE_WIDE_MB`` (defau
 about 268M float32 parameters), so the server and every daemon, each loading the task
 by ``bench.wide_task:task``, build the same model.
 
-``bench.wide_task:small`` is a 4 MB version (five 1 MiB chunks) for tests.
+``bench.wide_task:small`` is a 4 MB version (five 1 MiB chunks) for tests, and
+``bench.wide_task:million`` the same model with 1,024 examples (bench.secure).
 """
 
 from __future__ import annotations
@@ -60,3 +61,9 @@ def task() -> Task:
 def small() -> Task:
     """A 4 MB version: an update or a download is five 1 MiB chunks."""
     return wide(4.0)
+
+
+def million() -> Task:
+    """About a million parameters (4 MB) and 1,024 examples, enough for 100 devices:
+    the secure-aggregation bench's larger model."""
+    return wide(4.0, examples=1024)
