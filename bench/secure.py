@@ -16,7 +16,8 @@ with as many shares (k + 1, itself included) and the same threshold; its sum mus
 fedge's exactly, and ``flower s`` is its whole round against fedge's ``n x device s +
 server s`` (rows with n x params above --flower-max are skipped: Flower takes minutes).
 
-The grpc rows run ``fedge simulate`` (digits-mlp, 1 round, thread backend) with and
+The grpc rows run ``fedge simulate`` (digits-mlp, or each of --grpc-tasks, such as
+``bench.wide_task:million`` for 1M parameters; 1 round, thread backend) with and
 without --secure-aggregation and report the round's seconds and bytes up per device from
 its record. Its devices are threads of one process on this machine's cores, so their
 masking runs one after another inside the round where a real fleet masks in parallel,
