@@ -133,3 +133,19 @@ def test_fetch_ceiling_reads_both_streams_every_way(tmp_path):
     assert {chunks: sorted(row) for chunks, row in rates.items()} == {
         chunks: sorted(fetch_ceiling.READS) for chunks in ("raw", "ModelChunk")}
     assert all(rate > 0 for row in rates.values() for rate in row.values())
+
+
+@pytest.mark.slow
+def test_secure_bench_runs_a_plain_and_a_secure_grpc_round_per_task(tmp_path):
+    from bench import secure
+
+    out = tmp_path / "secure.json"
+    assert secure.main(["--ns", "3", "--sizes", "64", "--grpc", "3", "--flower-max", "0",
+                        "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [(r["n"], r["size"]) for r in result["protocol"]] == [(3, 64)]  # sum checked exact
+    rows = result["grpc"]
+    assert [(r["task"], r["backend"], r["clients"], r["secure"]) for r in rows] == [
+        ("digits-mlp", "threads", 3, False), ("digits-mlp", "threads", 3, True)]
+    assert all(r["round_s"] > 0 for r in rows) and rows[1]["device_mask_cpu_s"] > 0
+    assert rows[1]["up_bytes_per_device"] > rows[0]["up_bytes_per_device"]  # keys, shares
