@@ -190,7 +190,7 @@ def clocks() -> Iterator[tuple[Clock, Clock]]:
     patched: list[tuple[Any, str, Clock]] = [
         (MaskingDevice, m, device) for m in ("advertise", "share", "premask", "mask",
                                              "reveal")]
-    patched += [(client_secure.quantize, m, device) for m in ("clip_norm", "encode")]
+    patched += [(client_secure.quantize, "encode_blocks", device)]
     patched += [(MaskedSum, m, server) for m in ("add_advert", "close_adverts", "add_shares",
                                                  "messages_for", "add_masked", "request",
                                                  "add_reveal", "unmask")]

@@ -1,7 +1,9 @@
-"""Where a secure round's time goes: one `fedge simulate` round (digits-mlp, threads)
-with its per-device and per-stage timeline, beside a plain round of the same fleet.
+"""Where a secure round's time goes: one `fedge simulate` round (--task, by default
+digits-mlp; threads) with its per-device and per-stage timeline, beside a plain round
+of the same fleet.
 
-    python -m bench.secure_timeline [--clients 100] [--plain] [--out bench/results/timeline.json]
+    python -m bench.secure_timeline [--clients 100] [--plain] [--task T]
+        [--out bench/results/timeline.json]
 
 A bench-only hook: the run's own functions are wrapped for its duration (nothing is
 left in the product), and each call logs when it began and ended, on which device
@@ -273,7 +275,7 @@ def hooked(timeline: Timeline) -> Iterator[None]:
         _wrap(client_daemon, "download", device_span("download")),
         _wrap(client_daemon, "compute_update", device_span("training")),
         _wrap(client_daemon, "submit", device_span("plain upload")),
-        _wrap(client_secure.quantize, "encode", device_span("quantize")),
+        _wrap(client_secure.quantize, "encode_blocks", device_span("quantize")),
         _wrap(client_secure.SecureTask, "_send", device_span("masked upload")),
         _wrap(client_secure.SecureTask, "__init__", device_span("secure task setup")),
         _wrap(client_secure, "pseudo_gradient", device_span("pseudo-gradient")),
@@ -351,14 +353,14 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
                        and e["what"] != "metrics write"]}
 
 
-def run(clients: int, secure: bool) -> dict[str, Any]:
-    """One round of fedge simulate with the hooks on; its summary and events."""
+def run(clients: int, secure: bool, task: str = "digits-mlp") -> dict[str, Any]:
+    """One round of fedge simulate (task) with the hooks on; its summary and events."""
     from fedge.config import SimulateConfig
     from fedge.simulations.runner import simulate
 
     timeline = Timeline()
     with tempfile.TemporaryDirectory() as out, hooked(timeline):
-        config = SimulateConfig(clients=clients, rounds=1, out=out, edge=False,
+        config = SimulateConfig(task=task, clients=clients, rounds=1, out=out, edge=False,
                                 backend="threads", secure_aggregation=secure,
                                 round_timeout_s=600.0)
         report = simulate(config)
@@ -379,7 +381,7 @@ def run(clients: int, secure: bool) -> dict[str, Any]:
     (start, p0), (end, p1) = timeline.cpu["open round"], timeline.cpu["commit"]
     ended = [e for e in timeline.events if e["what"] == "ended"
              and times["open round"] <= e["t"] <= times["commit"]]
-    return {"clients": clients, "secure": secure, "round_s": row["seconds"],
+    return {"clients": clients, "secure": secure, "task": task, "round_s": row["seconds"],
             "cpu_s": p1 - p0, "cpu_by_thread_kind": cpu_by_kind(start, end, p1 - p0, ended),
             "cpu_by_stage": stages,
             "summary": summarize(timeline.events), "events": timeline.events}
@@ -393,7 +395,8 @@ def show(result: dict[str, Any]) -> None:
     """Prints a result's summary."""
     s = result["summary"]
     kind = "secure" if result["secure"] else "plain"
-    print(f"\n{kind} round, {result['clients']} devices: {result['round_s']:.2f} s "
+    print(f"\n{kind} round, {result['task']}, {result['clients']} devices: "
+          f"{result['round_s']:.2f} s "
           f"(timeline s: first task {_fmt(s['first_task'])}, last task "
           f"{_fmt(s['last_task'])}, last plain update folded {_fmt(s['last_plain_update'])})")
     if result["secure"]:
@@ -425,11 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.secure_timeline")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--plain", action="store_true", help="also a plain round")
+    parser.add_argument("--task", default="digits-mlp",
+                        help="the task (bench.wide_task:million: 1M parameters)")
     parser.add_argument("--out", default="bench/results/secure_timeline.json")
     args = parser.parse_args(argv)
-    results = [run(args.clients, True)]
+    results = [run(args.clients, True, args.task)]
     if args.plain:
-        results.append(run(args.clients, False))
+        results.append(run(args.clients, False, args.task))
     for r in results:
         show(r)
     out = Path(args.out)

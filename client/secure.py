@@ -34,7 +34,7 @@ from fedge.client.session import Session
 from fedge.client.transfers import with_resends
 from fedge.errors import FedgeError
 from fedge.protos import fedge_pb2
-from fedge.secure import quantize, vector
+from fedge.secure import quantize
 from fedge.secure.device import MaskingDevice
 from fedge.secure.masks import Advert, Params
 
@@ -72,23 +72,49 @@ def params_of(task: fedge_pb2.Task) -> Params:
                   noise_std=p.noise_std)
 
 
+BLOCK = 1 << 20  # entries per block of the pseudo-gradient (8 MiB of float64; see
+# quantize.encode_blocks on why few large blocks)
+
+
 def pseudo_gradient(kind: str, global_weights: Mapping[str, np.ndarray],
-                    update: Mapping[str, np.ndarray]) -> np.ndarray:
-    """What the server would fold, flattened: w_global - w, -delta, or the gradient."""
-    if kind == "weights":
-        return vector.flatten(global_weights) - vector.flatten(update)
-    if kind == "delta":
-        return -vector.flatten(update)
-    return vector.flatten(update)
+                    update: Mapping[str, np.ndarray]) -> quantize.Blocks:
+    """What the server would fold, flattened (vector.flatten's order), as float64
+    blocks: w_global - w, -delta, or the gradient. Each call of the result yields them
+    afresh into one reused block buffer, so the device never holds the pseudo-gradient
+    whole (quantize.encode_blocks reads it twice: for its norm, then to encode it)."""
+    if kind == "weights" and sorted(global_weights) != sorted(update):
+        raise ValueError("the update's tensors are not the model's")
+
+    def blocks() -> Iterator[np.ndarray]:
+        buffer = np.empty(BLOCK, np.float64)
+        for name in sorted(update):
+            mine = np.asarray(update[name]).reshape(-1)
+            theirs = np.asarray(global_weights[name]).reshape(-1) if kind == "weights" \
+                else None
+            for start in range(0, mine.size, BLOCK):
+                part, out = mine[start:start + BLOCK], buffer[:min(BLOCK, mine.size - start)]
+                if theirs is not None:
+                    np.subtract(theirs[start:start + BLOCK], part, out=out, dtype=np.float64)
+                elif kind == "delta":
+                    np.negative(part, out=out, dtype=np.float64)
+                else:
+                    np.copyto(out, part, casting="unsafe")
+                yield out
+    return blocks
 
 
 def masked_chunks(header: fedge_pb2.MaskedHeader, masked: np.ndarray
                   ) -> Iterator[fedge_pb2.MaskedChunk]:
     """The messages of one masked upload: the header, then chunks of at most 1 MiB."""
     yield fedge_pb2.MaskedChunk(header=header)
-    raw = masked.astype("<u4", copy=False).tobytes()
+    raw = little_endian_bytes(masked)
     for offset in range(0, len(raw), CHUNK):
-        yield fedge_pb2.MaskedChunk(data=raw[offset:offset + CHUNK])
+        yield fedge_pb2.MaskedChunk(data=bytes(raw[offset:offset + CHUNK]))
+
+
+def little_endian_bytes(masked: np.ndarray) -> memoryview:
+    """The masked input's wire bytes, a view (no copy on a little-endian machine)."""
+    return memoryview(np.ascontiguousarray(masked, "<u4").data).cast("B")
 
 
 class SecureTask:
@@ -176,9 +202,9 @@ class SecureTask:
         a = self.device.advertise()
         reply = self._step(stage=fedge_pb2.SECURE_ADVERTISE, advert=fedge_pb2.SecureAdvert(
             device_id=a.device_id, encrypt_public=a.encrypt_public,
-            mask_public=a.mask_public))
-        adverts = {v.device_id: Advert(v.device_id, v.encrypt_public, v.mask_public)
-                   for v in reply.adverts}
+            mask_public=a.mask_public, mask_prg=a.mask_prg))
+        adverts = {v.device_id: Advert(v.device_id, v.encrypt_public, v.mask_public,
+                                       v.mask_prg) for v in reply.adverts}
         sealed = self.device.share(adverts)
         self._share_made = True
         # keys_done() computes the masks while the stage is open, once the shares are
@@ -188,22 +214,21 @@ class SecureTask:
         self._messages = {m.peer: m.data for m in reply.shares}
         return True
 
-    def submit(self, gradient: np.ndarray, num_examples: int,
+    def submit(self, gradient: quantize.Blocks, num_examples: int,
                metrics: Mapping[str, float]) -> int:
-        """Stages 3 and 4: mask and send the update, then unmask; returns the bytes of
-        the masked input."""
+        """Stages 3 and 4: mask and send the update (the pseudo-gradient's blocks),
+        then unmask; returns the bytes of the masked input."""
         p = self.params
         weight = max(1, min(num_examples, p.weight_cap))
-        clipped = quantize.clip_norm(gradient, p.clip)
-        if p.noise_std > 0:  # distributed DP: this device's share, before quantizing
-            clipped = clipped + self._rng.normal(0.0, p.noise_std, clipped.shape)
-        masked = self.device.mask(quantize.encode(clipped, float(weight), p.scale),
-                                  self._messages)
+        # clipped, plus (distributed DP) this device's share of the noise, quantized
+        encoded = quantize.encode_blocks(gradient, p.size, p.clip, float(weight), p.scale,
+                                         p.noise_std, self._rng)
+        masked = self.device.mask(encoded, self._messages)
         s, task = self._session, self._task
         header = fedge_pb2.MaskedHeader(
             session_id=s.id, task_id=task.task_id, round=task.round,
             num_examples=weight, size=p.size, metrics=dict(metrics),
-            sha256=hashlib.sha256(masked.astype("<u4", copy=False).tobytes()).hexdigest(),
+            sha256=hashlib.sha256(little_endian_bytes(masked)).hexdigest(),
             unmask_wait_seconds=WAIT_S)
         reply = self._send(header, masked).unmask  # the unmasking request, if it came
         if not reply.ready:  # the masked stage still open (or a server that never sends it)

@@ -480,14 +480,16 @@ class SecureParams(_message.Message):
     def __init__(self, threshold: _Optional[int] = ..., degree: _Optional[int] = ..., seed: _Optional[bytes] = ..., size: _Optional[int] = ..., clip: _Optional[float] = ..., weight_cap: _Optional[int] = ..., scale: _Optional[float] = ..., noise_std: _Optional[float] = ...) -> None: ...
 
 class SecureAdvert(_message.Message):
-    __slots__ = ("device_id", "encrypt_public", "mask_public")
+    __slots__ = ("device_id", "encrypt_public", "mask_public", "mask_prg")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPT_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     MASK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    MASK_PRG_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     encrypt_public: bytes
     mask_public: bytes
-    def __init__(self, device_id: _Optional[str] = ..., encrypt_public: _Optional[bytes] = ..., mask_public: _Optional[bytes] = ...) -> None: ...
+    mask_prg: str
+    def __init__(self, device_id: _Optional[str] = ..., encrypt_public: _Optional[bytes] = ..., mask_public: _Optional[bytes] = ..., mask_prg: _Optional[str] = ...) -> None: ...
 
 class PeerBytes(_message.Message):
     __slots__ = ("peer", "data")

@@ -19,6 +19,7 @@ import numpy as np
 
 from fedge.protos import fedge_pb2
 from fedge.refusals import InvalidRequest, InvalidUpdate, StaleRequest
+from fedge.secure import prg
 from fedge.secure.masks import Advert
 from fedge.server.fields import HEADER_METRICS, check_metrics
 from fedge.server.registry import Device
@@ -103,7 +104,9 @@ def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
         total = secure.sum
         if request.stage == fedge_pb2.SECURE_ADVERTISE:
             a = request.advert
-            advert = Advert(me, a.encrypt_public, a.mask_public)
+            # a generator this server does not know counts as no preference (ChaCha20)
+            advert = Advert(me, a.encrypt_public, a.mask_public,
+                            a.mask_prg if a.mask_prg in prg.NAMES else prg.DEFAULT)
             if me not in total.adverts:
                 check_stage(secure, ADVERTISE, request.round)
                 if a.device_id != me or len(a.encrypt_public) != 32 or len(a.mask_public) != 32:
@@ -117,7 +120,7 @@ def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
                 return fedge_pb2.SecureReply(ready=False)
             return fedge_pb2.SecureReply(ready=True, adverts=[
                 fedge_pb2.SecureAdvert(device_id=d, encrypt_public=v.encrypt_public,
-                                       mask_public=v.mask_public)
+                                       mask_public=v.mask_public, mask_prg=v.mask_prg)
                 for d, v in sorted(total.adverts.items())])
         if request.stage == fedge_pb2.SECURE_SHARE:
             if me not in total.shared:

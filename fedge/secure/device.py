@@ -39,9 +39,16 @@ class ProtocolError(FedgeError):
 class MaskingDevice:
     """One device's secrets and state for one secure round."""
 
-    def __init__(self, device_id: str, params: Params) -> None:
+    def __init__(self, device_id: str, params: Params, mask_prg: str | None = None
+                 ) -> None:
+        """mask_prg: the mask generator this device advertises as its preference
+        (default: the faster here, prg.preferred())."""
         self.device_id = device_id
         self.params = params
+        self._prefers = mask_prg or prg.preferred()
+        if self._prefers not in prg.NAMES:
+            raise ValueError(f"unknown mask generator {self._prefers!r}")
+        self.prg = prg.DEFAULT  # the round's, fixed by the roster in share()
         self._encrypt = keys.generate()
         self._mask = keys.generate()
         self._seed = os.urandom(masks.SEED_BYTES)
@@ -56,7 +63,8 @@ class MaskingDevice:
 
     def advertise(self) -> Advert:
         """Stage 1: this round's public keys."""
-        return Advert(self.device_id, self._encrypt.public, self._mask.public)
+        return Advert(self.device_id, self._encrypt.public, self._mask.public,
+                      self._prefers)
 
     def share(self, adverts: Mapping[str, Advert]) -> dict[str, bytes]:
         """Stage 2: a sealed share message for each neighbour, by neighbour id."""
@@ -67,6 +75,7 @@ class MaskingDevice:
                 raise ProtocolError(f"advert of {advert.device_id!r} listed as {device_id!r}")
         self._adverts = dict(adverts)
         self._roster = sorted(adverts)
+        self.prg = masks.round_prg(adverts)
         self._neighbours = graph.neighbours_of(self._roster, self.params.degree,
                                                self.params.seed, self.device_id)
         if len(self._neighbours) < self.params.threshold:
@@ -107,11 +116,8 @@ class MaskingDevice:
             out = self._masks(self._masked_with)
         else:  # premask() added every neighbour's: take back those that did not share
             silent = sorted(set(self._neighbours) - set(messages))
-            scratch = np.empty_like(out) if silent else None
-            for peer in silent:
-                masks.apply_pair_mask(out, self._mask, self._adverts[peer].mask_public,
-                                      self.params.round, self.device_id, peer, sign=-1,
-                                      scratch=scratch)
+            prg.accumulate(out, [(seed, -sign) for seed, sign in self._pair_terms(silent)],
+                           self.prg)
         np.add(out, vector, out=out)
         return out
 
@@ -127,12 +133,15 @@ class MaskingDevice:
 
     def _masks(self, peers: list[str]) -> np.ndarray:
         """The self mask plus the pair masks (with this device's signs) of peers."""
-        out = prg.expand(self._seed, self.params.size)
-        scratch = np.empty_like(out)  # one buffer for every pair mask
-        for peer in peers:
-            masks.apply_pair_mask(out, self._mask, self._adverts[peer].mask_public,
-                                  self.params.round, self.device_id, peer, scratch=scratch)
-        return out
+        return prg.accumulate(np.empty(self.params.size, np.uint32),
+                              [(self._seed, 1), *self._pair_terms(peers)], self.prg,
+                              fresh=True)
+
+    def _pair_terms(self, peers: list[str]) -> list[tuple[bytes, int]]:
+        """(seed, this device's sign) of the pair mask with each of peers."""
+        return [(masks.pair_seed(self._mask, self._adverts[peer].mask_public,
+                                 self.params.round, self.device_id, peer),
+                 masks.pair_sign(self.device_id, peer)) for peer in peers]
 
     def reveal(self, survivors: Iterable[str], dropped: Iterable[str]
                ) -> tuple[dict[str, bytes], dict[str, bytes]]:

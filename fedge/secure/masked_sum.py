@@ -34,6 +34,7 @@ class MaskedSum:
     def __init__(self, params: Params) -> None:
         self.params = params
         self.adverts: dict[str, Advert] = {}  # U1
+        self.prg = prg.DEFAULT  # the mask generator, fixed with U1 (masks.round_prg)
         self._neighbours: dict[str, list[str]] = {}
         self._messages: dict[str, dict[str, bytes]] = {}  # sender -> recipient -> sealed
         self.total = np.zeros(params.size, np.uint32)
@@ -53,6 +54,7 @@ class MaskedSum:
         """Fixes U1 and the neighbour graph over it."""
         self._neighbours = graph.neighbours(self.adverts, self.params.degree,
                                             self.params.seed)
+        self.prg = masks.round_prg(self.adverts)
         return self._neighbours
 
     def neighbours(self, device_id: str) -> list[str]:
@@ -116,21 +118,17 @@ class MaskedSum:
     def unmask(self) -> np.ndarray:
         """The survivors' (U3) input sum mod 2^32, masks removed; raises UnmaskFailed
         when some secret has fewer than threshold shares."""
-        size, round_ = self.params.size, self.params.round
-        total = self.total.copy()
-        scratch = np.empty_like(total)  # one buffer for every mask removed
-        for owner in sorted(self.weights):
-            seed = self._reconstruct(self._seed_shares, owner, masks.SEED_BYTES, "seed")
-            np.subtract(total, prg.expand(seed, size, scratch), out=total)
+        round_ = self.params.round
+        terms = [(self._reconstruct(self._seed_shares, owner, masks.SEED_BYTES, "seed"), -1)
+                 for owner in sorted(self.weights)]
         for owner in sorted(self.shared - set(self.weights)):
             private = keys.private_key(
                 self._reconstruct(self._key_shares, owner, 32, "mask key"))
-            for peer in self.neighbours(owner):
-                if peer in self.weights:
-                    # peer added its signed pair mask with owner; remove it.
-                    masks.apply_pair_mask(total, private, self.adverts[peer].mask_public,
-                                          round_, peer, owner, sign=-1, scratch=scratch)
-        return total
+            # each surviving neighbour added its signed pair mask with owner: remove it
+            terms += [(masks.pair_seed(private, self.adverts[peer].mask_public, round_,
+                                       owner, peer), -masks.pair_sign(peer, owner))
+                      for peer in self.neighbours(owner) if peer in self.weights]
+        return prg.accumulate(self.total.copy(), terms, self.prg)
 
     def _reconstruct(self, table: dict[str, dict[int, bytes]], owner: str, length: int,
                      what: str) -> bytes:

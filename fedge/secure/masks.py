@@ -3,9 +3,9 @@ share points and the layout of one share message."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedge.secure import keys, prg, shamir
@@ -20,6 +20,7 @@ class Advert:
     device_id: str
     encrypt_public: bytes  # keys the share messages sent to it
     mask_public: bytes  # agrees the pairwise mask seeds
+    mask_prg: str = prg.DEFAULT  # the mask generator the device prefers (fedge.secure.prg)
 
 
 @dataclass(frozen=True)
@@ -66,32 +67,24 @@ def associated_data(round_: int, sender: str, recipient: str) -> bytes:
     return _label("share", round_, sender, recipient)
 
 
-def pair_mask(private: Private, peer_public: bytes, round_: int, me: str, peer: str,
-              size: int, out: np.ndarray | None = None) -> np.ndarray:
-    """The pair's mask vector; me adds it if me < peer, subtracts it otherwise. out: a
-    buffer to write it into (prg.expand)."""
-    seed = keys.agree(private, peer_public, _label("mask", round_, *pair_ids(me, peer)))
-    return prg.expand(seed, size, out)
+def pair_seed(private: Private, peer_public: bytes, round_: int, me: str, peer: str
+              ) -> bytes:
+    """The seed of the pair's mask vector in this round (the same for both)."""
+    return keys.agree(private, peer_public, _label("mask", round_, *pair_ids(me, peer)))
 
 
-def signed_pair_mask(private: Private, peer_public: bytes, round_: int, me: str, peer: str,
-                     size: int) -> np.ndarray:
-    """The pair mask with the sign me applies to its input (mod 2^32)."""
-    mask = pair_mask(private, peer_public, round_, me, peer, size)
-    return mask if me < peer else (np.uint32(0) - mask).astype(np.uint32)
+def pair_sign(me: str, peer: str) -> int:
+    """The sign with which me applies the pair's mask: +1 if me < peer, -1 otherwise, so
+    that the pair's two masks cancel in the sum."""
+    return 1 if me < peer else -1
 
 
-def apply_pair_mask(out: np.ndarray, private: Private, peer_public: bytes, round_: int,
-                    me: str, peer: str, sign: int = 1, scratch: np.ndarray | None = None
-                    ) -> None:
-    """out += sign * (the pair mask with me's sign), in place, mod 2^32 (no negated
-    copy of a model-sized vector). scratch: a uint32 buffer of out's size for the mask,
-    reused across calls."""
-    mask = pair_mask(private, peer_public, round_, me, peer, out.size, scratch)
-    if (me < peer) == (sign > 0):
-        np.add(out, mask, out=out)
-    else:
-        np.subtract(out, mask, out=out)
+def round_prg(adverts: Mapping[str, Advert]) -> str:
+    """The mask generator of a round with these adverts: AES-CTR only when every device
+    prefers it, ChaCha20 otherwise (also for devices that name none or one unknown
+    here). The server and each device compute it alike from the roster they share."""
+    kinds = {a.mask_prg for a in adverts.values()}
+    return prg.AES_CTR if kinds == {prg.AES_CTR} else prg.DEFAULT
 
 
 def point(roster: list[str], device_id: str) -> int:

@@ -1,39 +1,67 @@
 """The mask generator: a 32-byte seed expanded into a vector of Z_{2^32}.
 
-ChaCha20 (RFC 8439, from ``cryptography``) keyed by the seed, run over zeros: the
-keystream read as little-endian uint32 is computationally indistinguishable from
-uniform, which is all a one-time pad mod 2^32 needs. Each seed masks one vector once (it
-is derived per round and per pair), so the fixed nonce is never reused under a key.
+Two vetted stream ciphers from ``cryptography``, keyed by the seed and run over zeros:
+ChaCha20 (RFC 8439) and AES-256 in counter mode. Either keystream, read as
+little-endian uint32, is computationally indistinguishable from uniform, which is all a
+one-time pad mod 2^32 needs. Each seed masks one vector once (it is derived per round
+and per pair), so the fixed nonce (counter block) is never reused under a key.
+
+Which one a round uses is a matter of speed only. A CPU with AES instructions (x86's
+AES-NI, ARMv8's crypto extensions) runs AES-CTR at about twice ChaCha20's rate; one
+without them (a Raspberry Pi 4's Cortex-A72) runs it several times slower. Each device
+advertises the one that is faster on it (:func:`preferred`, measured once per process),
+and a round uses AES-CTR only when every device in it prefers it
+(``fedge.secure.masks.round_prg``): the slowest device sets the round's pace.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+import time
+from collections.abc import Sequence
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+
+CHACHA20 = "chacha20"
+AES_CTR = "aes-256-ctr"
+NAMES = (CHACHA20, AES_CTR)
+DEFAULT = CHACHA20  # what a round uses unless every device prefers another
 
 LITTLE = sys.byteorder == "little"
-_NONCE = bytes(16)  # ChaCha20 in cryptography: 4-byte counter + 12-byte nonce, all zero
-_PIECE = 1 << 20  # bytes of keystream written at a time
-_ZEROS = memoryview(bytes(_PIECE))
+_NONCE = bytes(16)  # ChaCha20: 4-byte counter + 12-byte nonce; AES-CTR: the counter block
+# Bytes of keystream written per call, and per block in accumulate(). Not smaller: in a
+# simulation, devices are threads under one interpreter lock, which each call releases
+# and must then win back; 12 device premasks (29 masks of 1M entries each) beside 4 busy
+# threads took 14.3 s in 256 KiB blocks and 2.1 s in 4 MiB ones (alone, about 31 ms
+# each either way).
+_PIECE = 1 << 22
+_BLOCK = _PIECE
+_ZEROS = memoryview(bytes(_PIECE))  # never written: its pages stay the shared zero page
 
 
-def expand(seed: bytes, size: int, out: np.ndarray | None = None) -> np.ndarray:
-    """size uint32 values from the seed's ChaCha20 keystream.
+def _encryptor(seed: bytes, kind: str) -> CipherContext:
+    if len(seed) != 32:
+        raise ValueError("a mask seed is 32 bytes")
+    if kind == CHACHA20:
+        return Cipher(algorithms.ChaCha20(seed, _NONCE), mode=None).encryptor()
+    if kind == AES_CTR:
+        return Cipher(algorithms.AES(seed), modes.CTR(_NONCE)).encryptor()
+    raise ValueError(f"unknown mask generator {kind!r} (known: {', '.join(NAMES)})")
+
+
+def expand(seed: bytes, size: int, out: np.ndarray | None = None, kind: str = DEFAULT
+           ) -> np.ndarray:
+    """size uint32 values from the seed's keystream (kind: CHACHA20 or AES_CTR).
 
     out: a uint32 vector of size to write them into (a caller that expands many seeds
     reuses one buffer). The keystream is written in place, a MiB at a time: update()
     would allocate it as bytes first, which costs more than the cipher itself for a
     large model.
     """
-    if len(seed) != 32:
-        raise ValueError("a mask seed is 32 bytes")
-    if out is None:
-        out = np.empty(size, np.uint32)
-    elif out.dtype != np.uint32 or out.shape != (size,) or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a contiguous vector of {size} uint32 values")
-    encryptor = Cipher(algorithms.ChaCha20(seed, _NONCE), mode=None).encryptor()
+    encryptor = _encryptor(seed, kind)
+    out = _vector(out, size)
     raw = memoryview(out.view(np.uint8).data)
     for offset in range(0, len(raw), _PIECE):
         n = min(_PIECE, len(raw) - offset)
@@ -41,3 +69,66 @@ def expand(seed: bytes, size: int, out: np.ndarray | None = None) -> np.ndarray:
     if not LITTLE:  # the keystream is read as little-endian words
         out.byteswap(inplace=True)
     return out
+
+
+def accumulate(out: np.ndarray, terms: Sequence[tuple[bytes, int]], kind: str = DEFAULT,
+               fresh: bool = False) -> np.ndarray:
+    """out + sum of sign * expand(seed) over terms (seed, sign = +1 or -1), mod 2^32, in
+    place; fresh: out's contents are ignored (the sum alone).
+
+    The keystreams are produced a block (4 MiB) at a time, and every term's block is
+    added into out's before the next block: for a large model no model-sized scratch
+    vector is written, and the first term is written straight into out.
+    """
+    out = _vector(out, out.size)
+    encryptors = [(_encryptor(seed, kind), sign) for seed, sign in terms]
+    if any(sign not in (1, -1) for _, sign in encryptors):
+        raise ValueError("a term's sign is +1 or -1")
+    if fresh and not encryptors:
+        out.fill(0)
+    block = np.empty(min(_BLOCK // 4, out.size), np.uint32)
+    raw = memoryview(block.view(np.uint8).data)
+    for start in range(0, out.size, block.size):
+        part = out[start:start + block.size]
+        n = part.size
+        for i, (encryptor, sign) in enumerate(encryptors):
+            direct = fresh and i == 0 and LITTLE  # the first keystream is the sum so far
+            target = memoryview(part.view(np.uint8).data) if direct else raw[:4 * n]
+            encryptor.update_into(_ZEROS[:4 * n], target)
+            if direct:
+                if sign < 0:
+                    np.negative(part, out=part)
+                continue
+            keystream = block[:n]
+            if not LITTLE:
+                keystream.byteswap(inplace=True)
+            if fresh and i == 0:
+                np.copyto(part, keystream if sign > 0 else np.negative(keystream))
+            elif sign > 0:
+                np.add(part, keystream, out=part)
+            else:
+                np.subtract(part, keystream, out=part)
+    return out
+
+
+def _vector(out: np.ndarray | None, size: int) -> np.ndarray:
+    if out is None:
+        return np.empty(size, np.uint32)
+    if out.dtype != np.uint32 or out.shape != (size,) or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a contiguous vector of {size} uint32 values")
+    return out
+
+
+@functools.cache
+def preferred() -> str:
+    """The generator that is faster on this machine: each expands 256 KiB five times,
+    interleaved, and the faster best time wins (AES-CTR only when it is at least as
+    fast). Measured once per process, in about 2 ms."""
+    out = np.empty(1 << 16, np.uint32)
+    best = {kind: float("inf") for kind in NAMES}
+    for _ in range(5):
+        for kind in NAMES:
+            start = time.perf_counter()
+            expand(bytes(32), out.size, out, kind)
+            best[kind] = min(best[kind], time.perf_counter() - start)
+    return AES_CTR if best[AES_CTR] <= best[CHACHA20] else CHACHA20

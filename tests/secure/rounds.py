@@ -24,6 +24,7 @@ class Outcome:
     total: np.ndarray | None  # unmasked sum mod 2^32 (None when unmasking failed)
     masked: dict[str, np.ndarray] = field(default_factory=dict)  # what the server received
     error: str = ""
+    prg: str = ""  # the mask generator the round used
 
 
 def params_for(n: int, size: int, *, clip: float = 1.0, cap: int = 100,
@@ -36,12 +37,15 @@ def params_for(n: int, size: int, *, clip: float = 1.0, cap: int = 100,
 
 
 def run(inputs: dict[str, np.ndarray], params: Params,
-        drop: dict[int, set[str]] | None = None, premask: bool = False) -> Outcome:
+        drop: dict[int, set[str]] | None = None, premask: bool = False,
+        prefers: dict[str, str] | None = None) -> Outcome:
     """One secure round of already-encoded (uint32) inputs; drop[s]: devices that
     vanish after stage s (1 advertise, 2 share, 3 masked input); premask: every device
-    that shared computes its masks before the share stage closes (as a daemon does)."""
+    that shared computes its masks before the share stage closes (as a daemon does);
+    prefers: the mask generator a device advertises (default: the faster here)."""
     drop = drop or {}
-    devices = {d: MaskingDevice(d, params) for d in inputs}
+    prefers = prefers or {}
+    devices = {d: MaskingDevice(d, params, prefers.get(d)) for d in inputs}
     server = MaskedSum(params)
     alive = set(devices)
     for d in sorted(alive):
@@ -62,6 +66,8 @@ def run(inputs: dict[str, np.ndarray], params: Params,
     for d in sorted(alive):
         server.add_reveal(d, *devices[d].reveal(*server.request(d)))
     outcome.survivors = sorted(server.weights)
+    outcome.prg = server.prg
+    assert all(devices[d].prg == server.prg for d in server.shared)
     try:
         outcome.total = server.unmask()
     except Exception as exc:

@@ -114,8 +114,8 @@ def test_over_grpc_the_aggregate_carries_the_noise_present_and_epsilon_is_for_it
     scales: list[float] = []
     submit, unmask = SecureTask.submit, MaskedSum.unmask
 
-    def recording_submit(self: SecureTask, gradient: np.ndarray, *args: Any) -> int:
-        gradients[self.device.device_id] = gradient.copy()
+    def recording_submit(self: SecureTask, gradient: quantize.Blocks, *args: Any) -> int:
+        gradients[self.device.device_id] = np.concatenate([b.copy() for b in gradient()])
         return submit(self, gradient, *args)
 
     def recording_unmask(self: MaskedSum) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from fedge.secure import graph, keys, prg, quantize
 
@@ -39,6 +39,38 @@ def test_prg_is_chacha20_keystream_and_looks_uniform() -> None:
     assert np.all(np.abs(bits - 50_000) < 1000)
 
 
+def test_prg_aes_ctr_is_its_keystream_and_differs_from_chacha20() -> None:
+    seed = bytes(range(32))
+    mask = prg.expand(seed, 1000, kind=prg.AES_CTR)
+    stream = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor().update(bytes(8))
+    assert mask[:2].tolist() == np.frombuffer(stream, "<u4").tolist()
+    assert not np.array_equal(mask, prg.expand(seed, 1000))
+    assert prg.preferred() in prg.NAMES
+    with pytest.raises(ValueError, match="unknown mask generator"):
+        prg.expand(seed, 10, kind="rot13")
+
+
+@pytest.mark.parametrize("kind", prg.NAMES)
+@pytest.mark.parametrize("first", [1, -1])
+def test_accumulate_is_the_signed_sum_of_expansions(kind: str, first: int) -> None:
+    # A size that is not a whole number of accumulate()'s blocks.
+    size = 2 * (prg._BLOCK // 4) + 17
+    terms = [(bytes([i]) * 32, first if i == 0 else (-1) ** i) for i in range(5)]
+    expected = np.zeros(size, np.uint32)
+    for seed, sign in terms:
+        mask = prg.expand(seed, size, kind=kind)
+        expected = expected + mask if sign > 0 else expected - mask
+    fresh = np.full(size, 7, np.uint32)  # whatever it held is ignored
+    assert np.array_equal(prg.accumulate(fresh, terms, kind, fresh=True), expected)
+    onto = np.arange(size, dtype=np.uint32)
+    prg.accumulate(onto, terms, kind)
+    assert np.array_equal(onto, expected + np.arange(size, dtype=np.uint32))
+    assert np.array_equal(prg.accumulate(np.ones(4, np.uint32), [], kind, fresh=True),
+                          np.zeros(4, np.uint32))
+    with pytest.raises(ValueError, match="sign"):
+        prg.accumulate(onto, [(bytes(32), 2)], kind)
+
+
 def test_quantized_sum_decodes_to_weighted_sum_within_rounding() -> None:
     rng = np.random.default_rng(0)
     clip, cap, n = 2.0, 100, 7
@@ -54,6 +86,41 @@ def test_quantized_sum_decodes_to_weighted_sum_within_rounding() -> None:
     assert quantize.in_range(total, clip, float(weights.sum()), scale, n)
     assert not quantize.in_range(total + np.uint32(1 << 31), clip, float(weights.sum()),
                                  scale, n)
+
+
+def _blocks(vector: np.ndarray, size: int = 65_536) -> quantize.Blocks:
+    """vector's blocks, copied afresh at each call (encode_blocks may overwrite them)."""
+    return lambda: (vector[i:i + size].copy() for i in range(0, vector.size, size))
+
+
+@pytest.mark.parametrize("clip", [0.5, 1e6], ids=["clipped", "short"])
+@pytest.mark.parametrize("noise", [0.0, 0.01])
+def test_encode_blocks_is_clip_noise_and_encode_in_one_pass(clip: float, noise: float
+                                                            ) -> None:
+    vector = np.random.default_rng(2).normal(0, 0.01, 200_003)
+    scale = quantize.round_scale(clip, 100, 10, noise)
+    expected = quantize.clip_norm(vector, clip)
+    if noise:  # the same generator state: drawn per block, the same stream
+        expected = expected + np.random.default_rng(9).normal(0.0, noise, vector.size)
+    expected = quantize.encode(expected, 37.0, scale)
+    got = quantize.encode_blocks(_blocks(vector), vector.size, clip, 37.0, scale, noise,
+                                 np.random.default_rng(9))
+    assert got.dtype == np.uint32 and got.shape == expected.shape
+    # The norm is summed per block: its last bit may differ, and move a rounding by 1.
+    off = np.abs((got - expected).view(np.int32))
+    assert off.max() <= (0 if clip > 1 else 1) and np.mean(off) < 1e-3
+    assert np.abs(quantize.decode(got, scale) / 37.0).max() <= clip + noise * 10
+
+
+def test_encode_blocks_refuses_non_finite_and_wrong_sizes() -> None:
+    vector = np.ones(100)
+    vector[70] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        quantize.encode_blocks(_blocks(vector, 32), 100, 1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="99 parameters"):
+        quantize.encode_blocks(_blocks(np.ones(100), 32), 99, 1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="generator"):
+        quantize.encode_blocks(_blocks(np.ones(100), 32), 100, 1.0, 1.0, 1.0, 0.1)
 
 
 def test_clip_norm_refuses_non_finite_and_never_scales_up() -> None:

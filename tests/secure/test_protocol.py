@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedge.secure import quantize
+from fedge.secure import masks, prg, quantize
 from fedge.secure.device import MaskingDevice, ProtocolError, UnmaskRefused
 from fedge.secure.masked_sum import MaskedSum
+from fedge.secure.masks import Advert
 from tests.secure import rounds
 
 
@@ -33,20 +34,47 @@ def test_no_dropouts_sum_is_exact() -> None:
     assert out.total is not None and np.array_equal(out.total, _sum(inputs, sorted(inputs)))
 
 
+@pytest.mark.parametrize("kind", prg.NAMES)
 @pytest.mark.parametrize("premask", [False, True], ids=["masked-at-once", "premasked"])
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_thirty_percent_dropped_at_each_stage_leaves_the_survivors_exact_sum(
-        stage: int, premask: bool) -> None:
+        stage: int, premask: bool, kind: str) -> None:
     # premasked: the masks of every neighbour were added before the share stage closed,
     # and those of the neighbours that dropped at stage 2 are taken back in mask().
     inputs = _inputs(20, 64, seed=stage)
     ids = sorted(inputs)
     gone = set(ids[::3][:6])  # 30%
-    out = rounds.run(inputs, rounds.params_for(20, 64), {stage: gone}, premask)
-    assert out.error == ""
+    out = rounds.run(inputs, rounds.params_for(20, 64), {stage: gone}, premask,
+                     dict.fromkeys(ids, kind))
+    assert out.error == "" and out.prg == kind
     survivors = [d for d in ids if d not in gone] if stage < 3 else ids
     assert out.survivors == survivors
     assert out.total is not None and np.array_equal(out.total, _sum(inputs, survivors))
+
+
+@pytest.mark.parametrize(("prefers", "used"), [
+    ({}, prg.AES_CTR), ({"dev-03": prg.CHACHA20}, prg.CHACHA20)])
+def test_round_uses_aes_ctr_only_when_every_device_prefers_it(
+        prefers: dict[str, str], used: str) -> None:
+    inputs = _inputs(12, 40, seed=7)
+    ids = sorted(inputs)
+    prefers = {d: prefers.get(d, prg.AES_CTR) for d in ids}
+    gone = {ids[1], ids[5]}  # their pair masks are removed with the round's generator
+    out = rounds.run(inputs, rounds.params_for(12, 40), {2: gone}, True, prefers)
+    assert out.prg == used and out.error == ""
+    survivors = [d for d in ids if d not in gone]
+    assert out.total is not None and np.array_equal(out.total, _sum(inputs, survivors))
+
+
+def test_round_prg_reads_unknown_or_missing_preferences_as_chacha20() -> None:
+    def adverts(*kinds: str) -> dict[str, Advert]:
+        return {f"d{i}": Advert(f"d{i}", bytes(32), bytes(32), k) for i, k in enumerate(kinds)}
+    assert masks.round_prg(adverts(prg.AES_CTR, prg.AES_CTR)) == prg.AES_CTR
+    assert masks.round_prg(adverts(prg.AES_CTR, "")) == prg.CHACHA20
+    assert masks.round_prg(adverts(prg.AES_CTR, "aes-512-future")) == prg.CHACHA20
+    assert masks.round_prg({}) == prg.CHACHA20
+    with pytest.raises(ValueError, match="unknown"):
+        MaskingDevice("d0", rounds.params_for(2, 4), "rot13")
 
 
 def _advertised(n: int, size: int, seed: int = 0) -> tuple[

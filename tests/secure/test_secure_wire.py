@@ -8,6 +8,7 @@ from collections.abc import Callable
 import grpc
 
 from fedge.protos import fedge_pb2
+from fedge.secure import prg
 from fedge.server.app import FedgeServer
 from fedge.server.fields import HEADER_METRICS
 from tests.faults.rawdevice import RawDevice, digits_weights, refusal
@@ -58,6 +59,43 @@ def test_a_masked_header_with_too_many_metrics_is_refused_first(
             timeout=30))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         assert "over the limit" in message
+    finally:
+        for d in devices:
+            d.close()
+
+
+def test_adverts_relay_known_mask_generators_and_read_others_as_chacha20(
+        make_server: Callable[..., FedgeServer]) -> None:
+    # A device names the generator it prefers; the server relays a name it knows and
+    # replaces any other (here 10 kB of one) with ChaCha20's, so that what it sends every
+    # device stays small and every device computes the same choice from it.
+    server = make_server(secure_aggregation=True, allow_anonymous=True,
+                         round_timeout_s=10.0, secure_stage_timeout_s=5.0)
+    port = server.start()
+    devices = [RawDevice(port, f"raw-{i}", None) for i in range(2)]
+    names = [prg.AES_CTR, "x" * 10_000]
+    try:
+        for d in devices:
+            d.join()
+        devices[1].poll(0.5)
+        tasks = [d.poll_train() for d in devices]
+
+        def advertise(i: int, wait: float) -> fedge_pb2.SecureReply:
+            d = devices[i]
+            return d.stub.SecureStep(fedge_pb2.SecureRequest(
+                session_id=d.session, task_id=tasks[i].task_id, round=tasks[i].round,
+                stage=fedge_pb2.SECURE_ADVERTISE, wait_seconds=wait,
+                advert=fedge_pb2.SecureAdvert(device_id=f"raw-{i}", encrypt_public=bytes(32),
+                                              mask_public=bytes([i + 1]) * 32,
+                                              mask_prg=names[i])),
+                metadata=d.metadata, timeout=30)
+
+        assert not advertise(0, 0.0).ready
+        reply = advertise(1, 5.0)
+        assert reply.ready
+        assert {a.device_id: a.mask_prg for a in reply.adverts} == {
+            "raw-0": prg.AES_CTR, "raw-1": prg.CHACHA20}
+        assert advertise(0, 5.0).adverts == reply.adverts  # the same advert again
     finally:
         for d in devices:
             d.close()
