@@ -213,10 +213,10 @@ def _fold(rounds: Rounds, secure: SecureRound) -> str:
     with state.fold_lock:
         state.fold.add(gradient, weight)
         state.fold.count = survivors
-    log.info("round %d: unmasked the sum of %d device(s) (%d dropped after sharing keys)",
-             params.round, survivors, len(secure.sum.shared) - survivors,
-             extra={"event": "round.unmasked", "round": params.round,
-                    "survivors": survivors})
+    log.info("round %d: unmasked the sum of %d device(s) (%d dropped after sharing keys; "
+             "masks: %s)", params.round, survivors, len(secure.sum.shared) - survivors,
+             secure.sum.prg, extra={"event": "round.unmasked", "round": params.round,
+                                    "survivors": survivors, "mask_prg": secure.sum.prg})
     return ""
 
 

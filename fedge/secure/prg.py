@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -119,11 +120,20 @@ def _vector(out: np.ndarray | None, size: int) -> np.ndarray:
     return out
 
 
-@functools.cache
+_MEASURING = threading.Lock()
+
+
 def preferred() -> str:
     """The generator that is faster on this machine: each expands 256 KiB five times,
     interleaved, and the faster best time wins (AES-CTR only when it is at least as
-    fast). Measured once per process, in about 2 ms."""
+    fast). Measured once per process, in about 2 ms; the lock makes the devices that a
+    simulation runs as threads of one process wait for the one answer."""
+    with _MEASURING:
+        return _measure()
+
+
+@functools.cache
+def _measure() -> str:
     out = np.empty(1 << 16, np.uint32)
     best = {kind: float("inf") for kind in NAMES}
     for _ in range(5):

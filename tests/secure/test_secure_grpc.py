@@ -4,6 +4,7 @@ devices that vanish at each stage leave the survivors' exact sum; too few, a ret
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from fedge.client.session import Stopped
 from fedge.protos import fedge_pb2
-from fedge.secure import quantize, vector
+from fedge.secure import prg, quantize, vector
 from fedge.secure.device import MaskingDevice
 from fedge.secure.masked_sum import MaskedSum
 from fedge.server import service
@@ -79,7 +80,8 @@ def _run(fleet: Fleet, parts: list[Path], rounds: int = 1, **server: object) -> 
 
 
 def test_secure_round_is_fedavg_and_the_server_sees_only_masked_inputs(
-        fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     parts = fleet.partitions("digits-mlp", 4)
     # Plain FedAvg: without the fleet-relative bounds, which need each update in the
     # clear and so do not apply to a secure round (devices clip to secure_clip there).
@@ -99,7 +101,11 @@ def test_secure_round_is_fedavg_and_the_server_sees_only_masked_inputs(
     monkeypatch.setattr(service, "secure_step", counted)
     secure = _run(fleet, parts, state_dir=str(tmp_path / "secure"),
                   secure_aggregation=True)
-    records = secure.wait(120)
+    with caplog.at_level(logging.INFO, logger="fedge.server.secure_round"):
+        records = secure.wait(120)
+    # Every device runs in this process and prefers the same generator: the round used it.
+    assert [r.mask_prg for r in caplog.records if hasattr(r, "mask_prg")] == [
+        prg.preferred()]
     # The unmasking request came in each masked input's reply: no device had to ask.
     assert fedge_pb2.SECURE_UNMASK not in stages
     assert stages.count(fedge_pb2.SECURE_REVEAL) == 4, stages
