@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from fedge.privacy.mechanisms import device_noise_std
 from fedge.privacy.mechanisms import present_noise_multiplier as _present
+from fedge.protos import fedge_pb2
 from fedge.secure import graph, quantize, vector
 from fedge.secure.masked_sum import MaskedSum, UnmaskFailed
 from fedge.secure.masks import Params
@@ -66,6 +67,16 @@ class SecureRound:
         # transaction per input, serialized, held each device's reply and so the
         # unmasking stage (the server's store fsyncs each one).
         self.metrics: dict[str, dict[str, float]] = {}
+        self.roster = b""  # the advertise stage's reply, serialized once it closes
+
+    def close_adverts(self) -> None:
+        """Fixes the roster and the graph, and serializes the reply every device gets:
+        once, not once per device under the round's lock (n adverts for n devices)."""
+        self.sum.close_adverts()
+        self.roster = fedge_pb2.SecureReply(ready=True, adverts=[
+            fedge_pb2.SecureAdvert(device_id=d, encrypt_public=v.encrypt_public,
+                                   mask_public=v.mask_public, mask_prg=v.mask_prg)
+            for d, v in sorted(self.sum.adverts.items())]).SerializeToString()
 
     def expected(self) -> set[str]:
         """The devices the open stage waits for."""
@@ -166,7 +177,7 @@ def _run_stages(rounds: Rounds) -> str:
                 if rounds.stopping:
                     return "the server is stopping"
                 if stage == ADVERTISE:
-                    secure.sum.close_adverts()
+                    secure.close_adverts()
                 for device_id in secure.expected() - secure.arrived():
                     assignment = state.assignments.get(device_id)
                     if assignment is not None and not assignment.settled:

@@ -95,33 +95,40 @@ def unmask_after_masked(rounds: Rounds, device: Device, header: fedge_pb2.Masked
                                header.unmask_wait_seconds)
 
 
+def _advertise(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
+               ) -> fedge_pb2.SecureReply:
+    """Stage 1: takes the device's keys; once the stage closes, the roster (parsed from
+    the bytes SecureRound.close_adverts made, outside the round's lock)."""
+    me, a = device.device_id, request.advert
+    # a generator this server does not know counts as no preference (ChaCha20)
+    advert = Advert(me, a.encrypt_public, a.mask_public,
+                    a.mask_prg if a.mask_prg in prg.NAMES else prg.DEFAULT)
+    with rounds.cond:
+        _, secure = _open(rounds, device, request.task_id, request.round)
+        if me not in secure.sum.adverts:
+            check_stage(secure, ADVERTISE, request.round)
+            if a.device_id != me or len(a.encrypt_public) != 32 or len(a.mask_public) != 32:
+                raise InvalidRequest("an advert is this device's id and two 32-byte X25519 "
+                                     "public keys")
+            secure.sum.add_advert(advert)
+            _arrived(rounds, secure)
+        elif secure.sum.adverts[me] != advert:
+            raise InvalidRequest("this device already advertised other keys this round")
+        if not _wait_past(rounds, secure, ADVERTISE, request.wait_seconds):
+            return fedge_pb2.SecureReply(ready=False)
+        roster = secure.roster
+    return fedge_pb2.SecureReply.FromString(roster)
+
+
 def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
                 ) -> fedge_pb2.SecureReply:
     """One SecureStep call (see the module docstring)."""
+    if request.stage == fedge_pb2.SECURE_ADVERTISE:
+        return _advertise(rounds, device, request)
     me = device.device_id
     with rounds.cond:
         _, secure = _open(rounds, device, request.task_id, request.round)
         total = secure.sum
-        if request.stage == fedge_pb2.SECURE_ADVERTISE:
-            a = request.advert
-            # a generator this server does not know counts as no preference (ChaCha20)
-            advert = Advert(me, a.encrypt_public, a.mask_public,
-                            a.mask_prg if a.mask_prg in prg.NAMES else prg.DEFAULT)
-            if me not in total.adverts:
-                check_stage(secure, ADVERTISE, request.round)
-                if a.device_id != me or len(a.encrypt_public) != 32 or len(a.mask_public) != 32:
-                    raise InvalidRequest("an advert is this device's id and two 32-byte "
-                                         "X25519 public keys")
-                total.add_advert(advert)
-                _arrived(rounds, secure)
-            elif total.adverts[me] != advert:
-                raise InvalidRequest("this device already advertised other keys this round")
-            if not _wait_past(rounds, secure, ADVERTISE, request.wait_seconds):
-                return fedge_pb2.SecureReply(ready=False)
-            return fedge_pb2.SecureReply(ready=True, adverts=[
-                fedge_pb2.SecureAdvert(device_id=d, encrypt_public=v.encrypt_public,
-                                       mask_public=v.mask_public, mask_prg=v.mask_prg)
-                for d, v in sorted(total.adverts.items())])
         if request.stage == fedge_pb2.SECURE_SHARE:
             if me not in total.shared:
                 check_stage(secure, SHARE, request.round)
