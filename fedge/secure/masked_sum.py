@@ -37,6 +37,7 @@ class MaskedSum:
         self.prg = prg.DEFAULT  # the mask generator, fixed with U1 (masks.round_prg)
         self._neighbours: dict[str, list[str]] = {}
         self._messages: dict[str, dict[str, bytes]] = {}  # sender -> recipient -> sealed
+        self._inbox: dict[str, dict[str, bytes]] = {}  # recipient -> sender -> sealed
         self.total = np.zeros(params.size, np.uint32)
         self.weights: dict[str, float] = {}  # U3, with each input's weight
         self._seed_shares: dict[str, dict[int, bytes]] = {}  # owner -> point -> share
@@ -69,6 +70,8 @@ class MaskedSum:
         if sorted(sealed) != self._neighbours[sender]:
             raise ValueError(f"{sender!r} must send one share message per neighbour")
         self._messages[sender] = dict(sealed)
+        for recipient, message in sealed.items():
+            self._inbox.setdefault(recipient, {})[sender] = message
 
     @property
     def shared(self) -> set[str]:
@@ -76,9 +79,9 @@ class MaskedSum:
         return set(self._messages)
 
     def messages_for(self, recipient: str) -> dict[str, bytes]:
-        """The sealed messages addressed to recipient, by sender (after U2 closes)."""
-        return {sender: sealed[recipient] for sender, sealed in self._messages.items()
-                if recipient in sealed}
+        """The sealed messages addressed to recipient, by sender (after U2 closes): k of
+        them, kept by recipient as they arrive, not looked up in all n senders'."""
+        return dict(self._inbox.get(recipient, {}))
 
     # stage 3
     def add_masked(self, device_id: str, masked: np.ndarray, weight: float) -> None:
