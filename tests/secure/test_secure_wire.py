@@ -3,7 +3,8 @@ device that does not know the protocol) is refused instead of folded in the clea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import grpc
 
@@ -14,16 +15,27 @@ from fedge.server.fields import HEADER_METRICS
 from tests.faults.rawdevice import RawDevice, digits_weights, refusal
 
 
-def test_train_task_carries_secure_params_and_plain_updates_are_refused(
-        make_server: Callable[..., FedgeServer]) -> None:
+@contextmanager
+def two_raw_devices(make_server: Callable[..., FedgeServer], stage_s: float = 1.0
+                    ) -> Iterator[list[RawDevice]]:
+    """Two protocol-level devices joined to a secure server, both sampled."""
     server = make_server(secure_aggregation=True, allow_anonymous=True,
-                         round_timeout_s=5.0, secure_stage_timeout_s=1.0)
+                         round_timeout_s=2 * stage_s + 3, secure_stage_timeout_s=stage_s)
     port = server.start()
     devices = [RawDevice(port, f"raw-{i}", None) for i in range(2)]
     try:
         for d in devices:
             d.join()
         devices[1].poll(0.5)  # anonymous devices are sampled once they have polled
+        yield devices
+    finally:
+        for d in devices:
+            d.close()
+
+
+def test_train_task_carries_secure_params_and_plain_updates_are_refused(
+        make_server: Callable[..., FedgeServer]) -> None:
+    with two_raw_devices(make_server) as devices:
         task = devices[0].poll_train()
         assert task.train.HasField("secure")
         p = task.train.secure
@@ -33,22 +45,12 @@ def test_train_task_carries_secure_params_and_plain_updates_are_refused(
         code, message = refusal(lambda: devices[0].submit(
             devices[0].stream(task, digits_weights())))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "secure" in message
-    finally:
-        for d in devices:
-            d.close()
 
 
 def test_a_masked_header_with_too_many_metrics_is_refused_first(
         make_server: Callable[..., FedgeServer]) -> None:
     # As a plain update's header is: before its task or stage is looked at.
-    server = make_server(secure_aggregation=True, allow_anonymous=True,
-                         round_timeout_s=5.0, secure_stage_timeout_s=1.0)
-    port = server.start()
-    devices = [RawDevice(port, f"raw-{i}", None) for i in range(2)]
-    try:
-        for d in devices:
-            d.join()
-        devices[1].poll(0.5)
+    with two_raw_devices(make_server) as devices:
         task = devices[0].poll_train()
         header = fedge_pb2.MaskedHeader(
             session_id=devices[0].session, task_id=task.task_id, round=task.round,
@@ -59,9 +61,6 @@ def test_a_masked_header_with_too_many_metrics_is_refused_first(
             timeout=30))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         assert "over the limit" in message
-    finally:
-        for d in devices:
-            d.close()
 
 
 def test_adverts_relay_known_mask_generators_and_read_others_as_chacha20(
@@ -69,15 +68,8 @@ def test_adverts_relay_known_mask_generators_and_read_others_as_chacha20(
     # A device names the generator it prefers; the server relays a name it knows and
     # replaces any other (here 10 kB of one) with ChaCha20's, so that what it sends every
     # device stays small and every device computes the same choice from it.
-    server = make_server(secure_aggregation=True, allow_anonymous=True,
-                         round_timeout_s=10.0, secure_stage_timeout_s=5.0)
-    port = server.start()
-    devices = [RawDevice(port, f"raw-{i}", None) for i in range(2)]
     names = [prg.AES_CTR, "x" * 10_000]
-    try:
-        for d in devices:
-            d.join()
-        devices[1].poll(0.5)
+    with two_raw_devices(make_server, stage_s=5.0) as devices:
         tasks = [d.poll_train() for d in devices]
 
         def advertise(i: int, wait: float) -> fedge_pb2.SecureReply:
@@ -96,6 +88,3 @@ def test_adverts_relay_known_mask_generators_and_read_others_as_chacha20(
         assert {a.device_id: a.mask_prg for a in reply.adverts} == {
             "raw-0": prg.AES_CTR, "raw-1": prg.CHACHA20}
         assert advertise(0, 5.0).adverts == reply.adverts  # the same advert again
-    finally:
-        for d in devices:
-            d.close()
