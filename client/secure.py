@@ -85,8 +85,10 @@ def pseudo_gradient(kind: str, global_weights: Mapping[str, np.ndarray],
     if kind == "weights" and sorted(global_weights) != sorted(update):
         raise ValueError("the update's tensors are not the model's")
 
+    largest = max((int(np.size(a)) for a in update.values()), default=0)
+
     def blocks() -> Iterator[np.ndarray]:
-        buffer = np.empty(BLOCK, np.float64)
+        buffer = np.empty(min(BLOCK, largest), np.float64)
         for name in sorted(update):
             mine = np.asarray(update[name]).reshape(-1)
             theirs = np.asarray(global_weights[name]).reshape(-1) if kind == "weights" \
