@@ -56,7 +56,7 @@ def _arrived(rounds: Rounds, secure: SecureRound) -> None:
     """Wakes the driver once the open stage has every message it waits for (call under
     rounds.cond after adding one). Not after each message: every handler parked on the
     stage would wake with it, n times n wakeups a stage."""
-    if secure.expected() <= secure.arrived():
+    if secure.complete():
         rounds.cond.notify_all()
 
 

@@ -78,6 +78,11 @@ class MaskedSum:
         """U2: devices whose share messages arrived."""
         return set(self._messages)
 
+    @property
+    def shared_count(self) -> int:
+        """|U2|, without building the set."""
+        return len(self._messages)
+
     def messages_for(self, recipient: str) -> dict[str, bytes]:
         """The sealed messages addressed to recipient, by sender (after U2 closes): k of
         them, kept by recipient as they arrive, not looked up in all n senders'."""

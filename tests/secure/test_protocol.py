@@ -161,3 +161,36 @@ def test_sparse_graph_survives_dropouts_it_can_afford() -> None:
     out = rounds.run(inputs, params, {3: set(ids[1::5])})
     assert out.error == ""
     assert out.total is not None and np.array_equal(out.total, _sum(inputs, ids))
+
+
+def test_the_servers_stage_count_agrees_with_its_sets_at_every_message() -> None:
+    # SecureRound.complete() counts instead of comparing sets; here it is held to the
+    # sets after each message of each stage, dropouts included.
+    from fedge.server.secure_round import ADVERTISE, MASKED, SHARE, UNMASK, SecureRound
+
+    inputs = _inputs(6, 8)
+    ids = sorted(inputs)
+    params = rounds.params_for(6, 8)
+    secure = SecureRound(params, ids)
+    devices = {d: MaskingDevice(d, params) for d in ids}
+
+    def agree() -> bool:
+        assert secure.complete() == (secure.expected() <= secure.arrived())
+        return secure.complete()
+
+    steps = [(ADVERTISE, ids[:-1], lambda d: secure.sum.add_advert(devices[d].advertise())),
+             (SHARE, ids[:-2], lambda d: secure.sum.add_shares(
+                 d, devices[d].share(secure.sum.adverts))),
+             (MASKED, ids[:-3], lambda d: secure.sum.add_masked(
+                 d, devices[d].mask(inputs[d], secure.sum.messages_for(d)), 1.0)),
+             (UNMASK, ids[:-3], lambda d: secure.sum.add_reveal(
+                 d, *devices[d].reveal(*secure.sum.request(d))))]
+    # Each stage loses one device; only the unmasking hears from all it waits for.
+    for (stage, senders, send), done in zip(steps, [False, False, False, True], strict=True):
+        secure.stage = stage
+        for d in senders:
+            assert not agree()
+            send(d)
+        assert agree() == done
+        if stage == ADVERTISE:
+            secure.close_adverts()
