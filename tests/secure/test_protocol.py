@@ -126,7 +126,7 @@ def test_server_sees_masked_inputs_uncorrelated_with_plaintexts() -> None:
         # and uniform over Z_2^32: the top byte's histogram against uniform, chi-square
         # with 255 degrees of freedom; 414.5 is exceeded by chance with p = 1e-9. (A
         # bound on each bin's count alone failed CI once: 256 bins x 9 devices make a
-        # 4.7-sigma bin likely about once in 70 runs.)
+        # 4.7-sigma bin likely about once in 55 runs.)
         counts = np.bincount(masked >> 24, minlength=256)
         expected = size / 256
         assert float(np.sum((counts - expected) ** 2) / expected) < 414.5
