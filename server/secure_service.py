@@ -117,6 +117,8 @@ def _advertise(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
         if not _wait_past(rounds, secure, ADVERTISE, request.wait_seconds):
             return fedge_pb2.SecureReply(ready=False)
         roster = secure.roster
+    if not roster:  # the round ended (the server stopping) before the stage closed
+        raise StaleRequest(f"round {request.round} ended before its advertise stage closed")
     return fedge_pb2.SecureReply.FromString(roster)
 
 

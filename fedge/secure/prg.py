@@ -32,14 +32,13 @@ DEFAULT = CHACHA20  # what a round uses unless every device prefers another
 
 LITTLE = sys.byteorder == "little"
 _NONCE = bytes(16)  # ChaCha20: 4-byte counter + 12-byte nonce; AES-CTR: the counter block
-# Bytes of keystream written per call, and per block in accumulate(). Not smaller: in a
+# Bytes of keystream written per call: accumulate()'s block. Not smaller: in a
 # simulation, devices are threads under one interpreter lock, which each call releases
 # and must then win back; 12 device premasks (29 masks of 1M entries each) beside 4 busy
 # threads took 14.3 s in 256 KiB blocks and 2.1 s in 4 MiB ones (alone, about 31 ms
 # each either way).
-_PIECE = 1 << 22
-_BLOCK = _PIECE
-_ZEROS = memoryview(bytes(_PIECE))  # never written: its pages stay the shared zero page
+_BLOCK = 1 << 22
+_ZEROS = memoryview(bytes(_BLOCK))  # never written: its pages stay the shared zero page
 
 
 def _encryptor(seed: bytes, kind: str) -> CipherContext:
@@ -57,19 +56,11 @@ def expand(seed: bytes, size: int, out: np.ndarray | None = None, kind: str = DE
     """size uint32 values from the seed's keystream (kind: CHACHA20 or AES_CTR).
 
     out: a uint32 vector of size to write them into (a caller that expands many seeds
-    reuses one buffer). The keystream is written in place, a MiB at a time: update()
-    would allocate it as bytes first, which costs more than the cipher itself for a
-    large model.
+    reuses one buffer). The keystream is written in place, a block at a time
+    (accumulate() of the one seed): update() would allocate it as bytes first, which
+    costs more than the cipher itself for a large model.
     """
-    encryptor = _encryptor(seed, kind)
-    out = _vector(out, size)
-    raw = memoryview(out.view(np.uint8).data)
-    for offset in range(0, len(raw), _PIECE):
-        n = min(_PIECE, len(raw) - offset)
-        encryptor.update_into(_ZEROS[:n], raw[offset:offset + n])
-    if not LITTLE:  # the keystream is read as little-endian words
-        out.byteswap(inplace=True)
-    return out
+    return accumulate(_vector(out, size), [(seed, 1)], kind, fresh=True)
 
 
 def accumulate(out: np.ndarray, terms: Sequence[tuple[bytes, int]], kind: str = DEFAULT,
@@ -82,6 +73,8 @@ def accumulate(out: np.ndarray, terms: Sequence[tuple[bytes, int]], kind: str = 
     vector is written, and the first term is written straight into out.
     """
     out = _vector(out, out.size)
+    if not terms and not fresh:
+        return out
     encryptors = [(_encryptor(seed, kind), sign) for seed, sign in terms]
     if any(sign not in (1, -1) for _, sign in encryptors):
         raise ValueError("a term's sign is +1 or -1")
