@@ -34,7 +34,7 @@ from fedge.client.session import Session
 from fedge.client.transfers import with_resends
 from fedge.errors import FedgeError
 from fedge.protos import fedge_pb2
-from fedge.secure import quantize
+from fedge.secure import quantize, scratch
 from fedge.secure.device import MaskingDevice
 from fedge.secure.masks import Advert, Params
 
@@ -80,15 +80,20 @@ def pseudo_gradient(kind: str, global_weights: Mapping[str, np.ndarray],
                     update: Mapping[str, np.ndarray]) -> quantize.Blocks:
     """What the server would fold, flattened (vector.flatten's order), as float64
     blocks: w_global - w, -delta, or the gradient. Each call of the result yields them
-    afresh into one reused block buffer, so the device never holds the pseudo-gradient
-    whole (quantize.encode_blocks reads it twice: for its norm, then to encode it)."""
+    afresh into one block buffer (borrowed from fedge.secure.scratch, so the second call
+    and the next round reuse its pages), and the device never holds the pseudo-gradient
+    whole (quantize.encode_blocks reads it twice: for its norm, then to encode it). A
+    block is valid until the next is asked for: copy one to keep it."""
     if kind == "weights" and sorted(global_weights) != sorted(update):
         raise ValueError("the update's tensors are not the model's")
 
     largest = max((int(np.size(a)) for a in update.values()), default=0)
 
     def blocks() -> Iterator[np.ndarray]:
-        buffer = np.empty(min(BLOCK, largest), np.float64)
+        with scratch.POOL.borrow(min(BLOCK, largest), np.float64) as buffer:
+            yield from _fill(buffer)
+
+    def _fill(buffer: np.ndarray) -> Iterator[np.ndarray]:
         for name in sorted(update):
             mine = np.asarray(update[name]).reshape(-1)
             theirs = np.asarray(global_weights[name]).reshape(-1) if kind == "weights" \

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
+from fedge.secure import scratch
+
 CHACHA20 = "chacha20"
 AES_CTR = "aes-256-ctr"
 NAMES = (CHACHA20, AES_CTR)
@@ -80,7 +82,14 @@ def accumulate(out: np.ndarray, terms: Sequence[tuple[bytes, int]], kind: str = 
         raise ValueError("a term's sign is +1 or -1")
     if fresh and not encryptors:
         out.fill(0)
-    block = np.empty(min(_BLOCK // 4, out.size), np.uint32)
+    with scratch.POOL.borrow(min(_BLOCK // 4, out.size), np.uint32) as block:
+        _add_keystreams(out, encryptors, block, fresh)
+    return out
+
+
+def _add_keystreams(out: np.ndarray, encryptors: list[tuple[CipherContext, int]],
+                    block: np.ndarray, fresh: bool) -> None:
+    """accumulate()'s loop, with block as the keystream's scratch."""
     raw = memoryview(block.view(np.uint8).data)
     for start in range(0, out.size, block.size):
         part = out[start:start + block.size]
@@ -102,7 +111,6 @@ def accumulate(out: np.ndarray, terms: Sequence[tuple[bytes, int]], kind: str = 
                 np.add(part, keystream, out=part)
             else:
                 np.subtract(part, keystream, out=part)
-    return out
 
 
 def _vector(out: np.ndarray | None, size: int) -> np.ndarray:

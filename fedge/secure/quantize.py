@@ -19,6 +19,7 @@ import numpy as np
 MODULUS_BITS = 32
 HEADROOM = float(1 << 30)  # |true sum| stays below this, half of int32's range
 NOISE_SIGMAS = 12.0  # the summed DP noise's range, in its standard deviations
+_INT32_MIN, _INT32_MAX = -float(1 << 31), float((1 << 31) - 1)
 
 
 def noise_bound(noise_std: float, devices: int) -> float:
@@ -92,7 +93,7 @@ def encode_blocks(blocks: Blocks, size: int, clip: float, weight: float, scale: 
     # product may then differ from the composition's by one unit, in rare entries).
     factor = weight * scale * (1.0 if noise_std > 0 else shrink)
     out = np.empty(size, np.uint32)
-    fixed = np.empty(0, np.int64)
+    signed = out.view(np.int32)  # int32's two's complement is the value mod 2^32
     start = 0
     for block in blocks():
         if noise_std > 0 and rng is not None:
@@ -101,11 +102,12 @@ def encode_blocks(blocks: Blocks, size: int, clip: float, weight: float, scale: 
             block += rng.normal(0.0, noise_std, block.size)
         np.multiply(block, factor, out=block)
         np.rint(block, out=block)
-        if fixed.size < block.size:
-            fixed = np.empty(block.size, np.int64)
-        np.copyto(fixed[:block.size], block, casting="unsafe")
-        # int64 -> uint32 keeps the low 32 bits: two's complement mod 2^32, as encode()
-        np.copyto(out[start:start + block.size], fixed[:block.size], casting="unsafe")
+        # Within int32 unless the noise is dozens of deviations out (|value| <= 2^30 by
+        # the round's scale): cast straight into the result, as encode()'s wrap of the
+        # int64 would give, without a model-sized int64 vector. Beyond, a value
+        # saturates; the sum then fails its range check, as a wrapped one would.
+        np.clip(block, _INT32_MIN, _INT32_MAX, out=block)
+        np.copyto(signed[start:start + block.size], block, casting="unsafe")
         start += block.size
     return out
 

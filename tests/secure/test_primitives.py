@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -110,6 +112,18 @@ def test_encode_blocks_is_clip_noise_and_encode_in_one_pass(clip: float, noise: 
     off = np.abs((got - expected).view(np.int32))
     assert off.max() <= (0 if clip > 1 else 1) and np.mean(off) < 1e-3
     assert np.abs(quantize.decode(got, scale) / 37.0).max() <= clip + noise * 10
+
+
+def test_encode_blocks_saturates_a_value_beyond_int32_instead_of_wrapping() -> None:
+    # Only a draw of the DP noise dozens of deviations out gets here (the round's scale
+    # keeps |value| <= 2^30). Saturated, the value stays an extreme of its sign, so the
+    # sum fails its range check; no "invalid value" cast warning on the way.
+    vector = np.array([0.5, -0.5, 0.25, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = quantize.encode_blocks(_blocks(vector, 2), 4, 1.0, 1.0, float(1 << 33), 1e-12,
+                                     np.random.default_rng(0))
+    assert got.view(np.int32).tolist() == [2**31 - 1, -2**31, 2**31 - 1, 0]
 
 
 def test_encode_blocks_refuses_non_finite_and_wrong_sizes() -> None:
