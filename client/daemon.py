@@ -320,12 +320,14 @@ class Daemon:
         self.stats.train_seconds += time.perf_counter() - started
         metrics.update(data_metrics)
         if secure is not None:  # masked, never sent in the clear
+            gradient = pseudo_gradient(plan.kind, weights, update)
+            encoded = attempt(lambda: secure.encode(gradient, self.trainer.num_examples),
+                              session.device_id, task.round)  # before the stage closes
             if not secure.keys_done():
                 self._secure_missed = task.task_id  # its key stages went on without us
                 return
-            gradient = pseudo_gradient(plan.kind, weights, update)
-            sent = attempt(lambda: secure.submit(gradient, self.trainer.num_examples,
-                                                 metrics), session.device_id, task.round)
+            sent = None if encoded is None else attempt(lambda: secure.submit(
+                encoded, metrics), session.device_id, task.round)
             if sent is not None:
                 self.stats.rounds_trained += 1
                 self.stats.last_round = task.round

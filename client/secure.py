@@ -10,9 +10,10 @@ masked stage outlasts the wait), refusing one that asks for both kinds of share 
 peer (fedge.secure.device). The server never receives the update in the clear.
 
 Stages 1 and 2 run on a thread of their own while the daemon downloads the model and
-trains (start_keys, keys_done); once the device's shares are made, the daemon's thread
-computes its masks (MaskingDevice.premask) while that thread waits for the share stage
-to close, so the masked input is an addition away when it does. A step the server
+trains (start_keys, keys_done). After training, the daemon's thread quantizes the update
+(encode) and, once the device's shares are made, computes its masks
+(MaskingDevice.premask) while that thread waits for the share stage to close, so the
+masked input is an addition away when it does. A step the server
 refuses, or a stage that closes without this device, ends the device's part in the
 round (logged); the loop takes its next task.
 """
@@ -125,7 +126,8 @@ def little_endian_bytes(masked: np.ndarray) -> memoryview:
 
 
 class SecureTask:
-    """One device's secure round: keys() before training, submit() after.
+    """One device's secure round: start_keys() before training; encode(), keys_done()
+    and submit() after.
 
     session: the daemon's joined session (fedge.client.session.Session).
     The DP noise comes from the OS's entropy: noise from a known seed could be removed.
@@ -143,6 +145,7 @@ class SecureTask:
         self._keys_error: BaseException | None = None
         self._shared = threading.Event()  # set once share() has run, or keys() has ended
         self._share_made = False
+        self._weight = 1  # encode()'s, capped example count
 
     def _step(self, sent: Callable[[], None] | None = None, **fields: Any
               ) -> fedge_pb2.SecureReply:
@@ -221,20 +224,26 @@ class SecureTask:
         self._messages = {m.peer: m.data for m in reply.shares}
         return True
 
-    def submit(self, gradient: quantize.Blocks, num_examples: int,
-               metrics: Mapping[str, float]) -> int:
-        """Stages 3 and 4: mask and send the update (the pseudo-gradient's blocks),
-        then unmask; returns the bytes of the masked input."""
+    def encode(self, gradient: quantize.Blocks, num_examples: int) -> np.ndarray:
+        """Stage 3's input: the update (the pseudo-gradient's blocks) clipped, weighted
+        by the example count, with distributed DP plus this device's share of the noise,
+        and quantized. It needs neither the masks nor the share messages, so the daemon
+        runs it before keys_done(), while the share stage may still be open: after the
+        stage closes only the masking (an addition) and the upload are left."""
         p = self.params
-        weight = max(1, min(num_examples, p.weight_cap))
-        # clipped, plus (distributed DP) this device's share of the noise, quantized
-        encoded = quantize.encode_blocks(gradient, p.size, p.clip, float(weight), p.scale,
-                                         p.noise_std, self._rng)
+        self._weight = max(1, min(num_examples, p.weight_cap))
+        return quantize.encode_blocks(gradient, p.size, p.clip, float(self._weight),
+                                      p.scale, p.noise_std, self._rng)
+
+    def submit(self, encoded: np.ndarray, metrics: Mapping[str, float]) -> int:
+        """Stages 3 and 4: mask and send the encoded update (encode()), then unmask;
+        returns the bytes of the masked input."""
+        p = self.params
         masked = self.device.mask(encoded, self._messages)
         s, task = self._session, self._task
         header = fedge_pb2.MaskedHeader(
             session_id=s.id, task_id=task.task_id, round=task.round,
-            num_examples=weight, size=p.size, metrics=dict(metrics),
+            num_examples=self._weight, size=p.size, metrics=dict(metrics),
             sha256=hashlib.sha256(little_endian_bytes(masked)).hexdigest(),
             unmask_wait_seconds=WAIT_S)
         reply = self._send(header, masked).unmask  # the unmasking request, if it came

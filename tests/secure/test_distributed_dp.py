@@ -112,11 +112,12 @@ def test_over_grpc_the_aggregate_carries_the_noise_present_and_epsilon_is_for_it
     gradients: dict[str, np.ndarray] = {}  # what each device computed, before anything
     totals: list[np.ndarray] = []
     scales: list[float] = []
-    submit, unmask = SecureTask.submit, MaskedSum.unmask
+    encode, unmask = SecureTask.encode, MaskedSum.unmask
 
-    def recording_submit(self: SecureTask, gradient: quantize.Blocks, *args: Any) -> int:
+    def recording_encode(self: SecureTask, gradient: quantize.Blocks, *args: Any
+                         ) -> np.ndarray:
         gradients[self.device.device_id] = np.concatenate([b.copy() for b in gradient()])
-        return submit(self, gradient, *args)
+        return encode(self, gradient, *args)
 
     def recording_unmask(self: MaskedSum) -> np.ndarray:
         total = unmask(self)
@@ -124,7 +125,7 @@ def test_over_grpc_the_aggregate_carries_the_noise_present_and_epsilon_is_for_it
         scales.append(self.params.scale)
         return total
 
-    monkeypatch.setattr(SecureTask, "submit", recording_submit)
+    monkeypatch.setattr(SecureTask, "encode", recording_encode)
     monkeypatch.setattr(MaskedSum, "unmask", recording_unmask)
     parts = fleet.partitions("digits-mlp", 4)
     # 4 devices, quorum 2 (and threshold 2 of 3 neighbours): each device's share is
