@@ -121,6 +121,17 @@ def _vector(out: np.ndarray | None, size: int) -> np.ndarray:
     return out
 
 
+def releases_interpreter_lock() -> bool:
+    """Whether the installed ``cryptography`` lets other threads run while it expands a
+    keystream: 50.0 and newer (pyca/cryptography#15359). Older releases hold Python's
+    interpreter lock through each call, so devices simulated as threads of one process
+    mask one at a time, and the rest of the process waits meanwhile (BENCHMARKS.md)."""
+    import cryptography
+
+    major = cryptography.__version__.split(".")[0]
+    return not major.isdigit() or int(major) >= 50
+
+
 _MEASURING = threading.Lock()
 
 

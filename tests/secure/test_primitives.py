@@ -155,3 +155,13 @@ def test_graph_is_regular_symmetric_deterministic_and_order_free() -> None:
     assert all(d in g[p] and d not in peers for d, peers in g.items() for p in peers)
     full = graph.neighbours(ids[:5], 8, b"s")
     assert all(len(peers) == 4 for peers in full.values())
+
+
+@pytest.mark.parametrize("version,releases", [("46.0.7", False), ("49.0.0", False),
+                                              ("50.0.2", True), ("51.0.0.dev1", True)])
+def test_which_cryptography_releases_the_lock_while_expanding(
+        monkeypatch: pytest.MonkeyPatch, version: str, releases: bool) -> None:
+    import cryptography
+
+    monkeypatch.setattr(cryptography, "__version__", version)
+    assert prg.releases_interpreter_lock() is releases
