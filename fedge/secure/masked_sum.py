@@ -36,7 +36,7 @@ class MaskedSum:
         self.adverts: dict[str, Advert] = {}  # U1
         self.prg = prg.DEFAULT  # the mask generator, fixed with U1 (masks.round_prg)
         self._neighbours: dict[str, list[str]] = {}
-        self._messages: dict[str, dict[str, bytes]] = {}  # sender -> recipient -> sealed
+        self._senders: set[str] = set()  # U2: devices whose share messages arrived
         self._inbox: dict[str, dict[str, bytes]] = {}  # recipient -> sender -> sealed
         self.total = np.zeros(params.size, np.uint32)
         self.weights: dict[str, float] = {}  # U3, with each input's weight
@@ -69,19 +69,19 @@ class MaskedSum:
             raise ValueError(f"{sender!r} did not advertise keys this round")
         if sorted(sealed) != self._neighbours[sender]:
             raise ValueError(f"{sender!r} must send one share message per neighbour")
-        self._messages[sender] = dict(sealed)
+        self._senders.add(sender)
         for recipient, message in sealed.items():
             self._inbox.setdefault(recipient, {})[sender] = message
 
     @property
     def shared(self) -> set[str]:
         """U2: devices whose share messages arrived."""
-        return set(self._messages)
+        return set(self._senders)
 
     @property
     def shared_count(self) -> int:
         """|U2|, without building the set."""
-        return len(self._messages)
+        return len(self._senders)
 
     def messages_for(self, recipient: str) -> dict[str, bytes]:
         """The sealed messages addressed to recipient, by sender (after U2 closes): k of
@@ -91,7 +91,7 @@ class MaskedSum:
     # stage 3
     def add_masked(self, device_id: str, masked: np.ndarray, weight: float) -> None:
         """Adds a masked input to the running sum (mod 2^32)."""
-        if device_id not in self._messages:
+        if device_id not in self._senders:
             raise ValueError(f"{device_id!r} shared no keys this round")
         if device_id in self.weights:
             raise ValueError(f"{device_id!r} already sent its input")
@@ -104,7 +104,7 @@ class MaskedSum:
     def request(self, device_id: str) -> tuple[list[str], list[str]]:
         """What a survivor is asked for: (its neighbours that sent inputs, its
         neighbours that shared keys but sent none); only those it holds shares of."""
-        peers = [p for p in self.neighbours(device_id) if p in self._messages]
+        peers = [p for p in self.neighbours(device_id) if p in self._senders]
         return ([p for p in peers if p in self.weights],
                 [p for p in peers if p not in self.weights])
 

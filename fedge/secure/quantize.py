@@ -65,7 +65,7 @@ def encode_blocks(blocks: Blocks, size: int, clip: float, weight: float, scale: 
     """encode(clip_norm(v, clip) + noise, weight, scale) of the vector v whose blocks
     blocks() yields (each call the same blocks, which encode_blocks may overwrite), with
     no model-sized float vector: one pass for the norm (and the finiteness check), one
-    to scale, round and wrap each block into the uint32 result while it is in the
+    to scale, round and cast each block into the uint32 result while it is in the
     cache. noise_std > 0: N(0, noise_std^2) added to each clipped entry, drawn from rng
     (distributed DP). The result may differ from the composition's by one unit in rare
     entries: the norm is summed per block, and the clipping folded into the scaling.
