@@ -1,13 +1,13 @@
 """Where a secure round's time goes: one `fedge simulate` round (--task, by default
-digits-mlp; threads) with its per-device and per-stage timeline, beside a plain round
-of the same fleet.
+digits-mlp; threads, or processes: bench/secure_timeline_hosts.py) with its per-device
+and per-stage timeline, beside a plain round of the same fleet.
 
     python -m bench.secure_timeline [--clients 100] [--plain] [--task T]
-        [--out bench/results/timeline.json]
+        [--backend threads|processes] [--out bench/results/timeline.json]
 
 A bench-only hook: the run's own functions are wrapped for its duration (nothing is
 left in the product), and each call logs when it began and ended, on which device
-(devices are threads of this process) and with which stage. Devices: the TRAIN task
+and with which stage. Devices: the TRAIN task
 received (the poll that returned it), each SecureStep wait (advertise, share, unmask,
 reveal) with the number of calls it took, each compute step (advertise, share, mask,
 reveal, download, training, quantization), the masked upload (or the plain one).
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.secure_timeline_hosts import host_events, hosts_hooked, native_cpu
 from fedge.client import daemon as client_daemon
 from fedge.client import secure as client_secure
 from fedge.secure.device import MaskingDevice
@@ -40,26 +40,6 @@ from fedge.server import driver as server_driver
 from fedge.server import secure_round, service
 from fedge.server.rounds import Rounds
 from fedge.server.store import StateStore
-
-
-def native_cpu() -> dict[str, float]:
-    """CPU seconds of this process's threads that Python does not know (gRPC's C
-    threads), by their OS name, from /proc (10 ms ticks)."""
-    python = {t.native_id for t in threading.enumerate()}
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for tid in os.listdir("/proc/self/task"):
-        if int(tid) in python:
-            continue
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                name = f.read().strip()
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
 
 
 def thread_cpu() -> dict[int, tuple[str, float]]:
@@ -353,17 +333,20 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
                        and e["what"] != "metrics write"]}
 
 
-def run(clients: int, secure: bool, task: str = "digits-mlp") -> dict[str, Any]:
+def run(clients: int, secure: bool, task: str = "digits-mlp", backend: str = "threads"
+        ) -> dict[str, Any]:
     """One round of fedge simulate (task) with the hooks on; its summary and events."""
     from fedge.config import SimulateConfig
     from fedge.simulations.runner import simulate
 
     timeline = Timeline()
-    with tempfile.TemporaryDirectory() as out, hooked(timeline):
+    with (tempfile.TemporaryDirectory() as out, hooked(timeline),
+          hosts_hooked(timeline.t0) as events):
         config = SimulateConfig(task=task, clients=clients, rounds=1, out=out, edge=False,
-                                backend="threads", secure_aggregation=secure,
+                                backend=backend, secure_aggregation=secure,
                                 round_timeout_s=600.0)
         report = simulate(config)
+        timeline.events += host_events(events)  # none with threads
     row = report["rounds"][-1]
     marks = sorted(timeline.cpu.items(), key=lambda kv: kv[1][1])  # by process CPU
     times = {(e["what"] if e["what"] == "open round" else e["what"].removeprefix("open ")):
@@ -372,16 +355,17 @@ def run(clients: int, secure: bool, task: str = "digits-mlp") -> dict[str, Any]:
     times["commit"] = max(e["t"] for e in timeline.events if e["what"] == "commit")
     stages = {}
     for (a, (start, p0)), (b, (end, p1)) in itertools.pairwise(marks):
-        ended = [e for e in timeline.events if e["what"] == "ended"
+        ended = [e for e in timeline.events if e["what"] == "ended" and "host" not in e
                  and times.get(a, 0.0) <= e["t"] <= times.get(b, 1e9)]
         stages[f"{a} -> {b}"] = cpu_by_kind(start, end, p1 - p0, ended)
         n0, n1 = timeline.native.get(a, {}), timeline.native.get(b, {})
         stages[f"{a} -> {b}"].update({f"C {k}": v - n0.get(k, 0.0) for k, v in n1.items()
                                       if v - n0.get(k, 0.0) > 0})
     (start, p0), (end, p1) = timeline.cpu["open round"], timeline.cpu["commit"]
-    ended = [e for e in timeline.events if e["what"] == "ended"
+    ended = [e for e in timeline.events if e["what"] == "ended" and "host" not in e
              and times["open round"] <= e["t"] <= times["commit"]]
-    return {"clients": clients, "secure": secure, "task": task, "round_s": row["seconds"],
+    return {"clients": clients, "secure": secure, "task": task, "backend": backend,
+            "t0_monotonic": timeline.t0, "round_s": row["seconds"],
             "cpu_s": p1 - p0, "cpu_by_thread_kind": cpu_by_kind(start, end, p1 - p0, ended),
             "cpu_by_stage": stages,
             "summary": summarize(timeline.events), "events": timeline.events}
@@ -395,7 +379,8 @@ def show(result: dict[str, Any]) -> None:
     """Prints a result's summary."""
     s = result["summary"]
     kind = "secure" if result["secure"] else "plain"
-    print(f"\n{kind} round, {result['task']}, {result['clients']} devices: "
+    print(f"\n{kind} round, {result['task']}, {result['clients']} devices "
+          f"({result.get('backend', 'threads')}): "
           f"{result['round_s']:.2f} s "
           f"(timeline s: first task {_fmt(s['first_task'])}, last task "
           f"{_fmt(s['last_task'])}, last plain update folded {_fmt(s['last_plain_update'])})")
@@ -430,11 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="also a plain round")
     parser.add_argument("--task", default="digits-mlp",
                         help="the task (bench.wide_task:million: 1M parameters)")
+    parser.add_argument("--backend", choices=("threads", "processes"), default="threads")
     parser.add_argument("--out", default="bench/results/secure_timeline.json")
     args = parser.parse_args(argv)
-    results = [run(args.clients, True, args.task)]
+    results = [run(args.clients, True, args.task, args.backend)]
     if args.plain:
-        results.append(run(args.clients, False, args.task))
+        results.append(run(args.clients, False, args.task, args.backend))
     for r in results:
         show(r)
     out = Path(args.out)
