@@ -1,7 +1,7 @@
 """Flower's SecAgg+ driven in one process, as the oracle for fedge's masked sum.
 
 Flower's own code runs unchanged: the server side is ``SecAggPlusWorkflow`` (flwr
-1.30, ``flwr.server.workflow``) and each device is ``secaggplus_mod`` in front of a
+1.30-1.41, ``flwr.server.workflow``) and each device is ``secaggplus_mod`` in front of a
 ClientApp-style handler that returns the device's vector as its FitRes. Only the
 transport is ours: :class:`LoopbackGrid` hands each message to the addressed node's mod
 and returns the replies (no network, no SuperLink), as fedge's in-process protocol rows
@@ -26,7 +26,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import flwr.common.recorddict_compat as compat
 import numpy as np
 from flwr.client.mod import secaggplus_mod
 from flwr.common import (
@@ -48,6 +47,13 @@ from flwr.server.strategy import FedAvg
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
+
+from fedge.flower.identity import act_as_server
+
+try:  # Flower 1.32+ moved the legacy converters under flwr.compat
+    import flwr.compat.common.recorddict_compat as compat
+except ImportError:
+    import flwr.common.recorddict_compat as compat  # type: ignore[no-redef,unused-ignore]
 
 MAX_WEIGHT = 1000.0
 
@@ -126,6 +132,7 @@ def secagg_plus_sum(inputs: Mapping[str, np.ndarray], num_shares: int | float = 
     flwr_log = logging.getLogger("flwr")
     level = flwr_log.level
     flwr_log.setLevel(logging.ERROR)  # its per-stage INFO lines, once per round
+    act_as_server(1)  # the workflow's messages are the SuperLink's, of run 1 (Flower 1.38+)
     try:
         started = time.perf_counter()
         workflow(grid, context)

@@ -40,6 +40,7 @@ from fedge.client.daemon import Daemon
 from fedge.client.session import Session
 from fedge.client.trainer import Trainer
 from fedge.errors import FedgeError
+from fedge.flower.identity import act_as_server
 from fedge.flower.params import name_params, to_list, to_named
 from fedge.protos import fedge_pb2
 from fedge.tasks import Task
@@ -123,6 +124,7 @@ class MessageClient:
         """The app's train reply: its arrays, num-examples and metrics."""
         from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
+        act_as_server(self.context.run_id)  # the "train" is the server's (Flower 1.38+)
         content = RecordDict({
             "arrays": ArrayRecord({n: Array(np.ascontiguousarray(a)) for n, a in
                                    arrays.items()}),
@@ -236,13 +238,13 @@ class FlowerTrainer(Trainer):
                   ) -> dict[str, float]:
         """The client's evaluation of the global model, when it defines one."""
         from flwr.client import Client, NumPyClient
-        from flwr.client.numpy_client import has_evaluate
         from flwr.common import Code, EvaluateIns, ndarrays_to_parameters
 
         if isinstance(self.client, MessageClient):
             return {}  # a ClientApp's evaluate runs on Flower's schedule, not per update
         if isinstance(self.client, NumPyClient):
-            if not has_evaluate(self.client):  # evaluation is optional in Flower
+            # Evaluation is optional in Flower (its has_evaluate, moved in 1.32, checks so)
+            if type(self.client).evaluate is NumPyClient.evaluate:
                 return {}
             loss, _, metrics = self.client.evaluate(arrays, config)
         else:
