@@ -4,8 +4,26 @@
 
 Two stock configurations: Flower's defaults (each SuperNode starts the ClientApp in a
 subprocess of its own, ``--isolation subprocess``), and ``--isolation process`` with one
-long-running ``flower-superexec --plugin-type clientapp`` per SuperNode, the deployment
-Flower's documentation gives for production. Nothing in Flower is patched.
+long-running ``flower-superexec`` per SuperNode, the deployment Flower's documentation
+gives for production. Nothing in Flower is patched.
+
+Flower 1.41 changed these programs, and both releases the flower extra allows are
+driven (:func:`programs`; 1.31-1.40 are taken as 1.30 and were not tried):
+
+* 1.30: the SuperLink serves three gRPC APIs on three addresses (``--fleet-api-address``,
+  ``--control-api-address``, ``--serverappio-api-address``); each SuperNode serves its
+  ClientAppIo API on ``--clientappio-api-address``, which its superexec reaches with
+  ``--plugin-type clientapp --appio-api-address``.
+* 1.41: the SuperLink serves Fleet, Control and its Runtime API over HTTP on one
+  ``--host``/``--port``, which the SuperNodes and ``flwr run`` both address; each
+  SuperNode serves its Runtime API on its own ``--host``/``--port``, which its
+  superexec reaches with ``--runtime-api-address`` (it picks the app type from the
+  task; ``--plugin-type`` is gone). The SuperLink installs an app's dependencies with
+  ``uv sync`` into a fresh environment unless ``--disable-runtime-dependency-installation``
+  is given: the bench gives it, so the apps run in this Python's environment and
+  nothing is downloaded (SuperNodes and superexecs install nothing by default).
+
+The app's pyproject names the installed flwr as its one dependency.
 """
 
 from __future__ import annotations
@@ -16,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +55,7 @@ def write_flower_app(directory: Path, config: dict[str, Any]) -> Path:
     lines = ["[build-system]", 'requires = ["hatchling"]', 'build-backend = "hatchling.build"',
              "", "[project]", f'name = "{APP_PACKAGE}"', 'version = "1.0.0"',
              'description = "fedge\'s task model trained by Flower, for bench.round_latency"',
-             'license = "Apache-2.0"', 'dependencies = ["flwr==1.30.0"]', "",
+             'license = "Apache-2.0"', f'dependencies = ["flwr=={flwr_version()}"]', "",
              "[tool.hatch.build.targets.wheel]", 'packages = ["."]', "",
              "[tool.flwr.app]", 'publisher = "fedge"', "",
              "[tool.flwr.app.components]", f'serverapp = "{APP_PACKAGE}.server_app:app"',
@@ -46,13 +65,62 @@ def write_flower_app(directory: Path, config: dict[str, Any]) -> Path:
     return directory
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """The command line of each Flower program of one run."""
+
+    superlink: list[str]
+    supernodes: list[list[str]]
+    superexecs: list[list[str]]  # one per SuperNode with isolation "process", else none
+    control: int  # the SuperLink's port that ``flwr run`` submits to
+
+
+def release(version: str | None) -> tuple[int, int]:
+    """(major, minor) of a version string; (0, 0) without one."""
+    major, _, rest = (version or "0.0").partition(".")
+    return int(major), int(rest.partition(".")[0] or 0)
+
+
+def programs(dirs: list[Path], isolation: str, version: str | None) -> Deployment:
+    """Each program's arguments, in the CLI of flwr version (1.41's, or 1.30's before
+    it), on free ports of 127.0.0.1; one SuperNode per partition directory."""
+    configs = [f"data-dir={json.dumps(str(directory))}" for directory in dirs]
+    nodes: list[list[str]] = []
+    execs: list[list[str]] = []
+    if release(version) >= (1, 41):  # one HTTP port per server: Fleet, Control, Runtime
+        control = free_port()
+        superlink = [program("flower-superlink"), "--insecure", "--host", "127.0.0.1",
+                     "--port", str(control), "--disable-runtime-dependency-installation"]
+        for config in configs:
+            runtime = free_port()
+            nodes.append([program("flower-supernode"), "--insecure", "--superlink",
+                          f"127.0.0.1:{control}", "--host", "127.0.0.1", "--port",
+                          str(runtime), "--isolation", isolation, "--node-config", config])
+            execs.append([program("flower-superexec"), "--insecure",
+                          "--runtime-api-address", f"127.0.0.1:{runtime}"])
+    else:  # 1.30: a gRPC address per API
+        fleet, control = free_port(), free_port()
+        superlink = [program("flower-superlink"), "--insecure", "--fleet-api-address",
+                     f"127.0.0.1:{fleet}", "--control-api-address", f"127.0.0.1:{control}",
+                     "--serverappio-api-address", f"127.0.0.1:{free_port()}"]
+        for config in configs:
+            appio = f"127.0.0.1:{free_port()}"
+            nodes.append([program("flower-supernode"), "--insecure", "--superlink",
+                          f"127.0.0.1:{fleet}", "--clientappio-api-address", appio,
+                          "--isolation", isolation, "--node-config", config])
+            execs.append([program("flower-superexec"), "--insecure", "--plugin-type",
+                          "clientapp", "--appio-api-address", appio])
+    return Deployment(superlink, nodes, execs if isolation == "process" else [], control)
+
+
 def run_flower(dirs: list[Path], rounds: int, seed: int, work: Path, timeout: float,
                task: str, train: dict[str, Any], isolation: str = "subprocess"
                ) -> dict[str, Any]:
     """flower-superlink + one flower-supernode per partition (with isolation "process",
     each with its own flower-superexec) + flwr run of the app; returns each round's end
     time and its slowest node's training seconds."""
-    fleet, control, serverappio = free_port(), free_port(), free_port()
+    deployment = programs(dirs, isolation, flwr_version())
+    control = deployment.control
     home = work / "flwr-home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(
@@ -69,20 +137,11 @@ def run_flower(dirs: list[Path], rounds: int, seed: int, work: Path, timeout: fl
     procs = Processes(work)
     started = time.time()
     try:
-        procs.start("flower-superlink", [
-            program("flower-superlink"), "--insecure", "--fleet-api-address",
-            f"127.0.0.1:{fleet}", "--control-api-address", f"127.0.0.1:{control}",
-            "--serverappio-api-address", f"127.0.0.1:{serverappio}"], env=env, cwd=work)
-        for k, directory in enumerate(dirs):
-            appio = f"127.0.0.1:{free_port()}"
-            procs.start(f"flower-supernode-{k}", [
-                program("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{fleet}",
-                "--clientappio-api-address", appio, "--isolation", isolation,
-                "--node-config", f"data-dir={json.dumps(str(directory))}"], env=env, cwd=work)
-            if isolation == "process":  # the long-running ClientApp executor of that node
-                procs.start(f"flower-superexec-{k}", [
-                    program("flower-superexec"), "--insecure", "--plugin-type", "clientapp",
-                    "--appio-api-address", appio], env=env, cwd=work)
+        procs.start("flower-superlink", deployment.superlink, env=env, cwd=work)
+        for k, argv in enumerate(deployment.supernodes):
+            procs.start(f"flower-supernode-{k}", argv, env=env, cwd=work)
+        for k, argv in enumerate(deployment.superexecs):  # each node's ClientApp executor
+            procs.start(f"flower-superexec-{k}", argv, env=env, cwd=work)
         wait_for_port(control, 60, procs, "flower-superlink")
         submit = subprocess.run([program("flwr"), "run", str(app), "bench"], env={
             **os.environ, **env}, cwd=work, capture_output=True, text=True, timeout=120)

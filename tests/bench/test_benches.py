@@ -5,12 +5,13 @@ No timing is asserted here: speed targets live in the benchmarks themselves."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tomllib
 
 import pytest
 
-from bench import round_latency, run_all, simulate_wall
+from bench import flower_deploy, round_latency, run_all, simulate_wall
 
 
 def test_generated_flower_app_is_valid(tmp_path):
@@ -31,6 +32,36 @@ def test_generated_flower_app_is_valid(tmp_path):
     assert valid, errors
     assert config["tool"]["flwr"]["app"]["config"]["batch-size"] == 32
     assert config["tool"]["flwr"]["app"]["config"]["timestamps"].endswith("t.json")
+    # the installed flwr, so that no release's runtime would try to install another
+    assert config["project"]["dependencies"] == [f"flwr=={round_latency.flwr_version()}"]
+
+
+@pytest.mark.parametrize("isolation", flower_deploy.ISOLATIONS)
+def test_flower_deployment_speaks_the_installed_programs_options(tmp_path, isolation):
+    pytest.importorskip("flwr")
+    deployment = flower_deploy.programs([tmp_path / "a", tmp_path / "b"], isolation,
+                                        round_latency.flwr_version())
+    assert len(deployment.supernodes) == 2
+    assert len(deployment.superexecs) == (2 if isolation == "process" else 0)
+    for argv in [deployment.superlink, deployment.supernodes[0],
+                 *deployment.superexecs[:1]]:
+        usage = subprocess.run([argv[0], "--help"], capture_output=True, text=True,
+                               timeout=60).stdout
+        for option in (a for a in argv[1:] if a.startswith("--")):
+            assert option in usage, f"{argv[0]} has no {option}"
+
+
+def test_flower_deployment_follows_the_release_cli(tmp_path):
+    old = flower_deploy.programs([tmp_path], "process", "1.30.0")
+    new = flower_deploy.programs([tmp_path], "process", "1.41.0")
+    assert "--serverappio-api-address" in old.superlink
+    assert "--plugin-type" in old.superexecs[0]
+    # 1.41: one HTTP port for Fleet and Control, and no app installs at run time
+    assert f"127.0.0.1:{new.control}" in new.supernodes[0]
+    assert "--disable-runtime-dependency-installation" in new.superlink
+    runtime = new.supernodes[0][new.supernodes[0].index("--port") + 1]
+    assert new.superexecs[0][-1] == f"127.0.0.1:{runtime}"
+    assert flower_deploy.release("1.41.0") == (1, 41) > flower_deploy.release(None)
 
 
 def test_rounds_are_measured_from_one_end_to_the_next():
