@@ -1,14 +1,14 @@
-"""The task identity Flower 1.38+ stamps on the messages a process builds.
+"""The task identity newer Flower stamps on the messages a process builds.
 
-From 1.38 a Flower ``Message`` made without ``reply_to`` (an instruction: the server's
-"train" to a node) takes its run, sender node and task from the process-wide
-``flwr.supercore.task_identity.TaskIdentity``, which Flower's own runtimes set before
-they run an app (``flwr.server.compat.app`` sets task 1, the run and the SuperLink's
-node for its legacy server). fedge builds such messages outside those runtimes: the
-ClientApp adapter (:mod:`fedge.flower.client`) hands a node the server's "train", and
-the SecAgg+ oracle (``bench/flower_secagg.py``) drives the server workflow in-process.
-Older releases (1.30) have no such identity and stamp zeros until the Grid pushes the
-message, so there this does nothing.
+By 1.38 (1.36 had none), a Flower ``Message`` made without ``reply_to`` (an
+instruction: the server's "train" to a node) takes its run, sender node and task from the
+process-wide ``flwr.supercore.task_identity.TaskIdentity``, which Flower's own runtimes
+set before they run an app (``flwr.server.compat.app`` sets task 1, the run and the
+SuperLink's node for its legacy server). fedge builds such messages outside those
+runtimes: the ClientApp adapter (:mod:`fedge.flower.client`) hands a node the server's
+"train", and the SecAgg+ oracle (``bench/flower_secagg.py``) drives the server workflow
+in-process. Older releases (1.30) have no such identity and stamp zeros until the Grid
+pushes the message, so there this does nothing.
 """
 
 from __future__ import annotations
