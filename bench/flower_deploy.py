@@ -18,10 +18,12 @@ driven (:func:`programs`; 1.31-1.40 are taken as 1.30 and were not tried):
   ``--host``/``--port``, which the SuperNodes and ``flwr run`` both address; each
   SuperNode serves its Runtime API on its own ``--host``/``--port``, which its
   superexec reaches with ``--runtime-api-address`` (it picks the app type from the
-  task; ``--plugin-type`` is gone). The SuperLink installs an app's dependencies with
-  ``uv sync`` into a fresh environment unless ``--disable-runtime-dependency-installation``
-  is given: the bench gives it, so the apps run in this Python's environment and
-  nothing is downloaded (SuperNodes and superexecs install nothing by default).
+  task; ``--plugin-type`` is ignored with a warning). The SuperLink installs an app's
+  dependencies with ``uv sync`` into a fresh environment unless
+  ``--disable-runtime-dependency-installation`` is given: the bench gives it, so the
+  apps run in this Python's environment and nothing is downloaded (SuperNodes and
+  superexecs install nothing by default). Each superexec still starts a
+  ``flwr-clientapp`` process per message, as in 1.30.
 
 The app's pyproject names the installed flwr as its one dependency.
 """

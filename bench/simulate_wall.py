@@ -16,8 +16,8 @@ start-up of the engine, all rounds, shut-down) is what is compared:
   per-round seed; the global model is evaluated centrally each round), on Flower's
   default Ray backend and default client resources.
 
-Flower needs ``flwr`` and Ray (``pip install 'fedge[flower]'`` brings ray==2.51.1, the
-version flwr[simulation] 1.30.0 requires). With ``--repeats`` > 1
+Flower needs ``flwr`` and Ray (``pip install 'fedge[flower]'`` brings flwr[simulation]
+1.41.0 and the ray==2.55.1 it requires; with 1.30.0, ray==2.51.1). With ``--repeats`` > 1
 each system runs that many times (alternating) and the median wall time is reported.
 """
 
