@@ -1,10 +1,16 @@
 """The mask generator: a 32-byte seed expanded into a vector of Z_{2^32}.
 
 Two vetted stream ciphers from ``cryptography``, keyed by the seed and run over zeros:
-ChaCha20 (RFC 8439) and AES-256 in counter mode. Either keystream, read as
-little-endian uint32, is computationally indistinguishable from uniform, which is all a
-one-time pad mod 2^32 needs. Each seed masks one vector once (it is derived per round
-and per pair), so the fixed nonce (counter block) is never reused under a key.
+ChaCha20 (RFC 8439; the seed is its 256-bit key) and AES-128 in counter mode (the seed's
+first 16 bytes are its key). Either keystream, read as little-endian uint32, is
+computationally indistinguishable from uniform, which is all a one-time pad mod 2^32
+needs. Each seed masks one vector once (it is derived per round and per pair), so the
+fixed nonce (counter block) is never reused under a key.
+
+AES-128, not AES-256: a pair seed is as strong as the X25519 agreement it comes from,
+about 128 bits, so a longer AES key adds nothing to the masks, while AES-128's 10 rounds
+(against 14) expand 1.2-1.3x faster (7.3-7.5 GB/s against 5.7-6.3 on one core of the
+bench machine; BENCHMARKS.md). A self-mask seed's first 16 bytes are 128 random bits.
 
 Which one a round uses is a matter of speed only. A CPU with AES instructions (x86's
 AES-NI, ARMv8's crypto extensions) runs AES-CTR at about twice ChaCha20's rate; one
@@ -28,7 +34,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 from fedge.secure import scratch
 
 CHACHA20 = "chacha20"
-AES_CTR = "aes-256-ctr"
+AES_CTR = "aes-128-ctr"  # "aes-256-ctr" until 2026-12: now an unknown name
 NAMES = (CHACHA20, AES_CTR)
 DEFAULT = CHACHA20  # what a round uses unless every device prefers another
 
@@ -49,7 +55,7 @@ def _encryptor(seed: bytes, kind: str) -> CipherContext:
     if kind == CHACHA20:
         return Cipher(algorithms.ChaCha20(seed, _NONCE), mode=None).encryptor()
     if kind == AES_CTR:
-        return Cipher(algorithms.AES(seed), modes.CTR(_NONCE)).encryptor()
+        return Cipher(algorithms.AES(seed[:16]), modes.CTR(_NONCE)).encryptor()
     raise ValueError(f"unknown mask generator {kind!r} (known: {', '.join(NAMES)})")
 
 
