@@ -81,9 +81,19 @@ def host_events(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _stat_cpu(path: str) -> float | None:
+    """User + system CPU seconds of a /proc stat file (10 ms ticks); None when the
+    process or thread ended meanwhile."""
+    try:
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children_cpu() -> float:
-    """CPU seconds (user + system) of this process's live child processes, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
+    """CPU seconds of this process's live child processes, from /proc."""
     total = 0.0
     for tid in os.listdir("/proc/self/task"):
         try:
@@ -91,13 +101,7 @@ def children_cpu() -> float:
                 pids = f.read().split()
         except OSError:
             continue
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:  # ended meanwhile
-                continue
-            total += (int(fields[11]) + int(fields[12])) / tick
+        total += sum(filter(None, (_stat_cpu(f"/proc/{pid}/stat") for pid in pids)))
     return total
 
 
@@ -106,7 +110,6 @@ def native_cpu() -> dict[str, float]:
     threads), by their OS name, and of its child processes (client hosts), from /proc
     (10 ms ticks)."""
     python = {t.native_id for t in threading.enumerate()}
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {"host processes": children_cpu()}
     for tid in os.listdir("/proc/self/task"):
         if int(tid) in python:
@@ -114,9 +117,9 @@ def native_cpu() -> dict[str, float]:
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
                 name = f.read().strip()
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        cpu = _stat_cpu(f"/proc/self/task/{tid}/stat")
+        if cpu is not None:
+            out[name] = out.get(name, 0.0) + cpu
     return out
