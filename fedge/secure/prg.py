@@ -15,14 +15,17 @@ bench machine; BENCHMARKS.md). A self-mask seed's first 16 bytes are 128 random 
 Which one a round uses is a matter of speed only. A CPU with AES instructions (x86's
 AES-NI, ARMv8's crypto extensions) runs AES-CTR at about twice ChaCha20's rate; one
 without them (a Raspberry Pi 4's Cortex-A72) runs it several times slower. Each device
-advertises the one that is faster on it (:func:`preferred`, measured once per process),
-and a round uses AES-CTR only when every device in it prefers it
-(``fedge.secure.masks.round_prg``): the slowest device sets the round's pace.
+advertises the one that is faster on it (:func:`preferred`: by whether its CPU has AES
+instructions, measured only where that cannot be read), and a round uses AES-CTR only
+when every device in it prefers it (``fedge.secure.masks.round_prg``): the slowest
+device sets the round's pace.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import platform
 import sys
 import threading
 import time
@@ -47,6 +50,23 @@ _NONCE = bytes(16)  # ChaCha20: 4-byte counter + 12-byte nonce; AES-CTR: the cou
 # each either way).
 _BLOCK = 1 << 22
 _ZEROS = memoryview(bytes(_BLOCK))  # never written: its pages stay the shared zero page
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# How many keystream loops may run at once in this process: one a core. A daemon runs one
+# anyway; a simulation runs dozens of devices as threads, and since the cipher and
+# numpy release the interpreter lock, all of them would be inside their loops at once,
+# each with 8 MiB of scratch and sum in the cache (its block and its output), the cores
+# switching between them. 32 threads of one process summing 30 keystreams of 1M
+# entries took 35 CPU ms a sum that way, 19.5 ms two at a time (20 alone): the rest were
+# the cache misses of working sets that no longer fit (BENCHMARKS.md).
+_LOOPS = threading.BoundedSemaphore(_cores())
 
 
 def _encryptor(seed: bytes, kind: str) -> CipherContext:
@@ -88,7 +108,7 @@ def accumulate(out: np.ndarray, terms: Sequence[tuple[bytes, int]], kind: str = 
         raise ValueError("a term's sign is +1 or -1")
     if fresh and not encryptors:
         out.fill(0)
-    with scratch.POOL.borrow(min(_BLOCK // 4, out.size), np.uint32) as block:
+    with _LOOPS, scratch.POOL.borrow(min(_BLOCK // 4, out.size), np.uint32) as block:
         _add_keystreams(out, encryptors, block, fresh)
     return out
 
@@ -142,16 +162,50 @@ _MEASURING = threading.Lock()
 
 
 def preferred() -> str:
-    """The generator that is faster on this machine: each expands 256 KiB five times,
-    interleaved, and the faster best time wins (AES-CTR only when it is at least as
-    fast). Measured once per process, in about 2 ms; the lock makes the devices that a
-    simulation runs as threads of one process wait for the one answer."""
+    """The generator that is faster on this machine: AES-CTR where the CPU has AES
+    instructions, ChaCha20 where it has none (:func:`cpu_has_aes`), and where the CPU's
+    features cannot be read, the faster of the two measured (:func:`_measure`). Decided
+    once per process; the lock makes the devices that a simulation runs as threads of
+    one process wait for the one answer.
+
+    Not measured where the features are known: a timing taken while other threads were
+    busy (a simulation's devices, a daemon's own downloads) picked ChaCha20 in 3 to 7 of
+    20 tries on an AES machine, wall clock or the thread's CPU clock alike (each short
+    call's wait for the interpreter lock outweighs the cipher). One such device makes
+    the whole round mask with ChaCha20 (fedge.secure.masks.round_prg), at half the
+    speed, and which round did was chance (BENCHMARKS.md)."""
     with _MEASURING:
-        return _measure()
+        return _preference()
 
 
 @functools.cache
+def _preference() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            has_aes = cpu_has_aes(f.read())
+    except OSError:  # not Linux
+        has_aes = True if sys.platform == "darwin" and platform.machine() == "arm64" \
+            else None  # Apple's cores all have them
+    if has_aes is None:
+        return _measure()
+    return AES_CTR if has_aes else CHACHA20
+
+
+def cpu_has_aes(cpuinfo: str) -> bool | None:
+    """Whether /proc/cpuinfo's text lists AES instructions: x86's ``aes`` flag (AES-NI),
+    ARMv8's ``aes`` feature (its crypto extensions); None when it lists no features.
+    OpenSSL uses them where they are, and its AES-CTR then runs about twice as fast as
+    its ChaCha20; without them several times slower."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return "aes" in value.split()
+    return None
+
+
 def _measure() -> str:
+    """Each generator expands 256 KiB five times, interleaved; the faster best time
+    wins (AES-CTR only when it is at least as fast). About 2 ms."""
     out = np.empty(1 << 16, np.uint32)
     best = {kind: float("inf") for kind in NAMES}
     for _ in range(5):

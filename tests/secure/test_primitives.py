@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -52,6 +54,72 @@ def test_prg_aes_ctr_is_its_keystream_and_differs_from_chacha20() -> None:
     assert prg.preferred() in prg.NAMES
     with pytest.raises(ValueError, match="unknown mask generator"):
         prg.expand(seed, 10, kind="rot13")
+
+
+def test_cpu_features_decide_the_preferred_generator() -> None:
+    x86 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 aes pclmulqdq\n"
+    pi4 = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+    graviton = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32\n"
+    assert prg.cpu_has_aes(x86) is True
+    assert prg.cpu_has_aes(x86.replace(" aes", "")) is False
+    assert prg.cpu_has_aes(pi4) is False
+    assert prg.cpu_has_aes(graviton) is True
+    assert prg.cpu_has_aes("processor\t: 0\nvendor_id\t: x\n") is None
+
+
+def test_the_preferred_generator_does_not_depend_on_how_busy_the_process_is() -> None:
+    # Timed while other threads held the interpreter lock, the choice was chance; one
+    # device that chose ChaCha20 slowed its whole round.
+    quiet = prg.preferred()
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinners = [threading.Thread(target=spin) for _ in range(4)]
+    for t in spinners:
+        t.start()
+    try:
+        answers = set()
+        for _ in range(10):
+            prg._preference.cache_clear()
+            answers.add(prg.preferred())
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()
+    assert answers == {quiet}
+
+
+def test_keystream_loops_run_at_most_one_a_core_at_once(monkeypatch) -> None:
+    # A simulation's devices all mask at once; each loop's working set is 8 MiB of
+    # cache, and more loops than cores only evict each other's.
+    inner, lock = prg._add_keystreams, threading.Lock()
+    running, most = [0], [0]
+
+    def counted(*args: object) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        inner(*args)  # type: ignore[arg-type]
+        with lock:
+            running[0] -= 1
+
+    monkeypatch.setattr(prg, "_add_keystreams", counted)
+    seeds = [bytes([i]) * 32 for i in range(3)]
+    results: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda: results.append(prg.accumulate(
+        np.empty(1000, np.uint32), [(s, 1) for s in seeds], fresh=True)))
+        for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 1 <= most[0] <= prg._cores()
+    expected = sum((prg.expand(s, 1000) for s in seeds), np.zeros(1000, np.uint32))
+    assert len(results) == 8 and all(np.array_equal(r, expected) for r in results)
 
 
 @pytest.mark.parametrize("kind", prg.NAMES)
