@@ -2,7 +2,8 @@
 over gRPC, with and without SecAgg+.
 
     python -m bench.secure [--ns 10 50 100] [--sizes 26122 1000000] [--grpc 10]
-                           [--flower-max 2000000] [--out bench/results/secure.json]
+                           [--pairs 1] [--flower-max 2000000]
+                           [--out bench/results/secure.json]
 
 Protocol rows run the real device and server state machines (fedge.secure) in one
 process, with real cryptography and no dropouts: ``device s`` is one device's mean
@@ -27,6 +28,9 @@ device's), the server's secure-aggregation compute (MaskedSum: relay, sum, unmas
 ``round - masking``: the round less the masking the simulation serialized, ``(sum -
 slowest) / cores`` (the slowest device's masking stays on the critical path). It assumes
 masking is CPU-bound and had the cores to itself; under other load it subtracts too little.
+``--pairs N`` runs N plain and secure rounds of each gRPC row, interleaved (plain first in
+even pairs, secure first in odd ones), and prints the median of the N ratios: one pair
+decides nothing on a shared machine.
 """
 
 from __future__ import annotations
@@ -244,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                         "parameters)")
     parser.add_argument("--flower-max", type=int, default=2_000_000,
                         help="run Flower's SecAgg+ on rows with n x params up to this")
+    parser.add_argument("--pairs", type=int, default=1,
+                        help="plain and secure gRPC rounds, interleaved, per row; with "
+                        "more than one, the median of their ratios (a plain round's "
+                        "own time varies by a third from run to run here)")
     parser.add_argument("--out", default="bench/results/secure.json")
     args = parser.parse_args(argv)
     rows = []
@@ -259,25 +267,48 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n:>4} {size:>9} {r['k']:>3} {r['device_s']:>9.3f} {r['server_s']:>9.3f} "
                   f"{r['plain_server_s']:>11.4f} {r['up_bytes']:>10} "
                   f"{r['plain_up_bytes']:>10} {r['down_bytes']:>8}{flower}", flush=True)
-    grpc = []
+    grpc, ratios = [], []
     for task, backend in itertools.product(args.grpc_tasks, args.backend):
         for clients in args.grpc or []:
-            for secure in (False, True):
-                g = grpc_row(clients, secure, backend, task)
-                grpc.append(g)
-                extra = (f"; devices' masking {g['device_mask_cpu_s']:.2f} CPU s (slowest "
-                         f"{g['device_mask_cpu_max_s']:.3f}), server secure "
-                         f"{g['server_secure_s']:.2f} s, round less masking "
-                         f"{g['round_less_masking_s']:.2f} s" if "server_secure_s" in g
-                         else "")
-                print(f"grpc {task} {backend:<9} {clients:>4} clients "
-                      f"{'secure' if secure else 'plain ':>6}: round {g['round_s']:.2f} s, "
-                      f"{g['up_bytes_per_device']:.0f} B up/device{extra}", flush=True)
+            pairs = []
+            for pair in range(args.pairs):
+                # Alternate which side goes first, so that a drift in the machine's
+                # load over the run weighs on both alike.
+                done = {}
+                for secure in (False, True) if pair % 2 == 0 else (True, False):
+                    g = grpc_row(clients, secure, backend, task)
+                    g["pair"] = pair
+                    grpc.append(g)
+                    done[secure] = g
+                    _print_grpc(task, backend, clients, g)
+                pairs.append(done[True]["round_s"] / done[False]["round_s"])
+            if len(pairs) > 1:
+                ratios.append(summary(task, backend, clients, pairs))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"protocol": rows, "grpc": grpc,
+    out.write_text(json.dumps({"protocol": rows, "grpc": grpc, "ratios": ratios,
                                "machine": platform.platform()}, indent=1))
     return 0
+
+
+def _print_grpc(task: str, backend: str, clients: int, g: dict[str, Any]) -> None:
+    extra = (f"; devices' masking {g['device_mask_cpu_s']:.2f} CPU s (slowest "
+             f"{g['device_mask_cpu_max_s']:.3f}), server secure "
+             f"{g['server_secure_s']:.2f} s, round less masking "
+             f"{g['round_less_masking_s']:.2f} s" if "server_secure_s" in g else "")
+    print(f"grpc {task} {backend:<9} {clients:>4} clients "
+          f"{'secure' if g['secure'] else 'plain ':>6}: round {g['round_s']:.2f} s, "
+          f"{g['up_bytes_per_device']:.0f} B up/device{extra}", flush=True)
+
+
+def summary(task: str, backend: str, clients: int, pairs: list[float]) -> dict[str, Any]:
+    """The secure/plain ratios of one row's pairs, printed with their median."""
+    median = float(np.median(pairs))
+    print(f"grpc {task} {backend:<9} {clients:>4} clients: secure/plain over {len(pairs)} "
+          f"pairs: median {median:.2f}x, {min(pairs):.2f}-{max(pairs):.2f}x "
+          f"({', '.join(f'{r:.2f}' for r in pairs)})", flush=True)
+    return {"task": task, "backend": backend, "clients": clients, "pairs": pairs,
+            "median": median}
 
 
 if __name__ == "__main__":
