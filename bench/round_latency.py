@@ -8,13 +8,15 @@
 For each client count N both systems run as separate OS processes on loopback, started
 as a person would start them:
 
-* fedge: one ``fedge server`` (``--insecure --allow-anonymous --no-edge``) and N
-  ``fedge client`` processes, each with ``--data`` pointing at its partition;
+* fedge: one ``fedge server`` (``--insecure --allow-anonymous --no-edge
+  --examples-factor 0 --norm-factor 0``) and N ``fedge client`` processes, each with
+  ``--data`` pointing at its partition and named after its folder (``client-K``);
 * Flower (``flwr``, from the flower extra): one ``flower-superlink``,
   N ``flower-supernode`` processes (``--node-config data-dir=...``) and ``flwr run`` of
   the Flower App in ``bench/flower_app`` (copied next to a generated pyproject.toml):
   its ClientApp trains with fedge's own ``client.trainer.Trainer`` on the same
-  partition with the same epochs, lr, batch size and per-round seed, and its ServerApp
+  partition with the same epochs, lr, batch size and shuffling seed (fedge's, from the
+  run's seed, the device's id and the round), and its ServerApp
   runs Flower's FedAvg over all N nodes with centralized evaluation on the test split
   (fedge evaluates each round at commit) and no federated evaluation;
 * ``flower-process``: the same, in Flower's other stock configuration: each SuperNode
@@ -32,10 +34,14 @@ slowest device's training time, both clients timing the same call (``Trainer.tra
 own ``train_seconds``: the fedge client reports it with its update, the ClientApp in
 its reply's metrics); its median over rounds 2..R is reported beside its share of the
 round. ``--task cifar10-resnet`` runs the realistic image task. Otherwise defaults
-are those of a fresh install: the task's training settings and Flower's default
-polling. Every process of both
-systems runs with ``OMP_NUM_THREADS=1`` (``--threads``), as N devices share this
-machine's cores: torch's spinning worker threads otherwise oversubscribe them.
+are those of a fresh install (the task's training settings, Flower's default polling),
+but for fedge's fleet-relative update bounds: Flower's FedAvg has none, so the fedge
+server folds every update as given, as ``fedge simulate`` does; with its defaults it
+would bound honest updates (all four in round 2 at 4 clients) and end at another
+accuracy, and equal accuracies are this bench's check that both did the same work.
+Every process of both systems runs with ``OMP_NUM_THREADS=1`` (``--threads``), as N
+devices share this machine's cores: torch's spinning worker threads otherwise
+oversubscribe them.
 ``--profile DIR`` runs fedge's programs under cProfile (``DIR/nN/client-K.prof``).
 """
 
@@ -124,11 +130,13 @@ def run_fedge(dirs: list[Path], rounds: int, seed: int, work: Path,
             *_fedge(profile, "server"), "server", "--task", task, "--host", "127.0.0.1",
             "--port", str(port), "--rounds", str(rounds), "--min-clients", str(len(dirs)),
             "--seed", str(seed), "--state-dir", str(state), "--insecure",
-            "--allow-anonymous", "--no-edge"])
+            "--allow-anonymous", "--no-edge",
+            # Flower's FedAvg bounds no update: fold as it does (as fedge simulate does)
+            "--examples-factor", "0", "--norm-factor", "0"])
         for k, directory in enumerate(dirs):
             procs.start(f"fedge-client-{k}", [
                 *_fedge(profile, f"client-{k}"), "client", "--server", f"127.0.0.1:{port}",
-                "--task", task, "--data", str(directory), "--device-id", f"dev-{k}",
+                "--task", task, "--data", str(directory), "--device-id", directory.name,
                 "--insecure"])
         server = procs.procs["fedge-server"]
         try:

@@ -21,6 +21,7 @@ from flwr.clientapp import ClientApp
 
 from fedge.client.data import LocalData
 from fedge.client.trainer import Trainer
+from fedge.server.round_state import shuffle_seed
 from fedge.tasks import load_task
 
 # Kept between messages when Flower reuses the ClientApp's process.
@@ -47,12 +48,16 @@ def _data_dir(node: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
 def train(msg: Message, context: Context, fixed: Mapping[str, Any]) -> Message:
     """Trains from the received global weights; replies with the new ones."""
     settings = {**context.run_config, **fixed}
-    trainer = _trainer(str(settings["task"]), _data_dir(context.node_config, settings))
+    data_dir = _data_dir(context.node_config, settings)
+    trainer = _trainer(str(settings["task"]), data_dir)
     config = msg.content.config_records["config"]
     state = msg.content.array_records["arrays"].to_torch_state_dict()
     weights = {name: tensor.numpy() for name, tensor in state.items()}
-    # fedge seeds each round's shuffle with seed * 1_000_003 + round (server/service.py).
-    seed = int(settings["seed"]) * 1_000_003 + int(str(config["server-round"]))
+    # fedge seeds each device's shuffle from the run's seed, the device's id and the
+    # round (fedge.server.round_state.shuffle_seed); the benches name device K after its
+    # partition's folder, client-K, as fedge simulate does.
+    seed = shuffle_seed(int(settings["seed"]), Path(data_dir).name,
+                        int(str(config["server-round"])))
     new, metrics = trainer.train(weights, epochs=int(settings["epochs"]),
                                  lr=float(settings["lr"]),
                                  batch_size=int(settings["batch-size"]), seed=seed)
