@@ -1,7 +1,9 @@
-"""Waiting on threads from the main thread without going deaf to Ctrl-C."""
+"""Waiting on threads from the main thread without going deaf to Ctrl-C, and how many
+cores the process's threads may use."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -24,3 +26,9 @@ def join_interruptibly(thread: threading.Thread, timeout: float | None = None) -
             return False
         thread.join(left)
     return True
+
+
+def cores() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)

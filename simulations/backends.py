@@ -52,12 +52,6 @@ class Backend(Protocol):
         failed."""
 
 
-def cores() -> int:
-    """The CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-
-
 def split_groups(specs: list[ClientSpec], hosts: int) -> list[list[ClientSpec]]:
     """Deals specs round-robin into at most hosts non-empty groups."""
     hosts = max(1, min(hosts, len(specs)))

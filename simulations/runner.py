@@ -27,7 +27,7 @@ from fedge.errors import FedgeError
 from fedge.server.app import FedgeServer
 from fedge.server.budget import default_delta
 from fedge.server.store import RoundRecord
-from fedge.simulations.backends import RayBackend, choose, cores, make_backend, split_groups
+from fedge.simulations.backends import RayBackend, choose, make_backend, split_groups
 from fedge.simulations.device import ClientSpec
 from fedge.simulations.hostile import Attack
 from fedge.simulations.partition import split, write_partitions
@@ -41,6 +41,7 @@ from fedge.simulations.report import (
 )
 from fedge.simulations.scatter import write_scatters
 from fedge.tasks import Task, load_task
+from fedge.threads import cores
 
 log = logging.getLogger(__name__)
 

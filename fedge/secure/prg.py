@@ -24,7 +24,6 @@ device sets the round's pace.
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import sys
 import threading
@@ -35,6 +34,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from fedge.secure import scratch
+from fedge.threads import cores
 
 CHACHA20 = "chacha20"
 AES_CTR = "aes-128-ctr"  # "aes-256-ctr" until 2026-12: now an unknown name
@@ -52,13 +52,6 @@ _BLOCK = 1 << 22
 _ZEROS = memoryview(bytes(_BLOCK))  # never written: its pages stay the shared zero page
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 # How many keystream loops may run at once in this process: one a core. A daemon runs one
 # anyway; a simulation runs dozens of devices as threads, and since the cipher and
 # numpy release the interpreter lock, all of them would be inside their loops at once,
@@ -66,7 +59,7 @@ def _cores() -> int:
 # switching between them. 32 threads of one process summing 30 keystreams of 1M
 # entries took 35 CPU ms a sum that way, 19.5 ms two at a time (20 alone): the rest were
 # the cache misses of working sets that no longer fit (BENCHMARKS.md).
-_LOOPS = threading.BoundedSemaphore(_cores())
+_LOOPS = threading.BoundedSemaphore(cores())
 
 
 def _encryptor(seed: bytes, kind: str) -> CipherContext:
@@ -180,15 +173,20 @@ def preferred() -> str:
 
 @functools.cache
 def _preference() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            has_aes = cpu_has_aes(f.read())
-    except OSError:  # not Linux
-        has_aes = True if sys.platform == "darwin" and platform.machine() == "arm64" \
-            else None  # Apple's cores all have them
+    has_aes = this_cpu_has_aes()
     if has_aes is None:
         return _measure()
     return AES_CTR if has_aes else CHACHA20
+
+
+def this_cpu_has_aes() -> bool | None:
+    """cpu_has_aes of this machine's /proc/cpuinfo; on an Apple arm64 Mac True (all its
+    cores have them); None where neither tells."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return cpu_has_aes(f.read())
+    except OSError:  # not Linux
+        return True if sys.platform == "darwin" and platform.machine() == "arm64" else None
 
 
 def cpu_has_aes(cpuinfo: str) -> bool | None:
