@@ -88,13 +88,13 @@ def protocol_row(n: int, size: int, flower: bool = False) -> dict[str, Any]:
     for d in ids:
         advert, s = timed(devices[d].advertise)
         device_s += s
-        up[d] += _bytes(fedge_pb2.SecureRequest(advert=fedge_pb2.SecureAdvert(
+        up[d] += _bytes(fedge_pb2.PollRequest(advert=fedge_pb2.SecureAdvert(  # on a poll
             device_id=d, encrypt_public=advert.encrypt_public, mask_public=advert.mask_public)))
         _, s = timed(server.add_advert, advert)
         server_s += s
     _, s = timed(server.close_adverts)
     server_s += s
-    roster = fedge_pb2.SecureReply(adverts=[fedge_pb2.SecureAdvert(
+    roster = fedge_pb2.SecureParams(roster=[fedge_pb2.SecureAdvert(  # in the TRAIN task
         device_id=a.device_id, encrypt_public=a.encrypt_public, mask_public=a.mask_public)
         for a in server.adverts.values()])
     for d in ids:

@@ -8,9 +8,10 @@ and per-stage timeline, beside a plain round of the same fleet.
 A bench-only hook: the run's own functions are wrapped for its duration (nothing is
 left in the product), and each call logs when it began and ended, on which device
 and with which stage. Devices: the TRAIN task
-received (the poll that returned it), each SecureStep wait (advertise, share, unmask,
-reveal) with the number of calls it took, each compute step (advertise, share, mask,
-reveal, download, training, quantization), the masked upload (or the plain one).
+received (the poll that returned it, with the round's roster: the keys came with the
+polls), each SecureStep wait (share, unmask, reveal) with the number of calls it took,
+each compute step (share, premask, mask, reveal, download, training, quantization), the
+masked upload (or the plain one).
 Server: each stage's opening (from the driver), each device's arrival at a stage, and
 each handler call. The summary per stage gives when it opened and closed, its last
 arrival (which device), and how long the barrier took after that arrival to close and
@@ -37,7 +38,7 @@ from fedge.client import secure as client_secure
 from fedge.secure.device import MaskingDevice
 from fedge.secure.masked_sum import MaskedSum
 from fedge.server import driver as server_driver
-from fedge.server import secure_round, service
+from fedge.server import secure_round, secure_service
 from fedge.server.rounds import Rounds
 from fedge.server.store import StateStore
 
@@ -149,12 +150,12 @@ def hooked(timeline: Timeline) -> Iterator[None]:
         return run
 
     def step(original: Any) -> Any:
-        def run(self: Any, **fields: Any) -> Any:
+        def run(self: Any, request: Any, future: Any = None) -> Any:
             start, cpu = tl.now(), time.thread_time()
             try:
-                return original(self, **fields)
+                return original(self, request, future)
             finally:
-                tl.log(tl.device(), f"wait {_STAGE[fields['stage']]}", start, tl.now(),
+                tl.log(tl.device(), f"wait {_STAGE[request.stage]}", start, tl.now(),
                        cpu=time.thread_time() - cpu)
         return run
 
@@ -251,7 +252,7 @@ def hooked(timeline: Timeline) -> Iterator[None]:
     patches = [
         _wrap(threading.Thread, "run", thread_run),
         _wrap(client_daemon.Daemon, "train", train),
-        _wrap(client_secure.SecureTask, "_step", step),
+        _wrap(client_secure.SecureTask, "_until_ready", step),
         _wrap(client_daemon, "download", device_span("download")),
         _wrap(client_daemon, "compute_update", device_span("training")),
         _wrap(client_daemon, "submit", device_span("plain upload")),
@@ -261,15 +262,15 @@ def hooked(timeline: Timeline) -> Iterator[None]:
         _wrap(client_secure, "pseudo_gradient", device_span("pseudo-gradient")),
         _wrap(client_daemon, "encode_update", device_span("plain encode")),
         _wrap(client_daemon, "decode_weights", device_span("decode model")),
-        _wrap(service, "secure_step", server_step),
-        _wrap(service, "submit_masked", server_masked),
+        _wrap(secure_service, "secure_step", server_step),
+        _wrap(secure_service, "submit_masked", server_masked),
         _wrap(secure_round, "_advance", advance),
         _wrap(Rounds, "open_round", snapshot("open round", server_span("open round"))),
         _wrap(server_driver, "commit_round", snapshot("commit", server_span("commit"))),
         _wrap(Rounds, "accept", accepted),
     ]
     patches += [_wrap(MaskingDevice, m, device_span(f"compute {m}"))
-                for m in ("advertise", "share", "premask", "mask", "reveal")]
+                for m in ("share", "premask", "mask", "reveal")]
     patches += [_wrap(MaskedSum, m, arrival(what)) for m, what in (
         ("add_shares", "share"), ("add_masked", "masked"), ("add_reveal", "reveal"))]
     patches += [_wrap(MaskedSum, "unmask", server_span("unmask")),
@@ -281,7 +282,7 @@ def hooked(timeline: Timeline) -> Iterator[None]:
             setattr(owner, name, original)
 
 
-_STAGE = {1: "advertise", 2: "share", 3: "unmask", 4: "reveal"}
+_STAGE = {2: "share", 3: "unmask", 4: "reveal"}  # stage 1's keys: with the polls
 
 
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -304,13 +305,10 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     stages = []
     # (stage's arrival event, the server event that closes it, the device wait it ends)
     for name, arrived, closes, wakes in (
-            ("advertise keys", "server advertise", "open share keys", "wait advertise"),
             ("share keys", "arrived share", "open masked input", "wait share"),
             ("masked input", "arrived masked", "open unmasking", "wait unmask"),
             ("unmasking", "arrived reveal", "open done", "wait reveal")):
-        arrivals = [e for e in events if e["what"] == arrived
-                    and (arrived != "server advertise" or e.get("ready") is not None)]
-        # A device's arrival at advertise: its first SecureStep call's start.
+        arrivals = [e for e in events if e["what"] == arrived]
         by_device: dict[str, float] = {}
         for e in arrivals:
             by_device[e["who"]] = min(by_device.get(e["who"], e["t"]), e["t"])
@@ -318,8 +316,8 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
         woken = [e["end"] for e in events if e["what"] == wakes]
         last = max(by_device.items(), key=lambda kv: kv[1]) if by_device else ("-", None)
         stages.append({
-            "stage": name, "opened": first(f"open {name}") if name != "advertise keys"
-            else (tasks[0] if tasks else None),
+            # The share stage opens with the round (its tasks carry the roster).
+            "stage": name, "opened": first(f"open {name}") or first("open round"),
             "first_arrival": min(by_device.values(), default=None),
             "last_arrival": last[1], "last_device": last[0], "closed": closed,
             "close_after_last_s": (closed - last[1]) if closed is not None and last[1]

@@ -68,6 +68,7 @@ from fedge.tensors import Spec, fingerprint, specs_to_proto, stream_sha256
 
 if TYPE_CHECKING:
     from fedge.client.trainer import Trainer
+    from fedge.secure.device import KeyRing
 
 # Names other code imports from here.
 __all__ = ["Backoff", "Daemon", "DaemonStats", "Stopped", "TaskHandler", "open_channel"]
@@ -113,7 +114,8 @@ class Daemon:
         # Top-k's dropped entries, carried into this device's next update.
         self._feedback = ErrorFeedback()
         self._ledger = TaskLedger()  # tasks trained, and those done with
-        self._secure_missed = ""  # the secure task whose key stages closed without us
+        self._secure_missed = ""  # the secure task whose key stage closed without us
+        self._keys: KeyRing | None = None  # secure runs: the keys its polls advertise
         self._last_blob: bytearray | None = None  # see _spare()
         # Set by a relay (fedge.relay): its Join says its updates are partial aggregates.
         self.relay = False
@@ -225,12 +227,16 @@ class Daemon:
         reply: fedge_pb2.JoinReply = self._link.call(stub.Join.future(request, timeout=30))
         self._session = reply.session_id
         self._hold_out(reply.holdout_fraction)
+        if reply.secure_rounds and not self.inference_only and self._keys is None:
+            from fedge.secure.device import KeyRing  # needs `cryptography`: see train()
+
+            self._keys = KeyRing(self.config.device_id)
         self.stats.joins += 1
         self._link.backoff.reset()
         log.info("%s: joined %s (round %d)%s", self.config.device_id, self.config.server,
                  reply.round, " inference-only" if self.inference_only else "")
         return Session(stub, reply.session_id, self._link, self.config.device_id,
-                       reply.update_crc_optional)
+                       reply.update_crc_optional, self._keys)
 
     def _hold_out(self, fraction: float) -> None:
         """Splits the local examples at the server's held-out share (when it changed;
@@ -260,7 +266,7 @@ class Daemon:
     def _serve(self, session: Session) -> None:
         """Polls for tasks and hands each to its handler, until STOP."""
         while not self.stopping:
-            poll = fedge_pb2.PollRequest(session_id=session.id,
+            poll = fedge_pb2.PollRequest(session_id=session.id, advert=session.advert(),
                                          wait_seconds=self.config.poll_seconds)
             task: fedge_pb2.Task = session.call(
                 session.stub.PollTask.future(poll, timeout=self.config.poll_seconds + 30))
@@ -303,13 +309,15 @@ class Daemon:
         if cfg.HasField("secure"):
             # Imported here: secure rounds need `cryptography`, which an inference-only
             # device (the edge extra) does not have and never needs.
-            from fedge.client.secure import SecureTask, attempt, pseudo_gradient
+            from fedge.client.secure import SecureTask
 
             if task.task_id == self._secure_missed:  # until the round settles it
                 self.pause(1.0)
                 return
-            secure = SecureTask(session, task)
-            secure.start_keys()  # stages 1-2 meanwhile: neither download nor training needs them
+            secure = SecureTask.start(session, task, self._keys)  # stage 2 meanwhile
+            if secure is None:
+                self._secure_missed = task.task_id
+                return
         blob = download(session, task.model_version, into=self._spare())
         self._last_blob = blob  # the next download's buffer once nothing views it
         self.stats.bytes_down += len(blob)
@@ -320,18 +328,12 @@ class Daemon:
         self.stats.train_seconds += time.perf_counter() - started
         metrics.update(data_metrics)
         if secure is not None:  # masked, never sent in the clear
-            gradient = pseudo_gradient(plan.kind, weights, update)
-            encoded = attempt(lambda: secure.encode(gradient, self.trainer.num_examples),
-                              session.device_id, task.round)  # before the stage closes
-            if not secure.keys_done():
-                self._secure_missed = task.task_id  # its key stages went on without us
-                return
-            sent = None if encoded is None else attempt(lambda: secure.submit(
-                encoded, metrics), session.device_id, task.round)
-            if sent is not None:
-                self.stats.rounds_trained += 1
-                self.stats.last_round = task.round
-                self.stats.bytes_up += sent
+            sent = secure.finish(plan.kind, weights, update, self.trainer.num_examples,
+                                 metrics)
+            if secure.missed:
+                self._secure_missed = task.task_id  # its key stage went on without us
+            elif sent is not None:
+                self.stats.update_sent(task.round, sent)
             return
         carried = self._feedback.residual
         new_weights = encode_update(update, plan, self._feedback)
@@ -360,9 +362,7 @@ class Daemon:
             self.stats.updates_refused += 1
             return
         self._ledger.settle(task.task_id)
-        self.stats.rounds_trained += 1
-        self.stats.last_round = task.round
-        self.stats.bytes_up += sum(a.nbytes for a in new_weights.values())
+        self.stats.update_sent(task.round, sum(a.nbytes for a in new_weights.values()))
         log.info("%s: round %d update sent (%s, loss %.4f)", self.config.device_id,
                  task.round, reply.message, metrics["train_loss"])
 

@@ -1,28 +1,32 @@
 """The device's side of a secure round (SecAgg+) over gRPC.
 
-A TRAIN task whose TrainConfig carries SecureParams is secure: before training the
-device advertises its keys and shares its secrets with its neighbours (stages 1-2);
-after training it clips its pseudo-gradient, weights it by its example count (with
+In a secure run every poll carries fresh public keys (stage 1: advert, a
+fedge.secure.device.KeyRing), and a TRAIN task whose TrainConfig carries SecureParams is
+secure: its roster lists the keys of every sampled device, this one's among them. Before
+training the device shares its secrets with its neighbours (stage 2); after training it
+clips its pseudo-gradient, weights it by its example count (with
 distributed DP: weight 1, plus its share of the round's Gaussian noise), quantizes it
 into Z_{2^32}, masks it and streams it (stage 3); then it answers the server's
 unmasking request (stage 4: in the masked input's reply, or from SecureStep when the
 masked stage outlasts the wait), refusing one that asks for both kinds of share of a
 peer (fedge.secure.device). The server never receives the update in the clear.
 
-Stages 1 and 2 run on a thread of their own while the daemon downloads the model and
-trains (start_keys, keys_done). After training, the daemon's thread quantizes the update
-(encode) and, once the device's shares are made, computes its masks
-(MaskingDevice.premask) while that thread waits for the share stage to close, so the
-masked input is an addition away when it does. A step the server
-refuses, or a stage that closes without this device, ends the device's part in the
-round (logged); the loop takes its next task.
+Stage 2 starts with the task (start_keys): the share messages are made (a few ms) and
+sent, and the call waits for the share stage to close while the daemon downloads the
+model and trains. After training the daemon quantizes the update (encode) and collects
+the share stage's answer (keys_done); if the stage is still open, it computes the masks
+first (MaskingDevice.premask), so the masked input is an addition away when it closes.
+No thread of its own: a simulation runs a hundred devices as threads of one process,
+where a hundred more threads (and their masks computed while everyone downloads) cost
+more than they overlap (BENCHMARKS.md). A step the server refuses, or a stage that
+closes without this device, ends the device's part in the round (logged); the loop
+takes its next task.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -36,7 +40,7 @@ from fedge.client.transfers import with_resends
 from fedge.errors import FedgeError
 from fedge.protos import fedge_pb2
 from fedge.secure import quantize, scratch
-from fedge.secure.device import MaskingDevice
+from fedge.secure.device import KeyRing, MaskingDevice, ProtocolError
 from fedge.secure.masks import Advert, Params
 
 log = logging.getLogger(__name__)
@@ -129,38 +133,76 @@ class SecureTask:
     """One device's secure round: start_keys() before training; encode(), keys_done()
     and submit() after.
 
-    session: the daemon's joined session (fedge.client.session.Session).
+    session: the daemon's joined session (fedge.client.session.Session); ring: the keys
+    its polls advertised, of which the task's roster names one (raises ProtocolError
+    when this device holds none of the roster's).
     The DP noise comes from the OS's entropy: noise from a known seed could be removed.
     """
 
-    def __init__(self, session: Session, task: fedge_pb2.Task) -> None:
+    def __init__(self, session: Session, task: fedge_pb2.Task, ring: KeyRing) -> None:
         self._rng = np.random.default_rng()
         self._session = session
         self._task = task
         self.params = params_of(task)
-        self.device = MaskingDevice(session.device_id, self.params)
+        self.roster = {v.device_id: Advert(v.device_id, v.encrypt_public, v.mask_public,
+                                           v.mask_prg) for v in task.train.secure.roster}
+        mine = self.roster.get(session.device_id)
+        if mine is None:
+            raise ProtocolError("the round's roster does not list this device")
+        self.device = MaskingDevice(session.device_id, self.params, pairs=ring.take(mine))
         self._messages: dict[str, bytes] = {}
-        self._keys_thread = threading.Thread()  # start_keys() replaces it
-        self._keys_ok = False
-        self._keys_error: BaseException | None = None
-        self._shared = threading.Event()  # set once share() has run, or keys() has ended
-        self._share_made = False
+        self._share: fedge_pb2.SecureRequest | None = None  # start_keys()'s call
+        self._sharing: grpc.Future | None = None  # its first call, in flight
         self._weight = 1  # encode()'s, capped example count
+        self.missed = False  # finish(): stage 2 went on without this device
 
-    def _step(self, sent: Callable[[], None] | None = None, **fields: Any
-              ) -> fedge_pb2.SecureReply:
-        """Calls SecureStep until the stage closes (ready) or the round's deadline;
-        sent: called once the first call is under way (its request serialized)."""
+    @classmethod
+    def start(cls, session: Session, task: fedge_pb2.Task, ring: KeyRing | None
+              ) -> SecureTask | None:
+        """The task's SecureTask with stage 2 under way (start_keys), or None (logged)
+        when this device cannot take part: it holds none of the roster's keys."""
+        if ring is None:
+            log.error("%s: round %d: a secure task, but the server did not say the run is "
+                      "secure at Join", session.device_id, task.round)
+            return None
+        def begin() -> SecureTask:
+            secure = cls(session, task, ring)
+            secure.start_keys()
+            return secure
+        return attempt(begin, session.device_id, task.round)
+
+    def finish(self, kind: str, global_weights: Mapping[str, np.ndarray],
+               update: Mapping[str, np.ndarray], num_examples: int,
+               metrics: Mapping[str, float]) -> int | None:
+        """After training: the update encoded (while stage 2 may still be open), masked
+        and sent, and the unmasking answered; the bytes sent, or None (logged; missed
+        when stage 2 went on without this device)."""
+        gradient = pseudo_gradient(kind, global_weights, update)
+        encoded = attempt(lambda: self.encode(gradient, num_examples),
+                          self._session.device_id, self._task.round)
+        if not self.keys_done():
+            self.missed = True
+            return None
+        return None if encoded is None else attempt(
+            lambda: self.submit(encoded, metrics), self._session.device_id, self._task.round)
+
+    def _step(self, **fields: Any) -> fedge_pb2.SecureReply:
+        """Calls SecureStep until the stage closes (ready) or the round's deadline."""
+        return self._until_ready(self._request(**fields))
+
+    def _request(self, **fields: Any) -> fedge_pb2.SecureRequest:
         s, task = self._session, self._task
-        request = fedge_pb2.SecureRequest(session_id=s.id, task_id=task.task_id,
-                                          round=task.round, wait_seconds=WAIT_S,
-                                          **fields)
+        return fedge_pb2.SecureRequest(session_id=s.id, task_id=task.task_id,
+                                       round=task.round, wait_seconds=WAIT_S, **fields)
+
+    def _until_ready(self, request: fedge_pb2.SecureRequest,
+                     future: grpc.Future | None = None) -> fedge_pb2.SecureReply:
+        """The reply to request once its stage closed; future: its first call, if made."""
+        s = self._session
         while True:
-            future = s.stub.SecureStep.future(request, timeout=WAIT_S + 30)
-            if sent is not None:
-                sent()
-                sent = None
-            reply: fedge_pb2.SecureReply = s.call(future)
+            reply: fedge_pb2.SecureReply = s.call(
+                future or s.stub.SecureStep.future(request, timeout=WAIT_S + 30))
+            future = None
             if reply.ready:
                 return reply
 
@@ -177,50 +219,30 @@ class SecureTask:
                                 timeout=max(30.0, self._task.deadline_unix - time.time() + 30)))
 
     def start_keys(self) -> None:
-        """Runs keys() on a thread of its own: stages 1 and 2 need neither the model
-        nor the update, so they overlap the download and the training instead of
-        delaying them by two barriers (each waits for the round's slowest device)."""
-        self._keys_thread = threading.Thread(
-            target=self._run_keys, name=f"{self._session.device_id}-keys", daemon=True)
-        self._keys_thread.start()
-
-    def _run_keys(self) -> None:
-        try:
-            self._keys_ok = attempt(self.keys, self._session.device_id,
-                                    self._task.round) is not None
-        except BaseException as exc:  # handed to keys_done()'s caller, on the daemon's thread
-            self._keys_error = exc
-        finally:
-            self._shared.set()
+        """Stage 2, begun: the share messages for the neighbours, sent; the call waits
+        for the stage to close while the daemon downloads and trains (keys_done)."""
+        sealed = self.device.share(self.roster)
+        self._share = self._request(stage=fedge_pb2.SECURE_SHARE, shares=[
+            fedge_pb2.PeerBytes(peer=p, data=d) for p, d in sorted(sealed.items())])
+        self._sharing = self._session.stub.SecureStep.future(self._share,
+                                                             timeout=WAIT_S + 30)
 
     def keys_done(self) -> bool:
-        """Waits for start_keys()'s stages: True when both went through, False when the
-        round went on without this device; re-raises what else ended them (Stopped, a
-        session the server no longer knows). Meanwhile, once the shares are made, it
-        computes the masks (the keys thread is then waiting for the share stage)."""
-        self._shared.wait()
-        if self._share_made and self._keys_thread.is_alive():
+        """Stage 2's end: True when it went through (this device's share messages
+        kept), False when the round went on without this device (logged); re-raises
+        what else ended it (Stopped, a session the server no longer knows). While the
+        stage is still open the masks are computed first (premask): they need neither
+        the messages nor the update."""
+        request, first = self._share, self._sharing
+        if request is None:
+            raise RuntimeError("keys_done() before start_keys()")
+        if first is not None and not first.done():
             self.device.premask()
-        self._keys_thread.join()
-        if self._keys_error is not None:
-            raise self._keys_error
-        return self._keys_ok
-
-    def keys(self) -> bool:
-        """Stages 1 and 2: advertise keys, share secrets with the neighbours (True when
-        both went through)."""
-        a = self.device.advertise()
-        reply = self._step(stage=fedge_pb2.SECURE_ADVERTISE, advert=fedge_pb2.SecureAdvert(
-            device_id=a.device_id, encrypt_public=a.encrypt_public,
-            mask_public=a.mask_public, mask_prg=a.mask_prg))
-        adverts = {v.device_id: Advert(v.device_id, v.encrypt_public, v.mask_public,
-                                       v.mask_prg) for v in reply.adverts}
-        sealed = self.device.share(adverts)
-        self._share_made = True
-        # keys_done() computes the masks while the stage is open, once the shares are
-        # on their way (not before: they are what closes the stage).
-        reply = self._step(sent=self._shared.set, stage=fedge_pb2.SECURE_SHARE, shares=[
-            fedge_pb2.PeerBytes(peer=p, data=d) for p, d in sorted(sealed.items())])
+        reply = attempt(lambda: self._until_ready(request, first),
+                        self._session.device_id, self._task.round)
+        self._sharing = None
+        if reply is None:
+            return False
         self._messages = {m.peer: m.data for m in reply.shares}
         return True
 

@@ -9,11 +9,14 @@ import queue
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from fedge.protos import fedge_pb2_grpc
+from fedge.protos import fedge_pb2, fedge_pb2_grpc
+
+if TYPE_CHECKING:
+    from fedge.secure.device import KeyRing
 
 
 class Stopped(Exception):
@@ -95,7 +98,8 @@ class Session:
     stub: the Federation stub over the daemon's channel; id: the session id every
     request names; link: waits and calls that end on stop; device_id: for the logs;
     crc_optional: the server checks an update by its stream's SHA-256 alone
-    (JoinReply.update_crc_optional), so its chunks go without a CRC-32.
+    (JoinReply.update_crc_optional), so its chunks go without a CRC-32; keys: in a
+    secure run (JoinReply.secure_rounds), the key pairs its polls advertise.
     """
 
     stub: fedge_pb2_grpc.FederationStub
@@ -103,6 +107,15 @@ class Session:
     link: Link
     device_id: str
     crc_optional: bool = False
+    keys: KeyRing | None = None
+
+    def advert(self) -> fedge_pb2.SecureAdvert | None:
+        """A poll's advert: fresh public keys (None: the run is not secure)."""
+        if self.keys is None:
+            return None
+        a = self.keys.fresh()
+        return fedge_pb2.SecureAdvert(device_id=a.device_id, encrypt_public=a.encrypt_public,
+                                      mask_public=a.mask_public, mask_prg=a.mask_prg)
 
     def call(self, future: grpc.Future) -> Any:
         """Waits for an RPC future (see Link.call)."""

@@ -24,6 +24,12 @@ class DaemonStats:
     # After the last round: held-out accuracy personalized vs global (personalize_epochs).
     personal: dict[str, float] = field(default_factory=dict)
 
+    def update_sent(self, round_: int, nbytes: int) -> None:
+        """Counts an update of round_ the server took (nbytes of payload)."""
+        self.rounds_trained += 1
+        self.last_round = round_
+        self.bytes_up += nbytes
+
     def metrics(self) -> dict[str, tuple[float, str]]:
         """The daemon's Prometheus values (see fedge.metrics.ValuesCollector)."""
         return {

@@ -35,7 +35,6 @@ class Encoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 class SecureStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SECURE_STAGE_UNSPECIFIED: _ClassVar[SecureStage]
-    SECURE_ADVERTISE: _ClassVar[SecureStage]
     SECURE_SHARE: _ClassVar[SecureStage]
     SECURE_UNMASK: _ClassVar[SecureStage]
     SECURE_REVEAL: _ClassVar[SecureStage]
@@ -57,7 +56,6 @@ F16: Encoding
 INT8: Encoding
 TOPK: Encoding
 SECURE_STAGE_UNSPECIFIED: SecureStage
-SECURE_ADVERTISE: SecureStage
 SECURE_SHARE: SecureStage
 SECURE_UNMASK: SecureStage
 SECURE_REVEAL: SecureStage
@@ -109,28 +107,32 @@ class JoinRequest(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., num_examples: _Optional[int] = ..., previous_session: _Optional[str] = ..., inference_only: bool = ..., relay: bool = ..., device_class: _Optional[str] = ..., personalize: bool = ...) -> None: ...
 
 class JoinReply(_message.Message):
-    __slots__ = ("session_id", "round", "model_version", "poll_seconds", "holdout_fraction", "update_crc_optional")
+    __slots__ = ("session_id", "round", "model_version", "poll_seconds", "holdout_fraction", "update_crc_optional", "secure_rounds")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     POLL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HOLDOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
     UPDATE_CRC_OPTIONAL_FIELD_NUMBER: _ClassVar[int]
+    SECURE_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     model_version: int
     poll_seconds: float
     holdout_fraction: float
     update_crc_optional: bool
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., poll_seconds: _Optional[float] = ..., holdout_fraction: _Optional[float] = ..., update_crc_optional: bool = ...) -> None: ...
+    secure_rounds: bool
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., poll_seconds: _Optional[float] = ..., holdout_fraction: _Optional[float] = ..., update_crc_optional: bool = ..., secure_rounds: bool = ...) -> None: ...
 
 class PollRequest(_message.Message):
-    __slots__ = ("session_id", "wait_seconds")
+    __slots__ = ("session_id", "wait_seconds", "advert")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ADVERT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     wait_seconds: float
-    def __init__(self, session_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+    advert: SecureAdvert
+    def __init__(self, session_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ..., advert: _Optional[_Union[SecureAdvert, _Mapping]] = ...) -> None: ...
 
 class TrainConfig(_message.Message):
     __slots__ = ("epochs", "lr", "batch_size", "proximal_mu", "update_kind", "encoding", "seed", "topk_fraction", "momentum", "dp_clip", "dp_noise_multiplier", "secure")
@@ -460,7 +462,7 @@ class RolloutReply(_message.Message):
     def __init__(self, rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SecureParams(_message.Message):
-    __slots__ = ("threshold", "degree", "seed", "size", "clip", "weight_cap", "scale", "noise_std")
+    __slots__ = ("threshold", "degree", "seed", "size", "clip", "weight_cap", "scale", "noise_std", "roster")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DEGREE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -469,6 +471,7 @@ class SecureParams(_message.Message):
     WEIGHT_CAP_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     NOISE_STD_FIELD_NUMBER: _ClassVar[int]
+    ROSTER_FIELD_NUMBER: _ClassVar[int]
     threshold: int
     degree: int
     seed: bytes
@@ -477,7 +480,8 @@ class SecureParams(_message.Message):
     weight_cap: int
     scale: float
     noise_std: float
-    def __init__(self, threshold: _Optional[int] = ..., degree: _Optional[int] = ..., seed: _Optional[bytes] = ..., size: _Optional[int] = ..., clip: _Optional[float] = ..., weight_cap: _Optional[int] = ..., scale: _Optional[float] = ..., noise_std: _Optional[float] = ...) -> None: ...
+    roster: _containers.RepeatedCompositeFieldContainer[SecureAdvert]
+    def __init__(self, threshold: _Optional[int] = ..., degree: _Optional[int] = ..., seed: _Optional[bytes] = ..., size: _Optional[int] = ..., clip: _Optional[float] = ..., weight_cap: _Optional[int] = ..., scale: _Optional[float] = ..., noise_std: _Optional[float] = ..., roster: _Optional[_Iterable[_Union[SecureAdvert, _Mapping]]] = ...) -> None: ...
 
 class SecureAdvert(_message.Message):
     __slots__ = ("device_id", "encrypt_public", "mask_public", "mask_prg")
@@ -500,12 +504,11 @@ class PeerBytes(_message.Message):
     def __init__(self, peer: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class SecureRequest(_message.Message):
-    __slots__ = ("session_id", "task_id", "round", "stage", "advert", "shares", "seed_shares", "key_shares", "wait_seconds")
+    __slots__ = ("session_id", "task_id", "round", "stage", "shares", "seed_shares", "key_shares", "wait_seconds")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
-    ADVERT_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
     KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
@@ -514,28 +517,25 @@ class SecureRequest(_message.Message):
     task_id: str
     round: int
     stage: SecureStage
-    advert: SecureAdvert
     shares: _containers.RepeatedCompositeFieldContainer[PeerBytes]
     seed_shares: _containers.RepeatedCompositeFieldContainer[PeerBytes]
     key_shares: _containers.RepeatedCompositeFieldContainer[PeerBytes]
     wait_seconds: float
-    def __init__(self, session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., stage: _Optional[_Union[SecureStage, str]] = ..., advert: _Optional[_Union[SecureAdvert, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., seed_shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., key_shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., stage: _Optional[_Union[SecureStage, str]] = ..., shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., seed_shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., key_shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class SecureReply(_message.Message):
-    __slots__ = ("ready", "adverts", "shares", "survivors", "dropped", "message")
+    __slots__ = ("ready", "shares", "survivors", "dropped", "message")
     READY_FIELD_NUMBER: _ClassVar[int]
-    ADVERTS_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     SURVIVORS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ready: bool
-    adverts: _containers.RepeatedCompositeFieldContainer[SecureAdvert]
     shares: _containers.RepeatedCompositeFieldContainer[PeerBytes]
     survivors: _containers.RepeatedScalarFieldContainer[str]
     dropped: _containers.RepeatedScalarFieldContainer[str]
     message: str
-    def __init__(self, ready: bool = ..., adverts: _Optional[_Iterable[_Union[SecureAdvert, _Mapping]]] = ..., shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(self, ready: bool = ..., shares: _Optional[_Iterable[_Union[PeerBytes, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class MaskedHeader(_message.Message):
     __slots__ = ("session_id", "task_id", "round", "num_examples", "size", "sha256", "metrics", "unmask_wait_seconds")

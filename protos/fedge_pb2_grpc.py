@@ -133,8 +133,9 @@ class FederationServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def SecureStep(self, request, context):
-        """Secure aggregation (SecAgg+), stages 1, 2 and 4 of a secure round: advertise keys,
-        relay share messages, unmask. Held open until the stage closes (or wait_seconds).
+        """Secure aggregation (SecAgg+), stages 2 and 4 of a secure round: relay share
+        messages, unmask (stage 1's keys come with the polls). Held open until the stage
+        closes (or wait_seconds).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

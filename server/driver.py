@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Secure runs: how long a round's sampling waits for the fresh keys of live devices
+# whose poll has not brought any yet (a device that just finished the last round polls
+# again within moments); then it samples among those with keys.
+KEYS_GRACE_S = 1.0
+
 
 class Driver:
     """Moves a Rounds forward from its driver thread."""
@@ -111,7 +116,7 @@ class Driver:
     def _wait_for_devices(self, attempt: int) -> list[Device] | None:
         """The round's sample, once enough trainable devices are live (None on stop)."""
         rounds, settings = self._rounds, self._rounds.settings
-        announced = False
+        announced, keys_by = False, 0.0
         with rounds.cond:
             while not rounds.stopping:
                 # Only devices that can train are sampled and count toward min_clients;
@@ -122,14 +127,23 @@ class Driver:
                 wanted = settings.min_clients
                 if self._start_by is not None and time.monotonic() < self._start_by:
                     wanted = settings.start_clients
+                if settings.secure:  # only devices whose latest poll carried fresh keys
+                    keyed = [d for d in live if d.advert is not None]
+                    if len(live) >= wanted and len(keyed) < len(live):
+                        keys_by = keys_by or time.monotonic() + KEYS_GRACE_S
+                        if time.monotonic() < keys_by:  # the last round's stragglers
+                            rounds.cond.wait(0.02)
+                            continue
+                    live = keyed
                 size = sample_size(settings, len(live)) if len(live) >= wanted else 0
                 if size:
                     self._start_by = None
                     self._population = len(live)
                     return sample(live, size, settings.seed, rounds.current.number, attempt)
                 if not announced:
-                    log.info("round %d: waiting for devices (%d of %d connected)",
-                             rounds.current.number, len(live), wanted)
+                    log.info("round %d: waiting for devices (%d of %d connected%s)",
+                             rounds.current.number, len(live), wanted,
+                             " with fresh keys" if settings.secure else "")
                     announced = True
                 rounds.cond.wait(0.5)
         return None

@@ -7,8 +7,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fedge.refusals import Conflict, UnknownSession
+
+if TYPE_CHECKING:
+    from fedge.secure.masks import Advert
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,9 @@ class Device:
     inference_only: bool = False  # it cannot train: never sampled, only shipped models
     polled: bool = False  # it has asked for a task: only such devices are sampled
     left: bool = False  # told STOP: its daemon exits, so it is no longer live
+    # Secure runs: the public keys its latest poll carried, until a round takes them
+    # (fedge.server.secure_round.open_secure); only a device with some is sampled.
+    advert: Advert | None = None
 
 
 # How long a device that went silent (or was told STOP) keeps its entry, in device

@@ -43,7 +43,7 @@ from fedge.server.round_state import (
     folding,
     shuffle_seed,
 )
-from fedge.server.secure_round import SecureRound, make_params
+from fedge.server.secure_round import open_secure
 from fedge.server.side_tasks import side_task
 from fedge.server.spool import fold_any, prepare_any
 from fedge.server.store import RoundRecord, StateStore
@@ -369,9 +369,8 @@ class Rounds:
                     seed=shuffle_seed(self.settings.seed, device.device_id, number),
                     joined_examples=device.num_examples)
             if self.settings.secure:
-                self.current.secure = SecureRound(make_params(
-                    self.settings, number, sample, size_of(self.global_model)),
-                    [d.device_id for d in sample])
+                self.current.secure = open_secure(self.settings, number, sample,
+                                                  size_of(self.global_model))
             self.phase = Phase.TRAINING
             self._notify_everyone()
         log.info("round %d: training on %d device(s)", number, len(sample),

@@ -1,11 +1,15 @@
 """A secure round (SecAgg+) on the server: its stages, their deadlines, and the commit
 of the unmasked sum.
 
-The sampled devices get TRAIN tasks that carry the round's SecureParams. Then, with
-U1..U4 as in fedge.secure.masked_sum:
+Stage 1 (advertise keys) has no call of its own: every poll of a device in a secure run
+carries fresh public keys (fedge.server.secure_service.record_advert), the round takes
+the sampled devices' latest (:func:`open_secure`: U1, and no advert serves two rounds)
+and its TRAIN tasks carry them all (SecureParams.roster). A device shares its secrets
+and computes its masks as soon as it has its task, while it downloads and trains,
+instead of after a fleet-wide wait for everyone's keys. Then, with U1..U4 as in
+fedge.secure.masked_sum:
 
-1. advertise: until every sampled device sent keys, or secure_stage_timeout_s;
-2. share: until every device of U1 sent its share messages, or the stage timeout;
+2. share: until every device of U1 sent its share messages, or secure_stage_timeout_s;
 3. masked input: until every device of U2 sent one, or the round's deadline (training
    happens here);
 4. unmask: until every device of U3 answered, or the stage timeout.
@@ -33,6 +37,7 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fedge.privacy.mechanisms import device_noise_std
@@ -40,7 +45,7 @@ from fedge.privacy.mechanisms import present_noise_multiplier as _present
 from fedge.protos import fedge_pb2
 from fedge.secure import graph, quantize, vector
 from fedge.secure.masked_sum import MaskedSum, UnmaskFailed
-from fedge.secure.masks import Params
+from fedge.secure.masks import Advert, Params
 from fedge.server.registry import Device
 from fedge.server.round_state import Phase, RoundSettings, quorum
 
@@ -49,34 +54,38 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ADVERTISE, SHARE, MASKED, UNMASK, DONE = 1, 2, 3, 4, 5
-STAGE_NAMES = {ADVERTISE: "advertise keys", SHARE: "share keys", MASKED: "masked input",
-               UNMASK: "unmasking", DONE: "done"}
+SHARE, MASKED, UNMASK, DONE = 2, 3, 4, 5  # stage 1: the keys, with the polls
+STAGE_NAMES = {SHARE: "share keys", MASKED: "masked input", UNMASK: "unmasking",
+               DONE: "done"}
 
 
 class SecureRound:
     """One secure round's server state; every method runs under Rounds.cond."""
 
-    def __init__(self, params: Params, sampled: list[str]) -> None:
+    def __init__(self, params: Params, sampled: list[str], adverts: Mapping[str, Advert]
+                 ) -> None:
+        """adverts: the sampled devices' keys (U1); a sampled device without any is not
+        part of the secure round (its task's roster does not list it)."""
         self.params = params
         self.sum = MaskedSum(params)
         self.sampled = sorted(sampled)
-        self.stage = ADVERTISE
+        for device_id in sorted(adverts):
+            self.sum.add_advert(adverts[device_id])
+        self.sum.close_adverts()  # U1 and the neighbour graph, fixed at the round's open
+        self.stage = SHARE
         self.failure = ""
         # The training metrics of each masked input, written with the round's end: a
         # transaction per input, serialized, held each device's reply and so the
         # unmasking stage (the server's store fsyncs each one).
         self.metrics: dict[str, dict[str, float]] = {}
-        self.roster = b""  # the advertise stage's reply, serialized once it closes
-
-    def close_adverts(self) -> None:
-        """Fixes the roster and the graph, and serializes the reply every device gets:
-        once, not once per device under the round's lock (n adverts for n devices)."""
-        self.sum.close_adverts()
-        self.roster = fedge_pb2.SecureReply(ready=True, adverts=[
-            fedge_pb2.SecureAdvert(device_id=d, encrypt_public=v.encrypt_public,
-                                   mask_public=v.mask_public, mask_prg=v.mask_prg)
-            for d, v in sorted(self.sum.adverts.items())]).SerializeToString()
+        # What every TRAIN task of the round carries, built once (not once per task).
+        self.message = fedge_pb2.SecureParams(
+            threshold=params.threshold, degree=params.degree, seed=params.seed,
+            size=params.size, clip=params.clip, weight_cap=params.weight_cap,
+            scale=params.scale, noise_std=params.noise_std, roster=[
+                fedge_pb2.SecureAdvert(device_id=d, encrypt_public=v.encrypt_public,
+                                       mask_public=v.mask_public, mask_prg=v.mask_prg)
+                for d, v in sorted(self.sum.adverts.items())])
 
     def complete(self) -> bool:
         """Whether the open stage has every message it waits for: expected() <=
@@ -85,16 +94,13 @@ class SecureRound:
         each arrival and each wake of the round's lock: sets would make that O(n) each,
         O(n^2) a stage."""
         s = self.sum
-        expected, arrived = {ADVERTISE: (len(self.sampled), len(s.adverts)),
-                             SHARE: (len(s.adverts), s.shared_count),
+        expected, arrived = {SHARE: (len(s.adverts), s.shared_count),
                              MASKED: (s.shared_count, len(s.weights)),
                              UNMASK: (len(s.weights), len(s.answered))}.get(self.stage, (0, 0))
         return arrived >= expected
 
     def expected(self) -> set[str]:
         """The devices the open stage waits for."""
-        if self.stage == ADVERTISE:
-            return set(self.sampled)
         if self.stage == SHARE:
             return set(self.sum.adverts)
         if self.stage == MASKED:
@@ -105,8 +111,6 @@ class SecureRound:
 
     def arrived(self) -> set[str]:
         """Of those, the devices whose message of the open stage arrived."""
-        if self.stage == ADVERTISE:
-            return set(self.sum.adverts)
         if self.stage == SHARE:
             return self.sum.shared
         if self.stage == MASKED:
@@ -136,6 +140,20 @@ def make_params(settings: RoundSettings, number: int, sample: list[Device],
     return Params(round=number, threshold=threshold, degree=degree,
                   seed=secrets.token_bytes(16), size=size, clip=clip, weight_cap=cap,
                   scale=quantize.round_scale(clip, cap, n, noise), noise_std=noise)
+
+
+def open_secure(settings: RoundSettings, number: int, sample: list[Device], size: int
+                ) -> SecureRound:
+    """Round number's secure state over sample, which takes each sampled device's
+    latest advert (call under Rounds.cond, as the polls record them): a device's keys
+    serve one round at most. A retried round samples again, with the keys of the polls
+    since."""
+    adverts = {}
+    for device in sample:
+        if device.advert is not None:
+            adverts[device.device_id], device.advert = device.advert, None
+    return SecureRound(make_params(settings, number, sample, size),
+                       [d.device_id for d in sample], adverts)
 
 
 def present_noise_multiplier(secure: SecureRound) -> float:
@@ -181,16 +199,13 @@ def _run_stages(rounds: Rounds) -> str:
         secure = state.secure
         assert secure is not None
         try:
-            for stage, until in ((ADVERTISE, stage_s), (SHARE, stage_s),
-                                 (MASKED, None), (UNMASK, stage_s)):
+            for stage, until in ((SHARE, stage_s), (MASKED, None), (UNMASK, stage_s)):
                 end = deadline if until is None else min(deadline, time.monotonic() + until)
                 if stage == UNMASK:  # unmasking gets its own time after the deadline
                     end = time.monotonic() + stage_s
                 _wait_stage(rounds, secure, end)
                 if rounds.stopping:
                     return "the server is stopping"
-                if stage == ADVERTISE:
-                    secure.close_adverts()
                 for device_id in secure.expected() - secure.arrived():
                     assignment = state.assignments.get(device_id)
                     if assignment is not None and not assignment.settled:
@@ -209,7 +224,7 @@ def _run_stages(rounds: Rounds) -> str:
 
 def _short(settings: RoundSettings, secure: SecureRound, stage: int) -> str:
     """Why the round cannot reach its quorum after stage, or ""."""
-    have = {ADVERTISE: len(secure.sum.adverts), SHARE: len(secure.sum.shared),
+    have = {SHARE: len(secure.sum.shared),
             MASKED: len(secure.sum.weights), UNMASK: len(secure.sum.weights)}[stage]
     needed = commit_minimum(settings, len(secure.sampled), secure.params.threshold)
     if have < needed:

@@ -1,6 +1,6 @@
-"""The gRPC handlers' side of a secure round: SecureStep (stages 1, 2 and 4) and
-SubmitMasked (stage 3, whose reply may carry stage 4's request: unmask_after_masked), on
-top of fedge.server.secure_round.
+"""The gRPC handlers' side of a secure round: the keys a poll carries (stage 1:
+record_advert), SecureStep (stages 2 and 4) and SubmitMasked (stage 3, whose reply may
+carry stage 4's request: unmask_after_masked), on top of fedge.server.secure_round.
 
 Every request is checked against the device's open TRAIN task. A step's message is
 taken once (a resent identical one is fine: the device asks again while a stage is
@@ -25,7 +25,6 @@ from fedge.server.fields import HEADER_METRICS, check_metrics
 from fedge.server.registry import Device
 from fedge.server.round_state import Assignment, Phase
 from fedge.server.secure_round import (
-    ADVERTISE,
     MASKED,
     SHARE,
     UNMASK,
@@ -95,38 +94,27 @@ def unmask_after_masked(rounds: Rounds, device: Device, header: fedge_pb2.Masked
                                header.unmask_wait_seconds)
 
 
-def _advertise(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
-               ) -> fedge_pb2.SecureReply:
-    """Stage 1: takes the device's keys; once the stage closes, the roster (parsed from
-    the bytes SecureRound.close_adverts made, outside the round's lock)."""
-    me, a = device.device_id, request.advert
+def record_advert(rounds: Rounds, device: Device, poll: fedge_pb2.PollRequest) -> None:
+    """Keeps the public keys a poll of a secure run carried (stage 1) for the next
+    secure round that samples the device: the latest poll's replace the last, and a
+    round's roster takes them (fedge.server.secure_round.open_secure). One advert per
+    device is kept, whatever it sends."""
+    if not (rounds.settings.secure and poll.HasField("advert")):
+        return
+    a = poll.advert
+    if a.device_id != device.device_id or len(a.encrypt_public) != 32 or len(a.mask_public) != 32:
+        raise InvalidRequest("an advert is this device's id and two 32-byte X25519 public "
+                             "keys")
     # a generator this server does not know counts as no preference (ChaCha20)
-    advert = Advert(me, a.encrypt_public, a.mask_public,
+    advert = Advert(device.device_id, a.encrypt_public, a.mask_public,
                     a.mask_prg if a.mask_prg in prg.NAMES else prg.DEFAULT)
-    with rounds.cond:
-        _, secure = _open(rounds, device, request.task_id, request.round)
-        if me not in secure.sum.adverts:
-            check_stage(secure, ADVERTISE, request.round)
-            if a.device_id != me or len(a.encrypt_public) != 32 or len(a.mask_public) != 32:
-                raise InvalidRequest("an advert is this device's id and two 32-byte X25519 "
-                                     "public keys")
-            secure.sum.add_advert(advert)
-            _arrived(rounds, secure)
-        elif secure.sum.adverts[me] != advert:
-            raise InvalidRequest("this device already advertised other keys this round")
-        if not _wait_past(rounds, secure, ADVERTISE, request.wait_seconds):
-            return fedge_pb2.SecureReply(ready=False)
-        roster = secure.roster
-    if not roster:  # the round ended (the server stopping) before the stage closed
-        raise StaleRequest(f"round {request.round} ended before its advertise stage closed")
-    return fedge_pb2.SecureReply.FromString(roster)
+    with rounds.cond:  # open_secure takes it under the same lock
+        device.advert = advert
 
 
 def secure_step(rounds: Rounds, device: Device, request: fedge_pb2.SecureRequest
                 ) -> fedge_pb2.SecureReply:
     """One SecureStep call (see the module docstring)."""
-    if request.stage == fedge_pb2.SECURE_ADVERTISE:
-        return _advertise(rounds, device, request)
     me = device.device_id
     with rounds.cond:
         _, secure = _open(rounds, device, request.task_id, request.round)

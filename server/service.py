@@ -36,6 +36,7 @@ from fedge.refusals import (
     Unsupported,
     quote,
 )
+from fedge.server import secure_service as secure
 from fedge.server.admission import (
     AddressSeats,
     Guards,
@@ -52,7 +53,6 @@ from fedge.server.partial_uploads import PartialUploads, accept_update, spool_fo
 from fedge.server.registry import Device, Registry
 from fedge.server.relays import check_relay
 from fedge.server.rounds import AlreadyAccepted, Assignment, Rounds
-from fedge.server.secure_service import secure_step, submit_masked, unmask_after_masked
 from fedge.server.side_tasks import (
     edge_report,
     holdout_of,
@@ -152,11 +152,9 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         settings = rounds.settings
         self._expected = Expected(tuple(specs), settings.encoding, settings.topk_fraction,
                                   max_update_bytes)
-        # Set by the server: the status snapshot for the last N rounds.
-        self.status: Callable[[int], dict[str, Any]] | None = None
+        self.status: Callable[[int], dict[str, Any]] | None = None  # the server sets it
 
     # ------------------------------------------------------------------ identity
-
     def close(self) -> None:
         """Stops the stream watch (the server is shutting down)."""
         self.watch.close()
@@ -259,7 +257,8 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
                                     model_version=self._rounds.model_version,
                                     poll_seconds=self._poll_seconds,
                                     holdout_fraction=holdout_of(self._rounds),
-                                    update_crc_optional=True)
+                                    update_crc_optional=True,
+                                    secure_rounds=self._rounds.settings.secure)
         self._rounds.count_bytes(down=_size(reply))
         return reply
 
@@ -269,6 +268,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         self._rounds.count_bytes(up=_size(request))
         device = self._device(request.session_id)
         device.polled = True  # it is there: it may be sampled
+        secure.record_advert(self._rounds, device, request)  # secure runs: its next keys
         wait = request.wait_seconds if request.wait_seconds > 0 else self._poll_seconds
         if self._polls.acquire(blocking=False):
             try:
@@ -391,7 +391,7 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
     def SecureStep(self, request: fedge_pb2.SecureRequest,
                    context: grpc.ServicerContext) -> fedge_pb2.SecureReply:
         self._rounds.count_bytes(up=_size(request))
-        reply = secure_step(self._rounds, self._device(request.session_id), request)
+        reply = secure.secure_step(self._rounds, self._device(request.session_id), request)
         self._rounds.count_bytes(down=_size(reply))
         return reply
 
@@ -404,11 +404,11 @@ class FederationService(fedge_pb2_grpc.FederationServicer):
         header = first.header
         device = self._device(header.session_id)
         with self._uploads.hold():
-            got = submit_masked(self._rounds, device, header,
-                                (m.data for m in request_iterator))
+            got = secure.submit_masked(self._rounds, device, header,
+                                       (m.data for m in request_iterator))
         self._rounds.count_bytes(up=_size(first) + got)  # its metrics: with the round's
-        return fedge_pb2.SubmitReply(accepted=True, message="masked input added",
-                                     unmask=unmask_after_masked(self._rounds, device, header))
+        unmask = secure.unmask_after_masked(self._rounds, device, header)
+        return fedge_pb2.SubmitReply(accepted=True, message="masked input added", unmask=unmask)
 
     @_status_boundary
     def ReportMetrics(self, request: fedge_pb2.MetricsReport,

@@ -30,11 +30,8 @@ def task_message(view: TaskView, settings: RoundSettings, client_config: dict[st
         seed=a.seed, topk_fraction=s.topk_fraction, momentum=s.momentum)
     for key, value in client_config.items():
         setattr(train, key, value)  # what the strategy asks of devices
-    if secure is not None:  # the device learns here that the round is secure
-        p = secure.params
-        train.secure.CopyFrom(fedge_pb2.SecureParams(
-            threshold=p.threshold, degree=p.degree, seed=p.seed, size=p.size,
-            clip=p.clip, weight_cap=p.weight_cap, scale=p.scale, noise_std=p.noise_std))
+    if secure is not None:  # the device learns here that the round is secure, and its roster
+        train.secure.CopyFrom(secure.message)
     return fedge_pb2.Task(kind=kind, task_id=a.task_id, round=a.round,
                           model_version=view.model_version, train=train,
                           deadline_unix=a.deadline)

@@ -1,6 +1,8 @@
 """The device's side of SecAgg+: four steps, one object per device and round.
 
-1. ``advertise()``: fresh key pairs; the public halves go to the server.
+1. ``advertise()``: fresh key pairs; the public halves go to the server. Over gRPC they
+   travel with the device's polls before the round (:class:`KeyRing`), and the round's
+   TRAIN task brings the roster.
 2. ``share(adverts)``: the round's roster fixes the neighbour graph; the device draws
    its self-mask seed b, splits b and its mask private key into Shamir shares among its
    neighbours and seals each neighbour's pair of shares under their pairwise key.
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -39,18 +42,18 @@ class ProtocolError(FedgeError):
 class MaskingDevice:
     """One device's secrets and state for one secure round."""
 
-    def __init__(self, device_id: str, params: Params, mask_prg: str | None = None
-                 ) -> None:
+    def __init__(self, device_id: str, params: Params, mask_prg: str | None = None,
+                 pairs: tuple[keys.KeyPair, keys.KeyPair] | None = None) -> None:
         """mask_prg: the mask generator this device advertises as its preference
-        (default: the faster here, prg.preferred())."""
+        (default: the faster here, prg.preferred()); pairs: the (encryption, mask) key
+        pairs it advertised already (KeyRing.take), instead of fresh ones."""
         self.device_id = device_id
         self.params = params
         self._prefers = mask_prg or prg.preferred()
         if self._prefers not in prg.NAMES:
             raise ValueError(f"unknown mask generator {self._prefers!r}")
         self.prg = prg.DEFAULT  # the round's, fixed by the roster in share()
-        self._encrypt = keys.generate()
-        self._mask = keys.generate()
+        self._encrypt, self._mask = pairs or (keys.generate(), keys.generate())
         self._seed = os.urandom(masks.SEED_BYTES)
         self._roster: list[str] = []
         self._adverts: dict[str, Advert] = {}
@@ -68,8 +71,11 @@ class MaskingDevice:
 
     def share(self, adverts: Mapping[str, Advert]) -> dict[str, bytes]:
         """Stage 2: a sealed share message for each neighbour, by neighbour id."""
-        if self.device_id not in adverts:
+        mine = adverts.get(self.device_id)
+        if mine is None:
             raise ProtocolError("the roster does not list this device")
+        if (mine.encrypt_public, mine.mask_public) != (self._encrypt.public, self._mask.public):
+            raise ProtocolError("the roster lists other keys for this device")
         for device_id, advert in adverts.items():
             if advert.device_id != device_id:
                 raise ProtocolError(f"advert of {advert.device_id!r} listed as {device_id!r}")
@@ -164,3 +170,40 @@ class MaskingDevice:
             self._given[peer] = "key"
         return ({p: self._held[p][0] for p in sorted(alive)},
                 {p: self._held[p][1] for p in sorted(gone)})
+
+
+class KeyRing:
+    """The key pairs a device advertised on its latest polls: every poll of a secure run
+    carries fresh ones (:meth:`fresh`), and a secure round's roster names the pair the
+    server took, which :meth:`take` hands out once. The older pairs go with it: the
+    server keeps a device's latest advert only, so no later roster can name them."""
+
+    KEEP = 4  # pairs kept: the poll in flight's, and those of a few polls before it
+
+    def __init__(self, device_id: str, mask_prg: str | None = None) -> None:
+        self.device_id = device_id
+        self._prefers = mask_prg or prg.preferred()
+        self._pairs: dict[tuple[bytes, bytes], tuple[keys.KeyPair, keys.KeyPair]] = {}
+        self._lock = threading.Lock()
+
+    def fresh(self) -> Advert:
+        """A new advert, its key pairs kept for the round that may take it."""
+        pairs = keys.generate(), keys.generate()
+        with self._lock:
+            self._pairs[pairs[0].public, pairs[1].public] = pairs
+            while len(self._pairs) > self.KEEP:
+                del self._pairs[next(iter(self._pairs))]
+        return Advert(self.device_id, pairs[0].public, pairs[1].public, self._prefers)
+
+    def take(self, advert: Advert) -> tuple[keys.KeyPair, keys.KeyPair]:
+        """The (encryption, mask) key pairs of advert, which can serve no other round."""
+        wanted = advert.encrypt_public, advert.mask_public
+        with self._lock:
+            if wanted not in self._pairs:
+                raise ProtocolError("the round's roster lists keys this device does not "
+                                    "hold (used already, or advertised before a restart)")
+            while True:  # oldest first, up to the one taken
+                key = next(iter(self._pairs))
+                pairs = self._pairs.pop(key)
+                if key == wanted:
+                    return pairs

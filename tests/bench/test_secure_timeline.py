@@ -22,8 +22,7 @@ def test_processes_timeline_has_every_device_phase_from_the_hosts():
     assert {e["host"] for e in result["events"] if "host" in e} - {os.getpid()}
     # Server side, in this process: every stage opened, closed after its last arrival.
     stages = result["summary"]["stages"]
-    assert [s["stage"] for s in stages] == [
-        "advertise keys", "share keys", "masked input", "unmasking"]
+    assert [s["stage"] for s in stages] == ["share keys", "masked input", "unmasking"]
     assert all(s["closed"] >= s["last_arrival"] for s in stages)
     # The hosts' CPU is counted at the stage marks.
     assert sum(kinds.get("C host processes", 0.0)

@@ -38,6 +38,7 @@ class RawDevice:
     token: str | None
     session: str = ""
     own_connection: bool = False  # True: never share a TCP connection with other devices
+    advert: fedge_pb2.SecureAdvert | None = None  # what its polls carry (secure runs)
     channel: grpc.Channel = field(init=False)
     stub: fedge_pb2_grpc.FederationStub = field(init=False)
 
@@ -63,7 +64,7 @@ class RawDevice:
 
     def poll(self, wait: float = 10.0) -> fedge_pb2.Task:
         return self.stub.PollTask(fedge_pb2.PollRequest(session_id=self.session,
-                                                        wait_seconds=wait),
+                                                        wait_seconds=wait, advert=self.advert),
                                   metadata=self.metadata, timeout=wait + 10)
 
     def poll_train(self, tries: int = 20) -> fedge_pb2.Task:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedge.secure import masks, prg, quantize
-from fedge.secure.device import MaskingDevice, ProtocolError, UnmaskRefused
+from fedge.secure.device import KeyRing, MaskingDevice, ProtocolError, UnmaskRefused
 from fedge.secure.masked_sum import MaskedSum
 from fedge.secure.masks import Advert
 from tests.secure import rounds
@@ -168,31 +168,79 @@ def test_sparse_graph_survives_dropouts_it_can_afford() -> None:
 def test_the_servers_stage_count_agrees_with_its_sets_at_every_message() -> None:
     # SecureRound.complete() counts instead of comparing sets; here it is held to the
     # sets after each message of each stage, dropouts included.
-    from fedge.server.secure_round import ADVERTISE, MASKED, SHARE, UNMASK, SecureRound
+    from fedge.server.secure_round import MASKED, SHARE, UNMASK, SecureRound
 
     inputs = _inputs(6, 8)
     ids = sorted(inputs)
     params = rounds.params_for(6, 8)
-    secure = SecureRound(params, ids)
     devices = {d: MaskingDevice(d, params) for d in ids}
+    # One sampled device brought no keys: the round's roster (U1) leaves it out.
+    secure = SecureRound(params, ids, {d: devices[d].advertise() for d in ids[:-1]})
+    assert secure.expected() == set(ids[:-1])
+    assert [a.device_id for a in secure.message.roster] == ids[:-1]
 
     def agree() -> bool:
         assert secure.complete() == (secure.expected() <= secure.arrived())
         return secure.complete()
 
-    steps = [(ADVERTISE, ids[:-1], lambda d: secure.sum.add_advert(devices[d].advertise())),
-             (SHARE, ids[:-2], lambda d: secure.sum.add_shares(
+    steps = [(SHARE, ids[:-2], lambda d: secure.sum.add_shares(
                  d, devices[d].share(secure.sum.adverts))),
              (MASKED, ids[:-3], lambda d: secure.sum.add_masked(
                  d, devices[d].mask(inputs[d], secure.sum.messages_for(d)), 1.0)),
              (UNMASK, ids[:-3], lambda d: secure.sum.add_reveal(
                  d, *devices[d].reveal(*secure.sum.request(d))))]
     # Each stage loses one device; only the unmasking hears from all it waits for.
-    for (stage, senders, send), done in zip(steps, [False, False, False, True], strict=True):
+    for (stage, senders, send), done in zip(steps, [False, False, True], strict=True):
         secure.stage = stage
         for d in senders:
             assert not agree()
             send(d)
         assert agree() == done
-        if stage == ADVERTISE:
-            secure.close_adverts()
+
+
+def test_a_key_ring_hands_each_advertised_pair_out_once_and_drops_older_ones() -> None:
+    # Every poll brings fresh keys; the server keeps a device's latest only, so once a
+    # roster names one advert, no later roster can name an older one.
+    ring = KeyRing("dev-0")
+    adverts = [ring.fresh() for _ in range(3)]
+    assert len({a.mask_public for a in adverts} | {a.encrypt_public for a in adverts}) == 6
+    encrypt, mask = ring.take(adverts[1])
+    assert (encrypt.public, mask.public) == (adverts[1].encrypt_public, adverts[1].mask_public)
+    for spent in adverts[:2]:  # taken, and older than the one taken
+        with pytest.raises(ProtocolError, match="does not hold"):
+            ring.take(spent)
+    assert ring.take(adverts[2])[1].public == adverts[2].mask_public
+    kept = [ring.fresh() for _ in range(KeyRing.KEEP + 1)]
+    with pytest.raises(ProtocolError):  # only the latest KEEP are kept
+        ring.take(kept[0])
+    assert ring.take(kept[-1])[0].public == kept[-1].encrypt_public
+
+
+def test_a_device_refuses_a_roster_that_lists_other_keys_for_it() -> None:
+    params = rounds.params_for(3, 8)
+    ring = KeyRing("dev-0")
+    device = MaskingDevice("dev-0", params, pairs=ring.take(ring.fresh()))
+    others = {d: MaskingDevice(d, params).advertise() for d in ("dev-0", "dev-1", "dev-2")}
+    with pytest.raises(ProtocolError, match="other keys"):
+        device.share(others)
+
+
+def test_a_secure_round_takes_each_sampled_devices_keys_once() -> None:
+    from fedge.server.registry import Device
+    from fedge.server.round_state import RoundSettings
+    from fedge.server.secure_round import open_secure
+
+    settings = RoundSettings(rounds=1, min_clients=1, fraction=1.0, round_timeout_s=1.0,
+                             retry_backoff_s=0.0, epochs=1, lr=0.1, batch_size=8, seed=0,
+                             linger_s=0.0, secure=True)
+    sample = [Device(f"dev-{i}", f"session-{i}", 10) for i in range(4)]
+    for d in sample[:3]:  # dev-3's poll brought no keys
+        d.advert = KeyRing(d.device_id).fresh()
+    adverts = {d.device_id: d.advert for d in sample}
+    first = open_secure(settings, 1, sample, 8)
+    assert [a.device_id for a in first.message.roster] == ["dev-0", "dev-1", "dev-2"]
+    assert [a.mask_public for a in first.message.roster] == [
+        adverts[f"dev-{i}"].mask_public for i in range(3)]  # type: ignore[union-attr]
+    assert first.sampled == [d.device_id for d in sample]
+    assert all(d.advert is None for d in sample)  # taken: no second round lists them
+    assert not open_secure(settings, 2, sample, 8).message.roster

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fedge.refusals import Busy
-from fedge.server import service
+from fedge.server import secure_service
 from fedge.server.limits import UploadSlots
 from fedge.server.store import StateStore
 from tests.fleet import Fleet
@@ -21,7 +21,7 @@ from tests.fleet import Fleet
 def test_a_busy_server_gets_the_masked_input_again(fleet: Fleet, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     refused = threading.Event()
-    hold, submit_masked = UploadSlots.hold, service.submit_masked
+    hold, submit_masked = UploadSlots.hold, secure_service.submit_masked
     first = threading.Lock()
 
     @contextmanager
@@ -40,7 +40,7 @@ def test_a_busy_server_gets_the_masked_input_again(fleet: Fleet, tmp_path: Path,
         return submit_masked(*args)
 
     monkeypatch.setattr(UploadSlots, "hold", counting_hold)
-    monkeypatch.setattr(service, "submit_masked", slow_first)
+    monkeypatch.setattr(secure_service, "submit_masked", slow_first)
     parts = fleet.partitions("digits-mlp", 3)
     server = fleet.server(rounds=1, min_clients=3, quorum_fraction=0.5, max_uploads=1,
                           state_dir=str(tmp_path / "state"),

@@ -17,7 +17,7 @@ from fedge.protos import fedge_pb2
 from fedge.secure import prg, quantize, vector
 from fedge.secure.device import MaskingDevice
 from fedge.secure.masked_sum import MaskedSum
-from fedge.server import service
+from fedge.server import secure_service
 from fedge.tensors import from_blob
 from tests.fleet import Fleet
 
@@ -92,13 +92,13 @@ def test_secure_round_is_fedavg_and_the_server_sees_only_masked_inputs(
     fleet.clients.clear()
     spy = Spy(monkeypatch)
     stages: list[int] = []
-    step = service.secure_step
+    step = secure_service.secure_step
 
     def counted(rounds: Any, device: Any, request: fedge_pb2.SecureRequest) -> Any:
         stages.append(request.stage)
         return step(rounds, device, request)
 
-    monkeypatch.setattr(service, "secure_step", counted)
+    monkeypatch.setattr(secure_service, "secure_step", counted)
     secure = _run(fleet, parts, state_dir=str(tmp_path / "secure"),
                   secure_aggregation=True)
     with caplog.at_level(logging.INFO, logger="fedge.server.secure_round"):

@@ -65,7 +65,7 @@ def test_sigkill_30_percent_at_each_stage(fleet: Fleet, procs: Processes, tmp_pa
                                           stage: str) -> None:
     server, clients = _fleet(fleet, procs, tmp_path, quorum_fraction=0.5)
     victims = ["dev-1", "dev-4"]  # a third of the round
-    if stage == "advertised":
+    if stage == "advertised":  # their polls brought keys: the round's roster lists them
         _when(server, lambda s: s.stage >= SHARE)
     elif stage == "shared":
         _when(server, lambda s: s.stage >= MASKED)

@@ -1,5 +1,6 @@
-"""A secure round on the wire: the TRAIN task says it is secure, and a plain update (a
-device that does not know the protocol) is refused instead of folded in the clear."""
+"""A secure round on the wire: the keys travel with the polls, the TRAIN task says the
+round is secure and carries their roster, and a plain update (a device that does not
+know the protocol) is refused instead of folded in the clear."""
 
 from __future__ import annotations
 
@@ -12,21 +13,30 @@ from fedge.protos import fedge_pb2
 from fedge.secure import prg
 from fedge.server.app import FedgeServer
 from fedge.server.fields import HEADER_METRICS
-from tests.faults.rawdevice import RawDevice, digits_weights, refusal
+from fedge.tensors import specs_to_proto
+from tests.faults.rawdevice import RawDevice, digits_specs, digits_weights, refusal
+
+
+def advert(i: int, mask_prg: str = prg.AES_CTR) -> fedge_pb2.SecureAdvert:
+    """raw-i's advert (the keys are never used here)."""
+    return fedge_pb2.SecureAdvert(device_id=f"raw-{i}", encrypt_public=bytes([i + 1]) * 32,
+                                  mask_public=bytes([i + 2]) * 32, mask_prg=mask_prg)
 
 
 @contextmanager
-def two_raw_devices(make_server: Callable[..., FedgeServer], stage_s: float = 1.0
+def two_raw_devices(make_server: Callable[..., FedgeServer], stage_s: float = 1.0,
+                    prgs: tuple[str, str] = (prg.AES_CTR, prg.AES_CTR)
                     ) -> Iterator[list[RawDevice]]:
-    """Two protocol-level devices joined to a secure server, both sampled."""
+    """Two protocol-level devices joined to a secure server, both sampled (their polls
+    carry adverts naming prgs)."""
     server = make_server(secure_aggregation=True, allow_anonymous=True,
                          round_timeout_s=2 * stage_s + 3, secure_stage_timeout_s=stage_s)
     port = server.start()
-    devices = [RawDevice(port, f"raw-{i}", None) for i in range(2)]
+    devices = [RawDevice(port, f"raw-{i}", None, advert=advert(i, prgs[i])) for i in range(2)]
     try:
         for d in devices:
             d.join()
-        devices[1].poll(0.5)  # anonymous devices are sampled once they have polled
+        devices[1].poll(0.5)  # sampled once its poll has brought keys
         yield devices
     finally:
         for d in devices:
@@ -68,23 +78,46 @@ def test_adverts_relay_known_mask_generators_and_read_others_as_chacha20(
     # A device names the generator it prefers; the server relays a name it knows and
     # replaces any other (here 10 kB of one) with ChaCha20's, so that what it sends every
     # device stays small and every device computes the same choice from it.
-    names = [prg.AES_CTR, "x" * 10_000]
-    with two_raw_devices(make_server, stage_s=5.0) as devices:
+    with two_raw_devices(make_server, prgs=(prg.AES_CTR, "x" * 10_000)) as devices:
         tasks = [d.poll_train() for d in devices]
+        roster = tasks[0].train.secure.roster
+        assert [(a.device_id, a.mask_prg) for a in roster] == [
+            ("raw-0", prg.AES_CTR), ("raw-1", prg.CHACHA20)]
+        assert [a.mask_public for a in roster] == [advert(0).mask_public,
+                                                   advert(1).mask_public]
+        assert tasks[1].train.secure.roster == roster  # every task: the same roster
 
-        def advertise(i: int, wait: float) -> fedge_pb2.SecureReply:
-            d = devices[i]
-            return d.stub.SecureStep(fedge_pb2.SecureRequest(
-                session_id=d.session, task_id=tasks[i].task_id, round=tasks[i].round,
-                stage=fedge_pb2.SECURE_ADVERTISE, wait_seconds=wait,
-                advert=fedge_pb2.SecureAdvert(device_id=f"raw-{i}", encrypt_public=bytes(32),
-                                              mask_public=bytes([i + 1]) * 32,
-                                              mask_prg=names[i])),
-                metadata=d.metadata, timeout=30)
 
-        assert not advertise(0, 0.0).ready
-        reply = advertise(1, 5.0)
-        assert reply.ready
-        assert {a.device_id: a.mask_prg for a in reply.adverts} == {
-            "raw-0": prg.AES_CTR, "raw-1": prg.CHACHA20}
-        assert advertise(0, 5.0).adverts == reply.adverts  # the same advert again
+def test_only_devices_whose_polls_bring_keys_are_sampled_and_keys_serve_one_round(
+        make_server: Callable[..., FedgeServer]) -> None:
+    server = make_server(secure_aggregation=True, allow_anonymous=True, min_clients=2,
+                         round_timeout_s=4.0, secure_stage_timeout_s=1.0)
+    port = server.start()
+    keyed, keyless, joined = (RawDevice(port, f"raw-{i}", None) for i in range(3))
+    keyed.advert = advert(0)
+    try:
+        assert joined.stub.Join(fedge_pb2.JoinRequest(  # told to bring keys to its polls
+            device_id="raw-2", task="digits-mlp", fingerprint=specs_to_proto(digits_specs()),
+            num_examples=100), timeout=10).secure_rounds
+        keyed.join()
+        keyless.join()
+        keyless.poll(0.5)
+        # Two live devices, one with keys: the round waits for a second with keys.
+        assert keyed.poll(2.5).kind == fedge_pb2.WAIT
+        keyless.advert = advert(1)
+        first = keyless.poll_train()
+        assert [a.device_id for a in first.train.secure.roster] == ["raw-0", "raw-1"]
+        # A poll's keys went into that roster and out of the registry: the device must
+        # bring fresh ones before a round can list it again.
+        assert server.registry.get(keyed.session).advert is None
+        # A malformed advert (short keys, another device's id) is refused on the poll.
+        keyless.advert = fedge_pb2.SecureAdvert(device_id="raw-1", encrypt_public=b"k",
+                                                mask_public=bytes(32))
+        code, message = refusal(lambda: keyless.poll(0.1))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "32-byte" in message
+        keyless.advert = advert(0)
+        code, _ = refusal(lambda: keyless.poll(0.1))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        for d in (keyed, keyless, joined):
+            d.close()
