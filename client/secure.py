@@ -165,6 +165,7 @@ class SecureTask:
             log.error("%s: round %d: a secure task, but the server did not say the run is "
                       "secure at Join", session.device_id, task.round)
             return None
+
         def begin() -> SecureTask:
             secure = cls(session, task, ring)
             secure.start_keys()
@@ -200,8 +201,9 @@ class SecureTask:
         """The reply to request once its stage closed; future: its first call, if made."""
         s = self._session
         while True:
-            reply: fedge_pb2.SecureReply = s.call(
-                future or s.stub.SecureStep.future(request, timeout=WAIT_S + 30))
+            if future is None:
+                future = s.stub.SecureStep.future(request, timeout=WAIT_S + 30)
+            reply: fedge_pb2.SecureReply = s.call(future)
             future = None
             if reply.ready:
                 return reply
