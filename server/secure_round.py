@@ -5,9 +5,8 @@ Stage 1 (advertise keys) has no call of its own: every poll of a device in a sec
 carries fresh public keys (fedge.server.secure_service.record_advert), the round takes
 the sampled devices' latest (:func:`open_secure`: U1, and no advert serves two rounds)
 and its TRAIN tasks carry them all (SecureParams.roster). A device shares its secrets
-and computes its masks as soon as it has its task, while it downloads and trains,
-instead of after a fleet-wide wait for everyone's keys. Then, with U1..U4 as in
-fedge.secure.masked_sum:
+as soon as it has its task, while it downloads and trains, instead of after a
+fleet-wide wait for everyone's keys. Then, with U1..U4 as in fedge.secure.masked_sum:
 
 2. share: until every device of U1 sent its share messages, or secure_stage_timeout_s;
 3. masked input: until every device of U2 sent one, or the round's deadline (training
@@ -199,6 +198,10 @@ def _run_stages(rounds: Rounds) -> str:
         secure = state.secure
         assert secure is not None
         try:
+            for device_id in set(secure.sampled) - set(secure.sum.adverts):
+                assignment = state.assignments.get(device_id)  # sampled, but keyless
+                if assignment is not None and not assignment.settled:
+                    assignment.refused = "brought no keys for the secure round"
             for stage, until in ((SHARE, stage_s), (MASKED, None), (UNMASK, stage_s)):
                 end = deadline if until is None else min(deadline, time.monotonic() + until)
                 if stage == UNMASK:  # unmasking gets its own time after the deadline

@@ -4,6 +4,9 @@ and a device that refuses a lying server."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -244,3 +247,45 @@ def test_a_secure_round_takes_each_sampled_devices_keys_once() -> None:
     assert first.sampled == [d.device_id for d in sample]
     assert all(d.advert is None for d in sample)  # taken: no second round lists them
     assert not open_secure(settings, 2, sample, 8).message.roster
+
+
+def test_a_sampled_device_without_keys_is_settled_at_once_and_never_handed_the_task(
+        tmp_path: Path) -> None:
+    # The driver samples only devices with keys; one whose keys a race took (it rejoined
+    # between the sampling and the open, say) is refused at the round's start instead
+    # of holding a TRAIN task it cannot do.
+    import threading
+
+    from fedge.server.registry import Registry
+    from fedge.server.round_state import RoundSettings
+    from fedge.server.rounds import Rounds
+    from fedge.server.secure_round import close_secure_round
+    from fedge.server.store import StateStore
+    from fedge.tensors import fingerprint
+    from tests.faults.rawdevice import digits_weights
+
+    initial = digits_weights()
+    settings = RoundSettings(rounds=1, min_clients=3, fraction=1.0, round_timeout_s=2.0,
+                             retry_backoff_s=0.1, epochs=1, lr=0.1, batch_size=8, seed=0,
+                             linger_s=0.0, secure=True, secure_stage_timeout_s=0.5)
+    registry = Registry(60.0)
+    rounds = Rounds(settings, fingerprint(initial), registry, StateStore(tmp_path),
+                    lambda _: {"accuracy": 0.0, "loss": 0.0}, initial, "digits-mlp")
+    sample = [registry.join(name, 10, {}, authenticated=True) for name in ("a", "b", "c")]
+    for device in sample[:2]:
+        device.advert = KeyRing(device.device_id).fresh()
+    rounds.open_round(sample)
+    stages = threading.Thread(target=close_secure_round, args=(rounds,), daemon=True)
+    stages.start()
+    try:
+        assert rounds.current.secure is not None
+        assert sorted(rounds.current.secure.sum.adverts) == ["a", "b"]
+        deadline = time.monotonic() + 10
+        while not rounds.current.assignments["c"].settled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rounds.current.assignments["c"].refused == "brought no keys for the secure round"
+        assert rounds.poll(sample[2], 0.0).kind == "WAIT"
+        assert rounds.poll(sample[0], 0.0).kind == "TRAIN"
+    finally:
+        rounds.stop()
+        stages.join(10)
