@@ -94,12 +94,15 @@ def protocol_row(n: int, size: int, flower: bool = False) -> dict[str, Any]:
         server_s += s
     _, s = timed(server.close_adverts)
     server_s += s
-    roster = fedge_pb2.SecureParams(roster=[fedge_pb2.SecureAdvert(  # in the TRAIN task
-        device_id=a.device_id, encrypt_public=a.encrypt_public, mask_public=a.mask_public)
-        for a in server.adverts.values()])
-    for d in ids:
-        down[d] += _bytes(roster)
-        sealed, s = timed(devices[d].share, server.adverts)
+    everyone = sorted(server.adverts)
+    for d in ids:  # its TRAIN task: every id, and its neighbourhood's keys
+        known = {p: server.adverts[p] for p in [d, *server.neighbours(d)]}
+        keys = [fedge_pb2.SecureAdvert(device_id=a.device_id, encrypt_public=a.encrypt_public,
+                                       mask_public=a.mask_public, mask_prg=a.mask_prg)
+                for a in known.values()]
+        down[d] += _bytes(fedge_pb2.SecureParams(devices=everyone, mask_prg=server.prg,
+                                                 roster=keys))
+        sealed, s = timed(devices[d].share, known, everyone, server.prg)
         device_s += s
         up[d] += _bytes(fedge_pb2.SecureRequest(shares=[
             fedge_pb2.PeerBytes(peer=p, data=v) for p, v in sealed.items()]))

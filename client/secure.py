@@ -2,7 +2,8 @@
 
 In a secure run every poll carries fresh public keys (stage 1: advert, a
 fedge.secure.device.KeyRing), and a TRAIN task whose TrainConfig carries SecureParams is
-secure: its roster lists the keys of every sampled device, this one's among them. Before
+secure: it lists every device of the round, and the keys of this one and its
+neighbours. Before
 training the device shares its secrets with its neighbours (stage 2); after training it
 clips its pseudo-gradient, weights it by its example count (with
 distributed DP: weight 1, plus its share of the round's Gaussian noise), quantizes it
@@ -144,8 +145,11 @@ class SecureTask:
         self._session = session
         self._task = task
         self.params = params_of(task)
+        p = task.train.secure
+        # The keys of this device's neighbourhood, every device's id, the generator.
         self.roster = {v.device_id: Advert(v.device_id, v.encrypt_public, v.mask_public,
-                                           v.mask_prg) for v in task.train.secure.roster}
+                                           v.mask_prg) for v in p.roster}
+        self._devices, self._prg = list(p.devices), p.mask_prg
         mine = self.roster.get(session.device_id)
         if mine is None:
             raise ProtocolError("the round's roster does not list this device")
@@ -223,7 +227,7 @@ class SecureTask:
     def start_keys(self) -> None:
         """Stage 2, begun: the share messages for the neighbours, sent; the call waits
         for the stage to close while the daemon downloads and trains (keys_done)."""
-        sealed = self.device.share(self.roster)
+        sealed = self.device.share(self.roster, self._devices, self._prg)
         self._share = self._request(stage=fedge_pb2.SECURE_SHARE, shares=[
             fedge_pb2.PeerBytes(peer=p, data=d) for p, d in sorted(sealed.items())])
         self._sharing = self._session.stub.SecureStep.future(self._share,

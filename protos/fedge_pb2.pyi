@@ -462,7 +462,7 @@ class RolloutReply(_message.Message):
     def __init__(self, rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SecureParams(_message.Message):
-    __slots__ = ("threshold", "degree", "seed", "size", "clip", "weight_cap", "scale", "noise_std", "roster")
+    __slots__ = ("threshold", "degree", "seed", "size", "clip", "weight_cap", "scale", "noise_std", "roster", "devices", "mask_prg")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DEGREE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -472,6 +472,8 @@ class SecureParams(_message.Message):
     SCALE_FIELD_NUMBER: _ClassVar[int]
     NOISE_STD_FIELD_NUMBER: _ClassVar[int]
     ROSTER_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    MASK_PRG_FIELD_NUMBER: _ClassVar[int]
     threshold: int
     degree: int
     seed: bytes
@@ -481,7 +483,9 @@ class SecureParams(_message.Message):
     scale: float
     noise_std: float
     roster: _containers.RepeatedCompositeFieldContainer[SecureAdvert]
-    def __init__(self, threshold: _Optional[int] = ..., degree: _Optional[int] = ..., seed: _Optional[bytes] = ..., size: _Optional[int] = ..., clip: _Optional[float] = ..., weight_cap: _Optional[int] = ..., scale: _Optional[float] = ..., noise_std: _Optional[float] = ..., roster: _Optional[_Iterable[_Union[SecureAdvert, _Mapping]]] = ...) -> None: ...
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    mask_prg: str
+    def __init__(self, threshold: _Optional[int] = ..., degree: _Optional[int] = ..., seed: _Optional[bytes] = ..., size: _Optional[int] = ..., clip: _Optional[float] = ..., weight_cap: _Optional[int] = ..., scale: _Optional[float] = ..., noise_std: _Optional[float] = ..., roster: _Optional[_Iterable[_Union[SecureAdvert, _Mapping]]] = ..., devices: _Optional[_Iterable[str]] = ..., mask_prg: _Optional[str] = ...) -> None: ...
 
 class SecureAdvert(_message.Message):
     __slots__ = ("device_id", "encrypt_public", "mask_public", "mask_prg")

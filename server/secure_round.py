@@ -77,14 +77,27 @@ class SecureRound:
         # transaction per input, serialized, held each device's reply and so the
         # unmasking stage (the server's store fsyncs each one).
         self.metrics: dict[str, dict[str, float]] = {}
-        # What every TRAIN task of the round carries, built once (not once per task).
+        # What every TRAIN task of the round carries, built once: the parameters, every
+        # device's id (the graph and the share points follow from them) and the
+        # generator; each task adds the keys of its device's neighbourhood (task_params).
         self.message = fedge_pb2.SecureParams(
             threshold=params.threshold, degree=params.degree, seed=params.seed,
             size=params.size, clip=params.clip, weight_cap=params.weight_cap,
-            scale=params.scale, noise_std=params.noise_std, roster=[
-                fedge_pb2.SecureAdvert(device_id=d, encrypt_public=v.encrypt_public,
-                                       mask_public=v.mask_public, mask_prg=v.mask_prg)
-                for d, v in sorted(self.sum.adverts.items())])
+            scale=params.scale, noise_std=params.noise_std,
+            devices=sorted(self.sum.adverts), mask_prg=self.sum.prg)
+        self._adverts = {d: fedge_pb2.SecureAdvert(
+            device_id=d, encrypt_public=v.encrypt_public, mask_public=v.mask_public,
+            mask_prg=v.mask_prg) for d, v in self.sum.adverts.items()}
+
+    def task_params(self, device_id: str) -> fedge_pb2.SecureParams:
+        """device_id's TRAIN task's SecureParams: the round's, with the adverts of the
+        device and its k neighbours (k + 1 keys a task, not n: SecAgg+'s point)."""
+        out = fedge_pb2.SecureParams()
+        out.CopyFrom(self.message)
+        if device_id in self._adverts:
+            out.roster.extend(self._adverts[d] for d in
+                              sorted([device_id, *self.sum.neighbours(device_id)]))
+        return out
 
     def complete(self) -> bool:
         """Whether the open stage has every message it waits for: expected() <=

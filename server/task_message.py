@@ -31,7 +31,7 @@ def task_message(view: TaskView, settings: RoundSettings, client_config: dict[st
     for key, value in client_config.items():
         setattr(train, key, value)  # what the strategy asks of devices
     if secure is not None:  # the device learns here that the round is secure, and its roster
-        train.secure.CopyFrom(secure.message)
+        train.secure.CopyFrom(secure.task_params(a.device_id))
     return fedge_pb2.Task(kind=kind, task_id=a.task_id, round=a.round,
                           model_version=view.model_version, train=train,
                           deadline_unix=a.deadline)

@@ -69,8 +69,16 @@ class MaskingDevice:
         return Advert(self.device_id, self._encrypt.public, self._mask.public,
                       self._prefers)
 
-    def share(self, adverts: Mapping[str, Advert]) -> dict[str, bytes]:
-        """Stage 2: a sealed share message for each neighbour, by neighbour id."""
+    def share(self, adverts: Mapping[str, Advert], roster: Iterable[str] | None = None,
+              mask_prg: str | None = None) -> dict[str, bytes]:
+        """Stage 2: a sealed share message for each neighbour, by neighbour id.
+
+        adverts: by device id, at least this device's and its neighbours'; roster: every
+        device of the round (U1), from which the graph and the share points follow, and
+        mask_prg: the round's generator, both as the server's task names them (a TRAIN
+        task carries the keys of the device's neighbourhood only: O(k) of them, not
+        O(n)). Without them adverts must be the whole roster's, and the generator
+        follows from them (masks.round_prg)."""
         mine = adverts.get(self.device_id)
         if mine is None:
             raise ProtocolError("the roster does not list this device")
@@ -79,11 +87,20 @@ class MaskingDevice:
         for device_id, advert in adverts.items():
             if advert.device_id != device_id:
                 raise ProtocolError(f"advert of {advert.device_id!r} listed as {device_id!r}")
+        if (roster is None) != (mask_prg is None):
+            raise ValueError("roster and mask_prg go together")
+        self._roster = sorted(adverts) if roster is None else sorted(set(roster))
+        if not set(adverts) <= set(self._roster):
+            raise ProtocolError("adverts of devices that are not in the round")
+        if mask_prg is not None and mask_prg not in prg.NAMES:
+            raise ProtocolError(f"unknown mask generator {mask_prg!r}")
         self._adverts = dict(adverts)
-        self._roster = sorted(adverts)
-        self.prg = masks.round_prg(adverts)
+        self.prg = masks.round_prg(adverts) if mask_prg is None else mask_prg
         self._neighbours = graph.neighbours_of(self._roster, self.params.degree,
                                                self.params.seed, self.device_id)
+        missing = [p for p in self._neighbours if p not in adverts]
+        if missing:
+            raise ProtocolError(f"the round's task lacks the keys of neighbours {missing[:3]}")
         if len(self._neighbours) < self.params.threshold:
             raise ProtocolError(f"{len(self._neighbours)} neighbours cannot hold a "
                                 f"{self.params.threshold}-of-n sharing")

@@ -52,8 +52,10 @@ def run(inputs: dict[str, np.ndarray], params: Params,
         server.add_advert(devices[d].advertise())
     server.close_adverts()
     alive -= drop.get(1, set())
-    for d in sorted(alive):
-        server.add_shares(d, devices[d].share(server.adverts))
+    roster = sorted(server.adverts)
+    for d in sorted(alive):  # each knows its neighbourhood's keys only, as over gRPC
+        known = {p: server.adverts[p] for p in [d, *server.neighbours(d)]}
+        server.add_shares(d, devices[d].share(known, roster, server.prg))
         if premask:  # before anyone is known to have dropped at stage 2
             devices[d].premask()
     alive -= drop.get(2, set())

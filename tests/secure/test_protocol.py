@@ -180,7 +180,7 @@ def test_the_servers_stage_count_agrees_with_its_sets_at_every_message() -> None
     # One sampled device brought no keys: the round's roster (U1) leaves it out.
     secure = SecureRound(params, ids, {d: devices[d].advertise() for d in ids[:-1]})
     assert secure.expected() == set(ids[:-1])
-    assert [a.device_id for a in secure.message.roster] == ids[:-1]
+    assert list(secure.message.devices) == ids[:-1]
 
     def agree() -> bool:
         assert secure.complete() == (secure.expected() <= secure.arrived())
@@ -241,12 +241,13 @@ def test_a_secure_round_takes_each_sampled_devices_keys_once() -> None:
         d.advert = KeyRing(d.device_id).fresh()
     adverts = {d.device_id: d.advert for d in sample}
     first = open_secure(settings, 1, sample, 8)
-    assert [a.device_id for a in first.message.roster] == ["dev-0", "dev-1", "dev-2"]
-    assert [a.mask_public for a in first.message.roster] == [
+    assert list(first.message.devices) == ["dev-0", "dev-1", "dev-2"]
+    roster = first.task_params("dev-0").roster  # 3 devices: everyone's a neighbour
+    assert [a.mask_public for a in roster] == [
         adverts[f"dev-{i}"].mask_public for i in range(3)]  # type: ignore[union-attr]
     assert first.sampled == [d.device_id for d in sample]
     assert all(d.advert is None for d in sample)  # taken: no second round lists them
-    assert not open_secure(settings, 2, sample, 8).message.roster
+    assert not open_secure(settings, 2, sample, 8).message.devices
 
 
 def test_a_sampled_device_without_keys_is_settled_at_once_and_never_handed_the_task(
@@ -289,3 +290,33 @@ def test_a_sampled_device_without_keys_is_settled_at_once_and_never_handed_the_t
     finally:
         rounds.stop()
         stages.join(10)
+
+
+def test_a_task_carries_the_keys_of_its_neighbourhood_only() -> None:
+    # SecAgg+'s point: a device's cost grows with k, not n. Its task lists every id (12
+    # bytes each: the graph and the share points follow from them) but k + 1 adverts.
+    from fedge.server.secure_round import SecureRound
+
+    ids = [f"dev-{i:02d}" for i in range(12)]
+    params = rounds.params_for(12, 8, degree=4)
+    devices = {d: MaskingDevice(d, params) for d in ids}
+    secure = SecureRound(params, ids, {d: devices[d].advertise() for d in ids})
+    for d in ids:
+        task = secure.task_params(d)
+        assert list(task.devices) == ids and task.mask_prg == secure.sum.prg
+        assert [a.device_id for a in task.roster] == sorted([d, *secure.sum.neighbours(d)])
+        assert len(task.roster) == 5
+    # What a device makes of such a task equals what the whole roster gives.
+    d = ids[0]
+    known = {a.device_id: secure.sum.adverts[a.device_id] for a in secure.task_params(d).roster}
+    sealed = devices[d].share(known, ids, secure.sum.prg)
+    assert sorted(sealed) == secure.sum.neighbours(d)
+    # A task without a neighbour's keys, with keys of a device outside the round, or
+    # with an unknown generator is refused.
+    lacking = {p: v for p, v in known.items() if p != secure.sum.neighbours(d)[0]}
+    stranger = {**known, "dev-99": Advert("dev-99", bytes(32), bytes(32))}
+    for adverts, roster, name, why in ((lacking, ids, secure.sum.prg, "lacks the keys"),
+                                       (stranger, ids, secure.sum.prg, "not in the round"),
+                                       (known, ids, "rot13", "unknown mask generator")):
+        with pytest.raises(ProtocolError, match=why):
+            devices[d].share(adverts, roster, name)

@@ -85,7 +85,9 @@ def test_adverts_relay_known_mask_generators_and_read_others_as_chacha20(
             ("raw-0", prg.AES_CTR), ("raw-1", prg.CHACHA20)]
         assert [a.mask_public for a in roster] == [advert(0).mask_public,
                                                    advert(1).mask_public]
-        assert tasks[1].train.secure.roster == roster  # every task: the same roster
+        assert tasks[1].train.secure.roster == roster  # two devices: each the other's neighbour
+        assert list(tasks[0].train.secure.devices) == ["raw-0", "raw-1"]
+        assert tasks[0].train.secure.mask_prg == prg.CHACHA20  # not every advert named AES
 
 
 def test_only_devices_whose_polls_bring_keys_are_sampled_and_keys_serve_one_round(
