@@ -3,9 +3,8 @@
 In a secure run every poll carries fresh public keys (stage 1: advert, a
 fedge.secure.device.KeyRing), and a TRAIN task whose TrainConfig carries SecureParams is
 secure: it lists every device of the round, and the keys of this one and its
-neighbours. Before
-training the device shares its secrets with its neighbours (stage 2); after training it
-clips its pseudo-gradient, weights it by its example count (with
+neighbours. Before training the device shares its secrets with its neighbours (stage
+2); after training it clips its pseudo-gradient, weights it by its example count (with
 distributed DP: weight 1, plus its share of the round's Gaussian noise), quantizes it
 into Z_{2^32}, masks it and streams it (stage 3); then it answers the server's
 unmasking request (stage 4: in the masked input's reply, or from SecureStep when the
