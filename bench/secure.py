@@ -56,6 +56,7 @@ from fedge.secure import graph, quantize
 from fedge.secure.device import MaskingDevice
 from fedge.secure.masked_sum import MaskedSum
 from fedge.secure.masks import Params
+from fedge.wire import advert_message
 
 FRAME = 5
 
@@ -88,8 +89,7 @@ def protocol_row(n: int, size: int, flower: bool = False) -> dict[str, Any]:
     for d in ids:
         advert, s = timed(devices[d].advertise)
         device_s += s
-        up[d] += _bytes(fedge_pb2.PollRequest(advert=fedge_pb2.SecureAdvert(  # on a poll
-            device_id=d, encrypt_public=advert.encrypt_public, mask_public=advert.mask_public)))
+        up[d] += _bytes(fedge_pb2.PollRequest(advert=advert_message(advert)))  # on a poll
         _, s = timed(server.add_advert, advert)
         server_s += s
     _, s = timed(server.close_adverts)
@@ -97,11 +97,8 @@ def protocol_row(n: int, size: int, flower: bool = False) -> dict[str, Any]:
     everyone = sorted(server.adverts)
     for d in ids:  # its TRAIN task: every id, and its neighbourhood's keys
         known = {p: server.adverts[p] for p in [d, *server.neighbours(d)]}
-        keys = [fedge_pb2.SecureAdvert(device_id=a.device_id, encrypt_public=a.encrypt_public,
-                                       mask_public=a.mask_public, mask_prg=a.mask_prg)
-                for a in known.values()]
-        down[d] += _bytes(fedge_pb2.SecureParams(devices=everyone, mask_prg=server.prg,
-                                                 roster=keys))
+        down[d] += _bytes(fedge_pb2.SecureParams(devices=everyone, mask_prg=server.prg, roster=[
+            advert_message(a) for a in known.values()]))
         sealed, s = timed(devices[d].share, known, everyone, server.prg)
         device_s += s
         up[d] += _bytes(fedge_pb2.SecureRequest(shares=[

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from fedge.protos import fedge_pb2, fedge_pb2_grpc
+from fedge.wire import advert_message
 
 if TYPE_CHECKING:
     from fedge.secure.device import KeyRing
@@ -113,9 +114,7 @@ class Session:
         """A poll's advert: fresh public keys (None: the run is not secure)."""
         if self.keys is None:
             return None
-        a = self.keys.fresh()
-        return fedge_pb2.SecureAdvert(device_id=a.device_id, encrypt_public=a.encrypt_public,
-                                      mask_public=a.mask_public, mask_prg=a.mask_prg)
+        return advert_message(self.keys.fresh())
 
     def call(self, future: grpc.Future) -> Any:
         """Waits for an RPC future (see Link.call)."""

@@ -7,9 +7,12 @@ daemon turns them into the protobuf enum values, through the maps here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedge.protos import fedge_pb2
+
+if TYPE_CHECKING:  # not imported at run time: it needs `cryptography`, the edge has none
+    from fedge.secure.masks import Advert
 
 # What a device sends: its new weights, their difference from the global model, or
 # the gradient of its loss at the global model.
@@ -28,3 +31,10 @@ def enum_name(enum: Any, value: int) -> str:
         return str(enum.Name(value))
     except ValueError:
         return f"unknown value {value}"
+
+
+def advert_message(advert: Advert) -> fedge_pb2.SecureAdvert:
+    """A secure round's advert (fedge.secure.masks.Advert) as polls and tasks carry it."""
+    return fedge_pb2.SecureAdvert(device_id=advert.device_id,
+                                  encrypt_public=advert.encrypt_public,
+                                  mask_public=advert.mask_public, mask_prg=advert.mask_prg)

@@ -47,6 +47,7 @@ from fedge.secure.masked_sum import MaskedSum, UnmaskFailed
 from fedge.secure.masks import Advert, Params
 from fedge.server.registry import Device
 from fedge.server.round_state import Phase, RoundSettings, quorum
+from fedge.wire import advert_message
 
 if TYPE_CHECKING:
     from fedge.server.rounds import Rounds
@@ -85,9 +86,7 @@ class SecureRound:
             size=params.size, clip=params.clip, weight_cap=params.weight_cap,
             scale=params.scale, noise_std=params.noise_std,
             devices=sorted(self.sum.adverts), mask_prg=self.sum.prg)
-        self._adverts = {d: fedge_pb2.SecureAdvert(
-            device_id=d, encrypt_public=v.encrypt_public, mask_public=v.mask_public,
-            mask_prg=v.mask_prg) for d, v in self.sum.adverts.items()}
+        self._adverts = {d: advert_message(v) for d, v in self.sum.adverts.items()}
 
     def task_params(self, device_id: str) -> fedge_pb2.SecureParams:
         """device_id's TRAIN task's SecureParams: the round's, with the adverts of the
